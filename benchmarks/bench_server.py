@@ -1,0 +1,362 @@
+"""Policy-server benchmark: loopback overhead against two baselines, and batching throughput.
+
+    .venv/bin/python benchmarks/bench_server.py --out bench_server.json
+
+Part 1 (latency). One LIBERO observation (two 224x224x3 uint8 images, 8-D state, a prompt;
+~300 KB) goes through four paths, each server in its own process:
+
+- ``in_process``: ``policy.infer(obs)`` in the benchmark process (the floor);
+- ``zmq_echo``: a bare ZeroMQ REQ/REP server with the same msgpack codec that decodes the
+  observation and answers with a (chunk, 7) action array, no validation, no queue;
+- ``openpi_websocket``: openpi-client's ``WebsocketClientPolicy`` against a ``websockets``
+  server doing what openpi's server does (metadata frame on connect, msgpack_numpy, infer,
+  ``server_timing``), with openpi's observation keys;
+- ``cogvla_server``: ``PolicyClient`` against the real server stack (ROUTER front,
+  validation, batching core with ``max_batch=8``), so batching is on with one client.
+
+The policy is trivial, so the figures are pure serving overhead.
+
+Part 2 (throughput). Eight concurrent clients against a policy whose ``infer_batch`` costs
+a fixed 20 ms whatever the batch size, served with ``max_batch=8`` and ``max_batch=1``.
+
+Prints one JSON document (and writes it to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+__all__ = ["main"]
+
+logger = logging.getLogger("bench_server")
+
+CHUNK = 8
+FIXED_COST_S = 0.020
+PROMPT = "put both the alphabet soup and the tomato sauce in the basket"
+
+
+def libero_observation(seed: int = 0) -> dict[str, Any]:
+    """A LIBERO-sized observation in the project schema (~300 KB)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+        "wrist_image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+        "state": rng.standard_normal(8).astype(np.float32),
+        "prompt": PROMPT,
+    }
+
+
+def _policy(kind: str) -> Any:
+    from cogvla.policy_api import Policy
+
+    class TrivialPolicy(Policy):
+        """Returns a constant chunk: the serving path is all that is measured."""
+
+        def __init__(self) -> None:
+            self.chunk = np.zeros((CHUNK, 7), np.float32)
+
+        def infer(self, obs: Any) -> np.ndarray:
+            return self.chunk
+
+        def metadata(self) -> dict[str, Any]:
+            return {"name": "trivial", "chunk_size": CHUNK, "action_dim": 7, "state_dim": 8}
+
+    class FixedCostPolicy(TrivialPolicy):
+        """One forward pass costs FIXED_COST_S whatever the batch size (an accelerator's regime)."""
+
+        def infer_batch(self, observations: Sequence[Any]) -> list[np.ndarray]:
+            time.sleep(FIXED_COST_S)
+            return [self.chunk for _ in observations]
+
+    return {"trivial": TrivialPolicy, "fixed_cost": FixedCostPolicy}[kind]()
+
+
+# -- server processes ----------------------------------------------------------------
+def _stop_on_sigterm(stop: Callable[[], None]) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: stop())
+
+
+def _serve_cogvla(port: int, kind: str, max_batch: int, ready: Any) -> None:
+    from deploy.core import BatchingConfig, InferenceCore
+    from deploy.handler import RequestHandler
+    from deploy.server import ZmqPolicyServer, ZmqServerConfig
+
+    core = InferenceCore(_policy(kind), BatchingConfig(max_batch=max_batch, max_queue=256)).start()
+    server = ZmqPolicyServer(RequestHandler(core), ZmqServerConfig(port=port))
+    _stop_on_sigterm(server.stop)
+    ready.set()
+    server.serve_forever()
+    core.stop()
+
+
+def _serve_echo(port: int, ready: Any) -> None:
+    import zmq
+
+    from deploy.protocol import decode, encode
+
+    chunk = np.zeros((CHUNK, 7), np.float32)
+    sock = zmq.Context.instance().socket(zmq.REP)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    _stop_on_sigterm(lambda: os._exit(0))
+    ready.set()
+    while True:
+        message = decode(sock.recv(copy=False).buffer)
+        sock.send(encode({"v": message["v"], "status": "ok", "result": {"actions": chunk}}), copy=False)
+
+
+def _serve_openpi_websocket(port: int, ready: Any) -> None:
+    from openpi_client import msgpack_numpy
+    from websockets.asyncio.server import serve
+
+    policy = _policy("trivial")
+    packer = msgpack_numpy.Packer()
+
+    async def handler(websocket: Any) -> None:
+        await websocket.send(packer.pack(policy.metadata()))
+        prev_total_ms = None
+        async for message in websocket:
+            start = time.monotonic()
+            obs = msgpack_numpy.unpackb(message)
+            infer_start = time.monotonic()
+            result = {"actions": policy.infer(obs)}
+            result["server_timing"] = {"infer_ms": (time.monotonic() - infer_start) * 1000.0}
+            if prev_total_ms is not None:
+                result["server_timing"]["prev_total_ms"] = prev_total_ms
+            await websocket.send(packer.pack(result))
+            prev_total_ms = (time.monotonic() - start) * 1000.0
+
+    async def run() -> None:
+        async with serve(handler, "127.0.0.1", port, compression=None, max_size=None):
+            ready.set()
+            await asyncio.Future()
+
+    _stop_on_sigterm(lambda: os._exit(0))
+    asyncio.run(run())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _ServerProcess:
+    """A server in a spawned process, stopped with SIGTERM on exit."""
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.port = _free_port()
+        ready = ctx.Event()
+        self.process = ctx.Process(target=target, args=(self.port, *args, ready), daemon=True)
+        self.process.start()
+        if not ready.wait(60):
+            raise RuntimeError(f"{target.__name__} did not start within 60 s")
+
+    def __enter__(self) -> _ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.join(10)
+
+
+# -- measurement ---------------------------------------------------------------------
+def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/max of a list of milliseconds."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "n": int(a.size),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "max_ms": float(a.max()),
+    }
+
+
+def time_calls(name: str, call: Callable[[], Any], n: int, warmup: int) -> list[float]:
+    """Wall time of ``n`` calls in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in tqdm(range(n), desc=name, leave=False):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def bench_latency(n: int, warmup: int) -> dict[str, Any]:
+    """Round trips of one LIBERO observation along the four paths."""
+    import zmq
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    from deploy.client import PolicyClient
+    from deploy.protocol import decode, encode
+
+    obs = libero_observation()
+    results: dict[str, Any] = {}
+    policy = _policy("trivial")
+    results["in_process"] = summarize(time_calls("in_process", lambda: policy.infer(obs), n, warmup))
+    results["msgpack_pack_unpack"] = summarize(
+        time_calls("codec", lambda: decode(encode({"v": 1, "endpoint": "infer", "obs": obs})), n, warmup)
+    )
+
+    with _ServerProcess(_serve_echo) as echo:
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.connect(f"tcp://127.0.0.1:{echo.port}")
+
+        def echo_call() -> Any:
+            sock.send(encode({"v": 1, "endpoint": "infer", "obs": obs}), copy=False)
+            return decode(sock.recv(copy=False).buffer)
+
+        results["zmq_echo"] = summarize(time_calls("zmq_echo", echo_call, n, warmup))
+        sock.close(linger=0)
+
+    openpi_obs = {
+        "observation/image": obs["image"],
+        "observation/wrist_image": obs["wrist_image"],
+        "observation/state": obs["state"],
+        "prompt": obs["prompt"],
+    }
+    with _ServerProcess(_serve_openpi_websocket) as ws:
+        client = WebsocketClientPolicy("127.0.0.1", ws.port)
+        results["openpi_websocket"] = summarize(
+            time_calls("openpi_websocket", lambda: client.infer(openpi_obs), n, warmup)
+        )
+        client._ws.close()
+
+    with _ServerProcess(_serve_cogvla, "trivial", 8) as server:
+        client = PolicyClient(f"tcp://127.0.0.1:{server.port}", timeout_ms=5000, retries=0)
+        stages: dict[str, list[float]] = {}
+
+        def cogvla_call() -> Any:
+            actions = client.infer(obs)
+            for key, value in (client.last_timing or {}).items():
+                stages.setdefault(key, []).append(value)
+            return actions
+
+        results["cogvla_server"] = summarize(time_calls("cogvla_server", cogvla_call, n, warmup))
+        keep = ("decode_ms", "queue_ms", "model_ms", "total_ms", "round_trip_ms", "client_encode_ms", "client_decode_ms")
+        results["cogvla_server_stages_p50_ms"] = {k: float(np.median(stages[k][-n:])) for k in keep}
+        results["cogvla_server_batch_sizes"] = client.ping()["batch_sizes"]
+        client.close()
+
+    inproc = results["in_process"]
+    server, echo_s, ws_s = results["cogvla_server"], results["zmq_echo"], results["openpi_websocket"]
+    overhead = {q: server[q] - inproc[q] for q in ("p50_ms", "p99_ms")}
+    results["server_overhead_ms"] = overhead
+    results["ratios"] = {
+        "server_over_echo_p50": server["p50_ms"] / echo_s["p50_ms"],
+        "server_over_echo_p99": server["p99_ms"] / echo_s["p99_ms"],
+        "websocket_over_server_p50": ws_s["p50_ms"] / server["p50_ms"],
+        "websocket_over_server_p99": ws_s["p99_ms"] / server["p99_ms"],
+    }
+    results["targets"] = {
+        "overhead_p50_le_0.4ms": overhead["p50_ms"] <= 0.4,
+        "overhead_p99_le_1ms": overhead["p99_ms"] <= 1.0,
+        "within_1.5x_of_echo_p50": results["ratios"]["server_over_echo_p50"] <= 1.5,
+        "websocket_2.5x_slower_p50": results["ratios"]["websocket_over_server_p50"] >= 2.5,
+    }
+    return results
+
+
+def _throughput(max_batch: int, clients: int, requests: int) -> dict[str, Any]:
+    from deploy.client import PolicyClient
+
+    obs = libero_observation()
+    with _ServerProcess(_serve_cogvla, "fixed_cost", max_batch) as server:
+        endpoint = f"tcp://127.0.0.1:{server.port}"
+        pool = [PolicyClient(endpoint, timeout_ms=30_000, retries=0) for _ in range(clients)]
+        for client in pool:
+            client.infer(obs)
+        barrier = threading.Barrier(clients + 1)
+        errors: list[BaseException] = []
+
+        def run(client: Any) -> None:
+            barrier.wait()
+            try:
+                for _ in range(requests):
+                    client.infer(obs)
+            except BaseException as exc:  # reported in the JSON, not swallowed
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(client,)) for client in pool]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        sizes = pool[0].ping()["batch_sizes"]
+        for client in pool:
+            client.close()
+    total = clients * requests
+    return {
+        "max_batch": max_batch,
+        "clients": clients,
+        "requests": total,
+        "errors": [repr(e) for e in errors],
+        "seconds": elapsed,
+        "requests_per_s": total / elapsed,
+        "batch_sizes": sizes,
+    }
+
+
+def bench_throughput(clients: int, requests: int) -> dict[str, Any]:
+    """Batched vs unbatched serving of ``clients`` concurrent robots on a fixed-cost policy."""
+    batched = _throughput(8, clients, requests)
+    unbatched = _throughput(1, clients, requests)
+    speedup = batched["requests_per_s"] / unbatched["requests_per_s"]
+    return {
+        "policy_cost_ms": FIXED_COST_S * 1000.0,
+        "batched": batched,
+        "unbatched": unbatched,
+        "speedup": speedup,
+        "target_speedup_ge_3x": speedup >= 3.0,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="timed round trips per latency path")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed round trips before each path")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the throughput part")
+    parser.add_argument("--requests", type=int, default=40, help="requests per client in the throughput part")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    report = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "observation_bytes": int(sum(v.nbytes for v in libero_observation().values() if isinstance(v, np.ndarray))),
+        "latency": bench_latency(args.n, args.warmup),
+        "throughput": bench_throughput(args.clients, args.requests),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Training samples from a frame cache: one per kept frame, assembled a micro-batch at a time.
+
+``DemoDataset[items]`` takes the ``[(index, seed), ...]`` lists that ``StepSampler`` yields
+and returns the model's batch::
+
+    pixel_values   (B, 2, 3, H, W) float32 in [0, 1], [agentview, wrist], augmented
+    input_ids      (B, T) int64, left-padded prompt
+    attention_mask (B, T) int64
+    proprio        (B, 8) float32 in [-1, 1]
+    actions        (B, chunk, 7) float32, model units (NormStats)
+
+It runs inside data-loader workers, so the batched augmentation and the uint8 -> float
+conversion happen off the training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cogvla.data.augment import AugmentConfig, augment_images, sample_params
+from cogvla.data.frame_cache import FrameCache
+from cogvla.data.windows import chunk_indices, noop_mask
+from cogvla.normalize import NormStats
+
+__all__ = ["DemoDataset", "TrainingFrames", "compute_norm_stats", "select_training_frames"]
+
+PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainingFrames:
+    """The frames that start a training sample and the frames of their action chunks."""
+
+    # (M,) int64 frame indices into the cache.
+    frames: np.ndarray
+    # (M, chunk) int64 frame indices of each sample's actions; clamped to the episode's last kept frame.
+    chunks: np.ndarray
+    # (M,) int64 episode of each sample.
+    episodes: np.ndarray
+
+
+def select_training_frames(cache: FrameCache, chunk: int, noop_threshold: float) -> TrainingFrames:
+    """Drop no-op transitions and build the chunk indices over the remaining frames of each episode."""
+    frames, chunks, episodes = [], [], []
+    for episode, (start, length) in enumerate(zip(cache.episode_starts, cache.episode_lengths, strict=True)):
+        kept = start + np.flatnonzero(~noop_mask(cache.actions[start : start + length], noop_threshold))
+        if len(kept) == 0:
+            continue
+        frames.append(kept)
+        chunks.append(kept[chunk_indices(len(kept), chunk)])
+        episodes.append(np.full(len(kept), episode))
+    if not frames:
+        raise ValueError(f"data: every frame of the {len(cache.episode_starts)} episodes is a no-op")
+    return TrainingFrames(np.concatenate(frames), np.concatenate(chunks), np.concatenate(episodes))
+
+
+def compute_norm_stats(cache: FrameCache, selection: TrainingFrames) -> NormStats:
+    """q01/q99 statistics of the training frames' actions and proprio (gripper dim masked)."""
+    return NormStats.from_data(cache.actions[selection.frames], cache.proprio[selection.frames])
+
+
+class DemoDataset:
+    """Map-style dataset whose keys are whole micro-batches of ``(index, augmentation seed)``."""
+
+    def __init__(
+        self,
+        cache: FrameCache,
+        selection: TrainingFrames,
+        stats: NormStats,
+        encode_prompts: PromptEncoder,
+        augment: AugmentConfig | None,
+        crop_area: float = AugmentConfig().crop_area,
+    ) -> None:
+        """
+        Args:
+            cache: decoded frames.
+            selection: which frames are samples (``select_training_frames``).
+            stats: normalization of actions and proprio.
+            encode_prompts: instructions -> left-padded ``(input_ids, attention_mask)``.
+            augment: augmentation ranges; None uses a centre crop of ``crop_area`` instead,
+                which is what serving does.
+            crop_area: crop area without augmentation.
+        """
+        self.cache = cache
+        self.selection = selection
+        self.encode_prompts = encode_prompts
+        self.augment = augment
+        self.crop_area = augment.crop_area if augment is not None else crop_area
+        # Normalized once here: workers then only gather rows.
+        self.actions = stats.normalize_actions(cache.actions)
+        self.proprio = stats.normalize_proprio(cache.proprio)
+
+    def __len__(self) -> int:
+        return len(self.selection.frames)
+
+    def __getitem__(self, items: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        indices = np.asarray([index for index, _ in items], dtype=np.int64)
+        if len(indices) == 0 or indices.min() < 0 or indices.max() >= len(self):
+            raise IndexError(f"DemoDataset: indices must lie in [0, {len(self)}), got {indices.tolist()}")
+        frames = self.selection.frames[indices]
+        # Sorted reads from the memory map are faster; np.unique also gives the inverse map back.
+        unique, inverse = np.unique(frames, return_inverse=True)
+        images = torch.from_numpy(np.ascontiguousarray(self.cache.images[unique][inverse]))
+        images = images.permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, 2, 3, H, W)
+        if self.augment is not None:
+            params = sample_params([seed for _, seed in items], self.augment)
+            images = augment_images(images, params, self.augment)
+        else:
+            images = augment_images(images, _centre_crop_params(len(items)), AugmentConfig(crop_area=self.crop_area))
+        prompts = [self.cache.languages[e] for e in self.selection.episodes[indices]]
+        input_ids, attention_mask = self.encode_prompts(prompts)
+        return {
+            "pixel_values": images,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "proprio": torch.from_numpy(self.proprio[frames]),
+            "actions": torch.from_numpy(self.actions[self.selection.chunks[indices]]),
+        }
+
+
+def _centre_crop_params(batch: int) -> torch.Tensor:
+    """Parameters for ``augment_images`` that only crop, at the centre."""
+    return torch.tensor([[0.5, 0.5, 0.0, 1.0, 1.0, 0.0]]).repeat(batch, 1)

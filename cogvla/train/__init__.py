@@ -1,0 +1,3 @@
+"""Training: configuration presets, optimizer and schedule, checkpoints and the ``cogvla train`` verb."""
+
+__all__: list[str] = []

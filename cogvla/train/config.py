@@ -1,0 +1,107 @@
+"""Training configuration: one frozen dataclass and a registry of named presets."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from cogvla.data.augment import AugmentConfig
+
+__all__ = ["TRAIN_PRESETS", "TrainConfig", "get_train_preset"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run, apart from its data and output folders."""
+
+    # Model preset and variant (cogvla.config.get_preset); ignored when starting from --init-from.
+    model_preset: str = "tiny"
+    variant: str = "cogvla"
+    # Optimizer steps of the whole run (the cosine schedule ends here).
+    steps: int = 20_000
+    # Samples per optimizer step, summed over ranks and accumulation micro-steps.
+    global_batch: int = 32
+    # Micro-steps per optimizer step; the per-rank micro-batch is global_batch / (grad_accum * world size).
+    grad_accum: int = 1
+    # Peak learning rate (CogVLA: 5e-4 at global batch 64).
+    lr: float = 5e-4
+    # Linear warm-up from ~0 to lr (CogVLA: 2,000 of 80,000 steps).
+    warmup_steps: int = 500
+    # Cosine decay floor (CogVLA: 1e-8).
+    min_lr: float = 1e-8
+    # torch.optim.AdamW defaults, as in the reference.
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    # Global gradient-norm clip; None = off (the reference does not clip).
+    max_grad_norm: float | None = 1.0
+    # ||a[:6]|| below this with an unchanged gripper marks a no-op transition (dropped).
+    noop_threshold: float = 1e-4
+    # Training-time image augmentation; None = off (a centre crop of the same area is used instead).
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    # Seeds the model init, the data order and the augmentation.
+    seed: int = 7
+    # Data-loader worker processes per rank (decode + augment off the training step).
+    num_workers: int = 1
+    # Write a checkpoint every this many steps (and at the end).
+    save_every: int = 1_000
+    # Checkpoints kept on disk (the newest ones); <= 0 keeps all.
+    keep_checkpoints: int = 3
+    # Log a JSONL record every this many steps.
+    log_every: int = 10
+    # LoRA on the backbone linears when fine-tuning from --init-from (CogVLA: r=32, alpha=16, dropout 0).
+    lora_rank: int = 32
+    lora_alpha: int = 16
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "global_batch", "grad_accum", "save_every", "log_every", "lora_rank")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.global_batch % self.grad_accum:
+            raise ValueError(
+                f"TrainConfig: global_batch ({self.global_batch}) must be divisible by grad_accum ({self.grad_accum})"
+            )
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f"TrainConfig: expected 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(
+                f"TrainConfig.warmup_steps: expected 0 <= warmup_steps < steps ({self.steps}), got {self.warmup_steps}"
+            )
+        if self.num_workers < 0:
+            raise ValueError(f"TrainConfig.num_workers: expected >= 0, got {self.num_workers}")
+
+    def micro_batch(self, world_size: int) -> int:
+        """Per-rank samples per micro-step; raises if the global batch does not split evenly."""
+        parts = self.grad_accum * world_size
+        if self.global_batch % parts:
+            raise ValueError(
+                f"TrainConfig.global_batch: {self.global_batch} does not split into grad_accum ({self.grad_accum})"
+                f" x world size ({world_size}) equal micro-batches"
+            )
+        return self.global_batch // parts
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # From scratch on scripted-oracle demos, sized for a 2-core CPU.
+    "tiny": TrainConfig(),
+    # The paper's LIBERO recipe (scripts-sh/finetune.sh), for LoRA fine-tuning on GPUs.
+    "cogvla-libero": TrainConfig(
+        model_preset="cogvla-7b",
+        steps=80_000,
+        global_batch=64,
+        warmup_steps=2_000,
+        max_grad_norm=None,
+        num_workers=4,
+        save_every=10_000,
+        keep_checkpoints=0,
+    ),
+}
+
+
+def get_train_preset(name: str) -> TrainConfig:
+    """The preset called ``name``; an unknown name raises with the closest match."""
+    if name not in TRAIN_PRESETS:
+        close = difflib.get_close_matches(name, TRAIN_PRESETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"train preset: expected one of {sorted(TRAIN_PRESETS)}, got {name!r}{hint}")
+    return TRAIN_PRESETS[name]

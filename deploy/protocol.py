@@ -1,0 +1,230 @@
+"""The wire protocol between robots and the policy server (specified in docs/protocol.md).
+
+One request or reply is one msgpack map. numpy arrays travel as a map
+``{"__ndarray__": true, "dtype": "<f4", "shape": [8], "data": <bin>}`` holding the raw
+little-endian C-order bytes, so a client in any language can build or read them without
+numpy; pickle is never used. Every message carries the protocol version ``"v"``, and the
+envelope keys ``v``, ``id``, ``endpoint``, ``status`` and ``error`` keep their meaning in
+every future version, so a client can always read the reply that refuses its version.
+
+This module imports only numpy and msgpack: robot-side code can use it without torch.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
+
+import msgpack
+import numpy as np
+
+__all__ = [
+    "ARRAY_MARKER",
+    "ENDPOINTS",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_DTYPES",
+    "SUPPORTED_VERSIONS",
+    "DecodeError",
+    "ErrorCode",
+    "RequestError",
+    "decode",
+    "decode_stream",
+    "encode",
+    "error_reply",
+    "ok_reply",
+    "request",
+]
+
+# Bump only for changes an old peer would misread; adding an optional field is not one.
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+ENDPOINTS = ("infer", "metadata", "ping", "reset")
+ARRAY_MARKER = "__ndarray__"
+
+# One byte order on the wire (little-endian, what every current robot CPU uses) keeps
+# foreign clients to a memcpy; object/void/complex/str dtypes are never accepted.
+SUPPORTED_DTYPES = (
+    "|b1",
+    "|u1",
+    "|i1",
+    "<u2",
+    "<i2",
+    "<f2",
+    "<u4",
+    "<i4",
+    "<f4",
+    "<u8",
+    "<i8",
+    "<f8",
+)
+_MAX_NDIM = 32
+
+
+class ErrorCode(str, enum.Enum):
+    """The ``error.code`` values a server may send; docs/protocol.md says when each is used."""
+
+    DECODE_ERROR = "decode_error"
+    VERSION_MISMATCH = "version_mismatch"
+    UNKNOWN_ENDPOINT = "unknown_endpoint"
+    BAD_REQUEST = "bad_request"
+    OVERLOADED = "overloaded"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INTERNAL_ERROR = "internal_error"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class RequestError(ValueError):
+    """A request the server refuses; becomes an ``error`` reply with these fields."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``error`` map of an error reply."""
+        return {
+            "code": self.code.value,
+            "message": self.message,
+            "field": self.field,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+
+
+class DecodeError(RequestError):
+    """Bytes that are not a valid protocol message (truncated msgpack, malformed array, ...)."""
+
+    def __init__(self, message: str, **details: str | None) -> None:
+        super().__init__(ErrorCode.DECODE_ERROR, message, **details)
+
+
+def _encode_array(array: np.ndarray) -> dict[str, Any]:
+    if array.dtype.str.startswith(">"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    dtype = array.dtype.str
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {array.dtype} ({dtype})")
+    # memoryview lets msgpack copy the bytes once, straight into its output buffer.
+    data = memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
+    return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(array.shape), "data": data}
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return _encode_array(obj)
+    if isinstance(obj, np.generic):
+        return _encode_array(np.asarray(obj))
+    raise TypeError(f"cannot encode {type(obj).__name__}: expected dict, list, str, bytes, number, bool, None or ndarray")
+
+
+def _decode_array(obj: dict[str, Any]) -> np.ndarray:
+    dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
+    if dtype not in SUPPORTED_DTYPES:
+        hint = " (send little-endian)" if isinstance(dtype, str) and dtype.startswith(">") else ""
+        raise DecodeError(
+            f"array dtype {dtype!r} is not allowed{hint}",
+            field="dtype",
+            expected=f"one of {', '.join(SUPPORTED_DTYPES)}",
+            actual=repr(dtype),
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise DecodeError(
+            "array shape must be a list of non-negative integers",
+            field="shape",
+            expected=f"list of at most {_MAX_NDIM} non-negative ints",
+            actual=repr(shape)[:80],
+        )
+    if not isinstance(data, bytes):
+        raise DecodeError("array data must be msgpack bin", field="data", expected="bin", actual=type(data).__name__)
+    np_dtype = np.dtype(dtype)
+    expected_bytes = math.prod(shape) * np_dtype.itemsize
+    if len(data) != expected_bytes:
+        raise DecodeError(
+            "array data length does not match dtype and shape",
+            field="data",
+            expected=f"{expected_bytes} bytes for {dtype} {shape}",
+            actual=f"{len(data)} bytes",
+        )
+    # Zero-copy view on the message bytes; such arrays are read-only.
+    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    if ARRAY_MARKER in obj:
+        return _decode_array(obj)
+    return obj
+
+
+def encode(obj: Any) -> bytes:
+    """Pack a message (nested dicts/lists of scalars, strings, bytes and arrays) into msgpack bytes.
+
+    numpy scalars become 0-d arrays; non-contiguous arrays are copied to C order and
+    big-endian arrays are converted to little-endian. Unsupported dtypes raise TypeError.
+    """
+    # A fresh Packer per call keeps encode() safe to call from several threads.
+    return msgpack.Packer(default=_default, use_bin_type=True).pack(obj)
+
+
+def decode(buffer: bytes | memoryview) -> Any:
+    """Unpack one msgpack message; raises ``DecodeError`` on anything malformed."""
+    try:
+        return msgpack.unpackb(buffer, object_hook=_object_hook, raw=False, use_list=True)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack signals truncation, bad UTF-8, deep nesting... with several types
+        raise DecodeError(f"payload is not a valid msgpack message: {exc}", field="payload") from exc
+
+
+def decode_stream(stream: BinaryIO) -> Iterator[Any]:
+    """Messages written back to back into a file (the ``--record`` format), one at a time."""
+    unpacker = msgpack.Unpacker(stream, object_hook=_object_hook, raw=False, use_list=True, max_buffer_size=0)
+    try:
+        yield from unpacker
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"stream holds an invalid msgpack message: {exc}", field="payload") from exc
+
+
+def request(
+    endpoint: str,
+    *,
+    request_id: int | str | None = None,
+    session: str | None = None,
+    deadline_ms: float | None = None,
+    obs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A request map; optional fields that are None are left out."""
+    message: dict[str, Any] = {"v": PROTOCOL_VERSION, "endpoint": endpoint}
+    for key, value in (("id", request_id), ("session", session), ("deadline_ms", deadline_ms), ("obs", obs)):
+        if value is not None:
+            message[key] = value
+    return message
+
+
+def ok_reply(endpoint: str | None, request_id: Any, result: Mapping[str, Any]) -> dict[str, Any]:
+    """A successful reply to ``endpoint``."""
+    return {"v": PROTOCOL_VERSION, "id": request_id, "endpoint": endpoint, "status": "ok", "result": result}
+
+
+def error_reply(endpoint: str | None, request_id: Any, error: RequestError) -> dict[str, Any]:
+    """An error reply; ``endpoint``/``id`` are None when the request could not be read."""
+    return {"v": PROTOCOL_VERSION, "id": request_id, "endpoint": endpoint, "status": "error", "error": error.to_wire()}

@@ -1,0 +1,186 @@
+"""The ZeroMQ front: a ROUTER socket in front of the shared ``RequestHandler``.
+
+One I/O thread owns the socket. It reads every pending request without blocking, lets
+the handler answer or queue it, and sends replies that the batching worker hands back
+through a pipe it polls alongside the socket. Any number of clients (REQ or DEALER) may be
+connected; replies go to the right one through the ROUTER routing id.
+
+Frame layout (docs/protocol.md): ``[routing id][empty delimiter][msgpack payload]`` as
+seen by the ROUTER; a REQ client sends the delimiter itself, a DEALER client must add it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from deploy.auth import CurveServerKeys, start_authenticator
+from deploy.handler import RequestHandler
+from deploy.protocol import DecodeError, encode, error_reply
+
+__all__ = ["ZmqPolicyServer", "ZmqServerConfig"]
+
+logger = logging.getLogger(__name__)
+
+# Poll timeout of the I/O loop: how fast stop() is noticed when nothing is happening.
+_IDLE_POLL_MS = 100
+# Messages read per wake-up before replies are flushed, so bursts cannot starve sends.
+_READ_BURST = 256
+
+
+@dataclass(frozen=True)
+class ZmqServerConfig:
+    """Where and how the ROUTER socket listens."""
+
+    # loopback by default: exposing a policy to the network is an explicit decision.
+    host: str = "127.0.0.1"
+    # 0 picks a free port (tests); the bound address is ZmqPolicyServer.endpoint.
+    port: int = 5555
+    # larger frames disconnect the sender (ZMQ_MAXMSGSIZE); a LIBERO observation is ~0.3 MB.
+    max_message_bytes: int = 8 * 1024 * 1024
+    # replies queued for one slow client before ZeroMQ drops further replies to it.
+    send_hwm: int = 1000
+    # CURVE key pair + allow-list; None = plain TCP.
+    curve: CurveServerKeys | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: expected 0..65535, got {self.port}")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes: expected >= 1024, got {self.max_message_bytes}")
+
+
+class ZmqPolicyServer:
+    """Serves ``handler`` on a ROUTER socket until ``stop()``."""
+
+    def __init__(
+        self, handler: RequestHandler, config: ZmqServerConfig | None = None, context: zmq.Context | None = None
+    ) -> None:
+        self.handler = handler
+        self.config = config or ZmqServerConfig()
+        self._context = context or zmq.Context.instance()
+        self._auth = start_authenticator(self._context, self.config.curve) if self.config.curve else None
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        self._socket.setsockopt(zmq.SNDHWM, self.config.send_hwm)
+        self._socket.setsockopt(zmq.LINGER, 500)
+        if self.config.curve is not None:
+            self.config.curve.apply(self._socket)
+        self._socket.bind(f"tcp://{self.config.host}:{self.config.port}")
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._outbox: collections.deque[list] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_lock = threading.Lock()
+        self._closed = False
+        self._io_thread_id: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Run the I/O loop in the calling thread until ``stop()``; closes the socket on exit."""
+        self._io_thread_id = threading.get_ident()
+        logger.info("serving on %s%s", self.endpoint, " (CURVE)" if self.config.curve else "")
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(_IDLE_POLL_MS))
+                if self._wake_r in events:
+                    self._drain_wake()
+                if self._socket in events:
+                    self._read_pending()
+                self._flush()
+            self._flush()
+        finally:
+            self._close()
+
+    def start(self) -> ZmqPolicyServer:
+        """Run ``serve_forever`` in a background thread (tests, embedding); returns self."""
+        self._thread = threading.Thread(target=self.serve_forever, name="cogvla-zmq-io", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the I/O loop to exit and wait for it (if it runs in a thread started by ``start``)."""
+        self._stop.set()
+        self._wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # -- I/O -----------------------------------------------------------------------
+    def _read_pending(self) -> None:
+        for _ in range(_READ_BURST):
+            try:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            received = time.perf_counter()
+            self._dispatch(frames, received)
+
+    def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
+        # ROUTER adds the routing id; REQ clients add an empty delimiter, DEALER clients may.
+        split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1
+        envelope = [frame.bytes for frame in frames[:split]]
+        body = frames[split:]
+
+        def reply(data: bytes) -> None:
+            self._outbox.append([*envelope, data])
+            if threading.get_ident() != self._io_thread_id:
+                self._wake()
+
+        if len(body) != 1:
+            error = DecodeError(
+                "expected exactly one payload frame after the envelope",
+                field="frames",
+                expected="[empty delimiter, payload]",
+                actual=f"{len(body)} frames after the delimiter",
+            )
+            reply(encode(error_reply(None, None, error)))
+            return
+        self.handler.handle(body[0].buffer, peer=envelope[0].hex(), received=received, reply=reply)
+
+    def _flush(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            frames = outbox.popleft()
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                logger.warning("dropped a reply: the client's send queue is full")
+            except zmq.ZMQError as exc:
+                logger.warning("dropped a reply: %s", exc)
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # a full pipe already means the loop will wake up
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _close(self) -> None:
+        self._socket.close()
+        if self._auth is not None:
+            self._auth.stop()
+        with self._wake_lock:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)

@@ -1,0 +1,124 @@
+"""Strict checking of observations that arrive over the wire.
+
+Every refusal is a ``bad_request`` ``RequestError`` naming the field (``obs.image``), the
+expected value and the actual one, so a robot integrator sees at once what to fix instead
+of a traceback from deep inside the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE, STATE_DIM
+from deploy.protocol import ErrorCode, RequestError
+
+__all__ = ["DEFAULT_IMAGE_SHAPE", "ObservationSpec", "bad_request"]
+
+DEFAULT_IMAGE_SHAPE = (224, 224, 3)
+_STATE_DTYPES = ("float32", "float64")
+
+
+def bad_request(field_name: str, message: str, expected: str, actual: str) -> RequestError:
+    """A ``bad_request`` error for one field."""
+    return RequestError(
+        ErrorCode.BAD_REQUEST,
+        f"{field_name}: {message} (expected {expected}, got {actual})",
+        field=field_name,
+        expected=expected,
+        actual=actual,
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _default_images() -> dict[str, tuple[int, ...]]:
+    return {OBS_IMAGE: DEFAULT_IMAGE_SHAPE, OBS_WRIST_IMAGE: DEFAULT_IMAGE_SHAPE}
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """What an ``infer`` observation must look like."""
+
+    # camera key -> (H, W, 3) uint8 image shape the policy expects (clients resize).
+    image_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=_default_images)
+    # length of the float state vector (LIBERO: eef pos 3, axis-angle 3, gripper qpos 2).
+    state_dim: int = STATE_DIM
+    # the instruction is truncated by the tokenizer anyway; longer text is a client bug.
+    max_prompt_chars: int = 2048
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ObservationSpec:
+        """The spec a policy's ``metadata()`` announces (``image_keys``/``image_shapes``, ``state_dim``)."""
+        images = metadata.get("image_shapes") or metadata.get("image_keys")
+        if isinstance(images, Mapping):
+            image_shapes = {str(k): tuple(int(n) for n in v) for k, v in images.items()}
+        elif isinstance(images, (list, tuple)) and images:
+            shape = tuple(int(n) for n in metadata.get("image_shape", DEFAULT_IMAGE_SHAPE))
+            image_shapes = {str(k): shape for k in images}
+        else:
+            image_shapes = _default_images()
+        return cls(image_shapes=image_shapes, state_dim=int(metadata.get("state_dim", STATE_DIM)))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec as plain msgpack-able values (for the ``metadata`` endpoint)."""
+        return {
+            "image_keys": {k: list(v) for k, v in self.image_shapes.items()},
+            "image_dtype": "uint8",
+            "state_dim": self.state_dim,
+            "state_dtype": "float32",
+        }
+
+    def validate(self, obs: Any) -> dict[str, Any]:
+        """Return a clean observation dict, or raise ``RequestError(bad_request)``."""
+        if not isinstance(obs, Mapping):
+            raise bad_request("obs", "observation must be a map", "map", _describe(obs))
+        allowed = (*self.image_shapes, OBS_STATE, OBS_PROMPT)
+        for key in obs:
+            if key not in allowed:
+                raise bad_request(f"obs.{key}", "unknown observation key", f"one of {', '.join(allowed)}", repr(key))
+        for key in allowed:
+            if key not in obs:
+                raise bad_request(f"obs.{key}", "missing observation key", "present", "missing")
+        clean: dict[str, Any] = {key: self._image(key, obs[key], shape) for key, shape in self.image_shapes.items()}
+        clean[OBS_STATE] = self._state(obs[OBS_STATE])
+        clean[OBS_PROMPT] = self._prompt(obs[OBS_PROMPT])
+        return clean
+
+    @staticmethod
+    def _image(key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+        expected = f"uint8 array of shape {shape}"
+        if not isinstance(value, np.ndarray) or value.dtype != np.uint8:
+            raise bad_request(f"obs.{key}", "wrong image dtype", expected, _describe(value))
+        if value.shape != shape:
+            raise bad_request(f"obs.{key}", "wrong image shape", expected, _describe(value))
+        return value
+
+    def _state(self, value: Any) -> np.ndarray:
+        name = f"obs.{OBS_STATE}"
+        expected = f"float32 array of shape ({self.state_dim},)"
+        if not isinstance(value, np.ndarray) or value.dtype.name not in _STATE_DTYPES:
+            raise bad_request(name, "wrong state dtype", expected, _describe(value))
+        if value.shape != (self.state_dim,):
+            raise bad_request(name, "wrong state shape", expected, _describe(value))
+        finite = np.isfinite(value)
+        if not finite.all():
+            raise bad_request(name, "state must be finite", "finite values", f"{int((~finite).sum())} NaN/inf entries")
+        return value.astype(np.float32, copy=False)
+
+    def _prompt(self, value: Any) -> str:
+        name = f"obs.{OBS_PROMPT}"
+        if not isinstance(value, str):
+            raise bad_request(name, "wrong prompt type", "str", _describe(value))
+        if not value.strip() or len(value) > self.max_prompt_chars:
+            raise bad_request(
+                name, "prompt must be non-empty text", f"1..{self.max_prompt_chars} chars", f"{len(value)} chars"
+            )
+        return value

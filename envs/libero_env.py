@@ -1,0 +1,247 @@
+"""A gymnasium env around LIBERO's ``OffScreenRenderEnv``, speaking the policy schema.
+
+Usage::
+
+    from envs.libero_env import LiberoEnv
+
+    env = LiberoEnv("libero_spatial", task_id=0, image_size=128, fast_render=True)
+    obs, info = env.reset(seed=7, options={"init_state_id": 3})
+    obs, reward, terminated, truncated, info = env.step(np.zeros(7))
+    env.close()
+
+Observations follow ``cogvla.policy_api`` (upright images, 8-D state, ``prompt``).
+Resets either restore one of the benchmark's fixed init states (evaluation) or, with
+``options={"randomize": True}``, sample fresh object placements from the BDDL regions
+(demo generation). Episode length is the caller's business: ``truncated`` is always
+False and the robosuite horizon is disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.fast_render import fast_render as fast_render_scope
+from envs.suites import TaskInfo
+from envs.suites import get_task
+from envs.suites import init_states
+
+__all__ = ["ActionError", "LiberoEnv", "upright"]
+
+logger = logging.getLogger(__name__)
+
+ACTION_DIM = 7
+STATE_DIM = 8
+AGENTVIEW = "agentview"
+WRIST = "robot0_eye_in_hand"
+# ASCII printable characters: what a BDDL instruction can contain.
+_PROMPT_CHARSET = frozenset(chr(c) for c in range(32, 127))
+
+
+class ActionError(ValueError):
+    """An action that is not a finite vector of shape (7,)."""
+
+
+def upright(image: np.ndarray) -> np.ndarray:
+    """Rotate a robosuite render by 180 degrees (robosuite 1.4 renders upside down)."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+def _axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+    """Axis-angle (3,) of an (x, y, z, w) quaternion, as LIBERO's harnesses compute it."""
+    w = float(np.clip(quat_xyzw[3], -1.0, 1.0))
+    den = np.sqrt(1.0 - w * w)
+    if np.isclose(den, 0.0):
+        return np.zeros(3)
+    return quat_xyzw[:3] * 2.0 * np.arccos(w) / den
+
+
+class LiberoEnv(gym.Env):
+    """One LIBERO task as a gymnasium env (``hard_reset=False``, headless, never prompts).
+
+    Args:
+        suite: one of ``envs.suites.SUITES``.
+        task_id: task index within the suite.
+        image_size: side of both (square) camera images, in pixels.
+        fast_render: render without reflections/MSAA/skybox (~2.3x faster on CPU).
+        privileged: add ``obs["privileged"] = envs.privileged.privileged_state(raw_env)``
+            for the scripted oracle.
+        render_mode: ``"rgb_array"`` or None.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        suite: str,
+        task_id: int,
+        *,
+        image_size: int = 256,
+        fast_render: bool = False,
+        privileged: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        self.task: TaskInfo = get_task(suite, task_id)
+        self.image_size = image_size
+        self.fast_render = fast_render
+        self.privileged = privileged
+        self.render_mode = render_mode
+        self._init_states = init_states(suite, task_id)
+        self._raw_obs: dict[str, Any] | None = None
+        self._seeded = False
+        self.init_state_id: int | None = None
+
+        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": image,
+                "wrist_image": image,
+                "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+                "prompt": gym.spaces.Text(max_length=512, charset=_PROMPT_CHARSET),
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+        # robosuite 1.4 picks EGL itself unless told otherwise; say it explicitly so
+        # that a stray DISPLAY never selects GLX on a headless machine.
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from libero.libero.envs import OffScreenRenderEnv
+
+        with fast_render_scope(fast_render):
+            self.raw_env = OffScreenRenderEnv(
+                bddl_file_name=self.task.bddl_file,
+                camera_names=[AGENTVIEW, WRIST],
+                camera_heights=image_size,
+                camera_widths=image_size,
+                # A hard reset rebuilds the MjSim and GL context: 4.3 s instead of 0.25 s.
+                hard_reset=False,
+                # Episode budgets are enforced by the caller, not robosuite's 1000-step horizon.
+                ignore_done=True,
+            )
+
+    @property
+    def prompt(self) -> str:
+        """The instruction given to the policy."""
+        return self.task.language
+
+    @property
+    def num_init_states(self) -> int:
+        """How many fixed init states the benchmark has for this task."""
+        return len(self._init_states)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """Start an episode.
+
+        Args:
+            seed: seeds LIBERO's global NumPy RNG (object placement). The first reset
+                seeds with 0 if no seed was ever given.
+            options: ``{"init_state_id": k}`` restores fixed init state k (default 0);
+                ``{"randomize": True}`` samples placements from the BDDL regions instead.
+        """
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"init_state_id", "randomize"}
+        if unknown:
+            raise ValueError(f"options: expected keys init_state_id/randomize, got {sorted(unknown)}")
+        if seed is not None or not self._seeded:
+            self.raw_env.seed(0 if seed is None else int(seed))
+            self._seeded = True
+        raw_obs = self.raw_env.reset()
+        if options.get("randomize", False):
+            self.init_state_id = None
+        else:
+            init_state_id = int(options.get("init_state_id", 0))
+            if not 0 <= init_state_id < self.num_init_states:
+                raise ValueError(
+                    f"init_state_id: expected 0 <= id < {self.num_init_states} for {self.task.name}, "
+                    f"got {init_state_id}"
+                )
+            self.init_state_id = init_state_id
+            raw_obs = self.raw_env.set_init_state(self._init_states[init_state_id])
+        self._raw_obs = raw_obs
+        return self._observation(raw_obs), self._info(success=False)
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        """Apply one 7-D action (clipped to [-1, 1]); ``terminated`` means the task succeeded."""
+        if self._raw_obs is None:
+            raise RuntimeError("step() called before reset()")
+        action = self._check_action(action)
+        raw_obs, reward, done, _ = self.raw_env.step(np.clip(action, -1.0, 1.0))
+        self._raw_obs = raw_obs
+        success = bool(done)
+        return self._observation(raw_obs), float(reward), success, False, self._info(success=success)
+
+    def render(self) -> np.ndarray | None:
+        """The last upright agentview frame (``render_mode="rgb_array"``)."""
+        if self.render_mode is None or self._raw_obs is None:
+            return None
+        return upright(self._raw_obs[f"{AGENTVIEW}_image"])
+
+    def raw_fields(self) -> dict[str, np.ndarray]:
+        """The current step's fields for LIBERO's HDF5 demo schema (copies)."""
+        if self._raw_obs is None:
+            raise RuntimeError("raw_fields() called before reset()")
+        obs = self._raw_obs
+        quat = np.asarray(obs["robot0_eef_quat"], dtype=np.float64)
+        return {
+            "ee_pos": np.array(obs["robot0_eef_pos"], dtype=np.float64),
+            "ee_quat": quat.copy(),
+            "ee_ori": _axis_angle(quat),
+            "gripper_states": np.array(obs["robot0_gripper_qpos"], dtype=np.float64),
+            "joint_states": np.array(obs["robot0_joint_pos"], dtype=np.float64),
+            "sim_state": np.asarray(self.raw_env.get_sim_state(), dtype=np.float64).copy(),
+        }
+
+    def check_success(self) -> bool:
+        """Whether the BDDL goal currently holds."""
+        return bool(self.raw_env.check_success())
+
+    def close(self) -> None:
+        """Free the simulator and its GL context (avoids EGL tracebacks at exit)."""
+        raw_env = getattr(self, "raw_env", None)
+        if raw_env is not None:
+            raw_env.close()
+            self.raw_env = None
+
+    def _check_action(self, action: Any) -> np.ndarray:
+        try:
+            array = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ActionError(f"action: expected a numeric array of shape (7,), got {type(action).__name__}") from exc
+        if array.shape != (ACTION_DIM,):
+            raise ActionError(f"action: expected shape (7,), got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ActionError(f"action: expected finite values, got {np.array2string(array, precision=3)}")
+        return array
+
+    def _observation(self, raw_obs: dict[str, Any]) -> dict[str, Any]:
+        quat = np.asarray(raw_obs["robot0_eef_quat"], dtype=np.float64)
+        state = np.concatenate([raw_obs["robot0_eef_pos"], _axis_angle(quat), raw_obs["robot0_gripper_qpos"]])
+        obs: dict[str, Any] = {
+            "image": upright(raw_obs[f"{AGENTVIEW}_image"]),
+            "wrist_image": upright(raw_obs[f"{WRIST}_image"]),
+            "state": state.astype(np.float32),
+            "prompt": self.prompt,
+        }
+        if self.privileged:
+            from envs.privileged import privileged_state
+
+            obs["privileged"] = privileged_state(self.raw_env)
+        return obs
+
+    def _info(self, *, success: bool) -> dict[str, Any]:
+        return {
+            "is_success": success,
+            "task": self.task.name,
+            "task_id": self.task.task_id,
+            "suite": self.task.suite,
+            "init_state_id": self.init_state_id,
+        }

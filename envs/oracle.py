@@ -1,0 +1,392 @@
+"""A Markovian scripted pick-and-place oracle for LIBERO, driven by privileged simulator state.
+
+The oracle reads ``obs["privileged"]`` (see ``envs.privileged``) and answers with one
+OSC_POSE delta action. It keeps no memory: every decision is a function of the current
+geometry and gripper opening, so a policy that sees the scene can imitate it. One tick:
+
+1. Parse the single BDDL goal atom: ``(on OBJ TARGET)`` or ``(in OBJ REGION)``.
+2. Decide the phase from geometry alone:
+
+   - *held* (fingers resting on the object, hand inside its box): lift straight up to a
+     carry height that clears everything between the object and the target, carry over
+     the target, lower, and open once the object is centred and its bottom is within a
+     few centimetres of the support surface;
+   - *placed* (object resting on/in the target, not held): finish opening, then retreat up;
+   - otherwise: hover above the grasp point (defined relative to the object), turn the
+     fingers to the grasp yaw, descend with the gripper open, close on arrival.
+3. Turn the phase's target pose into a saturated proportional command.
+
+Example::
+
+    oracle = ScriptedOracle()
+    action = oracle.infer(obs)[0]          # obs from an env created with privileged=True
+    oracle.decide(obs["privileged"]).phase  # e.g. "carry"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from cogvla.policy_api import ACTION_DIM, Policy
+from envs.oracle_geometry import (
+    box_half_extents,
+    down_rotation,
+    gripper_yaw,
+    nearest_equivalent_yaw,
+    point_in_box,
+    quat_to_mat,
+    rotation_error,
+    segment_box_overlap,
+    wrap_angle,
+)
+
+__all__ = [
+    "DEFAULT_GRASP",
+    "GRASP_SPECS",
+    "Decision",
+    "GraspSpec",
+    "OracleConfig",
+    "OracleTaskError",
+    "PrivilegedObservationError",
+    "ScriptedOracle",
+]
+
+Phase = Literal[
+    "approach", "descend", "close", "reopen", "lift", "carry", "align", "lower", "release", "retreat"
+]
+
+_REQUIRED_KEYS = ("goal", "eef_pos", "eef_quat", "gripper_qpos", "objects", "sites")
+_OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb")
+# LIBERO's OSC_POSE maps an action of 1 to a 5 cm / 0.5 rad goal offset.
+_POS_SCALE = 0.05
+_ROT_SCALE = 0.5
+
+
+class PrivilegedObservationError(ValueError):
+    """The observation lacks the privileged simulator state the oracle needs."""
+
+
+class OracleTaskError(ValueError):
+    """The BDDL goal is not one the oracle knows how to achieve."""
+
+
+@dataclass(frozen=True)
+class GraspSpec:
+    """How to grasp one object category."""
+
+    # "rim": pinch the wall of an open vessel; "top": straddle the body from above.
+    kind: Literal["rim", "top"] = "top"
+    # rim: distance of the grasp point from the vessel's axis (m).
+    rim_radius: float = 0.0
+    # rim: grasp height above the body origin along the vessel's up axis;
+    # top: depth of the grasp point below the object's top (m).
+    height: float = 0.03
+    # rim: finger gap when pinching the wall (m); top grasps use the object's width.
+    rim_thickness: float = 0.0
+
+
+# The bowl's wall is ~1 cm thick and 5.1 cm tall: pinch it 1 cm below the rim.
+GRASP_SPECS: dict[str, GraspSpec] = {
+    "akita_black_bowl": GraspSpec(kind="rim", rim_radius=0.05, height=0.041, rim_thickness=0.01),
+}
+DEFAULT_GRASP = GraspSpec(kind="top", height=0.03)
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Gains and geometric thresholds (metres, radians) of the scripted oracle."""
+
+    # Proportional gains in action units per full-scale error (5 cm, 0.5 rad); >1 saturates sooner.
+    position_gain: float = 1.0
+    rotation_gain: float = 1.0
+    # Hover point above the grasp point before the straight descent.
+    hover_height: float = 0.08
+    # Horizontal/vertical distance to the grasp point at which the fingers close.
+    grasp_tolerance_xy: float = 0.008
+    grasp_tolerance_z: float = 0.01
+    # Horizontal distance to the grasp point below which the descent starts.
+    descend_tolerance: float = 0.01
+    # Yaw error (rad) allowed before descending.
+    yaw_tolerance: float = 0.1
+    # Finger gap above which the gripper counts as open, and below which it closed on nothing.
+    open_gap: float = 0.07
+    empty_gap: float = 0.004
+    # Slack over the object's width for "fingers resting on the object".
+    held_gap_margin: float = 0.008
+    # How far outside the object's box the grip site may be while holding it.
+    held_box_margin: float = 0.015
+    # Height of the carried object's bottom over obstacles between it and the target.
+    carry_clearance: float = 0.06
+    # Horizontal margin around the carried object's path when looking for obstacles.
+    corridor_margin: float = 0.03
+    # Carried object vs target centre: lower within, hold height within, else carry.
+    lower_tolerance: float = 0.01
+    hold_tolerance: float = 0.03
+    # Object-bottom height over the support at which the gripper opens, per relation.
+    release_clearance: dict[str, float] = field(default_factory=lambda: {"on": 0.02, "in": 0.03})
+    # Horizontal tolerance for opening over the target.
+    release_tolerance: float = 0.015
+    # Height of the grip site over the placed object's top when retreating.
+    retreat_height: float = 0.1
+    # Fingertips reach ~1.3 cm below the grip site: keep top grasps this far above the object's bottom.
+    finger_clearance: float = 0.014
+    # Horizontal extents within this ratio count as round (grasp along world y).
+    round_ratio: float = 1.15
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One tick's phase and the pose/gripper command it implies."""
+
+    phase: Phase
+    # Grip-site target (world, metres).
+    target: np.ndarray
+    # Finger-axis yaw target (rad).
+    yaw: float
+    # -1 open, +1 close.
+    gripper: float
+
+
+@dataclass(frozen=True)
+class _Placement:
+    xy: np.ndarray
+    support_z: float
+    relation: str
+    region: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if key not in mapping:
+            raise PrivilegedObservationError(
+                f"{where}[{key!r}] is missing: expected the keys {list(keys)} from envs.privileged.privileged_state"
+            )
+
+
+class ScriptedOracle(Policy):
+    """Scripted pick-and-place policy over privileged state; ``infer`` returns a ``(1, 7)`` chunk."""
+
+    def __init__(self, config: OracleConfig | None = None, grasps: Mapping[str, GraspSpec] | None = None):
+        self.config = config or OracleConfig()
+        self.grasps = dict(GRASP_SPECS if grasps is None else grasps)
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "name": "scripted_oracle", "needs_privileged": True}
+
+    def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """Action chunk ``(1, 7)`` float32 for the current tick."""
+        if "privileged" not in obs:
+            raise PrivilegedObservationError(
+                "obs['privileged'] is missing: the scripted oracle needs the env created with privileged=True"
+            )
+        priv = obs["privileged"]
+        decision = self.decide(priv)
+        return self.action(priv, decision)[None, :]
+
+    def decide(self, priv: Mapping[str, Any]) -> Decision:
+        """The phase and target pose for one privileged state (see the module docstring)."""
+        _require(priv, _REQUIRED_KEYS, "privileged")
+        relation, obj_name, target_name = self._goal(priv)
+        objects = priv["objects"]
+        if obj_name not in objects:
+            raise PrivilegedObservationError(f"privileged['objects'][{obj_name!r}] is missing (named by the goal)")
+        obj = objects[obj_name]
+        _require(obj, _OBJECT_KEYS, f"privileged['objects'][{obj_name!r}]")
+        placement = self._placement(priv, relation, target_name)
+
+        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
+        gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
+        current_yaw = gripper_yaw(quat_to_mat(priv["eef_quat"]))
+        grasp_point, grasp_yaw, width = self._grasp(priv, obj_name)
+
+        if self._held(obj, eef, gap, width):
+            return self._transport(priv, obj_name, placement, eef, current_yaw)
+        if self._placed(obj, placement):
+            return self._retreat(obj, eef, current_yaw, gap)
+        return self._pick(priv, obj_name, grasp_point, grasp_yaw, eef, current_yaw, gap)
+
+    def action(self, priv: Mapping[str, Any], decision: Decision) -> np.ndarray:
+        """Saturated proportional OSC_POSE command ``(7,)`` float32 towards ``decision``."""
+        cfg = self.config
+        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
+        position = cfg.position_gain * (decision.target - eef) / _POS_SCALE
+        peak = np.max(np.abs(position))
+        if peak > 1.0:
+            # Scale the whole vector (not per axis) so the hand travels in a straight line.
+            position = position / peak
+        current = quat_to_mat(priv["eef_quat"])
+        rotation = cfg.rotation_gain * rotation_error(down_rotation(decision.yaw), current) / _ROT_SCALE
+        rotation = np.clip(rotation, -1.0, 1.0)
+        out = np.zeros(ACTION_DIM, dtype=np.float32)
+        out[:3] = position
+        out[3:6] = rotation
+        out[6] = decision.gripper
+        return out
+
+    def _goal(self, priv: Mapping[str, Any]) -> tuple[str, str, str]:
+        goal = priv["goal"]
+        if len(goal) != 1 or len(goal[0]) != 3 or str(goal[0][0]).lower() not in ("on", "in"):
+            raise OracleTaskError(
+                f"privileged['goal']: expected one atom ('on'|'in', object, target), got {goal!r}"
+            )
+        relation, obj_name, target_name = (str(token) for token in goal[0])
+        return relation.lower(), obj_name, target_name
+
+    def _placement(self, priv: Mapping[str, Any], relation: str, target_name: str) -> _Placement:
+        objects, sites = priv["objects"], priv["sites"]
+        if target_name in objects:
+            target = objects[target_name]
+            box = np.asarray(target["aabb"], dtype=np.float64)
+            xy = np.asarray(target["pos"], dtype=np.float64)[:2]
+            return _Placement(xy=xy, support_z=float(box[1, 2]), relation=relation, region=None)
+        if target_name in sites:
+            site = sites[target_name]
+            centre = np.asarray(site["pos"], dtype=np.float64)
+            rot = np.asarray(site["rot"], dtype=np.float64)
+            size = np.asarray(site["size"], dtype=np.float64)
+            half = box_half_extents(rot, size)
+            support = centre[2] - half[2] if relation == "in" else centre[2] + half[2]
+            return _Placement(xy=centre[:2], support_z=float(support), relation=relation, region=(centre, rot, size))
+        raise OracleTaskError(f"goal target {target_name!r}: expected an object or a site in privileged state")
+
+    def _grasp(self, priv: Mapping[str, Any], obj_name: str) -> tuple[np.ndarray, float, float]:
+        """Grasp point (world), finger-axis yaw and expected finger gap for the object's current pose."""
+        cfg = self.config
+        obj = priv["objects"][obj_name]
+        spec = self.grasps.get(obj["category"], DEFAULT_GRASP)
+        box = np.asarray(obj["aabb"], dtype=np.float64)
+        if spec.kind == "rim":
+            rot = quat_to_mat(obj["quat"])
+            up = rot[:, 2]
+            radial = self._rim_direction(priv, obj_name)
+            radial = radial - radial.dot(up) * up
+            radial /= np.linalg.norm(radial)
+            point = np.asarray(obj["pos"], dtype=np.float64) + spec.height * up + spec.rim_radius * radial
+            return point, float(np.arctan2(radial[0], -radial[1])), spec.rim_thickness
+        extent = box[1] - box[0]
+        centre = (box[0] + box[1]) / 2.0
+        z = max(box[1, 2] - spec.height, box[0, 2] + cfg.finger_clearance)
+        across_y = extent[1] <= extent[0] * cfg.round_ratio
+        yaw = 0.0 if across_y else np.pi / 2
+        width = float(extent[1] if across_y else extent[0])
+        return np.array([centre[0], centre[1], z]), yaw, width
+
+    def _rim_direction(self, priv: Mapping[str, Any], obj_name: str) -> np.ndarray:
+        """Horizontal side of a vessel to pinch: world +y, or the roomiest side of a container it sits in."""
+        obj = priv["objects"][obj_name]
+        box = np.asarray(obj["aabb"], dtype=np.float64)
+        centre = (box[0] + box[1]) / 2.0
+        for name, site in priv["sites"].items():
+            if not site["parent"] or site["parent"] == obj_name:
+                continue
+            rot = np.asarray(site["rot"], dtype=np.float64)
+            size = np.asarray(site["size"], dtype=np.float64)
+            site_pos = np.asarray(site["pos"], dtype=np.float64)
+            if not point_in_box(centre, site_pos, rot, size):
+                continue
+            horizontal = [i for i in range(3) if abs(rot[2, i]) < 0.5]
+            axis_index = max(horizontal, key=lambda i: size[i])
+            axis = rot[:, axis_index].copy()
+            axis[2] = 0.0
+            axis /= np.linalg.norm(axis)
+            offset = float((centre - site_pos) @ axis)
+            # The outer finger needs room beyond the wall: pick the side with the larger gap.
+            return axis if size[axis_index] - offset >= size[axis_index] + offset else -axis
+        return np.array([0.0, 1.0, 0.0])
+
+    def _held(self, obj: Mapping[str, Any], eef: np.ndarray, gap: float, width: float) -> bool:
+        cfg = self.config
+        box = np.asarray(obj["aabb"], dtype=np.float64)
+        inside = bool(np.all(eef >= box[0] - cfg.held_box_margin) and np.all(eef <= box[1] + cfg.held_box_margin))
+        return inside and cfg.empty_gap < gap < width + cfg.held_gap_margin
+
+    def _placed(self, obj: Mapping[str, Any], placement: _Placement) -> bool:
+        cfg = self.config
+        box = np.asarray(obj["aabb"], dtype=np.float64)
+        pos = np.asarray(obj["pos"], dtype=np.float64)
+        if placement.region is not None and placement.relation == "in":
+            centre, rot, size = placement.region
+            lowered = centre - np.array([0.0, 0.0, 0.005])
+            return point_in_box(pos, lowered, rot, size + np.array([0.0, 0.0, 0.005]))
+        near = np.linalg.norm(pos[:2] - placement.xy) <= cfg.hold_tolerance
+        low = box[0, 2] - placement.support_z <= cfg.release_clearance[placement.relation]
+        return bool(near and low)
+
+    def _corridor_top(self, priv: Mapping[str, Any], obj_name: str, start: np.ndarray, end: np.ndarray) -> float:
+        """Highest top of any other body whose footprint the carried object would sweep over."""
+        obj_box = np.asarray(priv["objects"][obj_name]["aabb"], dtype=np.float64)
+        radius = float(np.max(obj_box[1, :2] - obj_box[0, :2]) / 2.0) + self.config.corridor_margin
+        top = -np.inf
+        for name, other in priv["objects"].items():
+            if name == obj_name:
+                continue
+            box = np.asarray(other["aabb"], dtype=np.float64)
+            if segment_box_overlap(start, end, box, radius):
+                top = max(top, float(box[1, 2]))
+        return top
+
+    def _transport(
+        self, priv: Mapping[str, Any], obj_name: str, placement: _Placement, eef: np.ndarray, yaw: float
+    ) -> Decision:
+        cfg = self.config
+        obj = priv["objects"][obj_name]
+        box = np.asarray(obj["aabb"], dtype=np.float64)
+        pos = np.asarray(obj["pos"], dtype=np.float64)
+        bottom = float(box[0, 2])
+        offset_xy = placement.xy - pos[:2]
+        distance = float(np.linalg.norm(offset_xy))
+        above_support = bottom - placement.support_z
+        if distance <= cfg.release_tolerance and above_support <= cfg.release_clearance[placement.relation]:
+            return Decision("release", eef.copy(), yaw, -1.0)
+        if distance <= cfg.lower_tolerance:
+            target = eef + np.array([offset_xy[0], offset_xy[1], -above_support])
+            return Decision("lower", target, yaw, 1.0)
+        obstacles = self._corridor_top(priv, obj_name, pos, placement.xy)
+        carry_bottom = max(obstacles, placement.support_z) + cfg.carry_clearance
+        rise = carry_bottom - bottom
+        if distance <= cfg.hold_tolerance and rise < 0.0:
+            return Decision("align", eef + np.array([offset_xy[0], offset_xy[1], 0.0]), yaw, 1.0)
+        if rise > 0.02:
+            return Decision("lift", eef + np.array([0.0, 0.0, rise]), yaw, 1.0)
+        return Decision("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
+
+    def _retreat(self, obj: Mapping[str, Any], eef: np.ndarray, yaw: float, gap: float) -> Decision:
+        cfg = self.config
+        if gap < cfg.open_gap:
+            return Decision("release", eef.copy(), yaw, -1.0)
+        top = float(np.asarray(obj["aabb"], dtype=np.float64)[1, 2])
+        return Decision("retreat", np.array([eef[0], eef[1], top + cfg.retreat_height]), yaw, -1.0)
+
+    def _pick(
+        self,
+        priv: Mapping[str, Any],
+        obj_name: str,
+        grasp_point: np.ndarray,
+        grasp_yaw: float,
+        eef: np.ndarray,
+        current_yaw: float,
+        gap: float,
+    ) -> Decision:
+        cfg = self.config
+        yaw = nearest_equivalent_yaw(grasp_yaw, current_yaw)
+        error = grasp_point - eef
+        error_xy = float(np.linalg.norm(error[:2]))
+        hover = grasp_point + np.array([0.0, 0.0, cfg.hover_height])
+        obstacles = self._corridor_top(priv, obj_name, eef, grasp_point)
+        hover[2] = max(hover[2], obstacles + cfg.carry_clearance)
+        if gap <= cfg.empty_gap:
+            return Decision("reopen", hover, yaw, -1.0)
+        at_grasp = error_xy <= cfg.grasp_tolerance_xy and abs(error[2]) <= cfg.grasp_tolerance_z
+        closing = gap < cfg.open_gap and error_xy <= 2 * cfg.grasp_tolerance_xy and abs(error[2]) <= 2 * cfg.grasp_tolerance_z
+        if at_grasp or closing:
+            return Decision("close", grasp_point, yaw, 1.0)
+        aligned = abs(wrap_angle(yaw - current_yaw)) <= cfg.yaw_tolerance
+        # Once on the way down, a small sideways drift is corrected in place rather than by climbing back.
+        descending = error_xy <= 2 * cfg.descend_tolerance and eef[2] < hover[2] - 0.01
+        if (error_xy <= cfg.descend_tolerance or descending) and aligned and gap >= cfg.open_gap:
+            return Decision("descend", grasp_point, yaw, -1.0)
+        return Decision("approach", hover, yaw, -1.0)

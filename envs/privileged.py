@@ -1,0 +1,125 @@
+"""Simulator ground truth for the scripted oracle, as plain numpy/str values.
+
+``privileged_state(raw_env)`` reads one control tick of a LIBERO environment and returns::
+
+    "language":     str                      task instruction from the BDDL file
+    "goal":         list[list[str]]          BDDL goal atoms, e.g. [["on", "akita_black_bowl_1", "plate_1"]]
+    "eef_pos":      float64 (3,)             grip-site position (world, metres), as in obs "robot0_eef_pos"
+    "eef_quat":     float64 (4,)             hand orientation (x, y, z, w), as in obs "robot0_eef_quat"
+    "gripper_qpos": float64 (2,)             finger joints; fingers[0] - fingers[1] is the finger gap
+    "objects":      {name: {                 every BDDL object and fixture with a body
+                        "category": str,     BDDL category, e.g. "akita_black_bowl"
+                        "fixture":  bool,
+                        "pos":      (3,),    body origin (world)
+                        "quat":     (4,),    body orientation (x, y, z, w)
+                        "aabb":     (2, 3),  world axis-aligned box [lo, hi] of its collision geoms
+                    }}
+    "sites":        {name: {                 BDDL regions (object sites), e.g. a drawer's interior
+                        "parent": str,       owning object/fixture ("" for workspace regions)
+                        "pos":    (3,),
+                        "rot":    (3, 3),    site frame -> world rotation
+                        "size":   (3,),      half-extents in the site frame
+                    }}
+
+Nothing here keeps state between calls, so the dict can be rebuilt from any simulator
+state and sent across process boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PrivilegedStateError", "privileged_state"]
+
+# Corner signs of a unit box, used to turn a geom's local AABB into 8 world points.
+_BOX_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+
+
+class PrivilegedStateError(TypeError):
+    """The object passed in is not a LIBERO environment this module can read."""
+
+
+def _domain_env(raw_env: Any) -> Any:
+    """The BDDL domain env (the one owning ``parsed_problem`` and ``sim``) behind a wrapper."""
+    for candidate in (raw_env, getattr(raw_env, "env", None)):
+        if candidate is not None and hasattr(candidate, "parsed_problem") and hasattr(candidate, "sim"):
+            return candidate
+    raise PrivilegedStateError(
+        "raw_env: expected LIBERO's OffScreenRenderEnv or its inner BDDL env (with parsed_problem and sim), "
+        f"got {type(raw_env).__name__}"
+    )
+
+
+def _wxyz_to_xyzw(quat: np.ndarray) -> np.ndarray:
+    return np.array([quat[1], quat[2], quat[3], quat[0]], dtype=np.float64)
+
+
+def _collision_aabbs(model: Any, data: Any, root_ids: list[int]) -> dict[int, np.ndarray]:
+    """World AABB ``(2, 3)`` of the collision geoms under each root body id."""
+    collide = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
+    geom_root = model.body_rootid[model.geom_bodyid]
+    boxes: dict[int, np.ndarray] = {}
+    for root in root_ids:
+        geoms = np.flatnonzero(collide & (geom_root == root))
+        if geoms.size == 0:
+            pos = data.xpos[root]
+            boxes[root] = np.stack([pos, pos]).astype(np.float64)
+            continue
+        centre = model.geom_aabb[geoms, :3]
+        half = model.geom_aabb[geoms, 3:]
+        local = centre[:, None, :] + _BOX_CORNERS[None, :, :] * half[:, None, :]  # (G, 8, 3)
+        rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
+        world = np.einsum("gij,gkj->gki", rot, local) + data.geom_xpos[geoms][:, None, :]
+        points = world.reshape(-1, 3)
+        boxes[root] = np.stack([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
+    return boxes
+
+
+def privileged_state(raw_env: Any) -> dict[str, Any]:
+    """Ground-truth poses, geometry and the BDDL goal at the current tick (see module docstring)."""
+    env = _domain_env(raw_env)
+    sim = env.sim
+    model, data = sim.model._model, sim.data._data
+    robot = env.robots[0]
+
+    categories = {}
+    for group in ("objects", "fixtures"):
+        for category, names in env.parsed_problem[group].items():
+            for name in names:
+                categories[name] = category
+
+    body_ids = {name: int(body) for name, body in env.obj_body_id.items()}
+    aabbs = _collision_aabbs(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
+    objects = {}
+    for name, body in body_ids.items():
+        objects[name] = {
+            "category": categories.get(name, name),
+            "fixture": name in env.fixtures_dict,
+            "pos": np.array(data.xpos[body], dtype=np.float64),
+            "quat": _wxyz_to_xyzw(data.xquat[body]),
+            "aabb": aabbs[int(model.body_rootid[body])],
+        }
+
+    sites = {}
+    for name, site in env.object_sites_dict.items():
+        site_id = sim.model.site_name2id(name)
+        sites[name] = {
+            "parent": site.parent_name or "",
+            "pos": np.array(data.site_xpos[site_id], dtype=np.float64),
+            "rot": np.array(data.site_xmat[site_id], dtype=np.float64).reshape(3, 3),
+            "size": np.asarray(site.size, dtype=np.float64).reshape(3),
+        }
+
+    eef_body = sim.model.body_name2id(robot.robot_model.eef_name)
+    language = env.parsed_problem["language_instruction"]
+    return {
+        "language": language if isinstance(language, str) else " ".join(language),
+        "goal": [[str(token) for token in atom] for atom in env.parsed_problem["goal_state"]],
+        "eef_pos": np.array(data.site_xpos[robot.eef_site_id], dtype=np.float64),
+        "eef_quat": _wxyz_to_xyzw(data.xquat[eef_body]),
+        "gripper_qpos": np.array(data.qpos[robot._ref_gripper_joint_pos_indexes], dtype=np.float64),
+        "objects": objects,
+        "sites": sites,
+    }

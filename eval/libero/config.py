@@ -1,0 +1,98 @@
+"""The evaluation protocol as one typed config; every value ends up in ``config.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from envs.suites import MAX_STEPS, NUM_WAIT_STEPS, SUITES
+
+__all__ = ["PROTOCOL_FIELDS", "Backend", "EvalConfig"]
+
+Backend = Literal["process", "ray"]
+
+# Fields that change what an episode is; a resumed run must agree on all of them.
+# (tasks/trials/start only change which episodes are planned, so they may differ.)
+PROTOCOL_FIELDS = (
+    "policy",
+    "seed",
+    "max_steps",
+    "num_wait_steps",
+    "image_size",
+    "fast_render",
+    "open_loop_steps",
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One LIBERO evaluation run. Defaults follow the OpenVLA-OFT protocol."""
+
+    # Output folder: config.json, episodes.jsonl, summary.json, videos/.
+    out: str
+    # "oracle", a checkpoint folder or tcp://HOST:PORT (see eval.policies).
+    policy: str
+    suites: tuple[str, ...] = ("libero_spatial",)
+    # Task indices within each suite; None = every task.
+    tasks: tuple[int, ...] | None = None
+    # Trial k of a task starts from fixed init state start + k.
+    trials: int = 50
+    start: int = 0
+    # Episode seed = seed + init state index (LIBERO's RNG and the policy's torch RNG).
+    seed: int = 7
+    # Policy steps per episode; None = the suite's budget (envs.suites.MAX_STEPS).
+    max_steps: int | None = None
+    num_wait_steps: int = NUM_WAIT_STEPS
+    # Camera side in pixels (the OFT harness renders 256 and the policy resizes).
+    image_size: int = 256
+    # Benchmark-identical renders by default; fast renders only match fast-render training data.
+    fast_render: bool = False
+    # Chunk rows executed per policy query; None = the whole chunk.
+    open_loop_steps: int | None = None
+    workers: int = 1
+    backend: Backend = "process"
+    # Record MP4s of the first `videos` trials of every task.
+    videos: int = 0
+    video_fps: int = 20
+    # Process backend: seconds without a step before a worker counts as hung.
+    hang_timeout_s: float = 600.0
+    # Ray backend: seconds one episode may run before its actor counts as hung.
+    episode_timeout_s: float = 3600.0
+    ray_address: str | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for suite in self.suites:
+            if suite not in SUITES:
+                raise ValueError(f"suites: expected names from {', '.join(SUITES)}, got {suite!r}")
+        if not self.suites:
+            raise ValueError("suites: expected at least one suite, got none")
+        for name in ("trials", "workers", "image_size", "video_fps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("start", "videos", "num_wait_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: expected None or >= 1, got {self.max_steps}")
+        if self.open_loop_steps is not None and self.open_loop_steps < 1:
+            raise ValueError(f"open_loop_steps: expected None or >= 1, got {self.open_loop_steps}")
+        if self.backend not in ("process", "ray"):
+            raise ValueError(f"backend: expected 'process' or 'ray', got {self.backend!r}")
+
+    def steps_for(self, suite: str) -> int:
+        """The policy-step budget of an episode of ``suite``."""
+        return self.max_steps if self.max_steps is not None else MAX_STEPS[suite]
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field plus the resolved per-suite step budgets."""
+        data = asdict(self)
+        data["suites"] = list(self.suites)
+        data["tasks"] = None if self.tasks is None else list(self.tasks)
+        data["max_steps_per_suite"] = {suite: self.steps_for(suite) for suite in self.suites}
+        return data
+
+    def protocol(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the original one."""
+        data = self.to_json()
+        return {name: data[name] for name in PROTOCOL_FIELDS}

@@ -1,0 +1,343 @@
+"""Scripted-oracle demonstrations in LIBERO's HDF5 schema.
+
+Each attempt resets a task with fresh object placements sampled from the BDDL regions
+(never the benchmark's fixed init states, which stay held out for evaluation), settles,
+rolls out the oracle and, if the task succeeds, keeps the episode up to a few steps
+after success. With ``noise > 0`` the executed action is perturbed (DART) while the
+recorded action is the oracle's clean one.
+
+Files, per task, in ``out/<suite>/``: ``<task_name>_demo.hdf5`` (as LIBERO names them)
+and ``<task_name>_attempts.jsonl`` (every attempt: seed, outcome, steps, time). The
+attempt ledger is what makes a run resumable: attempt ``a`` of a task always uses the
+same seed, a re-run starts after the last recorded attempt, and an attempt is recorded
+before its demo is written, so a kill can lose a demo but never duplicate one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+from eval.libero.results import EpisodeLog
+from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
+from eval.policies import ORACLE, load_policy
+
+__all__ = ["DemoConfig", "DemoJob", "attempt_seed", "demo_job", "generate_demos", "make_demo_env"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """One demo-generation run."""
+
+    out: str
+    suite: str = "libero_spatial"
+    # Task indices; None = every task of the suite.
+    tasks: tuple[int, ...] | None = None
+    per_task: int = 50
+    # LIBERO's own datasets are 128 x 128.
+    image_size: int = 128
+    fast_render: bool = True
+    # Policy steps per attempt; None = the suite's eval budget (envs.suites.MAX_STEPS).
+    max_steps: int | None = None
+    num_wait_steps: int = 10
+    # Steps recorded after the first success (LIBERO's demos end at success).
+    post_success_steps: int = 5
+    # DART noise std on the executed arm deltas.
+    noise: float = 0.0
+    seed: int = 0
+    workers: int = 1
+    # Give up on a task after this many attempts per requested demo.
+    max_attempts_factor: int = 4
+    policy: str = ORACLE
+    hang_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("per_task", "image_size", "workers", "max_attempts_factor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("num_wait_steps", "post_success_steps", "noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: expected None or >= 1, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """One attempt at one task, as a worker job."""
+
+    key: str
+    env_spec: EnvSpec
+    episode: EpisodeSpec
+    attempt: int
+
+
+def attempt_seed(base_seed: int, suite: str, task_name: str, attempt: int) -> int:
+    """The reset seed of an attempt: fixed per (task, attempt), distinct across both."""
+    task_hash = zlib.crc32(f"{suite}/{task_name}".encode())
+    return int(np.random.SeedSequence([base_seed, task_hash, attempt]).generate_state(1)[0])
+
+
+def make_demo_env(spec: EnvSpec) -> Any:
+    """The default env factory for demos: a privileged ``LiberoEnv``."""
+    from envs.libero_env import LiberoEnv
+
+    return LiberoEnv(
+        spec.suite, spec.task_id, image_size=spec.image_size, fast_render=spec.fast_render, privileged=True
+    )
+
+
+class _StepRecorder:
+    """Observer that keeps what LIBERO's HDF5 schema stores for each acted-on step."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[np.ndarray]] = {}
+
+    def __call__(self, env: Any, obs: dict[str, Any], action: np.ndarray | None) -> None:
+        if action is None:
+            return
+        fields = {"actions": action, "agentview_rgb": obs["image"], "eye_in_hand_rgb": obs["wrist_image"]}
+        fields.update(env.raw_fields())
+        for name, value in fields.items():
+            self.columns.setdefault(name, []).append(np.asarray(value))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.stack(values) for name, values in self.columns.items()}
+
+
+def demo_job(env: Any, policy: Any, job: DemoJob, heartbeat: Callable[[], None]) -> dict[str, Any]:
+    """Worker job: one attempt; returns its outcome and, on success, the recorded arrays."""
+    recorder = _StepRecorder()
+    result = run_episode(env, policy, job.episode, observers=[recorder], heartbeat=heartbeat)
+    record = {"attempt": job.attempt, "seed": job.episode.seed, **result.to_dict()}
+    record["arrays"] = recorder.arrays() if result.success else None
+    record["problem_name"] = getattr(getattr(env, "raw_env", None), "problem_name", "")
+    return record
+
+
+@dataclass
+class _TaskState:
+    """Progress of one task: demos on disk, attempts made, attempts running."""
+
+    suite: str
+    task_id: int
+    name: str
+    language: str
+    bddl_file: str
+    hdf5: Path
+    ledger: EpisodeLog
+    have: int
+    next_attempt: int
+    attempts_made: int
+    in_flight: int = 0
+    successes: int = 0
+    success_seconds: list[float] = field(default_factory=list)
+
+
+def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
+    from cogvla.data.libero_hdf5 import count_episodes
+    from envs.suites import get_task
+
+    task = get_task(config.suite, task_id)
+    folder = Path(config.out) / config.suite
+    folder.mkdir(parents=True, exist_ok=True)
+    hdf5 = folder / f"{task.name}_demo.hdf5"
+    ledger = EpisodeLog(folder / f"{task.name}_attempts.jsonl")
+    attempts = ledger.load()
+    try:
+        have = count_episodes(hdf5)
+    except OSError as exc:
+        raise OSError(f"{hdf5} is unreadable (killed during a write?); move it away to regenerate it: {exc}") from exc
+    last = max((int(r["attempt"]) for r in attempts.values()), default=-1)
+    return _TaskState(
+        suite=config.suite,
+        task_id=task_id,
+        name=task.name,
+        language=task.language,
+        bddl_file=task.bddl_file,
+        hdf5=hdf5,
+        ledger=ledger,
+        have=have,
+        next_attempt=last + 1,
+        attempts_made=len(attempts),
+    )
+
+
+def _env_args(config: DemoConfig, state: _TaskState, problem_name: str) -> dict[str, Any]:
+    """LIBERO's ``env_args`` attribute: enough to rebuild the env that recorded the demos."""
+    return {
+        "type": 1,
+        "env_name": problem_name,
+        "problem_name": problem_name,
+        "bddl_file": state.bddl_file,
+        "env_kwargs": {
+            "bddl_file_name": state.bddl_file,
+            "camera_names": ["agentview", "robot0_eye_in_hand"],
+            "camera_heights": config.image_size,
+            "camera_widths": config.image_size,
+            "controller": "OSC_POSE",
+            "control_freq": 20,
+            "fast_render": config.fast_render,
+            "dart_noise": config.noise,
+        },
+    }
+
+
+def _write_demo(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -> None:
+    from cogvla.data.libero_hdf5 import Episode, append_episode
+
+    arrays = result["arrays"]
+    episode = Episode(
+        actions=arrays["actions"],
+        agentview_rgb=arrays["agentview_rgb"],
+        eye_in_hand_rgb=arrays["eye_in_hand_rgb"],
+        ee_pos=arrays["ee_pos"],
+        ee_ori=arrays["ee_ori"],
+        gripper_states=arrays["gripper_states"],
+        joint_states=arrays["joint_states"],
+        language=state.language,
+        states=arrays["sim_state"],
+        problem_name=result["problem_name"],
+        bddl_file=state.bddl_file,
+    )
+    append_episode(state.hdf5, episode, env_args=_env_args(config, state, result["problem_name"]))
+
+
+def generate_demos(
+    config: DemoConfig,
+    *,
+    env_factory: Callable[[EnvSpec], Any] = make_demo_env,
+    policy_factory: Callable[[str], Any] = load_policy,
+) -> dict[str, Any]:
+    """Generate (or top up) ``config.per_task`` demos per task; returns a JSON-ready report."""
+    from tqdm import tqdm
+
+    from envs.suites import MAX_STEPS, num_tasks
+
+    task_ids = config.tasks if config.tasks is not None else tuple(range(num_tasks(config.suite)))
+    states = {task_id: _task_state(config, task_id) for task_id in task_ids}
+    env_specs = {
+        task_id: EnvSpec(config.suite, task_id, config.image_size, config.fast_render, privileged=True)
+        for task_id in task_ids
+    }
+    max_steps = config.max_steps or MAX_STEPS[config.suite]
+    cap = config.max_attempts_factor * config.per_task
+    started = time.perf_counter()
+    bar = tqdm(
+        total=config.per_task * len(states),
+        initial=sum(min(s.have, config.per_task) for s in states.values()),
+        desc="demos",
+        unit="demo",
+        dynamic_ncols=True,
+    )
+
+    def more_jobs() -> list[DemoJob]:
+        running = sum(s.in_flight for s in states.values())
+        jobs: list[DemoJob] = []
+        for task_id, state in states.items():
+            while (
+                running + len(jobs) < config.workers
+                and state.have + state.in_flight < config.per_task
+                and state.attempts_made + state.in_flight < cap
+            ):
+                attempt = state.next_attempt
+                state.next_attempt += 1
+                state.in_flight += 1
+                jobs.append(
+                    DemoJob(
+                        key=f"{state.name}/{attempt}",
+                        env_spec=env_specs[task_id],
+                        attempt=attempt,
+                        episode=EpisodeSpec(
+                            env=env_specs[task_id],
+                            init_state_id=None,
+                            seed=attempt_seed(config.seed, config.suite, state.name, attempt),
+                            max_steps=max_steps,
+                            num_wait_steps=config.num_wait_steps,
+                            action_noise=config.noise,
+                            steps_after_success=config.post_success_steps,
+                        ),
+                    )
+                )
+        return jobs
+
+    def finish(job: DemoJob, result: dict[str, Any]) -> None:
+        state = states[job.env_spec.task_id]
+        state.in_flight -= 1
+        state.attempts_made += 1
+        line = {k: v for k, v in result.items() if k not in ("arrays", "problem_name")}
+        state.ledger.append({"key": job.key, **line})
+        if result["success"] and result.get("arrays") is not None and state.have < config.per_task:
+            _write_demo(config, state, result)
+            state.have += 1
+            state.successes += 1
+            state.success_seconds.append(float(result["wall_time_s"]))
+            bar.update(1)
+        made = sum(s.attempts_made for s in states.values())
+        bar.set_postfix_str(f"attempts {made}")
+
+    def fail(job: DemoJob, message: str) -> None:
+        finish(job, {"attempt": job.attempt, "seed": job.episode.seed, "success": False, "error": message,
+                     "steps": 0, "wall_time_s": 0.0})
+
+    setup = WorkerSetup(
+        policy_spec=config.policy,
+        policy_factory=policy_factory,
+        env_factory=env_factory,
+        job=demo_job,
+        torch_threads=default_torch_threads(config.workers),
+    )
+    remaining = sum(max(0, config.per_task - s.have) for s in states.values())
+    try:
+        if remaining:
+            pool = WorkerPool(setup, config.workers, hang_timeout_s=config.hang_timeout_s)
+            pool.run([], finish, fail, more_jobs=more_jobs)
+    finally:
+        bar.close()
+    return _report(config, states, time.perf_counter() - started)
+
+
+def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -> dict[str, Any]:
+    tasks = []
+    for state in states.values():
+        records = list(state.ledger.load().values())
+        if state.have < config.per_task:
+            logger.warning("%s: %d of %d demos after %d attempts", state.name, state.have, config.per_task,
+                           len(records))
+        tasks.append(
+            {
+                "task_id": state.task_id,
+                "task_name": state.name,
+                "file": str(state.hdf5),
+                "demos": state.have,
+                "attempts": len(records),
+                "oracle_success_rate": round(sum(bool(r["success"]) for r in records) / len(records), 4)
+                if records
+                else None,
+                "bytes": state.hdf5.stat().st_size if state.hdf5.exists() else 0,
+                "new_demos": state.successes,
+                "mean_seconds_per_new_demo": round(float(np.mean(state.success_seconds)), 3)
+                if state.success_seconds
+                else None,
+            }
+        )
+    new = sum(t["new_demos"] for t in tasks)
+    return {
+        "suite": config.suite,
+        "per_task": config.per_task,
+        "tasks": tasks,
+        "wall_time_s": round(seconds, 3),
+        "new_demos": new,
+        "wall_seconds_per_new_demo": round(seconds / new, 3) if new else None,
+        "total_bytes": sum(t["bytes"] for t in tasks),
+    }

@@ -1,0 +1,203 @@
+"""One episode of a policy in an env: the loop shared by the eval workers, the Ray
+backend and the demo generator.
+
+The env is anything with gymnasium's ``reset(seed=, options=)`` / ``step(action)``
+(``envs.libero_env.LiberoEnv`` or a test double); the policy is a
+``cogvla.policy_api.Policy``. Policy failures (an exception, or an output that is not a
+finite ``(chunk, 7)`` array) end the episode with ``error`` set; env failures propagate,
+because the caller has to throw that env away.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cogvla.policy_api import PolicyOutputError, validate_action_chunk
+
+__all__ = [
+    "WAIT_ACTION",
+    "EnvSpec",
+    "EpisodeResult",
+    "EpisodeSpec",
+    "Observer",
+    "latency_summary",
+    "run_episode",
+]
+
+logger = logging.getLogger(__name__)
+
+# The settle action: hold still with the gripper open.
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+# Dims that DART noise perturbs: the 6 arm deltas, never the binary gripper.
+_NOISY_DIMS = slice(0, 6)
+
+Observer = Callable[[Any, dict[str, Any], "np.ndarray | None"], None]
+"""``observer(env, obs, action)``: called with each observation the policy acts on and the
+(clean) action chosen for it, then once more with the final observation and ``None``."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to build (or reuse) an env; workers cache envs by this key."""
+
+    suite: str
+    task_id: int
+    image_size: int = 256
+    fast_render: bool = False
+    privileged: bool = False
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What to run: one task, one start condition, one budget."""
+
+    env: EnvSpec
+    # Fixed init state index, or None for a randomized reset (BDDL placement regions).
+    init_state_id: int | None
+    seed: int
+    # Policy steps after the settle steps; the episode ends earlier on success.
+    max_steps: int
+    num_wait_steps: int = 10
+    # Rows of each chunk executed before the policy is queried again; None = all.
+    open_loop_steps: int | None = None
+    # DART: std of Gaussian noise on the executed arm deltas (the clean action is what observers see).
+    action_noise: float = 0.0
+    # Keep acting this many steps after the first success (demos end a little after success).
+    steps_after_success: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps: expected >= 1, got {self.max_steps}")
+        if self.num_wait_steps < 0:
+            raise ValueError(f"num_wait_steps: expected >= 0, got {self.num_wait_steps}")
+        if self.open_loop_steps is not None and self.open_loop_steps < 1:
+            raise ValueError(f"open_loop_steps: expected None or >= 1, got {self.open_loop_steps}")
+        if self.action_noise < 0:
+            raise ValueError(f"action_noise: expected >= 0, got {self.action_noise}")
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one episode; ``error`` is None unless the policy failed."""
+
+    success: bool
+    # Policy steps executed (settle steps excluded).
+    steps: int
+    wall_time_s: float
+    num_queries: int
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
+    """Mean / median / max of policy query latencies in ms (None when there were none)."""
+    if not latencies_ms:
+        return {"mean": None, "p50": None, "max": None}
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    return {
+        "mean": round(float(values.mean()), 3),
+        "p50": round(float(np.median(values)), 3),
+        "max": round(float(values.max()), 3),
+    }
+
+
+def _seed_policy_rngs(seed: int) -> None:
+    """Seed torch too when a policy has loaded it, so sampling policies are reproducible."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def _perturb(action: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """DART: the executed action is the clean one plus Gaussian noise on the arm dims, clipped."""
+    if sigma == 0:
+        return action
+    noisy = action.copy()
+    noisy[_NOISY_DIMS] += rng.normal(0.0, sigma, size=noisy[_NOISY_DIMS].shape)
+    return np.clip(noisy, -1.0, 1.0)
+
+
+def run_episode(
+    env: Any,
+    policy: Any,
+    spec: EpisodeSpec,
+    *,
+    observers: Sequence[Observer] = (),
+    heartbeat: Callable[[], None] | None = None,
+) -> EpisodeResult:
+    """Reset ``env``, settle, then let ``policy`` act until success or ``spec.max_steps``.
+
+    Args:
+        env: a gymnasium-style env built for ``spec.env``.
+        policy: has ``infer(obs) -> (chunk, 7)`` and ``reset()``.
+        spec: start condition and budget.
+        observers: see ``Observer``; settle steps are not observed.
+        heartbeat: called after every env step (workers use it to prove they are alive).
+    """
+    start = time.perf_counter()
+    beat = heartbeat or (lambda: None)
+    noise_rng = np.random.default_rng(spec.seed)
+    _seed_policy_rngs(spec.seed)
+    options = {"randomize": True} if spec.init_state_id is None else {"init_state_id": spec.init_state_id}
+    obs, _ = env.reset(seed=spec.seed, options=options)
+    policy.reset()
+    beat()
+    for _ in range(spec.num_wait_steps):
+        obs, _, _, _, _ = env.step(WAIT_ACTION)
+        beat()
+
+    latencies: list[float] = []
+    steps = 0
+    success = False
+    first_success_step: int | None = None
+    error: str | None = None
+
+    def finished() -> bool:
+        if first_success_step is not None and steps - first_success_step >= spec.steps_after_success:
+            return True
+        return steps >= spec.max_steps
+
+    while not finished():
+        try:
+            query_start = time.perf_counter()
+            raw = policy.infer(obs)
+            latencies.append((time.perf_counter() - query_start) * 1e3)
+            chunk = validate_action_chunk(raw)
+        except PolicyOutputError as exc:
+            error = f"malformed policy output at step {steps}: {exc}"
+            break
+        except Exception as exc:  # noqa: BLE001 -- any policy failure is this episode's error, not the run's
+            error = f"policy raised {type(exc).__name__} at step {steps}: {exc}"
+            break
+        rows = chunk if spec.open_loop_steps is None else chunk[: spec.open_loop_steps]
+        for action in rows:
+            for observer in observers:
+                observer(env, obs, action)
+            obs, _, success, _, _ = env.step(_perturb(action, spec.action_noise, noise_rng))
+            steps += 1
+            beat()
+            if success and first_success_step is None:
+                first_success_step = steps
+            if finished():
+                break
+    for observer in observers:
+        observer(env, obs, None)
+    return EpisodeResult(
+        success=bool(success) and error is None,
+        steps=steps,
+        wall_time_s=round(time.perf_counter() - start, 3),
+        num_queries=len(latencies),
+        latency_ms=latency_summary(latencies),
+        error=error,
+    )

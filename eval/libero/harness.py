@@ -1,0 +1,276 @@
+"""LIBERO evaluation: plan the episodes, run them on supervised workers, record and summarize.
+
+Usage::
+
+    from eval.libero.config import EvalConfig
+    from eval.libero.harness import run_eval
+
+    summary = run_eval(EvalConfig(out="runs/oracle", policy="oracle", tasks=(0, 1), trials=2))
+    summary["overall"]["success_rate"]
+
+Outputs in ``config.out``: ``config.json`` (every protocol value), ``episodes.jsonl``
+(one line per finished episode, written as it finishes), ``summary.json`` (per-task,
+per-suite and overall success with 95% Wilson intervals) and ``videos/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.libero.config import EvalConfig
+from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+from eval.libero.results import EpisodeLog, episode_key, summarize
+from eval.libero.videos import VideoRecorder, remove_partial_videos, video_stem
+from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
+from eval.policies import is_oracle, load_policy
+
+__all__ = [
+    "OutputExistsError",
+    "PlanError",
+    "PlannedEpisode",
+    "ResumeMismatchError",
+    "evaluate_job",
+    "make_libero_env",
+    "plan_episodes",
+    "run_eval",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder already holds results and ``resume`` was not asked for."""
+
+
+class ResumeMismatchError(ValueError):
+    """``resume`` was asked for, but the protocol differs from the original run's."""
+
+
+class PlanError(ValueError):
+    """The requested trials do not exist (more than the task's fixed init states)."""
+
+
+@dataclass(frozen=True)
+class PlannedEpisode:
+    """One evaluation episode as a worker job."""
+
+    key: str
+    env_spec: EnvSpec
+    episode: EpisodeSpec
+    task_name: str
+    trial: int
+    # Folder to write this episode's video to, or None.
+    video_dir: str | None = None
+    video_fps: int = 20
+
+
+def make_libero_env(spec: EnvSpec) -> Any:
+    """The default env factory: a ``LiberoEnv`` for ``spec``."""
+    from envs.libero_env import LiberoEnv
+
+    return LiberoEnv(
+        spec.suite,
+        spec.task_id,
+        image_size=spec.image_size,
+        fast_render=spec.fast_render,
+        privileged=spec.privileged,
+    )
+
+
+def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
+    """Every episode of the run, task by task; trial k uses init state ``start + k``."""
+    from envs.suites import get_task, num_tasks
+
+    plan = []
+    for suite in config.suites:
+        task_ids = config.tasks if config.tasks is not None else tuple(range(num_tasks(suite)))
+        for task_id in task_ids:
+            task = get_task(suite, task_id)
+            if config.start + config.trials > task.num_init_states:
+                raise PlanError(
+                    f"trials: start + trials must be <= {task.num_init_states} init states of "
+                    f"{suite} task {task_id}, got {config.start} + {config.trials}"
+                )
+            env_spec = EnvSpec(
+                suite=suite,
+                task_id=task_id,
+                image_size=config.image_size,
+                fast_render=config.fast_render,
+                privileged=is_oracle(config.policy),
+            )
+            for trial in range(config.trials):
+                init_state_id = config.start + trial
+                plan.append(
+                    PlannedEpisode(
+                        key=episode_key(suite, task_id, init_state_id),
+                        env_spec=env_spec,
+                        episode=EpisodeSpec(
+                            env=env_spec,
+                            init_state_id=init_state_id,
+                            seed=config.seed + init_state_id,
+                            max_steps=config.steps_for(suite),
+                            num_wait_steps=config.num_wait_steps,
+                            open_loop_steps=config.open_loop_steps,
+                        ),
+                        task_name=task.name,
+                        trial=trial,
+                        video_dir=str(Path(config.out) / "videos") if trial < config.videos else None,
+                        video_fps=config.video_fps,
+                    )
+                )
+    return plan
+
+
+def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable[[], None]) -> dict[str, Any]:
+    """Worker job: run one planned episode (recording its video if asked) and return its result."""
+    recorder = None
+    if job.video_dir is not None:
+        stem = video_stem(job.env_spec.suite, job.env_spec.task_id, job.task_name, job.trial, job.episode.init_state_id)
+        recorder = VideoRecorder(job.video_dir, stem, fps=job.video_fps)
+    try:
+        result = run_episode(env, policy, job.episode, observers=[recorder] if recorder else (), heartbeat=heartbeat)
+    except BaseException:
+        if recorder is not None:
+            recorder.abort()
+        raise
+    record = result.to_dict()
+    outcome = "error" if result.error else ("success" if result.success else "failure")
+    record["video"] = recorder.finish(outcome) if recorder is not None else None
+    return record
+
+
+def _record(job: PlannedEpisode, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": job.key,
+        "suite": job.env_spec.suite,
+        "task_id": job.env_spec.task_id,
+        "task_name": job.task_name,
+        "trial": job.trial,
+        "init_state_id": job.episode.init_state_id,
+        "seed": job.episode.seed,
+        "max_steps": job.episode.max_steps,
+        **result,
+    }
+
+
+def _error_result(message: str) -> dict[str, Any]:
+    return {
+        "success": False,
+        "steps": 0,
+        "wall_time_s": 0.0,
+        "num_queries": 0,
+        "latency_ms": {"mean": None, "p50": None, "max": None},
+        "error": message,
+        "video": None,
+    }
+
+
+def _prepare_output(config: EvalConfig, out: Path) -> None:
+    """Refuse to mix runs: an existing run is continued only with ``resume`` and the same protocol."""
+    log_path, config_path = out / "episodes.jsonl", out / "config.json"
+    has_results = log_path.exists() and log_path.stat().st_size > 0
+    if has_results and not config.resume:
+        raise OutputExistsError(f"out: {out} already holds episode results; pass --resume or choose another --out")
+    if config.resume and config_path.exists():
+        previous = json.loads(config_path.read_text())
+        for name, value in config.protocol().items():
+            if previous.get(name) != value:
+                raise ResumeMismatchError(
+                    f"{name}: the run in {out} used {previous.get(name)!r}, this one asks for {value!r}; "
+                    "a resumed run must keep the protocol (or use another --out)"
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    removed = remove_partial_videos(out / "videos") if (out / "videos").exists() else 0
+    if removed:
+        logger.info("removed %d partial videos of unfinished episodes", removed)
+
+
+def run_eval(
+    config: EvalConfig,
+    *,
+    env_factory: Callable[[EnvSpec], Any] = make_libero_env,
+    policy_factory: Callable[[str], Any] = load_policy,
+) -> dict[str, Any]:
+    """Run (or resume) an evaluation and return its summary (also written to ``summary.json``).
+
+    Args:
+        config: the protocol and run settings.
+        env_factory: builds an env for an ``EnvSpec`` in a worker; must be picklable.
+        policy_factory: builds the policy from ``config.policy`` in a worker; must be picklable.
+    """
+    from tqdm import tqdm
+
+    out = Path(config.out)
+    plan = plan_episodes(config)
+    _prepare_output(config, out)
+    (out / "config.json").write_text(
+        json.dumps({**config.to_json(), "planned_episodes": len(plan)}, indent=2, sort_keys=True) + "\n"
+    )
+    log = EpisodeLog(out / "episodes.jsonl")
+    finished = log.load()
+    todo = [job for job in plan if job.key not in finished]
+    counts = {"n": 0, "success": 0, "error": 0}
+    for job in plan:
+        if job.key in finished:
+            counts["n"] += 1
+            counts["success"] += int(finished[job.key]["success"])
+            counts["error"] += int(bool(finished[job.key].get("error")))
+    logger.info("%d episodes planned, %d already finished, %d to run", len(plan), len(plan) - len(todo), len(todo))
+
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="eval", unit="ep", dynamic_ncols=True)
+
+    def show() -> None:
+        rate = counts["success"] / counts["n"] if counts["n"] else 0.0
+        bar.set_postfix_str(f"success {rate:.1%} ({counts['success']}/{counts['n']}) errors {counts['error']}")
+
+    def write(job: PlannedEpisode, result: dict[str, Any]) -> None:
+        record = _record(job, result)
+        log.append(record)
+        counts["n"] += 1
+        counts["success"] += int(record["success"])
+        counts["error"] += int(bool(record["error"]))
+        bar.update(1)
+        show()
+
+    show()
+    setup = WorkerSetup(
+        policy_spec=config.policy,
+        policy_factory=policy_factory,
+        env_factory=env_factory,
+        job=evaluate_job,
+        torch_threads=default_torch_threads(config.workers),
+    )
+    started = time.perf_counter()
+    try:
+        if todo:
+            _make_pool(config, setup).run(todo, write, lambda job, message: write(job, _error_result(message)))
+    finally:
+        bar.close()
+        summary = summarize([job.key for job in plan], log.load())
+        summary["run_wall_time_s"] = round(time.perf_counter() - started, 3)
+        summary["policy"] = config.policy
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    logger.info(
+        "success %.1f%% over %d episodes (%d errors)",
+        100 * summary["overall"]["success_rate"],
+        summary["overall"]["episodes"],
+        summary["overall"]["errors"],
+    )
+    return summary
+
+
+def _make_pool(config: EvalConfig, setup: WorkerSetup) -> Any:
+    if config.backend == "ray":
+        from eval.libero.ray_backend import RayPool
+
+        return RayPool(
+            setup, config.workers, episode_timeout_s=config.episode_timeout_s, address=config.ray_address
+        )
+    return WorkerPool(setup, config.workers, hang_timeout_s=config.hang_timeout_s)
+

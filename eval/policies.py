@@ -1,0 +1,62 @@
+"""Policies from a spec string, so that worker processes can build their own.
+
+Specs:
+    ``oracle``              the scripted oracle (reads ``obs["privileged"]``)
+    ``tcp://HOST:PORT``     a policy server over the project's ZeroMQ protocol
+    ``CHECKPOINT_DIR``      a CogVLA checkpoint folder (has ``config.json``)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cogvla.policy_api import Policy
+
+__all__ = ["ORACLE", "PolicySpecError", "check_policy_spec", "is_oracle", "load_policy"]
+
+ORACLE = "oracle"
+# How long a remote query may take before the episode is recorded as an error; CPU
+# inference of the full model takes seconds, so this is generous.
+_REMOTE_TIMEOUT_MS = 120_000
+
+
+class PolicySpecError(ValueError):
+    """A policy spec that is none of: oracle, tcp://HOST:PORT, checkpoint folder."""
+
+
+def is_oracle(spec: str) -> bool:
+    """Whether ``spec`` names the scripted oracle (which needs privileged observations)."""
+    return spec == ORACLE
+
+
+def check_policy_spec(spec: str) -> str:
+    """Validate ``spec`` cheaply (nothing is loaded) and return it normalized."""
+    if is_oracle(spec):
+        return spec
+    if spec.startswith("tcp://"):
+        host, _, port = spec[len("tcp://") :].rpartition(":")
+        if not host or not port.isdigit():
+            raise PolicySpecError(f"policy: expected tcp://HOST:PORT, got {spec!r}")
+        return spec
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise PolicySpecError(
+            f"policy: expected 'oracle', 'tcp://HOST:PORT' or a checkpoint folder with config.json, got {spec!r}"
+        )
+    return str(path.resolve())
+
+
+def load_policy(spec: str) -> Policy:
+    """Build the policy named by ``spec`` (see the module docstring)."""
+    spec = check_policy_spec(spec)
+    if is_oracle(spec):
+        from envs.oracle import ScriptedOracle
+
+        return ScriptedOracle()
+    if spec.startswith("tcp://"):
+        from deploy.client import PolicyClient
+
+        return PolicyClient(spec, timeout_ms=_REMOTE_TIMEOUT_MS)
+    from cogvla.policy import CogVLAPolicy
+
+    return CogVLAPolicy.from_pretrained(spec)
