@@ -93,12 +93,15 @@ def _stop_on_sigterm(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop())
 
 
-def _serve_cogvla(port: int, kind: str, max_batch: int, ready: Any) -> None:
+def _serve_cogvla(port: int, kind: str, max_batch: int, inline_max_ms: float, ready: Any) -> None:
     from deploy.core import BatchingConfig, InferenceCore
     from deploy.handler import RequestHandler
+    from deploy.heap import retain_freed_memory
     from deploy.server import ZmqPolicyServer, ZmqServerConfig
 
-    core = InferenceCore(_policy(kind), BatchingConfig(max_batch=max_batch, max_queue=256)).start()
+    retain_freed_memory()  # as `cogvla serve` does
+    config = BatchingConfig(max_batch=max_batch, max_queue=256, inline_max_ms=inline_max_ms)
+    core = InferenceCore(_policy(kind), config).start()
     server = ZmqPolicyServer(RequestHandler(core), ZmqServerConfig(port=port))
     _stop_on_sigterm(server.stop)
     ready.set()
@@ -191,20 +194,30 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-def time_calls(name: str, call: Callable[[], Any], n: int, warmup: int) -> list[float]:
-    """Wall time of ``n`` calls in ms, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in tqdm(range(n), desc=name, leave=False):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000.0)
+def time_interleaved(
+    paths: dict[str, Callable[[], Any]], n: int, warmup: int, block: int = 50
+) -> dict[str, list[float]]:
+    """Wall time (ms) of ``n`` calls per path, run in alternating blocks of ``block`` calls.
+
+    Alternating means load from other processes on a shared machine hits every path
+    alike, so the comparison stays fair even when the absolute figures move.
+    """
+    for call in paths.values():
+        for _ in range(warmup):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    rounds = -(-n // block)
+    for _ in tqdm(range(rounds), desc="latency rounds"):
+        for name, call in paths.items():
+            for _ in range(block):
+                start = time.perf_counter()
+                call()
+                samples[name].append((time.perf_counter() - start) * 1000.0)
     return samples
 
 
 def bench_latency(n: int, warmup: int) -> dict[str, Any]:
-    """Round trips of one LIBERO observation along the four paths."""
+    """Round trips of one LIBERO observation along every path."""
     import zmq
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
@@ -212,14 +225,19 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
     from deploy.protocol import decode, encode
 
     obs = libero_observation()
-    results: dict[str, Any] = {}
+    openpi_obs = {
+        "observation/image": obs["image"],
+        "observation/wrist_image": obs["wrist_image"],
+        "observation/state": obs["state"],
+        "prompt": obs["prompt"],
+    }
     policy = _policy("trivial")
-    results["in_process"] = summarize(time_calls("in_process", lambda: policy.infer(obs), n, warmup))
-    results["msgpack_pack_unpack"] = summarize(
-        time_calls("codec", lambda: decode(encode({"v": 1, "endpoint": "infer", "obs": obs})), n, warmup)
-    )
-
-    with _ServerProcess(_serve_echo) as echo:
+    with (
+        _ServerProcess(_serve_echo) as echo,
+        _ServerProcess(_serve_openpi_websocket) as ws,
+        _ServerProcess(_serve_cogvla, "trivial", 8, 2.0) as cogvla,
+        _ServerProcess(_serve_cogvla, "trivial", 8, 0.0) as threaded,
+    ):
         sock = zmq.Context.instance().socket(zmq.REQ)
         sock.connect(f"tcp://127.0.0.1:{echo.port}")
 
@@ -227,24 +245,9 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
             sock.send(encode({"v": 1, "endpoint": "infer", "obs": obs}), copy=False)
             return decode(sock.recv(copy=False).buffer)
 
-        results["zmq_echo"] = summarize(time_calls("zmq_echo", echo_call, n, warmup))
-        sock.close(linger=0)
-
-    openpi_obs = {
-        "observation/image": obs["image"],
-        "observation/wrist_image": obs["wrist_image"],
-        "observation/state": obs["state"],
-        "prompt": obs["prompt"],
-    }
-    with _ServerProcess(_serve_openpi_websocket) as ws:
-        client = WebsocketClientPolicy("127.0.0.1", ws.port)
-        results["openpi_websocket"] = summarize(
-            time_calls("openpi_websocket", lambda: client.infer(openpi_obs), n, warmup)
-        )
-        client._ws.close()
-
-    with _ServerProcess(_serve_cogvla, "trivial", 8) as server:
-        client = PolicyClient(f"tcp://127.0.0.1:{server.port}", timeout_ms=5000, retries=0)
+        ws_client = WebsocketClientPolicy("127.0.0.1", ws.port)
+        client = PolicyClient(f"tcp://127.0.0.1:{cogvla.port}", timeout_ms=5000, retries=0)
+        threaded_client = PolicyClient(f"tcp://127.0.0.1:{threaded.port}", timeout_ms=5000, retries=0)
         stages: dict[str, list[float]] = {}
 
         def cogvla_call() -> Any:
@@ -253,11 +256,34 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
                 stages.setdefault(key, []).append(value)
             return actions
 
-        results["cogvla_server"] = summarize(time_calls("cogvla_server", cogvla_call, n, warmup))
-        keep = ("decode_ms", "queue_ms", "model_ms", "total_ms", "round_trip_ms", "client_encode_ms", "client_decode_ms")
+        samples = time_interleaved(
+            {
+                "in_process": lambda: policy.infer(obs),
+                "msgpack_pack_unpack": lambda: decode(encode({"v": 1, "endpoint": "infer", "obs": obs})),
+                "zmq_echo": echo_call,
+                "openpi_websocket": lambda: ws_client.infer(openpi_obs),
+                "cogvla_server": cogvla_call,
+                "cogvla_server_no_inline": lambda: threaded_client.infer(obs),
+            },
+            n,
+            warmup,
+        )
+        results: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
+        keep = (
+            "decode_ms",
+            "queue_ms",
+            "model_ms",
+            "total_ms",
+            "round_trip_ms",
+            "client_encode_ms",
+            "client_decode_ms",
+        )
         results["cogvla_server_stages_p50_ms"] = {k: float(np.median(stages[k][-n:])) for k in keep}
         results["cogvla_server_batch_sizes"] = client.ping()["batch_sizes"]
+        sock.close(linger=0)
+        ws_client._ws.close()
         client.close()
+        threaded_client.close()
 
     inproc = results["in_process"]
     server, echo_s, ws_s = results["cogvla_server"], results["zmq_echo"], results["openpi_websocket"]
@@ -282,7 +308,7 @@ def _throughput(max_batch: int, clients: int, requests: int) -> dict[str, Any]:
     from deploy.client import PolicyClient
 
     obs = libero_observation()
-    with _ServerProcess(_serve_cogvla, "fixed_cost", max_batch) as server:
+    with _ServerProcess(_serve_cogvla, "fixed_cost", max_batch, 2.0) as server:
         endpoint = f"tcp://127.0.0.1:{server.port}"
         pool = [PolicyClient(endpoint, timeout_ms=30_000, retries=0) for _ in range(clients)]
         for client in pool:
@@ -345,8 +371,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     report = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "observation_bytes": int(sum(v.nbytes for v in libero_observation().values() if isinstance(v, np.ndarray))),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "observation_bytes": int(
+            sum(v.nbytes for v in libero_observation().values() if isinstance(v, np.ndarray))
+        ),
         "latency": bench_latency(args.n, args.warmup),
         "throughput": bench_throughput(args.clients, args.requests),
     }

@@ -23,7 +23,15 @@ from cogvla.catten import attend
 from cogvla.config import LLMConfig
 from cogvla.lfp import TokenRouter, gather_tokens, masked_mean, scatter_tokens, select_tokens
 
-__all__ = ["DecoderLayer", "LlamaBackbone", "SequenceLayout", "hf_llama_config"]
+__all__ = [
+    "DecoderLayer",
+    "LayerInputs",
+    "LlamaBackbone",
+    "SequenceLayout",
+    "hf_llama_config",
+    "positions_from_valid",
+    "rotary_cos_sin",
+]
 
 
 @dataclass(frozen=True)
@@ -44,10 +52,13 @@ class SequenceLayout:
 
 
 @dataclass
-class _LayerInputs:
-    valid: torch.Tensor  # (B, S) bool
-    cos_sin: tuple[torch.Tensor, torch.Tensor]  # each (B, S, head_dim)
-    cond_mask: torch.Tensor  # (B, S) bool
+class LayerInputs:
+    """What every decoder layer needs besides the hidden states (built by ``LlamaBackbone.prepare``)."""
+
+    valid: torch.Tensor  # (B, S) bool, False at pads
+    cos_sin: tuple[torch.Tensor, torch.Tensor]  # RoPE tables, each (B, S, head_dim)
+    cond_mask: torch.Tensor  # (B, S) bool, the real proprio + prompt positions
+    inv_freq: torch.Tensor  # (head_dim / 2,), for the compacted positions of routed layers
     layout: SequenceLayout
 
 
@@ -118,7 +129,7 @@ class DecoderLayer(nn.Module):
             m = m * mlp_scale.unsqueeze(-1).to(m.dtype)
         return x + m
 
-    def forward(self, x: torch.Tensor, inputs: _LayerInputs, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, inputs: LayerInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         layout = inputs.layout
         if self.router is None:
             return self._block(x, inputs.valid, inputs.cos_sin, layout.num_action_block), None
@@ -130,7 +141,7 @@ class DecoderLayer(nn.Module):
         kept = self._block(
             gather_tokens(x, index),
             valid,
-            rotary_cos_sin(positions_from_valid(valid), inv_freq, x.dtype),
+            rotary_cos_sin(positions_from_valid(valid), inputs.inv_freq, x.dtype),
             layout.num_action_block,
             mlp_scale=torch.gather(probs, 1, index),
         )
@@ -177,23 +188,28 @@ class LlamaBackbone(nn.Module):
         exponent = torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim
         return 1.0 / (self.config.rope_theta**exponent)
 
+    def prepare(self, embeds: torch.Tensor, valid: torch.Tensor, layout: SequenceLayout) -> LayerInputs:
+        """Masks and RoPE tables shared by every layer for ``embeds (B, S, D)`` and ``valid (B, S)``."""
+        positions = torch.arange(embeds.shape[1], device=embeds.device)
+        cond_segment = (positions >= layout.cond_start) & (positions < layout.cond_end)
+        inv_freq = self.inv_freq(embeds.device)
+        return LayerInputs(
+            valid=valid,
+            cos_sin=rotary_cos_sin(positions_from_valid(valid), inv_freq, embeds.dtype),
+            cond_mask=valid & cond_segment,
+            inv_freq=inv_freq,
+            layout=layout,
+        )
+
     def forward(
         self, embeds: torch.Tensor, valid: torch.Tensor, layout: SequenceLayout
     ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """Final hidden states and, per layer, the kept token indices (None on dense layers)."""
-        positions = torch.arange(embeds.shape[1], device=embeds.device)
-        cond_segment = (positions >= layout.cond_start) & (positions < layout.cond_end)
-        inv_freq = self.inv_freq(embeds.device)
-        inputs = _LayerInputs(
-            valid=valid,
-            cos_sin=rotary_cos_sin(positions_from_valid(valid), inv_freq, embeds.dtype),
-            cond_mask=valid & cond_segment,
-            layout=layout,
-        )
+        inputs = self.prepare(embeds, valid, layout)
         x = embeds
         kept: list[torch.Tensor | None] = []
         for layer in self.layers:
-            x, index = layer(x, inputs, inv_freq)
+            x, index = layer(x, inputs)
             kept.append(index)
         return self.norm(x), kept
 

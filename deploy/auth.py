@@ -93,7 +93,9 @@ class CurveClientKeys:
         socket.curve_secretkey = self.secret
 
 
-def generate_keys(directory: str | os.PathLike[str], clients: tuple[str, ...] = ("client",)) -> dict[str, str]:
+def generate_keys(
+    directory: str | os.PathLike[str], clients: tuple[str, ...] = ("client",)
+) -> dict[str, str]:
     """Write a server key pair and one key pair per client name; returns the file paths."""
     folder = Path(directory)
     allow = folder / ALLOW_DIR

@@ -181,6 +181,7 @@ class PolicyClient(Policy):
         sock = self._context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+        sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
         sock.setsockopt(zmq.CONNECT_TIMEOUT, self.timeout_ms)
         if self.curve is not None:
             self.curve.apply(sock)
@@ -226,7 +227,8 @@ class PolicyClient(Policy):
                 self._drop_socket()
         raise ServerTimeout(
             f"no reply from {self.endpoint} to {endpoint!r} within {self.timeout_ms} ms "
-            f"({self.retries + 1} attempts); is the server running, reachable, and does it accept this client's key?"
+            f"({self.retries + 1} attempts); is the server running, reachable, "
+            "and does it accept this client's key?"
         )
 
     def _exchange(self, payload: bytes) -> zmq.Frame | None:
@@ -235,11 +237,9 @@ class PolicyClient(Policy):
         assert sock is not None
         try:
             sock.send(payload, copy=False)
+            return sock.recv(copy=False)
         except zmq.Again:
             return None
-        if not sock.poll(self.timeout_ms, zmq.POLLIN):
-            return None
-        return sock.recv(copy=False)
 
     @staticmethod
     def _parse(frame: zmq.Frame, endpoint: str, request_id: int) -> dict[str, Any]:
@@ -264,7 +264,9 @@ class PolicyClient(Policy):
             error = reply.get("error") or {}
             raise _ERRORS.get(str(error.get("code")), ServerError)(error)
         if reply.get("status") != "ok" or not isinstance(reply.get("result"), dict):
-            raise MalformedReply(f"reply to {endpoint!r} has neither status 'ok' with a result map nor an error")
+            raise MalformedReply(
+                f"reply to {endpoint!r} has neither status 'ok' with a result map nor an error"
+            )
         if reply.get("id") != request_id:
             raise MalformedReply(f"reply id {reply.get('id')!r} does not match request id {request_id}")
         return reply["result"]

@@ -3,6 +3,8 @@
 Fronts (the ZeroMQ server, the WebSocket front) decode and validate a request, then
 ``submit`` an ``InferenceJob``; one worker thread groups queued jobs into a batch and runs
 ``policy.infer_batch`` once for the whole batch, then calls each job's ``on_done``.
+``submit_or_run`` skips the worker for a lone client of a fast policy (see
+``BatchingConfig.inline_max_ms``).
 
 Batching never makes a lone client wait: the worker waits (at most ``max_wait_ms``) for
 more requests only while fewer jobs are in hand than there are *active* sessions, i.e.
@@ -22,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from cogvla.policy_api import Policy, PolicyOutputError, validate_action_chunk
+from cogvla.policy_api import (
+    ACTION_DIM,
+    OBS_PROMPT,
+    OBS_STATE,
+    Policy,
+    PolicyOutputError,
+    validate_action_chunk,
+)
 from deploy.protocol import ErrorCode, RequestError
 from deploy.validation import ObservationSpec
 
@@ -45,7 +54,8 @@ class BatchingConfig:
     max_wait_ms: float = 5.0
     # queued (not yet running) requests beyond this are answered `overloaded` at once.
     max_queue: int = 64
-    # deadline for requests that do not carry one; a CPU forward pass of the tiny model is ~100s of ms.
+    # deadline for requests that do not carry one: generous, so only requests stuck behind a
+    # badly overloaded server expire (clients that need less send their own deadline_ms).
     default_deadline_ms: float = 10_000.0
     # a session counts as active this long after its last infer request.
     activity_window_s: float = 2.0
@@ -84,8 +94,8 @@ class InferenceJob:
 
     Times are ``time.perf_counter()`` seconds: ``received`` when the front read the bytes,
     ``decoded`` when decoding and validation finished, ``deadline`` when the answer stops
-    being useful. ``on_done`` is called exactly once, from the worker thread (or from
-    ``submit``'s caller if the core is stopping).
+    being useful. ``on_done`` is called exactly once: from the worker thread, from the
+    thread that called ``submit_or_run`` (inline run) or from ``stop``'s caller.
     """
 
     obs: Mapping[str, Any]
@@ -94,7 +104,6 @@ class InferenceJob:
     decoded: float
     deadline: float
     on_done: Callable[[InferenceJob, InferenceOutcome], None]
-    context: Any = None
 
 
 @dataclass
@@ -127,6 +136,7 @@ class InferenceCore:
         self.config = config or BatchingConfig()
         self._policy_metadata = dict(policy.metadata())
         self.spec = spec or ObservationSpec.from_metadata(self._policy_metadata)
+        self.action_dim = int(self._policy_metadata.get("action_dim", ACTION_DIM))
         self._queue: collections.deque[InferenceJob] = collections.deque()
         self._cond = threading.Condition()
         self._sessions: dict[str, SessionState] = {}
@@ -137,7 +147,6 @@ class InferenceCore:
         self._pass_ms: float | None = None
         self._worker: threading.Thread | None = None
         self._counters = _Counters()
-        self.started_at = time.time()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> InferenceCore:
@@ -161,10 +170,6 @@ class InferenceCore:
             self._finish(job, None, RequestError(ErrorCode.SHUTTING_DOWN, "server is shutting down"), {})
         if self._worker is not None:
             self._worker.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._running
 
     # -- requests ------------------------------------------------------------------
     def submit(self, job: InferenceJob) -> None:
@@ -199,7 +204,9 @@ class InferenceCore:
         finally:
             with self._cond:
                 self._busy = False
-                self._cond.notify_all()
+                # Only the worker waits on the condition; waking it for nothing costs a thread switch.
+                if self._queue:
+                    self._cond.notify()
 
     def _admit(self, job: InferenceJob) -> None:
         """Refuse the job when stopping or full; else count it for its session (lock held)."""
@@ -217,7 +224,9 @@ class InferenceCore:
         session.requests += 1
         session.last_infer = job.received
 
-    def infer(self, obs: Mapping[str, Any], *, session: str, deadline_ms: float | None = None) -> InferenceOutcome:
+    def infer(
+        self, obs: Mapping[str, Any], *, session: str, deadline_ms: float | None = None
+    ) -> InferenceOutcome:
         """Validate, queue and wait for one observation (for thread-per-connection fronts)."""
         received = time.perf_counter()
         clean = self.spec.validate(obs)
@@ -228,7 +237,9 @@ class InferenceCore:
             box.append(outcome)
             done.set()
 
-        self.submit(self.job(clean, session=session, received=received, deadline_ms=deadline_ms, on_done=on_done))
+        self.submit_or_run(
+            self.job(clean, session=session, received=received, deadline_ms=deadline_ms, on_done=on_done)
+        )
         done.wait()
         return box[0]
 
@@ -240,7 +251,6 @@ class InferenceCore:
         received: float,
         deadline_ms: float | None,
         on_done: Callable[[InferenceJob, InferenceOutcome], None],
-        context: Any = None,
     ) -> InferenceJob:
         """Build a job whose deadline is ``deadline_ms`` (or the server default) after ``received``."""
         budget = self.config.default_deadline_ms if deadline_ms is None else deadline_ms
@@ -251,8 +261,26 @@ class InferenceCore:
             decoded=time.perf_counter(),
             deadline=received + budget / 1000.0,
             on_done=on_done,
-            context=context,
         )
+
+    def warmup(self, passes: int = 2) -> list[np.ndarray]:
+        """Run ``passes`` forward passes on a blank observation (first calls pay lazy init).
+
+        Call before ``start``; returns the last pass's action chunks and times the pass so
+        the inline decision starts from a realistic figure.
+        """
+        blank = {key: np.zeros(shape, np.uint8) for key, shape in self.spec.image_shapes.items()}
+        blank[OBS_STATE] = np.zeros(self.spec.state_dim, np.float32)
+        blank[OBS_PROMPT] = "warm up"
+        outputs: list[np.ndarray] = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            outputs = self.policy.infer_batch([blank])
+            self._pass_ms = (time.perf_counter() - start) * 1000.0
+        if outputs:
+            chunk = validate_action_chunk(outputs[0], self.action_dim)
+            self._policy_metadata.setdefault("chunk_size", int(chunk.shape[0]))
+        return outputs
 
     def reset_session(self, session: str) -> dict[str, Any]:
         """Start a new episode for ``session``; the shared policy itself is not reset."""
@@ -337,7 +365,6 @@ class InferenceCore:
             finally:
                 with self._cond:
                     self._busy = False
-                    self._cond.notify_all()
 
     def _run_batch(self, batch: Sequence[InferenceJob]) -> None:
         start = time.perf_counter()
@@ -357,7 +384,9 @@ class InferenceCore:
         try:
             outputs = self.policy.infer_batch([job.obs for job in live])
             if len(outputs) != len(live):
-                raise PolicyOutputError(f"infer_batch: expected {len(live)} action chunks, got {len(outputs)}")
+                raise PolicyOutputError(
+                    f"infer_batch: expected {len(live)} action chunks, got {len(outputs)}"
+                )
         except Exception as exc:  # the server must outlive any policy failure
             logger.exception("policy.infer_batch failed on a batch of %d", len(live))
             error = RequestError(ErrorCode.INTERNAL_ERROR, f"policy failed: {type(exc).__name__}: {exc}")
@@ -370,8 +399,8 @@ class InferenceCore:
             self._pass_ms = pass_ms if self._pass_ms is None else 0.8 * self._pass_ms + 0.2 * pass_ms
             self._counters.batches += 1
             self._counters.batch_sizes[len(live)] += 1
-        for job, raw in zip(live, outputs):
-            actions, error = _checked(raw)
+        for job, raw in zip(live, outputs, strict=True):
+            actions, error = _checked(raw, self.action_dim)
             timing = {
                 "decode_ms": (job.decoded - job.received) * 1000.0,
                 "queue_ms": (start - job.decoded) * 1000.0,
@@ -381,7 +410,11 @@ class InferenceCore:
             self._finish(job, actions, error, timing)
 
     def _finish(
-        self, job: InferenceJob, actions: np.ndarray | None, error: RequestError | None, timing: dict[str, float]
+        self,
+        job: InferenceJob,
+        actions: np.ndarray | None,
+        error: RequestError | None,
+        timing: dict[str, float],
     ) -> None:
         timing["total_ms"] = (time.perf_counter() - job.received) * 1000.0
         with self._cond:
@@ -399,9 +432,9 @@ class InferenceCore:
             logger.exception("on_done callback failed for session %s", job.session)
 
 
-def _checked(raw: Any) -> tuple[np.ndarray | None, RequestError | None]:
+def _checked(raw: Any, action_dim: int) -> tuple[np.ndarray | None, RequestError | None]:
     try:
-        return validate_action_chunk(raw), None
+        return validate_action_chunk(raw, action_dim), None
     except PolicyOutputError as exc:
         return None, RequestError(ErrorCode.INTERNAL_ERROR, f"policy returned an invalid action chunk: {exc}")
 

@@ -103,12 +103,11 @@ class RequestHandler:
         """Check the envelope; returns ``(endpoint, session)``."""
         if not isinstance(message, dict):
             raise DecodeError(
-                "a request must be a msgpack map", field="payload", expected="map", actual=type(message).__name__
+                "a request must be a msgpack map",
+                field="payload",
+                expected="map",
+                actual=type(message).__name__,
             )
-        request_id = message.get("id")
-        if _echoable_id(message) is None and request_id is not None:
-            actual = type(request_id).__name__ if not isinstance(request_id, str) else f"{len(request_id)} chars"
-            raise bad_request("id", "request id must be an int or a short string", f"int or str <= {_MAX_ID_CHARS} chars", actual)
         version = message.get("v")
         if not _is_int(version) or version not in SUPPORTED_VERSIONS:
             supported = ", ".join(map(str, SUPPORTED_VERSIONS))
@@ -119,6 +118,17 @@ class RequestHandler:
                 field="v",
                 expected=supported,
                 actual=repr(version),
+            )
+        request_id = message.get("id")
+        if _echoable_id(message) is None and request_id is not None:
+            actual = (
+                type(request_id).__name__ if not isinstance(request_id, str) else f"{len(request_id)} chars"
+            )
+            raise bad_request(
+                "id",
+                "request id must be an int or a short string",
+                f"int or str <= {_MAX_ID_CHARS} chars",
+                actual,
             )
         endpoint = message.get("endpoint")
         if endpoint not in ENDPOINTS:
@@ -132,7 +142,10 @@ class RequestHandler:
         session = message.get("session", default_session)
         if not isinstance(session, str) or not 0 < len(session) <= _MAX_SESSION_CHARS:
             raise bad_request(
-                "session", "session must be a short string", f"1..{_MAX_SESSION_CHARS} chars", repr(session)[:80]
+                "session",
+                "session must be a short string",
+                f"1..{_MAX_SESSION_CHARS} chars",
+                repr(session)[:80],
             )
         return endpoint, session
 
@@ -148,12 +161,17 @@ class RequestHandler:
             **self.core.stats(),
         }
 
-    def _submit(self, message: dict[str, Any], request_id: Any, session: str, received: float, reply: ReplyFn) -> None:
+    def _submit(
+        self, message: dict[str, Any], request_id: Any, session: str, received: float, reply: ReplyFn
+    ) -> None:
         deadline_ms = message.get("deadline_ms")
         valid = isinstance(deadline_ms, (int, float)) and not isinstance(deadline_ms, bool)
         if deadline_ms is not None and not (valid and 0 < deadline_ms <= MAX_DEADLINE_MS):
             raise bad_request(
-                "deadline_ms", "deadline must be a positive number of ms", f"0 < x <= {MAX_DEADLINE_MS:.0f}", repr(deadline_ms)[:40]
+                "deadline_ms",
+                "deadline must be a positive number of ms",
+                f"0 < x <= {MAX_DEADLINE_MS:.0f}",
+                repr(deadline_ms)[:40],
             )
         if "obs" not in message:
             raise bad_request("obs", "infer needs an observation", "map", "missing")
@@ -172,7 +190,12 @@ class RequestHandler:
         self.core.submit_or_run(job)
 
     def _send(
-        self, reply: ReplyFn, answer: dict[str, Any], message: Any, payload: bytes | memoryview | None, session: str
+        self,
+        reply: ReplyFn,
+        answer: dict[str, Any],
+        message: Any,
+        payload: bytes | memoryview | None,
+        session: str,
     ) -> None:
         try:
             data = encode(answer)
@@ -183,8 +206,12 @@ class RequestHandler:
             data = encode(answer)
         reply(data)
         if self.recorder is not None:
-            request = message if isinstance(message, dict) else {"raw": bytes(payload or b"")[:_RAW_RECORD_BYTES]}
-            self.recorder.record({"time": time.time(), "session": session, "request": request, "reply": answer})
+            request = (
+                message if isinstance(message, dict) else {"raw": bytes(payload or b"")[:_RAW_RECORD_BYTES]}
+            )
+            self.recorder.record(
+                {"time": time.time(), "session": session, "request": request, "reply": answer}
+            )
 
 
 def _echoable_id(message: Any) -> Any:

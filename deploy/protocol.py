@@ -117,7 +117,9 @@ def _encode_array(array: np.ndarray) -> dict[str, Any]:
         array = array.astype(array.dtype.newbyteorder("<"))
     dtype = array.dtype.str
     if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {array.dtype} ({dtype})")
+        raise TypeError(
+            f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {array.dtype} ({dtype})"
+        )
     # memoryview lets msgpack copy the bytes once, straight into its output buffer.
     data = memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
     return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(array.shape), "data": data}
@@ -128,7 +130,9 @@ def _default(obj: Any) -> Any:
         return _encode_array(obj)
     if isinstance(obj, np.generic):
         return _encode_array(np.asarray(obj))
-    raise TypeError(f"cannot encode {type(obj).__name__}: expected dict, list, str, bytes, number, bool, None or ndarray")
+    raise TypeError(
+        f"cannot encode {type(obj).__name__}: expected dict, list, str, bytes, number, bool, None or ndarray"
+    )
 
 
 def _decode_array(obj: dict[str, Any]) -> np.ndarray:
@@ -153,7 +157,9 @@ def _decode_array(obj: dict[str, Any]) -> np.ndarray:
             actual=repr(shape)[:80],
         )
     if not isinstance(data, bytes):
-        raise DecodeError("array data must be msgpack bin", field="data", expected="bin", actual=type(data).__name__)
+        raise DecodeError(
+            "array data must be msgpack bin", field="data", expected="bin", actual=type(data).__name__
+        )
     np_dtype = np.dtype(dtype)
     expected_bytes = math.prod(shape) * np_dtype.itemsize
     if len(data) != expected_bytes:
@@ -227,4 +233,10 @@ def ok_reply(endpoint: str | None, request_id: Any, result: Mapping[str, Any]) -
 
 def error_reply(endpoint: str | None, request_id: Any, error: RequestError) -> dict[str, Any]:
     """An error reply; ``endpoint``/``id`` are None when the request could not be read."""
-    return {"v": PROTOCOL_VERSION, "id": request_id, "endpoint": endpoint, "status": "error", "error": error.to_wire()}
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "endpoint": endpoint,
+        "status": "error",
+        "error": error.to_wire(),
+    }

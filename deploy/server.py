@@ -60,7 +60,10 @@ class ZmqPolicyServer:
     """Serves ``handler`` on a ROUTER socket until ``stop()``."""
 
     def __init__(
-        self, handler: RequestHandler, config: ZmqServerConfig | None = None, context: zmq.Context | None = None
+        self,
+        handler: RequestHandler,
+        config: ZmqServerConfig | None = None,
+        context: zmq.Context | None = None,
     ) -> None:
         self.handler = handler
         self.config = config or ZmqServerConfig()
@@ -113,19 +116,22 @@ class ZmqPolicyServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the I/O loop to exit and wait for it (if it runs in a thread started by ``start``)."""
         self._stop.set()
-        self._wake()
+        # From the I/O thread itself (a signal handler) the loop notices within one poll;
+        # taking the wake lock there could deadlock against _close.
+        if threading.get_ident() != self._io_thread_id:
+            self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     # -- I/O -----------------------------------------------------------------------
     def _read_pending(self) -> None:
+        sock = self._socket
         for _ in range(_READ_BURST):
-            try:
-                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            # ZMQ_EVENTS is cheaper than letting recv raise zmq.Again on an empty queue.
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
-            received = time.perf_counter()
-            self._dispatch(frames, received)
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            self._dispatch(frames, time.perf_counter())
 
     def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
         # ROUTER adds the routing id; REQ clients add an empty delimiter, DEALER clients may.
@@ -154,7 +160,7 @@ class ZmqPolicyServer:
         while outbox:
             frames = outbox.popleft()
             try:
-                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
             except zmq.Again:
                 logger.warning("dropped a reply: the client's send queue is full")
             except zmq.ZMQError as exc:

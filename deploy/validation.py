@@ -47,8 +47,11 @@ def _default_images() -> dict[str, tuple[int, ...]]:
 class ObservationSpec:
     """What an ``infer`` observation must look like."""
 
-    # camera key -> (H, W, 3) uint8 image shape the policy expects (clients resize).
+    # camera key -> (H, W, 3) uint8 shape the model runs at; clients should resize to it.
     image_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=_default_images)
+    # other sizes are accepted within these bounds (the cap keeps server-side resizes cheap).
+    min_image_side: int = 16
+    max_image_side: int = 1024
     # length of the float state vector (LIBERO: eef pos 3, axis-angle 3, gripper qpos 2).
     state_dim: int = STATE_DIM
     # the instruction is truncated by the tokenizer anyway; longer text is a client bug.
@@ -72,6 +75,7 @@ class ObservationSpec:
         return {
             "image_keys": {k: list(v) for k, v in self.image_shapes.items()},
             "image_dtype": "uint8",
+            "image_side_range": [self.min_image_side, self.max_image_side],
             "state_dim": self.state_dim,
             "state_dtype": "float32",
         }
@@ -83,21 +87,26 @@ class ObservationSpec:
         allowed = (*self.image_shapes, OBS_STATE, OBS_PROMPT)
         for key in obs:
             if key not in allowed:
-                raise bad_request(f"obs.{key}", "unknown observation key", f"one of {', '.join(allowed)}", repr(key))
+                raise bad_request(
+                    f"obs.{key}", "unknown observation key", f"one of {', '.join(allowed)}", repr(key)
+                )
         for key in allowed:
             if key not in obs:
                 raise bad_request(f"obs.{key}", "missing observation key", "present", "missing")
-        clean: dict[str, Any] = {key: self._image(key, obs[key], shape) for key, shape in self.image_shapes.items()}
+        clean: dict[str, Any] = {
+            key: self._image(key, obs[key], shape) for key, shape in self.image_shapes.items()
+        }
         clean[OBS_STATE] = self._state(obs[OBS_STATE])
         clean[OBS_PROMPT] = self._prompt(obs[OBS_PROMPT])
         return clean
 
-    @staticmethod
-    def _image(key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-        expected = f"uint8 array of shape {shape}"
+    def _image(self, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+        # Other sizes are resized by the policy; the announced shape only saves bandwidth.
+        lo, hi = self.min_image_side, self.max_image_side
+        expected = f"uint8 array (H, W, 3), {lo} <= H, W <= {hi} (preferred {shape})"
         if not isinstance(value, np.ndarray) or value.dtype != np.uint8:
             raise bad_request(f"obs.{key}", "wrong image dtype", expected, _describe(value))
-        if value.shape != shape:
+        if value.ndim != 3 or value.shape[2] != 3 or not all(lo <= n <= hi for n in value.shape[:2]):
             raise bad_request(f"obs.{key}", "wrong image shape", expected, _describe(value))
         return value
 
@@ -110,7 +119,9 @@ class ObservationSpec:
             raise bad_request(name, "wrong state shape", expected, _describe(value))
         finite = np.isfinite(value)
         if not finite.all():
-            raise bad_request(name, "state must be finite", "finite values", f"{int((~finite).sum())} NaN/inf entries")
+            raise bad_request(
+                name, "state must be finite", "finite values", f"{int((~finite).sum())} NaN/inf entries"
+            )
         return value.astype(np.float32, copy=False)
 
     def _prompt(self, value: Any) -> str:
@@ -119,6 +130,9 @@ class ObservationSpec:
             raise bad_request(name, "wrong prompt type", "str", _describe(value))
         if not value.strip() or len(value) > self.max_prompt_chars:
             raise bad_request(
-                name, "prompt must be non-empty text", f"1..{self.max_prompt_chars} chars", f"{len(value)} chars"
+                name,
+                "prompt must be non-empty text",
+                f"1..{self.max_prompt_chars} chars",
+                f"{len(value)} chars",
             )
         return value

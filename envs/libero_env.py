@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from envs.fast_render import fast_render as fast_render_scope
-from envs.suites import TaskInfo
-from envs.suites import get_task
-from envs.suites import init_states
+from envs.suites import TaskInfo, get_task, init_states
 
 __all__ = ["ActionError", "LiberoEnv", "upright"]
 
@@ -73,7 +71,7 @@ class LiberoEnv(gym.Env):
         render_mode: ``"rgb_array"`` or None.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(
         self,
@@ -215,7 +213,9 @@ class LiberoEnv(gym.Env):
         try:
             array = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ActionError(f"action: expected a numeric array of shape (7,), got {type(action).__name__}") from exc
+            raise ActionError(
+                f"action: expected a numeric array of shape (7,), got {type(action).__name__}"
+            ) from exc
         if array.shape != (ACTION_DIM,):
             raise ActionError(f"action: expected shape (7,), got {array.shape}")
         if not np.isfinite(array).all():

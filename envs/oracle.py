@@ -7,7 +7,8 @@ geometry and gripper opening, so a policy that sees the scene can imitate it. On
 1. Parse the single BDDL goal atom: ``(on OBJ TARGET)`` or ``(in OBJ REGION)``.
 2. Decide the phase from geometry alone:
 
-   - *held* (fingers resting on the object, hand inside its box): lift straight up to a
+   - *held* (both fingers touch the object, the gap is no wider than the object and the
+     hand is inside its box): lift straight up to a
      carry height that clears everything between the object and the target, carry over
      the target, lower, and open once the object is centred and its bottom is within a
      few centimetres of the support surface;
@@ -42,6 +43,7 @@ from envs.oracle_geometry import (
     rotation_error,
     segment_box_overlap,
     wrap_angle,
+    xy_distance_to_box,
 )
 
 __all__ = [
@@ -56,11 +58,11 @@ __all__ = [
 ]
 
 Phase = Literal[
-    "approach", "descend", "close", "reopen", "lift", "carry", "align", "lower", "release", "retreat"
+    "approach", "descend", "close", "reopen", "lift", "carry", "lower", "release", "retreat"
 ]
 
-_REQUIRED_KEYS = ("goal", "eef_pos", "eef_quat", "gripper_qpos", "objects", "sites")
-_OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb")
+_REQUIRED_KEYS = ("goal", "eef_pos", "eef_quat", "gripper_qpos", "robot_base_pos", "objects", "sites")
+_OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb", "finger_contacts")
 # LIBERO's OSC_POSE maps an action of 1 to a 5 cm / 0.5 rad goal offset.
 _POS_SCALE = 0.05
 _ROT_SCALE = 0.5
@@ -101,7 +103,7 @@ class OracleConfig:
     """Gains and geometric thresholds (metres, radians) of the scripted oracle."""
 
     # Proportional gains in action units per full-scale error (5 cm, 0.5 rad); >1 saturates sooner.
-    position_gain: float = 1.0
+    position_gain: float = 2.0
     rotation_gain: float = 1.0
     # Hover point above the grasp point before the straight descent.
     hover_height: float = 0.08
@@ -114,16 +116,16 @@ class OracleConfig:
     yaw_tolerance: float = 0.1
     # Finger gap above which the gripper counts as open, and below which it closed on nothing.
     open_gap: float = 0.07
-    empty_gap: float = 0.004
+    empty_gap: float = 0.003
     # Slack over the object's width for "fingers resting on the object".
     held_gap_margin: float = 0.008
     # How far outside the object's box the grip site may be while holding it.
     held_box_margin: float = 0.015
     # Height of the carried object's bottom over obstacles between it and the target.
-    carry_clearance: float = 0.06
+    carry_clearance: float = 0.05
     # Horizontal margin around the carried object's path when looking for obstacles.
-    corridor_margin: float = 0.03
-    # Carried object vs target centre: lower within, hold height within, else carry.
+    corridor_margin: float = 0.01
+    # Carried object vs target centre: descend fully within the first, start descending within the second.
     lower_tolerance: float = 0.01
     hold_tolerance: float = 0.03
     # Object-bottom height over the support at which the gripper opens, per relation.
@@ -133,9 +135,16 @@ class OracleConfig:
     # Height of the grip site over the placed object's top when retreating.
     retreat_height: float = 0.1
     # Fingertips reach ~1.3 cm below the grip site: keep top grasps this far above the object's bottom.
-    finger_clearance: float = 0.014
+    min_grasp_height: float = 0.014
     # Horizontal extents within this ratio count as round (grasp along world y).
     round_ratio: float = 1.15
+    # Rim grasps: candidate sides, as angles from "facing the robot" (rad).
+    rim_angle_offsets: tuple[float, ...] = tuple(np.deg2rad(np.arange(-90.0, 91.0, 15.0)).tolist())
+    # Rim grasps: reach of the open outer finger beyond the grasp point, and the room it needs.
+    outer_finger_reach: float = 0.055
+    finger_clearance_xy: float = 0.025
+    # How far the fingertips reach below the grip site.
+    fingertip_depth: float = 0.013
 
 
 @dataclass(frozen=True)
@@ -269,14 +278,15 @@ class ScriptedOracle(Policy):
             return point, float(np.arctan2(radial[0], -radial[1])), spec.rim_thickness
         extent = box[1] - box[0]
         centre = (box[0] + box[1]) / 2.0
-        z = max(box[1, 2] - spec.height, box[0, 2] + cfg.finger_clearance)
+        z = max(box[1, 2] - spec.height, box[0, 2] + cfg.min_grasp_height)
         across_y = extent[1] <= extent[0] * cfg.round_ratio
         yaw = 0.0 if across_y else np.pi / 2
         width = float(extent[1] if across_y else extent[0])
         return np.array([centre[0], centre[1], z]), yaw, width
 
     def _rim_direction(self, priv: Mapping[str, Any], obj_name: str) -> np.ndarray:
-        """Horizontal side of a vessel to pinch: world +y, or the roomiest side of a container it sits in."""
+        """Horizontal side of a vessel to pinch: the roomiest side of a container it sits in, else the
+        side facing the robot (the arm is near full stretch at the far edge of the table)."""
         obj = priv["objects"][obj_name]
         box = np.asarray(obj["aabb"], dtype=np.float64)
         centre = (box[0] + box[1]) / 2.0
@@ -296,13 +306,44 @@ class ScriptedOracle(Policy):
             offset = float((centre - site_pos) @ axis)
             # The outer finger needs room beyond the wall: pick the side with the larger gap.
             return axis if size[axis_index] - offset >= size[axis_index] + offset else -axis
-        return np.array([0.0, 1.0, 0.0])
+        return self._clear_rim_direction(priv, obj_name, centre)
+
+    def _clear_rim_direction(self, priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) -> np.ndarray:
+        """Rim side nearest to facing the robot whose outer finger keeps clear of other objects.
+
+        Facing the robot keeps the reach short; a neighbour standing where the outer finger
+        would go (e.g. a ramekin beside the bowl) turns the grasp sideways, up to 90 degrees.
+        """
+        cfg = self.config
+        spec = self.grasps[priv["objects"][obj_name]["category"]]
+        towards = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2] - centre[:2]
+        base_angle = float(np.arctan2(towards[1], towards[0]))
+        fingertip_z = float(np.asarray(priv["objects"][obj_name]["pos"])[2]) + spec.height - cfg.fingertip_depth
+        obstacles = [
+            np.asarray(other["aabb"], dtype=np.float64)
+            for name, other in priv["objects"].items()
+            if name != obj_name and float(np.asarray(other["aabb"])[1, 2]) > fingertip_z
+        ]
+        best, best_score = base_angle, -np.inf
+        for offset in cfg.rim_angle_offsets:
+            angle = base_angle + offset
+            direction = np.array([np.cos(angle), np.sin(angle)])
+            finger = centre[:2] + (spec.rim_radius + cfg.outer_finger_reach) * direction
+            clearance = min((xy_distance_to_box(finger, box) for box in obstacles), default=np.inf)
+            # Every side with enough room scores the same; among those the one facing the robot wins.
+            score = min(clearance, cfg.finger_clearance_xy) - 1e-3 * abs(offset)
+            if score > best_score:
+                best, best_score = angle, score
+        return np.array([np.cos(best), np.sin(best), 0.0])
 
     def _held(self, obj: Mapping[str, Any], eef: np.ndarray, gap: float, width: float) -> bool:
         cfg = self.config
         box = np.asarray(obj["aabb"], dtype=np.float64)
         inside = bool(np.all(eef >= box[0] - cfg.held_box_margin) and np.all(eef <= box[1] + cfg.held_box_margin))
-        return inside and cfg.empty_gap < gap < width + cfg.held_gap_margin
+        # One finger may lose contact for a tick while the object swings; the gap then still shows it.
+        contacts = int(obj["finger_contacts"])
+        pinched = contacts >= 2 or (contacts == 1 and gap <= width)
+        return inside and pinched and gap < width + cfg.held_gap_margin
 
     def _placed(self, obj: Mapping[str, Any], placement: _Placement) -> bool:
         cfg = self.config
@@ -342,17 +383,19 @@ class ScriptedOracle(Policy):
         above_support = bottom - placement.support_z
         if distance <= cfg.release_tolerance and above_support <= cfg.release_clearance[placement.relation]:
             return Decision("release", eef.copy(), yaw, -1.0)
-        if distance <= cfg.lower_tolerance:
-            target = eef + np.array([offset_xy[0], offset_xy[1], -above_support])
-            return Decision("lower", target, yaw, 1.0)
         obstacles = self._corridor_top(priv, obj_name, pos, placement.xy)
         carry_bottom = max(obstacles, placement.support_z) + cfg.carry_clearance
         rise = carry_bottom - bottom
-        if distance <= cfg.hold_tolerance and rise < 0.0:
-            return Decision("align", eef + np.array([offset_xy[0], offset_xy[1], 0.0]), yaw, 1.0)
-        if rise > 0.02:
-            return Decision("lift", eef + np.array([0.0, 0.0, rise]), yaw, 1.0)
-        return Decision("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
+        if distance > cfg.hold_tolerance:
+            if rise > 0.02:
+                return Decision("lift", eef + np.array([0.0, 0.0, rise]), yaw, 1.0)
+            return Decision("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
+        # A funnel over the target: the closer to centred, the lower the object may go, so
+        # centring and lowering happen together and neither waits for the other.
+        openness = np.clip((distance - cfg.lower_tolerance) / (cfg.hold_tolerance - cfg.lower_tolerance), 0.0, 1.0)
+        floor = placement.support_z + openness * (carry_bottom - placement.support_z)
+        target = eef + np.array([offset_xy[0], offset_xy[1], floor - bottom])
+        return Decision("lower", target, yaw, 1.0)
 
     def _retreat(self, obj: Mapping[str, Any], eef: np.ndarray, yaw: float, gap: float) -> Decision:
         cfg = self.config

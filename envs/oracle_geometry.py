@@ -19,6 +19,7 @@ __all__ = [
     "rotation_error",
     "segment_box_overlap",
     "wrap_angle",
+    "xy_distance_to_box",
 ]
 
 
@@ -113,3 +114,9 @@ def segment_box_overlap(start: np.ndarray, end: np.ndarray, box: np.ndarray, mar
         if t_lo > t_hi:
             return False
     return True
+
+
+def xy_distance_to_box(point: np.ndarray, box: np.ndarray) -> float:
+    """Horizontal distance from ``point`` to a box's xy footprint (0 inside it)."""
+    outside = np.maximum(box[0, :2] - point[:2], 0.0) + np.maximum(point[:2] - box[1, :2], 0.0)
+    return float(np.linalg.norm(outside))

@@ -7,12 +7,14 @@
     "eef_pos":      float64 (3,)             grip-site position (world, metres), as in obs "robot0_eef_pos"
     "eef_quat":     float64 (4,)             hand orientation (x, y, z, w), as in obs "robot0_eef_quat"
     "gripper_qpos": float64 (2,)             finger joints; fingers[0] - fingers[1] is the finger gap
+    "robot_base_pos": float64 (3,)           robot base position (world)
     "objects":      {name: {                 every BDDL object and fixture with a body
                         "category": str,     BDDL category, e.g. "akita_black_bowl"
                         "fixture":  bool,
                         "pos":      (3,),    body origin (world)
                         "quat":     (4,),    body orientation (x, y, z, w)
                         "aabb":     (2, 3),  world axis-aligned box [lo, hi] of its collision geoms
+                        "finger_contacts": int,  how many of the two fingers touch it (0, 1, 2)
                     }}
     "sites":        {name: {                 BDDL regions (object sites), e.g. a drawer's interior
                         "parent": str,       owning object/fixture ("" for workspace regions)
@@ -77,6 +79,22 @@ def _collision_aabbs(model: Any, data: Any, root_ids: list[int]) -> dict[int, np
     return boxes
 
 
+def _finger_contacts(model: Any, data: Any, gripper: Any) -> dict[int, int]:
+    """Number of distinct fingers (0-2) touching each root body, from the active contacts."""
+    finger_of_geom = {}
+    for finger, key in enumerate(("left_finger", "right_finger")):
+        for name in gripper.important_geoms[key]:
+            finger_of_geom[int(model.geom(name).id)] = finger
+    touching: dict[int, set[int]] = {}
+    for contact in data.contact[: data.ncon]:
+        for mine, other in ((contact.geom1, contact.geom2), (contact.geom2, contact.geom1)):
+            finger = finger_of_geom.get(int(mine))
+            if finger is not None and int(other) not in finger_of_geom:
+                root = int(model.body_rootid[model.geom_bodyid[other]])
+                touching.setdefault(root, set()).add(finger)
+    return {root: len(fingers) for root, fingers in touching.items()}
+
+
 def privileged_state(raw_env: Any) -> dict[str, Any]:
     """Ground-truth poses, geometry and the BDDL goal at the current tick (see module docstring)."""
     env = _domain_env(raw_env)
@@ -92,6 +110,7 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
 
     body_ids = {name: int(body) for name, body in env.obj_body_id.items()}
     aabbs = _collision_aabbs(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
+    contacts = _finger_contacts(model, data, robot.gripper)
     objects = {}
     for name, body in body_ids.items():
         objects[name] = {
@@ -100,6 +119,7 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
             "pos": np.array(data.xpos[body], dtype=np.float64),
             "quat": _wxyz_to_xyzw(data.xquat[body]),
             "aabb": aabbs[int(model.body_rootid[body])],
+            "finger_contacts": contacts.get(int(model.body_rootid[body]), 0),
         }
 
     sites = {}
@@ -120,6 +140,7 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
         "eef_pos": np.array(data.site_xpos[robot.eef_site_id], dtype=np.float64),
         "eef_quat": _wxyz_to_xyzw(data.xquat[eef_body]),
         "gripper_qpos": np.array(data.qpos[robot._ref_gripper_joint_pos_indexes], dtype=np.float64),
+        "robot_base_pos": np.array(data.xpos[sim.model.body_name2id(robot.robot_model.root_body)], dtype=np.float64),
         "objects": objects,
         "sites": sites,
     }

@@ -10,12 +10,21 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_STEPS", "SUITES", "NUM_WAIT_STEPS", "TaskInfo", "UnknownSuiteError", "get_task", "init_states", "num_tasks"]
+__all__ = [
+    "MAX_STEPS",
+    "SUITES",
+    "NUM_WAIT_STEPS",
+    "TaskInfo",
+    "UnknownSuiteError",
+    "get_task",
+    "init_states",
+    "num_tasks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ def _check_suite(suite: str) -> None:
         raise UnknownSuiteError(f"suite: expected one of {', '.join(SUITES)}, got {suite!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _benchmark(suite: str) -> Any:
     _check_suite(suite)
     from libero.libero import benchmark
@@ -77,7 +86,7 @@ def num_tasks(suite: str) -> int:
     return int(_benchmark(suite).get_num_tasks())
 
 
-@lru_cache(maxsize=None)
+@cache
 def init_states(suite: str, task_id: int) -> np.ndarray:
     """The benchmark's fixed init states of a task, ``(N, S)`` float64 flattened MuJoCo states."""
     _check_task(suite, task_id)

@@ -38,25 +38,36 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     from envs.suites import NUM_WAIT_STEPS, SUITES
 
     parser.add_argument(
-        "--policy", help="oracle | CHECKPOINT_DIR | tcp://HOST:PORT (default: the checkpoint shipped with the package)"
+        "--policy",
+        help="oracle | CHECKPOINT_DIR | tcp://HOST:PORT (default: the checkpoint shipped with the package)",
     )
     parser.add_argument("--suite", type=_name_list, required=True, help=f"one or more of {','.join(SUITES)}")
     parser.add_argument("--tasks", type=parse_int_list, help="task indices, e.g. 0,3 (default: all tasks)")
     parser.add_argument("--trials", type=int, default=50, help="episodes per task (default: 50)")
     parser.add_argument("--start", type=int, default=0, help="trial k uses init state START + k (default: 0)")
     parser.add_argument("--workers", type=int, default=1, help="simulator worker processes / Ray actors")
-    parser.add_argument("--out", required=True, help="output folder (config.json, episodes.jsonl, summary.json)")
-    parser.add_argument("--videos", type=int, default=0, help="record MP4s of the first K trials of every task")
-    parser.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished episodes")
+    parser.add_argument(
+        "--out", required=True, help="output folder (config.json, episodes.jsonl, summary.json)"
+    )
+    parser.add_argument(
+        "--videos", type=int, default=0, help="record MP4s of the first K trials of every task"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a run in --out, skipping finished episodes"
+    )
     protocol = parser.add_argument_group("protocol (recorded in config.json)")
     protocol.add_argument("--seed", type=int, default=7, help="episode seed = SEED + init state (default: 7)")
     protocol.add_argument(
         "--max-steps", type=int, help="policy steps per episode (default: 220/280/300/520/400 by suite)"
     )
-    protocol.add_argument("--wait-steps", type=int, default=NUM_WAIT_STEPS, help="no-op settle steps (default: 10)")
+    protocol.add_argument(
+        "--wait-steps", type=int, default=NUM_WAIT_STEPS, help="no-op settle steps (default: 10)"
+    )
     protocol.add_argument("--image-size", type=int, default=256, help="camera side in pixels (default: 256)")
     protocol.add_argument(
-        "--fast-render", action=argparse.BooleanOptionalAction, default=False,
+        "--fast-render",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="render without reflections/MSAA (~2.3x faster on CPU; not benchmark-identical)",
     )
     protocol.add_argument(
@@ -66,7 +77,10 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     backend.add_argument("--backend", choices=("process", "ray"), default="process")
     backend.add_argument("--ray-address", help="Ray cluster address (default: start a local one)")
     backend.add_argument(
-        "--hang-timeout", type=float, default=600.0, help="process backend: seconds without a step = hung worker"
+        "--hang-timeout",
+        type=float,
+        default=600.0,
+        help="process backend: seconds without a step = hung worker",
     )
     backend.add_argument(
         "--episode-timeout", type=float, default=3600.0, help="ray backend: seconds per episode = hung actor"

@@ -41,7 +41,8 @@ def check_policy_spec(spec: str) -> str:
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
         raise PolicySpecError(
-            f"policy: expected 'oracle', 'tcp://HOST:PORT' or a checkpoint folder with config.json, got {spec!r}"
+            "policy: expected 'oracle', 'tcp://HOST:PORT' or a checkpoint folder with config.json, "
+            f"got {spec!r}"
         )
     return str(path.resolve())
 

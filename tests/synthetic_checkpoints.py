@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 
 __all__ = [
     "CHUNK_SIZE",
-    "SyntheticDims",
     "SyntheticCheckpoint",
+    "SyntheticDims",
     "build_cogvla_checkpoint",
     "build_oft_checkpoint",
     "dino_timm_tensors",
@@ -73,8 +73,18 @@ class SyntheticDims:
 def real_depth_dims() -> SyntheticDims:
     """Real layer counts (24 / 27 / 32) at tiny widths: key counts equal the 7B release's."""
     return SyntheticDims(
-        dino_width=64, dino_depth=24, siglip_width=72, siglip_depth=27, siglip_mlp=80, llm_hidden=32,
-        llm_layers=32, llm_heads=2, llm_intermediate=48, vocab=32064, image_size=28, shards=4,
+        dino_width=64,
+        dino_depth=24,
+        siglip_width=72,
+        siglip_depth=27,
+        siglip_mlp=80,
+        llm_hidden=32,
+        llm_layers=32,
+        llm_heads=2,
+        llm_intermediate=48,
+        vocab=32064,
+        image_size=28,
+        shards=4,
     )
 
 
@@ -278,8 +288,12 @@ def _stats(r: _Rand, keys: tuple[str, ...], d: SyntheticDims) -> dict:
         def block(lo: torch.Tensor) -> dict:
             hi = lo + 1.0 + torch.rand(lo.shape, generator=r.gen)
             return {
-                "mean": ((lo + hi) / 2).tolist(), "std": ((hi - lo) / 4).tolist(), "max": (hi + 0.1).tolist(),
-                "min": (lo - 0.1).tolist(), "q01": lo.tolist(), "q99": hi.tolist(),
+                "mean": ((lo + hi) / 2).tolist(),
+                "std": ((hi - lo) / 4).tolist(),
+                "max": (hi + 0.1).tolist(),
+                "min": (lo - 0.1).tolist(),
+                "q01": lo.tolist(),
+                "q99": hi.tolist(),
             }
 
         action = block(q01)
@@ -365,7 +379,9 @@ def _preprocessor(d: SyntheticDims) -> dict:
     }
 
 
-def _common_files(path: Path, d: SyntheticDims, r: _Rand, cogvla: bool, keys: tuple) -> dict[str, torch.Tensor]:
+def _common_files(
+    path: Path, d: SyntheticDims, r: _Rand, cogvla: bool, keys: tuple
+) -> dict[str, torch.Tensor]:
     """Config, processor, stats, tokenizer, action head and proprio files; returns the
     semantic head/proprio weights (as the model sees them after the dtype round trip)."""
     (path / "config.json").write_text(json.dumps(_config(d, cogvla), indent=2))
@@ -383,8 +399,13 @@ def _fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in tensors.items()}
 
 
-def build_oft_checkpoint(path: str | Path, dims: SyntheticDims | None = None, seed: int = 0) -> SyntheticCheckpoint:
-    """An ``openvla-7b-oft-finetuned-libero-spatial``-shaped directory."""
+def build_oft_checkpoint(
+    path: str | Path, dims: SyntheticDims | None = None, seed: int = 0, *, keep_weights: bool = True
+) -> SyntheticCheckpoint:
+    """An ``openvla-7b-oft-finetuned-libero-spatial``-shaped directory.
+
+    ``keep_weights=False`` returns no semantic tensors (saves memory for large benchmarks).
+    """
     d, path, r = dims or SyntheticDims(), Path(path), _Rand(seed)
     path.mkdir(parents=True, exist_ok=True)
     hf = {
@@ -395,10 +416,13 @@ def build_oft_checkpoint(path: str | Path, dims: SyntheticDims | None = None, se
     r.linear(4 * fused, fused, "projector.fc1", hf)
     r.linear(h, 4 * fused, "projector.fc2", hf)
     r.linear(h, h, "projector.fc3", hf)
-    hf = _bf16({**hf, **_llm(r, d)})
+    hf.update(_llm(r, d))
+    for key, value in hf.items():  # in place: a large benchmark never holds fp32 and bf16 copies at once
+        hf[key] = value.to(torch.bfloat16)
     _write_shards(path, hf, d.shards)
     keys = ("libero_spatial_no_noops",)
-    weights = {**_fp32(hf), **_common_files(path, d, r, cogvla=False, keys=keys)}
+    heads = _common_files(path, d, r, cogvla=False, keys=keys)
+    weights = {**_fp32(hf), **heads} if keep_weights else {}
     return SyntheticCheckpoint(path, d, "oft", weights, keys)
 
 
@@ -481,9 +505,17 @@ def build_cogvla_checkpoint(
     (path / "lora_adapter" / "adapter_config.json").write_text(
         json.dumps(
             {
-                "peft_type": "LORA", "r": d.lora_rank, "lora_alpha": d.lora_alpha, "lora_dropout": 0.0,
-                "target_modules": "all-linear", "init_lora_weights": "gaussian", "use_rslora": False,
-                "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "bias": "none",
+                "peft_type": "LORA",
+                "r": d.lora_rank,
+                "lora_alpha": d.lora_alpha,
+                "lora_dropout": 0.0,
+                "target_modules": "all-linear",
+                "init_lora_weights": "gaussian",
+                "use_rslora": False,
+                "use_dora": False,
+                "rank_pattern": {},
+                "alpha_pattern": {},
+                "bias": "none",
             }
         )
     )

@@ -11,7 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from synthetic_checkpoints import SyntheticDims, dino_timm_tensors, siglip_timm_tensors
-from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from cogvla.convert.errors import KeyMismatchError, ShapeMismatchError
 from cogvla.convert.execute import plan_to_state_dict
@@ -19,7 +24,9 @@ from cogvla.convert.plan import Discard, Plan
 from cogvla.convert.sources import MemorySource
 from cogvla.convert.timm_vit import dinov2_conversions, siglip_conversions
 
-DIMS = SyntheticDims(dino_width=128, dino_depth=3, siglip_width=144, siglip_depth=3, siglip_mlp=200, image_size=56)
+DIMS = SyntheticDims(
+    dino_width=128, dino_depth=3, siglip_width=144, siglip_depth=3, siglip_mlp=200, image_size=56
+)
 
 
 def _timm_attention(x: torch.Tensor, t: dict, p: str, heads: int) -> torch.Tensor:
@@ -29,6 +36,10 @@ def _timm_attention(x: torch.Tensor, t: dict, p: str, heads: int) -> torch.Tenso
     weights = (q @ k.transpose(-2, -1) * (d // heads) ** -0.5).softmax(-1)
     out = (weights @ v).transpose(1, 2).reshape(b, n, d)
     return F.linear(out, t[f"{p}.attn.proj.weight"], t[f"{p}.attn.proj.bias"])
+
+
+def _layer_norm(x: torch.Tensor, t: dict, p: str) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], t[f"{p}.weight"], t[f"{p}.bias"], 1e-6)
 
 
 def _timm_mlp(x: torch.Tensor, t: dict, p: str) -> torch.Tensor:
@@ -47,28 +58,40 @@ def _timm_features(pixels: torch.Tensor, t: dict, depth: int, heads: int, *, din
         prefix = 1 + t["reg_token"].shape[1]
     for i in range(depth - 1):
         p = f"blocks.{i}"
-        norm = lambda y, n: F.layer_norm(y, y.shape[-1:], t[f"{p}.{n}.weight"], t[f"{p}.{n}.bias"], 1e-6)  # noqa: E731
-        attn, mlp = _timm_attention(norm(x, "norm1"), t, p, heads), None
+        attn = _timm_attention(_layer_norm(x, t, f"{p}.norm1"), t, p, heads)
         x = x + (t[f"{p}.ls1.scale_factor"] * attn if dinov2 else attn)
-        mlp = _timm_mlp(norm(x, "norm2"), t, p)
+        mlp = _timm_mlp(_layer_norm(x, t, f"{p}.norm2"), t, p)
         x = x + (t[f"{p}.ls2.scale_factor"] * mlp if dinov2 else mlp)
     return x[:, prefix:]
 
 
 def _dinov2_hf() -> Dinov2WithRegistersModel:
     config = Dinov2WithRegistersConfig(
-        hidden_size=DIMS.dino_width, num_hidden_layers=DIMS.dino_depth, num_attention_heads=DIMS.dino_width // 64,
-        mlp_ratio=4, hidden_act="gelu", layer_norm_eps=1e-6, qkv_bias=True, num_register_tokens=4,
-        image_size=DIMS.image_size, patch_size=DIMS.patch,
+        hidden_size=DIMS.dino_width,
+        num_hidden_layers=DIMS.dino_depth,
+        num_attention_heads=DIMS.dino_width // 64,
+        mlp_ratio=4,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        num_register_tokens=4,
+        image_size=DIMS.image_size,
+        patch_size=DIMS.patch,
     )
     return Dinov2WithRegistersModel(config).eval()
 
 
 def _siglip_hf() -> SiglipVisionModel:
     config = SiglipVisionConfig(
-        hidden_size=DIMS.siglip_width, intermediate_size=DIMS.siglip_mlp, num_hidden_layers=DIMS.siglip_depth,
-        num_attention_heads=DIMS.siglip_width // 72, image_size=DIMS.image_size, patch_size=DIMS.patch,
-        layer_norm_eps=1e-6, hidden_act="gelu", vision_use_head=False,
+        hidden_size=DIMS.siglip_width,
+        intermediate_size=DIMS.siglip_mlp,
+        num_hidden_layers=DIMS.siglip_depth,
+        num_attention_heads=DIMS.siglip_width // 72,
+        image_size=DIMS.image_size,
+        patch_size=DIMS.patch,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+        vision_use_head=False,
     )
     return SiglipVisionModel(config).eval()
 
@@ -127,17 +150,24 @@ def test_siglip_head_is_an_explicit_discard():
 
 def test_dropped_last_block_is_discarded_not_loaded():
     tensors = dino_timm_tensors(DIMS)
-    conversions = dinov2_conversions("timm", "", "", DIMS.dino_depth, keep_last_block=False, keep_final_norm=False)
+    conversions = dinov2_conversions(
+        "timm", "", "", DIMS.dino_depth, keep_last_block=False, keep_final_norm=False
+    )
     targets = {k for c in conversions for k in c.outputs}
-    assert not any(k.startswith(f"encoder.layer.{DIMS.dino_depth - 1}.") or k.startswith("layernorm") for k in targets)
+    assert not any(k.startswith((f"encoder.layer.{DIMS.dino_depth - 1}.", "layernorm")) for k in targets)
     discarded = {r.key for c in conversions if isinstance(c.transform, Discard) for r in c.inputs}
-    assert {k for k in tensors if k.startswith(f"blocks.{DIMS.dino_depth - 1}.")} | {"norm.weight", "norm.bias"} == discarded
+    assert {k for k in tensors if k.startswith(f"blocks.{DIMS.dino_depth - 1}.")} | {
+        "norm.weight",
+        "norm.bias",
+    } == discarded
 
 
 def test_unknown_timm_key_is_rejected():
     tensors = {**dino_timm_tensors(DIMS), "blocks.0.attn.q_norm.weight": torch.ones(DIMS.dino_width)}
     model = _dinov2_hf()
-    with pytest.raises(KeyMismatchError, match=r"unknown keys(.|\n)*tower\.pt: 1 key\(s\): blocks\.0\.attn\.q_norm\.weight"):
+    with pytest.raises(
+        KeyMismatchError, match=r"unknown keys(.|\n)*tower\.pt: 1 key\(s\): blocks\.0\.attn\.q_norm\.weight"
+    ):
         _load(model, dinov2_conversions("timm", "", "", DIMS.dino_depth), tensors)
 
 
@@ -145,5 +175,8 @@ def test_qkv_with_wrong_rows_names_source_and_target():
     tensors = dino_timm_tensors(DIMS)
     tensors["blocks.1.attn.qkv.weight"] = tensors["blocks.1.attn.qkv.weight"][:-3]
     model = _dinov2_hf()
-    with pytest.raises(ShapeMismatchError, match=r"tower\.pt:blocks\.1\.attn\.qkv\.weight .*encoder\.layer\.1\.attention\.q_proj\.weight"):
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"tower\.pt:blocks\.1\.attn\.qkv\.weight .*encoder\.layer\.1\.attention\.q_proj\.weight",
+    ):
         _load(model, dinov2_conversions("timm", "", "", DIMS.dino_depth), tensors)

@@ -172,7 +172,7 @@ def test_augmentation_params_stay_in_range():
 def test_identity_augmentation_returns_the_input():
     images = torch.rand(2, 2, 3, 16, 16)
     identity = torch.tensor([[0.5, 0.5, 0.0, 1.0, 1.0, 0.0]]).repeat(2, 1)
-    out = augment_images(images, identity, AugmentConfig(crop_area=1.0))
+    out = augment_images(images, identity, AugmentConfig(), crop_area=1.0)
     torch.testing.assert_close(out, images, rtol=0, atol=1e-5)
 
 
@@ -181,7 +181,7 @@ def test_centre_crop_zooms_in():
     images = torch.zeros(1, 1, 3, 20, 20)
     images[..., 0, :] = 1.0
     identity = torch.tensor([[0.5, 0.5, 0.0, 1.0, 1.0, 0.0]])
-    out = augment_images(images, identity, AugmentConfig(crop_area=0.9))
+    out = augment_images(images, identity, AugmentConfig(), crop_area=0.9)
     assert float(out[..., 0, :].max()) < 0.9
     assert float(out[..., 1:, :].max()) == 0.0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cogvla.policy_api import Policy
 from eval.libero.config import EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.harness import OutputExistsError, ResumeMismatchError, run_eval
@@ -181,7 +182,9 @@ def test_run_episode_observes_clean_actions_and_executes_noisy_ones():
             executed.append(np.array(action))
             return super().step(action)
 
-    spec = EpisodeSpec(env=EnvSpec(SUITE, 0), init_state_id=1, seed=3, max_steps=8, num_wait_steps=0, action_noise=0.2)
+    spec = EpisodeSpec(
+        env=EnvSpec(SUITE, 0), init_state_id=1, seed=3, max_steps=8, num_wait_steps=0, action_noise=0.2
+    )
     run_episode(Recorder(spec.env), ZeroPolicy(), spec, observers=[lambda env, obs, a: observed.append(a)])
     assert len(executed) == 8 and observed[-1] is None
     clean = np.stack(observed[:-1])
@@ -192,8 +195,9 @@ def test_run_episode_observes_clean_actions_and_executes_noisy_ones():
 
 
 def test_run_episode_keeps_acting_after_success_when_asked():
-    spec = EpisodeSpec(env=EnvSpec(SUITE, 0), init_state_id=0, seed=7, max_steps=50, num_wait_steps=10,
-                       steps_after_success=4)
+    spec = EpisodeSpec(
+        env=EnvSpec(SUITE, 0), init_state_id=0, seed=7, max_steps=50, num_wait_steps=10, steps_after_success=4
+    )
     result = run_episode(FakeEnv(spec.env), ZeroPolicy(), spec)
     assert result.success and result.steps == 3 + 4
 
@@ -204,8 +208,18 @@ def test_harness_writes_records_and_summary(tmp_path):
     lines = _lines(config.out)
     assert sorted(r["key"] for r in lines) == sorted(f"{SUITE}/{t}/{i}" for t in (0, 1) for i in range(3))
     for record in lines:
-        for field in ("suite", "task_id", "task_name", "init_state_id", "seed", "success", "steps",
-                      "wall_time_s", "latency_ms", "error"):
+        for field in (
+            "suite",
+            "task_id",
+            "task_name",
+            "init_state_id",
+            "seed",
+            "success",
+            "steps",
+            "wall_time_s",
+            "latency_ms",
+            "error",
+        ):
             assert field in record
         assert record["success"] == (record["init_state_id"] % 2 == 0)
         assert record["seed"] == 7 + record["init_state_id"]
@@ -227,11 +241,17 @@ def test_malformed_policy_output_is_an_episode_error_and_the_run_goes_on(tmp_pat
     assert "policy raised RuntimeError" in errors[3] and "model exploded" in errors[3]
     assert errors[0] is None and errors[4] is None
     assert summary["overall"] | {"ci95": None} == {
-        "episodes": 5, "successes": 2, "errors": 3, "success_rate": 0.4, "ci95": None
+        "episodes": 5,
+        "successes": 2,
+        "errors": 3,
+        "success_rate": 0.4,
+        "ci95": None,
     }
 
 
-@pytest.mark.parametrize("factory, reason", [(crashing_env, "died"), (hanging_env, "hung"), (raising_env, "MuJoCo")])
+@pytest.mark.parametrize(
+    "factory, reason", [(crashing_env, "died"), (hanging_env, "hung"), (raising_env, "MuJoCo")]
+)
 def test_failed_worker_is_replaced_and_its_episode_retried_then_recorded(tmp_path, factory, reason):
     config = _config(tmp_path, tasks=(0,), trials=4, hang_timeout_s=3.0)
     summary = run_eval(config, env_factory=factory, policy_factory=fake_policy)
@@ -254,7 +274,7 @@ def test_existing_results_need_resume_and_the_same_protocol(tmp_path):
     with pytest.raises(OutputExistsError, match="--resume"):
         run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
     changed = _config(tmp_path, tasks=(0,), trials=1, workers=1, resume=True, seed=8)
-    with pytest.raises(ResumeMismatchError, match="seed: the run .* used 7, this one asks for 8"):
+    with pytest.raises(ResumeMismatchError, match=r"seed: the run .* used 7, this one asks for 8"):
         run_eval(changed, env_factory=fake_env, policy_factory=fake_policy)
 
 
@@ -272,7 +292,8 @@ def test_resume_after_kill_gives_no_duplicates_and_no_missing_episodes(tmp_path)
     out = tmp_path / "killed"
     script = textwrap.dedent(
         f"""
-        from eval.libero.config import EvalConfig
+        from cogvla.policy_api import Policy
+from eval.libero.config import EvalConfig
         from eval.libero.harness import run_eval
         from test_harness import slow_fake_env, fake_policy
         config = EvalConfig(out={str(out)!r}, policy="zero", suites=({SUITE!r},), tasks=(0, 1, 2), trials=6,
@@ -281,34 +302,69 @@ def test_resume_after_kill_gives_no_duplicates_and_no_missing_episodes(tmp_path)
         """
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(REPO)]))
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log_path = out / "episodes.jsonl"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not log_path.exists() or len(log_path.read_text().splitlines()) < 4):
+    while time.monotonic() < deadline and (
+        not log_path.exists() or len(log_path.read_text().splitlines()) < 4
+    ):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = len(log_path.read_text().splitlines())
     assert 4 <= before < 18, "the run was killed part-way"
 
-    config = EvalConfig(out=str(out), policy="zero", suites=(SUITE,), tasks=(0, 1, 2), trials=6, max_steps=20,
-                        num_wait_steps=2, image_size=8, workers=2, resume=True)
+    config = EvalConfig(
+        out=str(out),
+        policy="zero",
+        suites=(SUITE,),
+        tasks=(0, 1, 2),
+        trials=6,
+        max_steps=20,
+        num_wait_steps=2,
+        image_size=8,
+        workers=2,
+        resume=True,
+    )
     resumed = run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
     keys = [json.loads(line)["key"] for line in log_path.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 18
-    reference = run_eval(_config(tmp_path, tasks=(0, 1, 2), trials=6), env_factory=fake_env,
-                         policy_factory=fake_policy)
+    reference = run_eval(
+        _config(tmp_path, tasks=(0, 1, 2), trials=6), env_factory=fake_env, policy_factory=fake_policy
+    )
     for field in ("overall", "per_suite", "per_task", "missing"):
         assert resumed[field] == reference[field]
 
 
 def test_summary_counts_each_planned_episode_once():
     records = {
-        "s/0/0": {"suite": "s", "task_id": 0, "task_name": "t", "success": True, "steps": 3, "wall_time_s": 1.0,
-                  "error": None, "latency_ms": {"mean": 2.0}},
-        "s/0/1": {"suite": "s", "task_id": 0, "task_name": "t", "success": False, "steps": 9, "wall_time_s": 1.0,
-                  "error": "boom", "latency_ms": {"mean": None}},
+        "s/0/0": {
+            "suite": "s",
+            "task_id": 0,
+            "task_name": "t",
+            "success": True,
+            "steps": 3,
+            "wall_time_s": 1.0,
+            "error": None,
+            "latency_ms": {"mean": 2.0},
+        },
+        "s/0/1": {
+            "suite": "s",
+            "task_id": 0,
+            "task_name": "t",
+            "success": False,
+            "steps": 9,
+            "wall_time_s": 1.0,
+            "error": "boom",
+            "latency_ms": {"mean": None},
+        },
     }
     summary = summarize(["s/0/0", "s/0/1", "s/0/2"], records)
     assert summary["overall"]["episodes"] == 2 and summary["missing"] == 1
@@ -322,12 +378,104 @@ def test_ray_backend_gives_the_same_summary(tmp_path):
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(REPO)])}}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     try:
-        ray_summary = run_eval(_config(tmp_path, out=str(tmp_path / "ray"), backend="ray", trials=2),
-                               env_factory=fake_env, policy_factory=fake_policy)
+        ray_summary = run_eval(
+            _config(tmp_path, out=str(tmp_path / "ray"), backend="ray", trials=2),
+            env_factory=fake_env,
+            policy_factory=fake_policy,
+        )
+        crashed = run_eval(
+            _config(tmp_path, out=str(tmp_path / "ray-crash"), backend="ray", tasks=(0,), trials=3),
+            env_factory=crashing_env,
+            policy_factory=fake_policy,
+        )
     finally:
         ray.shutdown()
-    local = run_eval(_config(tmp_path, out=str(tmp_path / "local"), trials=2), env_factory=fake_env,
-                     policy_factory=fake_policy)
+    errors = {r["init_state_id"]: r["error"] for r in _lines(str(tmp_path / "ray-crash"))}
+    assert errors[0] is None and errors[2] is None
+    assert "died" in errors[1] and "gave up after 2 attempts" in errors[1]
+    assert crashed["overall"]["errors"] == 1
+    local = run_eval(
+        _config(tmp_path, out=str(tmp_path / "local"), trials=2),
+        env_factory=fake_env,
+        policy_factory=fake_policy,
+    )
     for field in ("overall", "per_suite", "per_task", "missing"):
         assert ray_summary[field] == local[field]
     assert len(_lines(str(tmp_path / "ray"))) == 4
+
+
+@pytest.mark.libero
+def test_oracle_succeeds_through_the_harness(tmp_path):
+    pytest.importorskip("envs.oracle", reason="waits on the scripted oracle (envs/oracle.py)")
+    config = EvalConfig(
+        out=str(tmp_path / "oracle"),
+        policy="oracle",
+        suites=(SUITE,),
+        tasks=(0, 1),
+        trials=2,
+        image_size=64,
+        fast_render=True,
+        workers=2,
+    )
+    summary = run_eval(config)
+    assert summary["overall"]["errors"] == 0, _lines(config.out)
+    assert summary["overall"]["successes"] == 4, [(r["key"], r["steps"]) for r in _lines(config.out)]
+
+
+@pytest.mark.libero
+def test_real_env_resume_runs_only_the_new_episodes(tmp_path):
+    common = dict(
+        out=str(tmp_path / "real"),
+        policy="zero",
+        suites=(SUITE,),
+        tasks=(0,),
+        max_steps=3,
+        num_wait_steps=1,
+        image_size=32,
+        fast_render=True,
+        workers=1,
+        videos=1,
+    )
+    first = run_eval(EvalConfig(trials=1, **common), policy_factory=fake_policy)
+    assert first["overall"]["episodes"] == 1
+    second = run_eval(EvalConfig(trials=2, resume=True, **common), policy_factory=fake_policy)
+    records = _lines(common["out"])
+    assert [r["init_state_id"] for r in records] == [0, 1]
+    assert second["overall"]["episodes"] == 2 and second["missing"] == 0
+    assert records[0]["video"].endswith("--trial000--init000--failure.mp4") and records[1]["video"] is None
+    assert (Path(common["out"]) / "videos" / records[0]["video"]).stat().st_size > 0
+
+
+class _ServedZeroPolicy(Policy):
+    def infer(self, obs):
+        return np.zeros((4, 7), np.float32)
+
+
+def fake_env_32px(spec: EnvSpec) -> FakeEnv:
+    class Env32(FakeEnv):
+        def _obs(self) -> dict:
+            obs = super()._obs()
+            obs["image"] = obs["wrist_image"] = np.zeros((32, 32, 3), np.uint8)
+            return obs
+
+    return Env32(spec)
+
+
+def test_remote_policy_over_zeromq(tmp_path):
+    from deploy.core import InferenceCore
+    from deploy.handler import RequestHandler
+    from deploy.server import ZmqPolicyServer, ZmqServerConfig
+
+    core = InferenceCore(_ServedZeroPolicy()).start()
+    server = ZmqPolicyServer(RequestHandler(core), ZmqServerConfig(port=0)).start()
+    try:
+        config = _config(tmp_path, policy=server.endpoint, tasks=(0,), trials=2, workers=1)
+        summary = run_eval(config, env_factory=fake_env_32px)
+    finally:
+        server.stop()
+        core.stop()
+    records = {r["init_state_id"]: r for r in _lines(config.out)}
+    assert [records[i]["error"] for i in (0, 1)] == [None, None]
+    assert records[0]["success"] and not records[1]["success"]
+    assert records[1]["num_queries"] == 5 and records[1]["latency_ms"]["mean"] > 0
+    assert summary["overall"]["successes"] == 1

@@ -37,7 +37,9 @@ def run_plan(
         refs = conversion.inputs + conversion.refs
         tensors = [sources[r.source].load(r.key) for r in refs]
         try:
-            outputs = conversion.transform.apply(tensors, [tuple(target_shapes[k]) for k in conversion.outputs])
+            outputs = conversion.transform.apply(
+                tensors, [tuple(target_shapes[k]) for k in conversion.outputs]
+            )
         except ValueError as exc:
             if not isinstance(conversion.transform, VerifyEqual):
                 raise

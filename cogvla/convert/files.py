@@ -17,7 +17,13 @@ from cogvla.convert.layout import ReleasedConfig
 
 __all__ = ["LoRASettings", "ReleasedFiles", "locate_files", "read_lora_settings"]
 
-_COMPONENTS = ("action_head", "proprio_projector", "vision_backbone", "non_lora_trainables", "noisy_action_projector")
+_COMPONENTS = (
+    "action_head",
+    "proprio_projector",
+    "vision_backbone",
+    "non_lora_trainables",
+    "noisy_action_projector",
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,11 @@ def read_lora_settings(path: str | Path) -> LoRASettings:
             raise CheckpointFileError(f"{path}: {key}: expected a positive number, got {raw.get(key)!r}")
     for key in ("rank_pattern", "alpha_pattern"):
         if raw.get(key):
-            raise UnsupportedLayoutError(f"{path}: {key}: per-module LoRA ranks are not supported, got {raw[key]}")
+            raise UnsupportedLayoutError(
+                f"{path}: {key}: per-module LoRA ranks are not supported, got {raw[key]}"
+            )
     if raw.get("use_dora"):
         raise UnsupportedLayoutError(f"{path}: use_dora: DoRA adapters are not supported, got true")
-    return LoRASettings(rank=int(raw["r"]), alpha=float(raw["lora_alpha"]), use_rslora=bool(raw.get("use_rslora")))
+    return LoRASettings(
+        rank=int(raw["r"]), alpha=float(raw["lora_alpha"]), use_rslora=bool(raw.get("use_rslora"))
+    )

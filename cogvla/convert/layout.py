@@ -23,8 +23,8 @@ from cogvla.convert.errors import CheckpointFileError, UnsupportedLayoutError
 
 __all__ = [
     "LLAMA_4_40_DEFAULTS",
-    "LayoutKind",
     "LFPSchedule",
+    "LayoutKind",
     "ReleasedConfig",
     "TextConfig",
     "parse_released_config",
@@ -151,7 +151,9 @@ def parse_released_config(raw: dict[str, Any], source: str = "config.json") -> R
         )
     image_sizes = raw.get("image_sizes", [224, 224])
     if len(set(image_sizes)) != 1:
-        raise UnsupportedLayoutError(f"{source}: image_sizes: expected equal sizes per tower, got {image_sizes}")
+        raise UnsupportedLayoutError(
+            f"{source}: image_sizes: expected equal sizes per tower, got {image_sizes}"
+        )
     return ReleasedConfig(
         kind=kind,
         text=_text_config(text_raw, raw, source),
@@ -183,9 +185,13 @@ def _check_vision_backbone(raw: dict[str, Any], source: str) -> None:
 def _text_config(text_raw: dict[str, Any], raw: dict[str, Any], source: str) -> TextConfig:
     merged = {**LLAMA_4_40_DEFAULTS, **text_raw}
     if merged.get("rope_scaling") is not None:
-        raise UnsupportedLayoutError(f"{source}: text_config.rope_scaling: expected null, got {merged['rope_scaling']}")
+        raise UnsupportedLayoutError(
+            f"{source}: text_config.rope_scaling: expected null, got {merged['rope_scaling']}"
+        )
     if merged.get("hidden_act") != "silu":
-        raise UnsupportedLayoutError(f"{source}: text_config.hidden_act: expected 'silu', got {merged['hidden_act']!r}")
+        raise UnsupportedLayoutError(
+            f"{source}: text_config.hidden_act: expected 'silu', got {merged['hidden_act']!r}"
+        )
     if merged.get("attention_bias"):
         raise UnsupportedLayoutError(f"{source}: text_config.attention_bias: expected false, got true")
     if merged.get("tie_word_embeddings"):

@@ -53,20 +53,34 @@ _LLAMA_LAYER = (
     "input_layernorm.weight",
     "post_attention_layernorm.weight",
 )
-_LFP_ROUTER = tuple(f"router.{m}.{p}" for m in ("router", "scale.0", "scale.2", "shift.0", "shift.2") for p in ("weight", "bias"))
+_LFP_ROUTER = tuple(
+    f"router.{m}.{p}"
+    for m in ("router", "scale.0", "scale.2", "shift.0", "shift.2")
+    for p in ("weight", "bias")
+)
 
 
 def _pairs(source: str, src: str, dst: str, modules: tuple[str, ...]) -> list[Conversion]:
-    return [copy_tensor(source, f"{src}{m}.{p}", f"{dst}{m}.{p}") for m in modules for p in ("weight", "bias")]
+    return [
+        copy_tensor(source, f"{src}{m}.{p}", f"{dst}{m}.{p}") for m in modules for p in ("weight", "bias")
+    ]
 
 
 def _vision_towers(config: CogVLAConfig, source: str, *, block_infix: str) -> list[Conversion]:
     return [
         *dinov2_conversions(
-            source, "vision_backbone.featurizer.", "dino.vit.", config.dino.num_layers, block_infix=block_infix
+            source,
+            "vision_backbone.featurizer.",
+            "dino.vit.",
+            config.dino.num_layers,
+            block_infix=block_infix,
         ),
         *siglip_conversions(
-            source, "vision_backbone.fused_featurizer.", "siglip.vit.", config.siglip.num_layers, block_infix=block_infix
+            source,
+            "vision_backbone.fused_featurizer.",
+            "siglip.vit.",
+            config.siglip.num_layers,
+            block_infix=block_infix,
         ),
     ]
 
@@ -75,15 +89,22 @@ def _llm(config: CogVLAConfig) -> list[Conversion]:
     out = [copy_tensor("weights", "language_model.model.embed_tokens.weight", "llm.embed_tokens.weight")]
     for i, ratio in enumerate(config.keep_ratios()):
         names = _LLAMA_LAYER + (_LFP_ROUTER if ratio is not None else ())
-        out += [copy_tensor("weights", f"language_model.model.layers.{i}.{n}", f"llm.layers.{i}.{n}") for n in names]
+        out += [
+            copy_tensor("weights", f"language_model.model.layers.{i}.{n}", f"llm.layers.{i}.{n}")
+            for n in names
+        ]
     out.append(copy_tensor("weights", "language_model.model.norm.weight", "llm.norm.weight"))
-    out.append(Conversion((SourceRef("weights", "language_model.lm_head.weight"),), (), Discard(_LM_HEAD_UNUSED)))
+    out.append(
+        Conversion((SourceRef("weights", "language_model.lm_head.weight"),), (), Discard(_LM_HEAD_UNUSED))
+    )
     return out
 
 
 def _heads(config: CogVLAConfig) -> list[Conversion]:
     modules = ("model.layer_norm1", "model.fc1", "model.layer_norm2", "model.fc2")
-    modules += tuple(f"model.mlp_resnet_blocks.{b}.ffn.{j}" for b in range(config.action_head_blocks) for j in (0, 1))
+    modules += tuple(
+        f"model.mlp_resnet_blocks.{b}.ffn.{j}" for b in range(config.action_head_blocks) for j in (0, 1)
+    )
     return [
         *_pairs("action_head", "", "action_head.", modules),
         *_pairs("proprio", "", "proprio_projector.", ("fc1", "fc2")),
@@ -95,7 +116,9 @@ def _cogvla_vision_extras(config: CogVLAConfig) -> list[Conversion]:
     for tower, stream in TOWERS.items():
         depth = getattr(config, stream).num_layers
         for i in range(depth):
-            out += _pairs("vision", f"vision_backbone.{tower}.blocks.{i}.", f"{stream}.film.{i}.", ("scale", "shift"))
+            out += _pairs(
+                "vision", f"vision_backbone.{tower}.blocks.{i}.", f"{stream}.film.{i}.", ("scale", "shift")
+            )
         out.append(copy_tensor("vision", f"vision_aggr_{tower}", f"{stream}.aggregation_tokens"))
     return out
 

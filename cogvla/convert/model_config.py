@@ -33,12 +33,14 @@ def _indices(keys: list[str], prefix: str, source: TensorSource) -> int:
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     found = sorted({int(m.group(1)) for key in keys if (m := pattern.match(key))})
     if not found or found != list(range(len(found))):
-        raise ShapeMismatchError(f"{source.name}: {prefix}<i>.*: expected groups numbered 0..n-1, got {found}")
+        raise ShapeMismatchError(
+            f"{source.name}: {prefix}<i>.*: expected groups numbered 0..n-1, got {found}"
+        )
     return len(found)
 
 
 def _shape(source: TensorSource, key: str) -> tuple[int, ...]:
-    if key not in set(source.keys()):
+    if key not in set(source.tensor_keys()):
         raise ShapeMismatchError(f"{source.name}: {key}: missing; needed to size the model")
     return source.info(key).shape
 
@@ -46,7 +48,7 @@ def _shape(source: TensorSource, key: str) -> tuple[int, ...]:
 def _vit(
     source: TensorSource, prefix: str, kind: str, head_dim: int, block_infix: str, mean, std
 ) -> ViTConfig:
-    keys = source.keys()
+    keys = source.tensor_keys()
     width = _shape(source, f"{prefix}patch_embed.proj.weight")[0]
     if width % head_dim:
         raise ShapeMismatchError(
@@ -79,12 +81,22 @@ def released_model_config(
     vision = sources["vision" if cogvla else "weights"]
     infix = ".block" if cogvla else ""
     dino = _vit(
-        vision, "vision_backbone.featurizer.", "dinov2", DINO_HEAD_DIM, infix,
-        preprocessing.dino_mean, preprocessing.dino_std,
+        vision,
+        "vision_backbone.featurizer.",
+        "dinov2",
+        DINO_HEAD_DIM,
+        infix,
+        preprocessing.dino_mean,
+        preprocessing.dino_std,
     )
     siglip = _vit(
-        vision, "vision_backbone.fused_featurizer.", "siglip", SIGLIP_HEAD_DIM, infix,
-        preprocessing.siglip_mean, preprocessing.siglip_std,
+        vision,
+        "vision_backbone.fused_featurizer.",
+        "siglip",
+        SIGLIP_HEAD_DIM,
+        infix,
+        preprocessing.siglip_mean,
+        preprocessing.siglip_std,
     )
     text = released.text
     llm = LLMConfig(
@@ -106,7 +118,9 @@ def released_model_config(
                 "config.json: text_config.lfp_enable_film: expected true (FiLM-conditioned LFP routers), got false"
             )
         first = released.lfp_layers[0]
-        film_hidden = _shape(sources["weights"], f"language_model.model.layers.{first}.router.scale.0.weight")[0]
+        film_hidden = _shape(
+            sources["weights"], f"language_model.model.layers.{first}.router.scale.0.weight"
+        )[0]
         lfp = LFPConfig(
             max_ratio=released.lfp.max_ratio,
             min_ratio=released.lfp.min_ratio,
@@ -131,7 +145,7 @@ def released_model_config(
         chunk_size=chunk_size,
         action_dim=_shape(head, "model.fc2.weight")[0],
         proprio_dim=_shape(proprio, "fc1.weight")[1],
-        action_head_blocks=_indices(head.keys(), "model.mlp_resnet_blocks.", head),
+        action_head_blocks=_indices(head.tensor_keys(), "model.mlp_resnet_blocks.", head),
         action_head_hidden=head_hidden if head_hidden != text.hidden_size else None,
         center_crop=True,
         **optional,

@@ -178,7 +178,7 @@ class Plan:
         twice = {name: [k for k, n in counts.items() if n > 1] for name, counts in consumed.items()}
         if any(twice.values()):
             raise KeyMismatchError("source keys consumed more than once", self._by_file(sources, twice))
-        key_sets = {name: set(src.keys()) for name, src in sources.items()}
+        key_sets = {name: set(src.tensor_keys()) for name, src in sources.items()}
         missing: dict[str, list[str]] = defaultdict(list)
         for conversion in self.conversions:
             for ref in conversion.inputs + conversion.refs:
@@ -189,7 +189,9 @@ class Plan:
                 "missing keys: the layout requires these tensors but the checkpoint does not have them",
                 dict(missing),
             )
-        unknown = {name: [k for k in src.keys() if k not in consumed[name]] for name, src in sources.items()}
+        unknown = {
+            name: [k for k in src.tensor_keys() if k not in consumed[name]] for name, src in sources.items()
+        }
         if any(unknown.values()):
             raise KeyMismatchError(
                 "unknown keys: the checkpoint has tensors this layout has no place for",
@@ -201,7 +203,9 @@ class Plan:
             raise KeyMismatchError("target keys produced more than once", {"target model": doubled})
         foreign = [k for k in produced if k not in target_shapes]
         if foreign:
-            raise KeyMismatchError("plan produces keys the target model does not have", {"target model": foreign})
+            raise KeyMismatchError(
+                "plan produces keys the target model does not have", {"target model": foreign}
+            )
         uninitialized = [k for k in target_shapes if k not in produced]
         if uninitialized:
             raise KeyMismatchError(
@@ -224,7 +228,9 @@ class Plan:
         out_shapes = conversion.transform.shapes(in_shapes, targets)
         for out_key, got, want in zip(conversion.outputs, out_shapes, targets, strict=True):
             if tuple(got) != want:
-                origin = ", ".join(f"{self._describe(sources, r)} {s}" for r, s in zip(refs, in_shapes, strict=True))
+                origin = ", ".join(
+                    f"{self._describe(sources, r)} {s}" for r, s in zip(refs, in_shapes, strict=True)
+                )
                 raise ShapeMismatchError(
                     f"{origin}: becomes {out_key} with shape {tuple(got)}, but the target model expects {want}"
                 )

@@ -44,7 +44,9 @@ def _triples(values: object, field: str, path: Path) -> tuple[Triple, Triple]:
         or len(values) != 2
         or any(not isinstance(v, list) or len(v) != 3 for v in values)
     ):
-        raise CheckpointFileError(f"{path}: {field}: expected two lists of 3 numbers (DINOv2, SigLIP), got {values!r}")
+        raise CheckpointFileError(
+            f"{path}: {field}: expected two lists of 3 numbers (DINOv2, SigLIP), got {values!r}"
+        )
     return tuple(float(x) for x in values[0]), tuple(float(x) for x in values[1])
 
 
@@ -62,7 +64,9 @@ def read_image_preprocessing(directory: str | Path, image_size: int) -> ImagePre
         raise UnsupportedLayoutError(f"{path}: use_fused_vision_backbone: expected true, got false")
     strategy = raw.get("image_resize_strategy", "resize-naive")
     if strategy != "resize-naive":
-        raise UnsupportedLayoutError(f"{path}: image_resize_strategy: expected 'resize-naive', got {strategy!r}")
+        raise UnsupportedLayoutError(
+            f"{path}: image_resize_strategy: expected 'resize-naive', got {strategy!r}"
+        )
     if raw.get("tvf_do_letterbox"):
         raise UnsupportedLayoutError(f"{path}: tvf_do_letterbox: expected false, got true")
     for size in raw.get("input_sizes", []):

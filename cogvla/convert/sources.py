@@ -1,6 +1,6 @@
 """Lazy, read-only views of the tensors in a released checkpoint's files.
 
-A source exposes ``keys()``, ``info(key)`` (shape and dtype without reading the data)
+A source exposes ``tensor_keys()``, ``info(key)`` (shape and dtype without reading the data)
 and ``load(key)``; ``origin(key)`` names the file and original key(s) a tensor comes
 from, so the import report and every error can point at the exact entry. Tensors are
 read one at a time (safetensors slices, memory-mapped ``.pt``), which is what lets a
@@ -63,7 +63,7 @@ class TensorSource(Protocol):
 
     name: str
 
-    def keys(self) -> list[str]: ...
+    def tensor_keys(self) -> list[str]: ...
 
     def info(self, key: str) -> TensorInfo: ...
 
@@ -115,16 +115,11 @@ class ShardedSafetensors:
                 f"{index_path}: shard file(s) {', '.join(missing)} missing from {directory}; "
                 f"they hold {len(lost)} tensor(s), e.g. {format_keys(lost, limit=5)}"
             )
-        self._handles = {}
-        self._shard_of: dict[str, str] = {}
+        self._directory = directory
+        infos: dict[str, TensorInfo] = {}
         stored_keys: dict[str, str] = {}
         for shard in shard_names:
-            try:
-                handle = safe_open(str(directory / shard), framework="pt", device="cpu")
-            except Exception as exc:  # safetensors raises its own untyped errors for corrupt headers
-                raise CheckpointFileError(f"{directory / shard}: not a readable safetensors file ({exc})") from exc
-            self._handles[shard] = handle
-            shard_keys = list(handle.keys())
+            shard_keys = self._read_header(directory / shard, infos)
             if weight_map is not None:
                 expected = {key for key, name in weight_map.items() if name == shard}
                 extra, absent = set(shard_keys) - expected, expected - set(shard_keys)
@@ -132,12 +127,34 @@ class ShardedSafetensors:
                     raise CheckpointFileError(
                         f"{shard}: does not match {index_path.name}: "
                         + (f"keys the index does not list: {format_keys(extra)}; " if extra else "")
-                        + (f"keys the index puts here but the file lacks: {format_keys(absent)}" if absent else "")
+                        + (
+                            f"keys the index puts here but the file lacks: {format_keys(absent)}"
+                            if absent
+                            else ""
+                        )
                     )
-            for key in shard_keys:
-                stored_keys[key] = shard
+            stored_keys.update(dict.fromkeys(shard_keys, shard))
         self._stored = _strip_prefix(stored_keys, DDP_PREFIX, self.name)
         self._shard_of = {short: stored_keys[stored] for short, stored in self._stored.items()}
+        self._infos = {short: infos[stored] for short, stored in self._stored.items()}
+
+    @staticmethod
+    def _read_header(path: Path, infos: dict[str, TensorInfo]) -> list[str]:
+        """Keys of one shard; their shapes and dtypes go into ``infos``."""
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                keys = list(handle.keys())
+                for key in keys:
+                    sliced = handle.get_slice(key)
+                    dtype_name = sliced.get_dtype()
+                    if dtype_name not in _SAFETENSORS_DTYPES:
+                        raise CheckpointFileError(f"{path.name}: {key}: unsupported dtype {dtype_name}")
+                    infos[key] = TensorInfo(tuple(sliced.get_shape()), _SAFETENSORS_DTYPES[dtype_name])
+        except CheckpointFileError:
+            raise
+        except Exception as exc:  # safetensors raises its own untyped errors for corrupt headers
+            raise CheckpointFileError(f"{path}: not a readable safetensors file ({exc})") from exc
+        return keys
 
     @staticmethod
     def _read_index(path: Path) -> dict[str, str]:
@@ -150,22 +167,17 @@ class ShardedSafetensors:
             raise CheckpointFileError(f"{path}: weight_map: expected a non-empty object, got {weight_map!r}")
         return weight_map
 
-    @property
-    def shard_names(self) -> list[str]:
-        return sorted(self._handles)
-
-    def keys(self) -> list[str]:
+    def tensor_keys(self) -> list[str]:
         return list(self._stored)
 
     def info(self, key: str) -> TensorInfo:
-        sliced = self._handles[self._shard_of[key]].get_slice(self._stored[key])
-        dtype_name = sliced.get_dtype()
-        if dtype_name not in _SAFETENSORS_DTYPES:
-            raise CheckpointFileError(f"{self._shard_of[key]}: {key}: unsupported dtype {dtype_name}")
-        return TensorInfo(tuple(sliced.get_shape()), _SAFETENSORS_DTYPES[dtype_name])
+        return self._infos[key]
 
     def load(self, key: str) -> torch.Tensor:
-        return self._handles[self._shard_of[key]].get_tensor(self._stored[key])
+        # One short-lived mapping per tensor: a shard kept open would keep every page read
+        # so far resident, adding the whole checkpoint to the importer's RSS.
+        with safe_open(str(self._directory / self._shard_of[key]), framework="pt", device="cpu") as handle:
+            return handle.get_tensor(self._stored[key])
 
     def origin(self, key: str) -> tuple[tuple[str, str], ...]:
         return ((self._shard_of[key], self._stored[key]),)
@@ -185,7 +197,9 @@ class TorchFile:
             raise CheckpointFileError(f"{path}: missing")
         state = self._load(path)
         if not isinstance(state, dict):
-            raise CheckpointFileError(f"{path}: expected a state dict (dict of tensors), got {type(state).__name__}")
+            raise CheckpointFileError(
+                f"{path}: expected a state dict (dict of tensors), got {type(state).__name__}"
+            )
         not_tensors = [str(key) for key, value in state.items() if not isinstance(value, torch.Tensor)]
         if not_tensors:
             raise CheckpointFileError(
@@ -203,7 +217,9 @@ class TorchFile:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as exc:
             reason = str(exc).splitlines()
-            detail = next((line.strip() for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0])
+            detail = next(
+                (line.strip() for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0]
+            )
             raise CheckpointFileError(
                 f"{path}: refusing to load: it needs torch.load(weights_only=False), i.e. it pickles "
                 f"objects other than tensors ({detail}). Re-save it as a plain state dict of tensors."
@@ -211,7 +227,7 @@ class TorchFile:
         except (RuntimeError, EOFError, OSError) as exc:
             raise CheckpointFileError(f"{path}: not a readable torch checkpoint ({exc})") from exc
 
-    def keys(self) -> list[str]:
+    def tensor_keys(self) -> list[str]:
         return list(self._stored)
 
     def info(self, key: str) -> TensorInfo:
@@ -232,7 +248,7 @@ class MemorySource:
         self.name = name
         self._tensors = tensors
 
-    def keys(self) -> list[str]:
+    def tensor_keys(self) -> list[str]:
         return list(self._tensors)
 
     def info(self, key: str) -> TensorInfo:
@@ -265,7 +281,7 @@ class LoRAMergedSource:
         self._plain: dict[str, str] = {}
         self._merged: dict[str, str] = {}
         lora_a, lora_b = f".lora_A.{adapter}.weight", f".lora_B.{adapter}.weight"
-        for key in inner.keys():
+        for key in inner.tensor_keys():
             for suffix, role in (
                 (".base_layer.weight", "base"),
                 (".base_layer.bias", "bias"),
@@ -319,7 +335,7 @@ class LoRAMergedSource:
     def num_merged(self) -> int:
         return len(self._groups)
 
-    def keys(self) -> list[str]:
+    def tensor_keys(self) -> list[str]:
         return list(self._plain)
 
     def info(self, key: str) -> TensorInfo:

@@ -30,13 +30,17 @@ def read_dataset_statistics(directory: str | Path) -> dict[str, Any]:
     """The parsed ``DIR/dataset_statistics.json`` (every dataset key)."""
     path = Path(directory) / FILE_NAME
     if not path.is_file():
-        raise CheckpointFileError(f"{path}: missing; released checkpoints ship their action/proprio statistics")
+        raise CheckpointFileError(
+            f"{path}: missing; released checkpoints ship their action/proprio statistics"
+        )
     try:
         stats = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointFileError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(stats, dict) or not stats:
-        raise CheckpointFileError(f"{path}: expected an object keyed by dataset name, got {type(stats).__name__}")
+        raise CheckpointFileError(
+            f"{path}: expected an object keyed by dataset name, got {type(stats).__name__}"
+        )
     return stats
 
 
@@ -69,7 +73,9 @@ def select_norm_stats(
     proprio = _block(entry, "proprio", key)
     mask = action.get("mask")
     if mask is None:
-        log.warning("%s: %s.action has no mask; every action dim is normalized (reference default)", FILE_NAME, key)
+        log.warning(
+            "%s: %s.action has no mask; every action dim is normalized (reference default)", FILE_NAME, key
+        )
         mask = [True] * len(action["q01"])
     fields = {
         "action.q01": (action["q01"], action_dim),
@@ -80,7 +86,9 @@ def select_norm_stats(
     }
     for name, (values, expected) in fields.items():
         if len(values) != expected:
-            raise CheckpointFileError(f"{FILE_NAME}: {key}.{name}: expected {expected} values, got {len(values)}")
+            raise CheckpointFileError(
+                f"{FILE_NAME}: {key}.{name}: expected {expected} values, got {len(values)}"
+            )
     return key, NormStats(
         action_q01=tuple(float(v) for v in action["q01"]),
         action_q99=tuple(float(v) for v in action["q99"]),

@@ -70,7 +70,11 @@ def _discard(source: str, keys: list[str], reason: str) -> Conversion:
 
 
 def _block_keys(src: str, *, layer_scale: bool) -> list[str]:
-    names = [f"{src}.{m}.{p}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") for p in ("weight", "bias")]
+    names = [
+        f"{src}.{m}.{p}"
+        for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+        for p in ("weight", "bias")
+    ]
     return names + ([f"{src}.ls1.scale_factor", f"{src}.ls2.scale_factor"] if layer_scale else [])
 
 
@@ -98,7 +102,9 @@ def dinov2_conversions(
             PadClassPosition(),
         ),
         Conversion((), (f"{dst_prefix}embeddings.mask_token",), Zeros()),
-        *_pair(source, f"{src_prefix}patch_embed.proj", f"{dst_prefix}embeddings.patch_embeddings.projection"),
+        *_pair(
+            source, f"{src_prefix}patch_embed.proj", f"{dst_prefix}embeddings.patch_embeddings.projection"
+        ),
     ]
     for i in range(depth):
         src = f"{src_prefix}blocks.{i}{block_infix}"

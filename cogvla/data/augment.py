@@ -2,7 +2,8 @@
 
 The recipe is OpenVLA-OFT's (``--image_aug True``), applied in this order:
 
-1. random resized crop of 90% of the area, aspect ratio 1, resized back to the input size;
+1. random resized crop of 90% of the area, aspect ratio 1, resized back to the input size
+   (``cogvla.preprocess.crop_resize``: serving takes the centred box of the same area);
 2. brightness: add ``U(-0.2, 0.2)``;
 3. contrast: scale the distance to the per-channel mean by ``U(0.8, 1.2)``;
 4. saturation: scale HSV saturation by ``U(0.8, 1.2)``;
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from cogvla.preprocess import CROP_AREA, crop_resize
 
 __all__ = ["AugmentConfig", "augment_images", "hsv_to_rgb", "rgb_to_hsv", "sample_params"]
 
@@ -32,8 +34,6 @@ __all__ = ["AugmentConfig", "augment_images", "hsv_to_rgb", "rgb_to_hsv", "sampl
 class AugmentConfig:
     """Ranges of the training augmentation (OpenVLA-OFT defaults)."""
 
-    # Area of the random crop relative to the image; the reference uses a fixed 0.9.
-    crop_area: float = 0.9
     # Additive brightness delta range +-brightness.
     brightness: float = 0.2
     # Multiplicative contrast factor range.
@@ -44,8 +44,6 @@ class AugmentConfig:
     hue: float = 0.05
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.crop_area <= 1.0:
-            raise ValueError(f"AugmentConfig.crop_area: expected a value in (0, 1], got {self.crop_area}")
         for name in ("contrast", "saturation"):
             low, high = getattr(self, name)
             if not 0.0 <= low <= high:
@@ -55,7 +53,7 @@ class AugmentConfig:
 def sample_params(seeds: Sequence[int], config: AugmentConfig) -> torch.Tensor:
     """``(B, 6)`` float32 parameters, one row per seed.
 
-    Columns: crop offset x and y in [0, 1] (fraction of the free margin), brightness
+    Columns: crop offset y and x in [0, 1] (fraction of the free margin), brightness
     delta, contrast factor, saturation factor, hue shift.
     """
     rows = []
@@ -75,16 +73,22 @@ def sample_params(seeds: Sequence[int], config: AugmentConfig) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), 6)
 
 
-def augment_images(images: torch.Tensor, params: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
-    """Augment ``images (B, n_img, 3, H, W)`` float in [0, 1] with ``params (B, 6)``; same shape out."""
+def augment_images(
+    images: torch.Tensor, params: torch.Tensor, config: AugmentConfig, crop_area: float = CROP_AREA
+) -> torch.Tensor:
+    """Augment ``images (B, n_img, 3, H, W)`` float in [0, 1] with ``params (B, 6)``; same shape out.
+
+    ``crop_area`` is the area of the random box (1.0 = no crop).
+    """
+    if not 0.0 < crop_area <= 1.0:
+        raise ValueError(f"crop_area: expected a value in (0, 1], got {crop_area}")
     if images.ndim != 5 or images.shape[2] != 3:
         raise ValueError(f"images: expected shape (B, n_img, 3, H, W), got {tuple(images.shape)}")
     if params.shape != (images.shape[0], 6):
         raise ValueError(f"params: expected shape ({images.shape[0]}, 6), got {tuple(params.shape)}")
     B, N, C, H, W = images.shape
+    x = _random_crop(images, params[:, 0], params[:, 1], crop_area).reshape(B * N, C, H, W)
     per_image = params.to(images.dtype).repeat_interleave(N, dim=0)  # (B*N, 6)
-    x = images.reshape(B * N, C, H, W)
-    x = _random_crop(x, per_image[:, 0], per_image[:, 1], config.crop_area)
     x = (x + per_image[:, 2, None, None, None]).clamp(0.0, 1.0)
     mean = x.mean(dim=(2, 3), keepdim=True)
     x = ((x - mean) * per_image[:, 3, None, None, None] + mean).clamp(0.0, 1.0)
@@ -95,18 +99,13 @@ def augment_images(images: torch.Tensor, params: torch.Tensor, config: AugmentCo
     return x.reshape(B, N, C, H, W)
 
 
-def _random_crop(x: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, area: float) -> torch.Tensor:
-    """Bilinear crop-and-resize of a square-aspect box covering ``area`` of ``x (M, 3, H, W)``."""
-    side = math.sqrt(area)
-    # In affine_grid's [-1, 1] coordinates the box spans 2*side and its centre can move
-    # by (1 - side) either way; fx, fy in [0, 1] pick the position.
-    theta = torch.zeros(len(x), 2, 3, dtype=x.dtype)
-    theta[:, 0, 0] = side
-    theta[:, 1, 1] = side
-    theta[:, 0, 2] = (2 * fx - 1) * (1 - side)
-    theta[:, 1, 2] = (2 * fy - 1) * (1 - side)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def _random_crop(x: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor, area: float) -> torch.Tensor:
+    """Per-sample crop-and-resize of ``x (B, n_img, 3, H, W)``; one box per sample, shared by its cameras."""
+    scale = math.sqrt(area)
+    # The box centre may move by (1 - scale) either way in normalized coordinates.
+    dy = ((2 * fy - 1) * (1 - scale)).tolist()
+    dx = ((2 * fx - 1) * (1 - scale)).tolist()
+    return torch.stack([crop_resize(sample, scale, (y, x)) for sample, y, x in zip(x, dy, dx, strict=True)])
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:

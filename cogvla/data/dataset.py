@@ -25,6 +25,7 @@ from cogvla.data.augment import AugmentConfig, augment_images, sample_params
 from cogvla.data.frame_cache import FrameCache
 from cogvla.data.windows import chunk_indices, noop_mask
 from cogvla.normalize import NormStats
+from cogvla.preprocess import CROP_AREA, center_crop
 
 __all__ = ["DemoDataset", "TrainingFrames", "compute_norm_stats", "select_training_frames"]
 
@@ -73,7 +74,7 @@ class DemoDataset:
         stats: NormStats,
         encode_prompts: PromptEncoder,
         augment: AugmentConfig | None,
-        crop_area: float = AugmentConfig().crop_area,
+        crop_area: float = CROP_AREA,
     ) -> None:
         """
         Args:
@@ -81,15 +82,15 @@ class DemoDataset:
             selection: which frames are samples (``select_training_frames``).
             stats: normalization of actions and proprio.
             encode_prompts: instructions -> left-padded ``(input_ids, attention_mask)``.
-            augment: augmentation ranges; None uses a centre crop of ``crop_area`` instead,
-                which is what serving does.
-            crop_area: crop area without augmentation.
+            augment: colour-jitter ranges; None = no augmentation.
+            crop_area: area of the crop box (1.0 = none): random with augmentation, else
+                centred, which is what serving does.
         """
         self.cache = cache
         self.selection = selection
         self.encode_prompts = encode_prompts
         self.augment = augment
-        self.crop_area = augment.crop_area if augment is not None else crop_area
+        self.crop_area = crop_area
         # Normalized once here: workers then only gather rows.
         self.actions = stats.normalize_actions(cache.actions)
         self.proprio = stats.normalize_proprio(cache.proprio)
@@ -108,9 +109,9 @@ class DemoDataset:
         images = images.permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, 2, 3, H, W)
         if self.augment is not None:
             params = sample_params([seed for _, seed in items], self.augment)
-            images = augment_images(images, params, self.augment)
-        else:
-            images = augment_images(images, _centre_crop_params(len(items)), AugmentConfig(crop_area=self.crop_area))
+            images = augment_images(images, params, self.augment, self.crop_area)
+        elif self.crop_area < 1.0:
+            images = center_crop(images, self.crop_area)
         prompts = [self.cache.languages[e] for e in self.selection.episodes[indices]]
         input_ids, attention_mask = self.encode_prompts(prompts)
         return {
@@ -121,7 +122,3 @@ class DemoDataset:
             "actions": torch.from_numpy(self.actions[self.selection.chunks[indices]]),
         }
 
-
-def _centre_crop_params(batch: int) -> torch.Tensor:
-    """Parameters for ``augment_images`` that only crop, at the centre."""
-    return torch.tensor([[0.5, 0.5, 0.0, 1.0, 1.0, 0.0]]).repeat(batch, 1)

@@ -157,14 +157,17 @@ def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
     try:
         have = count_episodes(hdf5)
     except OSError as exc:
-        raise OSError(f"{hdf5} is unreadable (killed during a write?); move it away to regenerate it: {exc}") from exc
+        raise OSError(
+            f"{hdf5} is unreadable (killed during a write?); move it away to regenerate it: {exc}"
+        ) from exc
     last = max((int(r["attempt"]) for r in attempts.values()), default=-1)
     return _TaskState(
         suite=config.suite,
         task_id=task_id,
         name=task.name,
         language=task.language,
-        bddl_file=task.bddl_file,
+        # As LIBERO's datasets store it: relative to site-packages, not this machine's path.
+        bddl_file=f"libero/libero/bddl_files/{config.suite}/{Path(task.bddl_file).name}",
         hdf5=hdf5,
         ledger=ledger,
         have=have,
@@ -187,8 +190,15 @@ def _env_args(config: DemoConfig, state: _TaskState, problem_name: str) -> dict[
             "camera_widths": config.image_size,
             "controller": "OSC_POSE",
             "control_freq": 20,
+        },
+        # Outside env_kwargs, which readers pass to the env constructor as they are.
+        "generation": {
+            "policy": config.policy,
             "fast_render": config.fast_render,
             "dart_noise": config.noise,
+            "num_wait_steps": config.num_wait_steps,
+            "post_success_steps": config.post_success_steps,
+            "randomized_reset": True,
         },
     }
 
@@ -287,8 +297,17 @@ def generate_demos(
         bar.set_postfix_str(f"attempts {made}")
 
     def fail(job: DemoJob, message: str) -> None:
-        finish(job, {"attempt": job.attempt, "seed": job.episode.seed, "success": False, "error": message,
-                     "steps": 0, "wall_time_s": 0.0})
+        finish(
+            job,
+            {
+                "attempt": job.attempt,
+                "seed": job.episode.seed,
+                "success": False,
+                "error": message,
+                "steps": 0,
+                "wall_time_s": 0.0,
+            },
+        )
 
     setup = WorkerSetup(
         policy_spec=config.policy,
@@ -312,8 +331,9 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
     for state in states.values():
         records = list(state.ledger.load().values())
         if state.have < config.per_task:
-            logger.warning("%s: %d of %d demos after %d attempts", state.name, state.have, config.per_task,
-                           len(records))
+            logger.warning(
+                "%s: %d of %d demos after %d attempts", state.name, state.have, config.per_task, len(records)
+            )
         tasks.append(
             {
                 "task_id": state.task_id,

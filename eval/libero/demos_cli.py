@@ -30,18 +30,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-task", type=int, default=50, help="successful demos wanted per task")
     parser.add_argument("--out", required=True, help="output folder; files go to OUT/<suite>/")
     parser.add_argument("--workers", type=int, default=1, help="simulator worker processes")
-    parser.add_argument("--image-size", type=int, default=128, help="camera side in pixels (LIBERO's data: 128)")
     parser.add_argument(
-        "--fast-render", action=argparse.BooleanOptionalAction, default=True,
+        "--image-size", type=int, default=128, help="camera side in pixels (LIBERO's data: 128)"
+    )
+    parser.add_argument(
+        "--fast-render",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="render without reflections/MSAA (default on; evaluate with the same setting)",
     )
-    parser.add_argument("--max-steps", type=int, help="policy steps per attempt (default: the suite's eval budget)")
+    parser.add_argument(
+        "--max-steps", type=int, help="policy steps per attempt (default: the suite's eval budget)"
+    )
     parser.add_argument("--wait-steps", type=int, default=NUM_WAIT_STEPS, help="unrecorded settle steps")
     parser.add_argument("--post-success-steps", type=int, default=5, help="steps recorded after success")
-    parser.add_argument("--noise", type=float, default=0.0, help="DART: std of the noise on executed arm deltas")
+    parser.add_argument(
+        "--noise", type=float, default=0.0, help="DART: std of the noise on executed arm deltas"
+    )
     parser.add_argument("--seed", type=int, default=0, help="base of the per-(task, attempt) reset seeds")
-    parser.add_argument("--max-attempts-factor", type=int, default=4, help="give up after FACTOR x per-task attempts")
-    parser.add_argument("--hang-timeout", type=float, default=600.0, help="seconds without a step = hung worker")
+    parser.add_argument(
+        "--max-attempts-factor", type=int, default=4, help="give up after FACTOR x per-task attempts"
+    )
+    parser.add_argument(
+        "--hang-timeout", type=float, default=600.0, help="seconds without a step = hung worker"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -177,7 +177,7 @@ def run_episode(
         except PolicyOutputError as exc:
             error = f"malformed policy output at step {steps}: {exc}"
             break
-        except Exception as exc:  # noqa: BLE001 -- any policy failure is this episode's error, not the run's
+        except Exception as exc:  # any policy failure is this episode's error, not the run's
             error = f"policy raised {type(exc).__name__} at step {steps}: {exc}"
             break
         rows = chunk if spec.open_loop_steps is None else chunk[: spec.open_loop_steps]

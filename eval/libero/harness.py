@@ -131,10 +131,14 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
     """Worker job: run one planned episode (recording its video if asked) and return its result."""
     recorder = None
     if job.video_dir is not None:
-        stem = video_stem(job.env_spec.suite, job.env_spec.task_id, job.task_name, job.trial, job.episode.init_state_id)
+        stem = video_stem(
+            job.env_spec.suite, job.env_spec.task_id, job.task_name, job.trial, job.episode.init_state_id
+        )
         recorder = VideoRecorder(job.video_dir, stem, fps=job.video_fps)
     try:
-        result = run_episode(env, policy, job.episode, observers=[recorder] if recorder else (), heartbeat=heartbeat)
+        result = run_episode(
+            env, policy, job.episode, observers=[recorder] if recorder else (), heartbeat=heartbeat
+        )
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -176,7 +180,9 @@ def _prepare_output(config: EvalConfig, out: Path) -> None:
     log_path, config_path = out / "episodes.jsonl", out / "config.json"
     has_results = log_path.exists() and log_path.stat().st_size > 0
     if has_results and not config.resume:
-        raise OutputExistsError(f"out: {out} already holds episode results; pass --resume or choose another --out")
+        raise OutputExistsError(
+            f"out: {out} already holds episode results; pass --resume or choose another --out"
+        )
     if config.resume and config_path.exists():
         previous = json.loads(config_path.read_text())
         for name, value in config.protocol().items():
@@ -221,24 +227,29 @@ def run_eval(
             counts["n"] += 1
             counts["success"] += int(finished[job.key]["success"])
             counts["error"] += int(bool(finished[job.key].get("error")))
-    logger.info("%d episodes planned, %d already finished, %d to run", len(plan), len(plan) - len(todo), len(todo))
+    logger.info(
+        "%d episodes planned, %d already finished, %d to run", len(plan), len(plan) - len(todo), len(todo)
+    )
 
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="eval", unit="ep", dynamic_ncols=True)
 
     def show() -> None:
         rate = counts["success"] / counts["n"] if counts["n"] else 0.0
-        bar.set_postfix_str(f"success {rate:.1%} ({counts['success']}/{counts['n']}) errors {counts['error']}")
+        bar.set_postfix_str(
+            f"success {rate:.1%} ({counts['success']}/{counts['n']}) errors {counts['error']}", refresh=False
+        )
 
     def write(job: PlannedEpisode, result: dict[str, Any]) -> None:
-        record = _record(job, result)
+        record = {**_record(job, result), "finished_at": round(time.time(), 3)}
         log.append(record)
         counts["n"] += 1
         counts["success"] += int(record["success"])
         counts["error"] += int(bool(record["error"]))
-        bar.update(1)
         show()
+        bar.update(1)
 
     show()
+    bar.refresh()
     setup = WorkerSetup(
         policy_spec=config.policy,
         policy_factory=policy_factory,
@@ -249,7 +260,9 @@ def run_eval(
     started = time.perf_counter()
     try:
         if todo:
-            _make_pool(config, setup).run(todo, write, lambda job, message: write(job, _error_result(message)))
+            _make_pool(config, setup).run(
+                todo, write, lambda job, message: write(job, _error_result(message))
+            )
     finally:
         bar.close()
         summary = summarize([job.key for job in plan], log.load())
@@ -273,4 +286,3 @@ def _make_pool(config: EvalConfig, setup: WorkerSetup) -> Any:
             setup, config.workers, episode_timeout_s=config.episode_timeout_s, address=config.ray_address
         )
     return WorkerPool(setup, config.workers, hang_timeout_s=config.hang_timeout_s)
-

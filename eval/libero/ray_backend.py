@@ -41,7 +41,7 @@ class _SimActor:
     def run(self, job: Any) -> tuple[str, Any]:
         try:
             return "done", self.setup.job(self.envs.get(job.env_spec), self.policy, job, lambda: None)
-        except Exception:  # noqa: BLE001 -- the env is suspect: drop it and let the driver retry
+        except Exception:  # the env is suspect: drop it and let the driver retry the job
             self.envs.drop()
             return "failed", traceback.format_exc(limit=8)
 

@@ -40,7 +40,9 @@ class EpisodeLog:
         raw = self.path.read_bytes()
         cut = raw.rfind(b"\n") + 1
         if cut < len(raw):
-            logger.warning("%s: dropping a partial last line (%d bytes) left by a killed run", self.path, len(raw) - cut)
+            logger.warning(
+                "%s: dropping a partial last line (%d bytes) left by a killed run", self.path, len(raw) - cut
+            )
             with open(self.path, "r+b") as handle:
                 handle.truncate(cut)
         records: dict[str, dict[str, Any]] = {}
@@ -94,7 +96,9 @@ def summarize(planned_keys: Iterable[str], records: Mapping[str, Mapping[str, An
         by_task.setdefault((record["suite"], record["task_id"]), []).append(record)
     per_task = []
     for (suite, task_id), items in sorted(by_task.items()):
-        per_task.append({"suite": suite, "task_id": task_id, "task_name": items[0]["task_name"], **rate_block(items)})
+        per_task.append(
+            {"suite": suite, "task_id": task_id, "task_name": items[0]["task_name"], **rate_block(items)}
+        )
     latencies = [r["latency_ms"]["mean"] for r in done if r.get("latency_ms", {}).get("mean") is not None]
     return {
         "overall": rate_block(done),

@@ -93,7 +93,7 @@ class EnvCache:
         if env is not None:
             try:
                 env.close()
-            except Exception:  # noqa: BLE001 -- a broken env may fail to close; it is discarded anyway
+            except Exception:  # a broken env may fail to close; it is discarded either way
                 logger.debug("closing a failed env raised", exc_info=True)
 
 
@@ -109,7 +109,7 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         policy = setup.policy_factory(setup.policy_spec)
-    except Exception:  # noqa: BLE001 -- reported to the parent, which stops the run
+    except Exception:  # reported to the parent, which stops the run
         conn.send(("fatal", traceback.format_exc()))
         return
     set_torch_threads(setup.torch_threads)
@@ -130,7 +130,7 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
                 break
             try:
                 result = setup.job(envs.get(job.env_spec), policy, job, heartbeat)
-            except Exception:  # noqa: BLE001 -- the env is suspect: drop it and let the parent retry
+            except Exception:  # the env is suspect: drop it and let the parent retry the job
                 envs.drop()
                 conn.send(("failed", traceback.format_exc(limit=8)))
                 continue
@@ -145,7 +145,9 @@ class _Worker:
     def __init__(self, ctx: Any, setup: WorkerSetup, index: int) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, setup), name=f"sim-worker-{index}", daemon=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, setup), name=f"sim-worker-{index}", daemon=True
+        )
         self.process.start()
         child.close()
         self.ready = False

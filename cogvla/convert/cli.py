@@ -1,0 +1,76 @@
+"""Convert a released OpenVLA-OFT or CogVLA checkpoint into a cogvla checkpoint folder.
+
+Usage::
+
+    cogvla import ~/hf/openvla-7b-oft-finetuned-libero-spatial --out ckpt/oft-spatial --unnorm-key libero_spatial
+    cogvla import ~/hf/cogvla-libero --out ckpt/cogvla-goal --unnorm-key libero_goal --dtype bf16
+
+The output folder is what ``CogVLAModel.from_pretrained`` / ``cogvla serve --checkpoint``
+/ ``cogvla eval libero --policy`` read. The full import report (every target tensor with
+its dtype and source keys, every dropped key with the reason) is written to
+``OUT/import_report.json``; a summary is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+__all__ = ["REPORT_FILE", "add_arguments", "run"]
+
+REPORT_FILE = "import_report.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "directory", type=Path, help="released checkpoint folder (config.json, model-*.safetensors, ...)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output cogvla checkpoint folder")
+    parser.add_argument(
+        "--unnorm-key",
+        default=None,
+        help="dataset key of dataset_statistics.json, e.g. libero_spatial (needed when it has several)",
+    )
+    parser.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="dtype of the saved weights"
+    )
+    parser.add_argument("--device", default="cpu", help="where the model is assembled, e.g. cuda:0")
+    parser.add_argument("--chunk-size", type=int, default=8, help="actions per chunk (LIBERO: 8)")
+    parser.add_argument("--num-images", type=int, default=2, help="cameras per observation (LIBERO: 2)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cogvla.convert.load import DTYPES, import_released
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = import_released(
+        args.directory,
+        unnorm_key=args.unnorm_key,
+        dtype=DTYPES[args.dtype],
+        device=args.device,
+        chunk_size=args.chunk_size,
+        num_images=args.num_images,
+        progress=not args.no_progress,
+    )
+    out = result.model.save_pretrained(
+        args.out, tokenizer=result.tokenizer, norm_stats=result.norm_stats, norm_key=result.norm_key
+    )
+    report_path = Path(out) / REPORT_FILE
+    report_path.write_text(json.dumps(result.report, indent=2))
+    brief = {
+        "out": str(out),
+        "report": str(report_path),
+        "layout": result.report["layout"],
+        "variant": result.report["variant"],
+        "unnorm_key": result.norm_key,
+        "source_keys": result.report["source_keys"],
+        "weight_keys": result.report["weight_keys"],
+        "total_params": result.report["target"]["total_params"],
+        "dtypes": result.report["target"]["dtypes"],
+        "import_seconds": result.report["import_seconds"],
+    }
+    print(json.dumps(brief, indent=2))
+    return 0

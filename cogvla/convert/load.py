@@ -1,0 +1,176 @@
+"""Load a released OpenVLA-OFT or CogVLA checkpoint directory into a :class:`CogVLAModel`.
+
+The model is built on the ``meta`` device (no memory), then every parameter is
+created by the conversion plan one tensor at a time, already in the requested dtype
+and on the requested device. Peak host memory is therefore about one copy of the
+model in the target dtype when loading to CPU, and a few tensors when loading to a
+GPU: a 7.5B model in bf16 fits a single 24 GB card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cogvla.convert.errors import CheckpointFileError, ReleasedCheckpointError
+from cogvla.convert.execute import assign_tensor, run_plan
+from cogvla.convert.files import locate_files, read_lora_settings
+from cogvla.convert.layout import read_released_config
+from cogvla.convert.llama_tokenizer import load_released_tokenizer
+from cogvla.convert.mapping import released_plan
+from cogvla.convert.model_config import released_model_config
+from cogvla.convert.processor import read_image_preprocessing
+from cogvla.convert.report import build_report, summary
+from cogvla.convert.sources import DDP_PREFIX, LoRAMergedSource, ShardedSafetensors, TensorSource, TorchFile
+from cogvla.convert.stats import read_dataset_statistics, select_norm_stats
+from cogvla.modeling import CogVLAModel
+from cogvla.normalize import NormStats
+from cogvla.tokenizer import PromptTokenizer
+
+__all__ = ["ImportResult", "import_released", "is_released_checkpoint", "load_released"]
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class ImportResult:
+    model: CogVLAModel
+    tokenizer: PromptTokenizer
+    norm_stats: NormStats
+    norm_key: str
+    report: dict[str, Any]
+
+
+def is_released_checkpoint(directory: str | Path) -> bool:
+    """True for an OpenVLA-format folder (``config.json`` with ``model_type: openvla``)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("model_type") == "openvla"
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _materialize_buffers(model: torch.nn.Module, device: torch.device | str) -> None:
+    """Rebuild non-persistent buffers (not in any state dict) left on the meta device."""
+    for name, buffer in list(model.named_buffers()):
+        if not buffer.is_meta:
+            continue
+        module_name, _, attr = name.rpartition(".")
+        if attr != "position_ids":
+            raise ReleasedCheckpointError(f"{name}: buffer has no source tensor and no rebuild rule")
+        # SigLIP's (1, num_positions) arange of position indices
+        value = torch.arange(buffer.shape[-1], device=device).expand(buffer.shape)
+        model.get_submodule(module_name)._buffers[attr] = value
+
+
+def _sources(directory: Path, released, files) -> tuple[dict[str, TensorSource], dict[str, Any]]:
+    sources: dict[str, TensorSource] = {
+        "weights": ShardedSafetensors(directory),
+        "action_head": TorchFile(files.action_head, strip_prefix=DDP_PREFIX),
+        "proprio": TorchFile(files.proprio_projector, strip_prefix=DDP_PREFIX),
+    }
+    extras: dict[str, Any] = {"lora": None}
+    if files.vision_backbone is not None:
+        lora = read_lora_settings(files.adapter_config)
+        vision = LoRAMergedSource(TorchFile(files.vision_backbone), rank=lora.rank, scaling=lora.scaling)
+        sources["vision"] = vision
+        extras["lora"] = {
+            "rank": lora.rank,
+            "alpha": lora.alpha,
+            "use_rslora": lora.use_rslora,
+            "scaling": lora.scaling,
+            "merged_modules": vision.num_merged,
+        }
+    if files.non_lora_trainables is not None:
+        sources["trainables"] = TorchFile(files.non_lora_trainables)
+    return sources, extras
+
+
+def import_released(
+    directory: str | Path,
+    *,
+    unnorm_key: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    chunk_size: int = 8,
+    num_images: int = 2,
+    progress: bool = True,
+) -> ImportResult:
+    """Convert a released checkpoint folder; see the module docstring for memory behaviour.
+
+    Args:
+        unnorm_key: dataset key in ``dataset_statistics.json`` (``libero_spatial`` also
+            matches ``libero_spatial_no_noops``); optional when the file has one key.
+        chunk_size, num_images: LIBERO protocol values no released file records.
+    """
+    start = time.perf_counter()
+    directory = Path(directory)
+    released = read_released_config(directory)
+    files = locate_files(directory, released)
+    sources, extras = _sources(directory, released, files)
+    preprocessing = read_image_preprocessing(directory, released.image_size)
+    config = released_model_config(
+        released, sources, preprocessing, chunk_size=chunk_size, num_images=num_images
+    )
+    stats_all = read_dataset_statistics(directory)
+    norm_key, norm_stats = select_norm_stats(
+        stats_all, unnorm_key, action_dim=config.action_dim, proprio_dim=config.proprio_dim
+    )
+    tokenizer = load_released_tokenizer(directory, pad_token_id=config.llm.pad_token_id)
+    plan = released_plan(config, has_trainables="trainables" in sources)
+    with torch.device("meta"):
+        model = CogVLAModel(config)
+    target_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    plan.validate(sources, target_shapes)
+
+    def place(key: str, tensor: torch.Tensor) -> None:
+        assign_tensor(model, key, tensor, dtype=dtype, device=device)
+
+    run_plan(plan, sources, target_shapes, place, progress=progress)
+    _materialize_buffers(model, device)
+    still_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:
+        raise ReleasedCheckpointError(f"target tensors left uninitialized: {', '.join(still_meta)}")
+    model.eval()
+    model.tokenizer, model.norm_stats, model.norm_key = tokenizer, norm_stats, norm_key
+    extras.update(
+        unnorm_key=norm_key,
+        available_unnorm_keys=sorted(stats_all),
+        dtype=str(dtype).removeprefix("torch."),
+        device=str(device),
+        protocol={"chunk_size": chunk_size, "num_images": num_images, "center_crop": config.center_crop},
+        import_seconds=round(time.perf_counter() - start, 3),
+    )
+    report = build_report(
+        directory=str(directory),
+        released=released,
+        config=config,
+        plan=plan,
+        sources=sources,
+        model=model,
+        extras=extras,
+    )
+    log.info("%s", summary(report))
+    return ImportResult(model, tokenizer, norm_stats, norm_key, report)
+
+
+def load_released(directory: str | Path, **kwargs: Any) -> tuple[CogVLAModel, PromptTokenizer, NormStats]:
+    """``(model, tokenizer, norm_stats)`` of a released checkpoint; keyword args as :func:`import_released`.
+
+    The model also carries them as ``model.tokenizer``, ``model.norm_stats`` and ``model.norm_key``,
+    like ``CogVLAModel.from_pretrained``.
+    """
+    if not is_released_checkpoint(directory):
+        raise CheckpointFileError(f"{directory}: no config.json with model_type 'openvla'")
+    result = import_released(directory, **kwargs)
+    return result.model, result.tokenizer, result.norm_stats

@@ -1,0 +1,88 @@
+"""``cogvla train``: train a policy on LIBERO-format HDF5 demos.
+
+From scratch (the ``tiny`` preset), resumable::
+
+    cogvla train --preset tiny --data ~/.cache/cogvla/recipe/demos --out ~/.cache/cogvla/recipe/run --resume
+
+LoRA fine-tuning of a pretrained checkpoint, on 8 GPUs (or ``--nnodes N`` for several machines)::
+
+    torchrun --nproc_per_node 8 -m cogvla.cli train --preset cogvla-libero --init-from CKPT --data DEMOS --out RUN
+
+Prints a JSON summary (steps, final loss, samples/s, last checkpoint) when done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the verb's flags."""
+    from cogvla.train.config import TRAIN_PRESETS
+
+    parser.add_argument("--preset", default="tiny", choices=sorted(TRAIN_PRESETS), help="training preset")
+    parser.add_argument("--data", nargs="+", required=True, help="demo files or folders of *.hdf5 (LIBERO schema)")
+    parser.add_argument("--out", required=True, help="run folder: log.jsonl, loss_curve.png, checkpoints/")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--init-from", default=None, help="pretrained checkpoint to fine-tune with LoRA")
+    parser.add_argument("--steps", type=int, help="optimizer steps (overrides the preset)")
+    parser.add_argument("--batch", type=int, help="global batch size (overrides the preset)")
+    parser.add_argument("--grad-accum", type=int, help="gradient-accumulation micro-steps per optimizer step")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
+    parser.add_argument("--workers", type=int, help="data-loader worker processes per rank")
+    parser.add_argument("--save-every", type=int, help="checkpoint interval in steps")
+    parser.add_argument("--log-every", type=int, help="log interval in steps")
+    parser.add_argument("--seed", type=int, help="seed of init, data order and augmentation")
+    parser.add_argument("--variant", help="model variant: cogvla, dense, no-efa, no-lfp")
+    parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads of the training process")
+    parser.add_argument("--cache", default=None, help="frame-cache folder (default: the cogvla cache)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print the JSON summary; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from cogvla.train.config import get_train_preset
+    from cogvla.train.trainer import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {
+        "steps": args.steps,
+        "global_batch": args.batch,
+        "grad_accum": args.grad_accum,
+        "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
+        "num_workers": args.workers,
+        "save_every": args.save_every,
+        "log_every": args.log_every,
+        "seed": args.seed,
+        "variant": args.variant,
+    }
+    config = dataclasses.replace(
+        get_train_preset(args.preset), **{key: value for key, value in overrides.items() if value is not None}
+    )
+    if args.no_augment:
+        config = dataclasses.replace(config, augment=None)
+    result = train(
+        config,
+        args.data,
+        args.out,
+        resume=args.resume,
+        init_from=args.init_from,
+        cache_root=args.cache,
+        progress=not args.no_progress,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result.to_dict(), indent=2))
+    return 0

@@ -1,0 +1,388 @@
+"""The training loop: data, model, optimizer, checkpoints, logs; single process or DDP.
+
+A run folder holds::
+
+    RUN/log.jsonl                      one JSON record per logged step (loss, lr, samples/s, ...)
+    RUN/loss_curve.png                 redrawn at every checkpoint and at the end
+    RUN/checkpoints/step_XXXXXX/       save_pretrained files + trainer_state.pt
+
+``train`` is deterministic given its config: the data order and augmentation are functions
+of (seed, step) (``StepSampler``), the model init of the seed, and a resumed run restores
+the optimizer, scheduler and RNG states, so it continues the uninterrupted loss curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cogvla.config import CogVLAConfig, get_preset
+from cogvla.data.dataset import DemoDataset, compute_norm_stats, select_training_frames
+from cogvla.data.frame_cache import FrameCache, find_demo_files, load_frame_cache
+from cogvla.data.sampler import StepSampler
+from cogvla.modeling import CogVLAModel
+from cogvla.normalize import NormStats
+from cogvla.paths import cache_dir
+from cogvla.preprocess import CROP_AREA, images_to_tensor
+from cogvla.tokenizer import PromptTokenizer, libero_instructions
+from cogvla.train import checkpoint as ckpt
+from cogvla.train.config import TrainConfig
+from cogvla.train.distributed import DistInfo, all_gather_objects, barrier, init_distributed, mean_across_ranks, shutdown
+from cogvla.train.lora import apply_lora, merged_model
+from cogvla.train.optim import build_optimizer, build_scheduler
+from cogvla.train.run_log import RunLog, plot_loss_curve
+
+__all__ = ["RunExistsError", "TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+# trainer_state fields that may change between a run and its resumption without changing the math.
+_RESUMABLE_CHANGES = frozenset({"num_workers", "save_every", "keep_checkpoints", "log_every"})
+
+
+class RunExistsError(FileExistsError):
+    """The run folder already has checkpoints and ``resume`` was not requested."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """Summary of a finished ``train`` call."""
+
+    steps: int
+    start_step: int
+    final_loss: float | None
+    samples_per_s: float | None
+    checkpoint: str
+    num_samples: int
+    num_episodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class LossModule(nn.Module):
+    """Routes ``forward`` to ``compute_loss``, so DDP's gradient hooks see the loss computation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.compute_loss(batch)
+
+
+def train(
+    config: TrainConfig,
+    data: Sequence[str | Path],
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    model_config: CogVLAConfig | None = None,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a policy on LIBERO-schema demos and checkpoint it under ``run_dir``.
+
+    Args:
+        config: the run's hyperparameters.
+        data: demo files or folders (searched recursively for ``*.hdf5``).
+        run_dir: output folder (log, plot, checkpoints).
+        resume: continue from the newest checkpoint in ``run_dir`` (a fresh start when there is none).
+        init_from: a ``save_pretrained`` folder to fine-tune with LoRA instead of training from scratch.
+        model_config: overrides ``config.model_preset`` (from-scratch runs only).
+        cache_root: where decoded frames are cached (default ``cogvla.paths.cache_dir("frames")``).
+        progress: show a progress bar on rank 0.
+    """
+    info = init_distributed()
+    try:
+        return _run(config, data, Path(run_dir), resume, init_from, model_config, cache_root, progress, info)
+    finally:
+        shutdown()
+
+
+def _run(
+    config: TrainConfig,
+    data: Sequence[str | Path],
+    run_dir: Path,
+    resume: bool,
+    init_from: str | Path | None,
+    model_config: CogVLAConfig | None,
+    cache_root: str | Path | None,
+    progress: bool,
+    info: DistInfo,
+) -> TrainResult:
+    checkpoint = _checkpoint_to_resume(run_dir, resume)
+    state = ckpt.load_trainer_state(checkpoint) if checkpoint else None
+    if state is not None:
+        _check_same_run(state, config, init_from, info)
+        init_from = state["init_from"]
+    start_step = state["step"] if state else 0
+
+    torch.manual_seed(config.seed)
+    model, tokenizer, base_stats = _build_model(config, init_from, model_config, checkpoint)
+    frames = _load_frames(data, model.config.image_size, cache_root, info)
+    selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
+    stats = base_stats if base_stats is not None else compute_norm_stats(frames, selection)
+    if tokenizer is None:
+        tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
+
+    trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if init_from else model
+    trainable.to(info.device).train()
+    if state is not None:
+        trainable.load_state_dict(state["model"])
+    parameters = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = build_optimizer(parameters, config.lr, config.weight_decay, config.betas)
+    scheduler = build_scheduler(optimizer, config.warmup_steps, config.steps, config.lr, config.min_lr)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], info)
+    else:
+        # Every rank seeds alike for the (identical) init above, then diverges for anything random in training.
+        torch.manual_seed(config.seed + info.rank)
+
+    dataset = DemoDataset(
+        frames,
+        selection,
+        stats,
+        tokenizer.encode_batch,
+        config.augment,
+        crop_area=CROP_AREA if model.config.center_crop else 1.0,
+    )
+    micro_batch = config.micro_batch(info.world_size)
+    sampler = StepSampler(
+        num_samples=len(dataset),
+        micro_batch=micro_batch,
+        grad_accum=config.grad_accum,
+        world_size=info.world_size,
+        rank=info.rank,
+        seed=config.seed,
+        start_step=start_step,
+        end_step=config.steps,
+    )
+    batches = _batches(dataset, sampler, config.num_workers, config.seed, info.device)
+    module = LossModule(trainable)
+    wrapped: nn.Module = (
+        DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
+    )
+
+    def export(folder: Path) -> None:
+        plain = merged_model(trainable) if init_from else trainable
+        plain.save_pretrained(folder, tokenizer=tokenizer, norm_stats=stats, norm_key=run_dir.name)
+
+    def save(step: int) -> Path:
+        rng = all_gather_objects(_rng_state(), info)
+        path = ckpt.checkpoint_dir(run_dir, step)
+        if info.is_main:
+            trainer_state = {
+                "step": step,
+                "model": trainable.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng,
+                "sampler": {"seed": config.seed, "num_samples": len(dataset), "global_batch": config.global_batch},
+                "config": dataclasses.asdict(config),
+                "init_from": str(init_from) if init_from else None,
+                "world_size": info.world_size,
+            }
+            path = ckpt.save_checkpoint(run_dir, step, export, trainer_state, config.keep_checkpoints)
+            plot_loss_curve(run_dir / "log.jsonl", run_dir / "loss_curve.png")
+        barrier(info)
+        return path
+
+    if state is not None and state["sampler"]["num_samples"] != len(dataset):
+        raise ValueError(
+            f"resume: the checkpoint was trained on {state['sampler']['num_samples']} samples, the data now "
+            f"gives {len(dataset)}; resume with the same --data"
+        )
+    log = RunLog(run_dir / "log.jsonl", start_step) if info.is_main else None
+    if info.is_main:
+        logger.info(
+            "training %s: %d samples from %d episodes, steps %d -> %d, global batch %d (%d x %d x %d), %d trainable params",
+            run_dir, len(dataset), len(frames.episode_starts), start_step, config.steps, config.global_batch,
+            info.world_size, config.grad_accum, micro_batch, sum(p.numel() for p in parameters),
+        )
+    autocast = partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
+    bar = tqdm(total=config.steps, initial=start_step, desc="train", unit="step", disable=not (progress and info.is_main))
+    window_loss, window_steps, window_start = torch.zeros((), device=info.device), 0, time.perf_counter()
+    last_loss, last_rate, last_checkpoint = None, None, checkpoint
+    for step in range(start_step, config.steps):
+        optimizer.zero_grad(set_to_none=True)
+        step_metrics: dict[str, float] = {}
+        for micro in range(config.grad_accum):
+            batch = next(batches)
+            final_micro = micro == config.grad_accum - 1
+            sync = nullcontext() if final_micro or not info.distributed else wrapped.no_sync()
+            with sync:
+                with autocast():
+                    loss, metrics = wrapped(batch)
+                (loss / config.grad_accum).backward()
+            window_loss += loss.detach() / config.grad_accum
+            for key, value in metrics.items():
+                step_metrics[key] = step_metrics.get(key, 0.0) + value / config.grad_accum
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm) if config.max_grad_norm else None
+        )
+        optimizer.step()
+        scheduler.step()
+        window_steps += 1
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            mean_loss = float(mean_across_ranks(window_loss / window_steps, info))
+            elapsed = time.perf_counter() - window_start
+            last_loss, last_rate = mean_loss, window_steps * config.global_batch / elapsed
+            if log is not None:
+                record = {"step": done, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "samples_per_s": last_rate}
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                record.update({key: value for key, value in step_metrics.items() if key != "l1"})
+                log.write(record)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", sps=f"{last_rate:.0f}")
+            window_loss.zero_()
+            window_steps, window_start = 0, time.perf_counter()
+        bar.update()
+        if done % config.save_every == 0 or done == config.steps:
+            last_checkpoint = save(done)
+    bar.close()
+    if info.is_main and start_step < config.steps:
+        plot_loss_curve(run_dir / "log.jsonl", run_dir / "loss_curve.png")
+    final = last_checkpoint or ckpt.latest_checkpoint(run_dir)
+    return TrainResult(
+        steps=config.steps,
+        start_step=start_step,
+        final_loss=last_loss,
+        samples_per_s=last_rate,
+        checkpoint=str(final) if final else "",
+        num_samples=len(dataset),
+        num_episodes=len(frames.episode_starts),
+    )
+
+
+def _checkpoint_to_resume(run_dir: Path, resume: bool) -> Path | None:
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise RunExistsError(f"{run_dir}: already has checkpoints (newest {latest.name}); pass --resume or a new --out")
+    if resume and latest is None:
+        logger.info("%s: no checkpoint to resume from; starting from step 0", run_dir)
+    return latest if resume else None
+
+
+def _check_same_run(state: dict[str, Any], config: TrainConfig, init_from: str | Path | None, info: DistInfo) -> None:
+    saved, current = state["config"], dataclasses.asdict(config)
+    changed = sorted(key for key in current if key not in _RESUMABLE_CHANGES and saved.get(key) != current[key])
+    if changed:
+        details = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed)
+        raise ValueError(f"resume: the config differs from the checkpoint's ({details}); use a new --out")
+    if init_from is not None and str(init_from) != str(state["init_from"]):
+        raise ValueError(f"resume: --init-from {init_from} differs from the checkpoint's {state['init_from']}")
+    if state["world_size"] != info.world_size:
+        logger.warning(
+            "resume: world size %d differs from the checkpoint's %d; the data order is the same, RNG streams are not",
+            info.world_size, state["world_size"],
+        )
+
+
+def _build_model(
+    config: TrainConfig, init_from: str | Path | None, model_config: CogVLAConfig | None, checkpoint: Path | None
+) -> tuple[CogVLAModel, PromptTokenizer | None, NormStats | None]:
+    """The model to train, plus the tokenizer and stats it must keep (None = derive from the data)."""
+    if init_from is not None:
+        if model_config is not None:
+            raise ValueError("model_config: cannot be combined with init_from (the checkpoint has its own config)")
+        model = CogVLAModel.from_pretrained(init_from)
+        if model.tokenizer is None:
+            raise FileNotFoundError(f"{init_from}: has no tokenizer/ folder; cannot fine-tune without its tokenizer")
+        tokenizer = model.tokenizer
+    else:
+        model = CogVLAModel(model_config or get_preset(config.model_preset, variant=config.variant))
+        tokenizer = None
+    if checkpoint is None:
+        return model, tokenizer, None
+    # A resumed run keeps the tokenizer and stats it started with.
+    exported = CogVLAModel.from_pretrained(checkpoint)
+    if exported.config != model.config:
+        raise ValueError(f"resume: {checkpoint} holds a different model config than this run builds")
+    return model, exported.tokenizer, exported.norm_stats
+
+
+def _shared_tokenizer(run_dir: Path, languages: Sequence[str], vocab_size: int, info: DistInfo) -> PromptTokenizer:
+    """A BPE on every LIBERO instruction plus the data's, trained once by rank 0 and loaded by all."""
+    folder = run_dir / "tokenizer"
+    if info.is_main:
+        instructions = sorted(set(libero_instructions()) | set(languages))
+        PromptTokenizer.train(instructions, vocab_size=vocab_size).save(folder)
+    barrier(info)
+    return PromptTokenizer.load(folder)
+
+
+def _load_frames(data: Sequence[str | Path], image_size: int, cache_root: str | Path | None, info: DistInfo) -> FrameCache:
+    files = find_demo_files(data)
+    root = Path(cache_root) if cache_root is not None else cache_dir("frames")
+    transform = partial(_resize_frames, size=image_size)
+    # Rank 0 decodes while the others wait on the cache's lock, then all map the same file.
+    return load_frame_cache(files, root, transform=transform, transform_tag=f"images_to_tensor-{image_size}")
+
+
+def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 -> ``(T, size, size, 3)`` uint8 with the serving resize."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    resized = images_to_tensor(list(frames), size)
+    return resized.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _batches(
+    dataset: DemoDataset, sampler: StepSampler, num_workers: int, seed: int, device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        pin_memory=device.type == "cuda",
+        # A private generator: creating the loader must not consume the global RNG the model uses.
+        generator=torch.Generator().manual_seed(seed),
+    )
+    for batch in loader:
+        yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def _worker_init(_: int) -> None:
+    # Workers only gather and augment; one thread each leaves the cores to the training step.
+    torch.set_num_threads(1)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(states: list[dict[str, Any]], info: DistInfo) -> None:
+    state = states[info.rank] if info.rank < len(states) else states[0]
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])

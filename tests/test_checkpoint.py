@@ -1,0 +1,113 @@
+"""Checkpoint folders: exact round trip, and clear errors for corrupt or mismatched contents."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cogvla.checkpoint import CONFIG_FILE, NORM_STATS_FILE, WEIGHTS_FILE, CheckpointError
+from cogvla.config import get_preset
+from cogvla.fake_data import fake_batch
+from cogvla.modeling import CogVLAModel
+from cogvla.normalize import NormStats
+from cogvla.tokenizer import PromptTokenizer
+
+FORWARD_KEYS = ("pixel_values", "input_ids", "attention_mask", "proprio")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = CogVLAModel(get_preset("tiny")).eval()
+    tokenizer = PromptTokenizer.train(["put the bowl on the plate", "open the top drawer"])
+    rng = np.random.default_rng(0)
+    stats = NormStats.from_data(rng.normal(size=(50, 7)), rng.normal(size=(50, 8)))
+    directory = tmp_path_factory.mktemp("ckpt")
+    model.save_pretrained(directory, tokenizer=tokenizer, norm_stats=stats, norm_key="libero_spatial_no_noops")
+    return model, tokenizer, stats, directory
+
+
+def _copy(directory, tmp_path):
+    for path in directory.rglob("*"):
+        target = tmp_path / path.relative_to(directory)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    return tmp_path
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    model, tokenizer, stats, directory = saved
+    loaded = CogVLAModel.from_pretrained(directory)
+    assert loaded.config == model.config
+    assert loaded.norm_stats == stats
+    assert loaded.norm_key == "libero_spatial_no_noops"
+    assert torch.equal(loaded.tokenizer.encode_batch(["open the top drawer"])[0], tokenizer.encode_batch(["open the top drawer"])[0])
+    batch = fake_batch(model.config, left_pad=[0, 3])
+    inputs = {key: batch[key] for key in FORWARD_KEYS}
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).actions, model(**inputs).actions)
+
+
+def test_checkpoint_without_tokenizer_or_stats_loads_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = CogVLAModel(get_preset("tiny", "dense"))
+    model.save_pretrained(tmp_path)
+    loaded = CogVLAModel.from_pretrained(tmp_path)
+    assert loaded.tokenizer is None and loaded.norm_stats is None
+    assert loaded.config.variant == "dense"
+
+
+def test_missing_and_unexpected_keys_are_named(saved, tmp_path):
+    directory = _copy(saved[3], tmp_path)
+    state = load_file(str(directory / WEIGHTS_FILE))
+    state.pop("action_head.model.fc2.weight")
+    state["llm.layers.0.extra.weight"] = torch.zeros(2)
+    save_file(state, str(directory / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match=r"missing keys \[action_head\.model\.fc2\.weight\].*unexpected keys \[llm\.layers\.0\.extra\.weight\]"):
+        CogVLAModel.from_pretrained(directory)
+
+
+def test_config_mismatch_names_keys_and_shapes(saved, tmp_path):
+    directory = _copy(saved[3], tmp_path)
+    header = json.loads((directory / CONFIG_FILE).read_text())
+    header["config"]["llm"]["intermediate_size"] = 512
+    (directory / CONFIG_FILE).write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match=r"llm\.layers\.0\.mlp\.down_proj\.weight: expected \(256, 512\), got \(256, 688\)"):
+        CogVLAModel.from_pretrained(directory)
+
+
+def test_corrupt_weights_file_is_reported(saved, tmp_path):
+    directory = _copy(saved[3], tmp_path)
+    (directory / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot be read as safetensors"):
+        CogVLAModel.from_pretrained(directory)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: (d / CONFIG_FILE).unlink(), "config.json: missing"),
+        (lambda d: (d / CONFIG_FILE).write_text("{"), "config.json: not valid JSON"),
+        (lambda d: (d / WEIGHTS_FILE).unlink(), "model.safetensors: missing"),
+        (lambda d: (d / NORM_STATS_FILE).write_text('{"action_q01": [0]}'), "norm_stats.json: invalid normalization stats"),
+    ],
+)
+def test_broken_files_are_named(saved, tmp_path, edit, match):
+    directory = _copy(saved[3], tmp_path)
+    edit(directory)
+    with pytest.raises(CheckpointError, match=match):
+        CogVLAModel.from_pretrained(directory)
+
+
+def test_unknown_config_field_is_named(saved, tmp_path):
+    directory = _copy(saved[3], tmp_path)
+    header = json.loads((directory / CONFIG_FILE).read_text())
+    header["config"]["use_magic"] = True
+    (directory / CONFIG_FILE).write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match=r"unknown keys \['use_magic'\]"):
+        CogVLAModel.from_pretrained(directory)

@@ -1,0 +1,157 @@
+"""ActionChunker: open-loop order, temporal-ensembling weights, async prefetch without stalls."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cogvla.policy_api import Policy
+from deploy.chunker import ActionChunker, ChunkerConfig
+
+
+class StepPolicy(Policy):
+    """Row ``i`` of a chunk computed at step ``s`` (read from ``state[0]``) is ``s + i``.
+
+    A correctly aligned chunker therefore returns action ``t`` at step ``t`` whichever chunk
+    it draws from; ``query_offset`` adds ``1000 * query_index`` to tell queries apart.
+    """
+
+    def __init__(self, horizon: int = 8, delay_s: float = 0.0, *, query_offset: bool = False) -> None:
+        self.horizon = horizon
+        self.delay_s = delay_s
+        self.query_offset = query_offset
+        self.queried_at: list[int] = []
+        self.resets = 0
+        self._lock = threading.Lock()
+
+    def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        start = int(obs["state"][0])
+        with self._lock:
+            query = len(self.queried_at)
+            self.queried_at.append(start)
+        rows = (
+            start + np.arange(self.horizon, dtype=np.float32) + (1000.0 * query if self.query_offset else 0.0)
+        )
+        return np.repeat(rows[:, None], 7, axis=1).astype(np.float32)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def obs_at(step: int) -> dict[str, Any]:
+    state = np.zeros(8, np.float32)
+    state[0] = step
+    return {"state": state}
+
+
+def test_open_loop_executes_n_actions_in_order_then_requeries() -> None:
+    policy = StepPolicy(horizon=8, query_offset=True)
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=3))
+    actions = [chunker.step(obs_at(t))[0] for t in range(9)]
+    assert actions == [0, 1, 2, 1003, 1004, 1005, 2006, 2007, 2008]
+    assert policy.queried_at == [0, 3, 6]
+    assert chunker.stats.queries == 3 and chunker.stats.stalls == 0
+
+
+def test_open_loop_requeries_when_chunk_is_shorter_than_n() -> None:
+    policy = StepPolicy(horizon=2)
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=5))
+    assert [chunker.step(obs_at(t))[0] for t in range(5)] == [0, 1, 2, 3, 4]
+    assert policy.queried_at == [0, 2, 4]
+
+
+class ConstantPolicy(Policy):
+    """Every row of the ``q``-th chunk is ``q``."""
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.queries = 0
+
+    def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        chunk = np.full((self.horizon, 7), float(self.queries), np.float32)
+        self.queries += 1
+        return chunk
+
+
+def test_temporal_ensembling_weights_oldest_prediction_most() -> None:
+    coeff = 0.5
+    chunker = ActionChunker(ConstantPolicy(horizon=3), ChunkerConfig(execute_steps=1, ensemble_coeff=coeff))
+    got = [float(chunker.step({})[0]) for _ in range(5)]
+    w = [math.exp(-coeff * i) for i in range(3)]
+    expected = [
+        0.0,
+        (w[0] * 0 + w[1] * 1) / (w[0] + w[1]),
+        (w[0] * 0 + w[1] * 1 + w[2] * 2) / sum(w),
+        (w[0] * 1 + w[1] * 2 + w[2] * 3) / sum(w),
+        (w[0] * 2 + w[1] * 3 + w[2] * 4) / sum(w),
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_ensembling_with_zero_coefficient_is_a_plain_mean() -> None:
+    chunker = ActionChunker(ConstantPolicy(horizon=4), ChunkerConfig(execute_steps=1, ensemble_coeff=0.0))
+    got = [float(chunker.step({})[0]) for _ in range(4)]
+    np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 1.5])
+
+
+def test_async_prefetch_never_stalls_with_a_slow_policy() -> None:
+    policy = StepPolicy(horizon=20, delay_s=0.03)
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=5, prefetch=True, prefetch_margin=2))
+    actions = []
+    for t in range(40):
+        actions.append(float(chunker.step(obs_at(t))[0]))
+        time.sleep(0.01)
+    chunker.close()
+    assert actions == list(range(40))  # every switch kept the chunk aligned with the step
+    assert chunker.stats.stalls == 0
+    assert chunker.stats.queries >= 3 and len(policy.queried_at) >= 3
+    assert policy.queried_at[0] == 0 and all(s > 0 for s in policy.queried_at[1:])
+
+
+def test_async_counts_stalls_when_the_chunk_runs_out() -> None:
+    policy = StepPolicy(horizon=2, delay_s=0.05)
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=2, prefetch=True, prefetch_margin=1))
+    actions = [float(chunker.step(obs_at(t))[0]) for t in range(8)]
+    chunker.close()
+    assert actions == list(range(8))
+    assert chunker.stats.stalls > 0 and chunker.stats.stall_ms > 0
+
+
+def test_reset_drops_chunks_and_resets_the_policy() -> None:
+    policy = StepPolicy(horizon=8, delay_s=0.02)
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=4))
+    chunker.step(obs_at(0))
+    chunker.reset()
+    assert policy.resets == 1 and chunker.stats.steps == 0 and chunker.stats.queries == 0
+    assert float(chunker.step(obs_at(50))[0]) == 50.0
+    chunker.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"execute_steps": 0}, "execute_steps: expected >= 1, got 0"),
+        ({"ensemble_coeff": -1.0}, "ensemble_coeff: expected >= 0 or None, got -1.0"),
+        ({"prefetch_margin": -1}, "prefetch_margin: expected >= 0, got -1"),
+    ],
+)
+def test_config_rejects_nonsense(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ChunkerConfig(**kwargs)
+
+
+def test_policy_output_is_validated() -> None:
+    class Broken(Policy):
+        def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+            return np.zeros((4, 6), np.float32)
+
+    with pytest.raises(ValueError, match=r"expected shape \(chunk>=1, 7\)"):
+        ActionChunker(Broken()).step({})

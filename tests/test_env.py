@@ -1,0 +1,134 @@
+"""The LIBERO gymnasium env: schema, bounds, orientation, resets, fast-render scoping.
+
+Budget: ~15 s (one 64 px fast-render env shared by the module). pytest replaces stdin
+with a reader that raises, so creating the env here also shows it never prompts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.fast_render import fast_render
+from envs.suites import MAX_STEPS, SUITES, UnknownSuiteError, get_task, init_states
+
+SUITE = "libero_spatial"
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def env():
+    from envs.libero_env import LiberoEnv
+
+    env = LiberoEnv(SUITE, 0, image_size=SIZE, fast_render=True)
+    yield env
+    env.close()
+
+
+def test_suites_table_and_lookup_errors():
+    assert set(MAX_STEPS) == set(SUITES)
+    assert MAX_STEPS["libero_spatial"] == 220 and MAX_STEPS["libero_10"] == 520
+    with pytest.raises(UnknownSuiteError, match=r"suite: expected one of .* got 'libero_nope'"):
+        get_task("libero_nope", 0)
+    with pytest.raises(
+        UnknownSuiteError, match=r"task_id: expected 0 <= task_id < 10 for libero_spatial, got 10"
+    ):
+        get_task(SUITE, 10)
+
+
+def test_fast_render_patch_is_scoped_and_idempotent():
+    from robosuite.utils.binding_utils import MjRenderContext
+
+    original = MjRenderContext.__init__
+    with fast_render():
+        patched = MjRenderContext.__init__
+        assert patched is not original
+        with fast_render():
+            assert MjRenderContext.__init__ is patched, "nesting does not wrap twice"
+        assert MjRenderContext.__init__ is patched, "the inner exit keeps the outer patch"
+        with fast_render(False):
+            assert MjRenderContext.__init__ is patched
+    assert MjRenderContext.__init__ is original
+
+
+@pytest.mark.libero
+def test_observation_schema(env):
+    obs, info = env.reset(seed=7, options={"init_state_id": 0})
+    assert set(obs) == {"image", "wrist_image", "state", "prompt"}
+    for key in ("image", "wrist_image"):
+        assert obs[key].shape == (SIZE, SIZE, 3) and obs[key].dtype == np.uint8
+    assert obs["state"].shape == (8,) and obs["state"].dtype == np.float32
+    assert obs["prompt"] == get_task(SUITE, 0).language
+    raw = env.raw_fields()
+    np.testing.assert_allclose(
+        obs["state"],
+        np.concatenate([raw["ee_pos"], raw["ee_ori"], raw["gripper_states"]]),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    assert raw["joint_states"].shape == (7,) and raw["sim_state"].shape == init_states(SUITE, 0).shape[1:]
+    assert env.observation_space.contains(obs)
+    assert info["init_state_id"] == 0 and info["is_success"] is False
+
+
+@pytest.mark.libero
+def test_images_are_upright(env):
+    obs, _ = env.reset(seed=7, options={"init_state_id": 1})
+    rendered = env.raw_env.env._get_observations(force_update=True)
+    np.testing.assert_array_equal(obs["image"], rendered["agentview_image"][::-1, ::-1])
+    np.testing.assert_array_equal(obs["wrist_image"], rendered["robot0_eye_in_hand_image"][::-1, ::-1])
+    # Agentview looks at the robot across the table: the bright wooden table fills the
+    # lower half, the robot and dark backdrop the upper half.
+    image = obs["image"].astype(float)
+    assert image[SIZE // 2 :].mean() > image[: SIZE // 2].mean() + 10
+
+
+@pytest.mark.libero
+def test_action_bounds_and_bad_actions(env):
+    from envs.libero_env import ActionError
+
+    assert env.action_space.shape == (7,)
+    assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+    env.reset(seed=7, options={"init_state_id": 0})
+    with pytest.raises(ActionError, match=r"action: expected shape \(7,\), got \(6,\)"):
+        env.step(np.zeros(6))
+    with pytest.raises(ActionError, match=r"action: expected finite values, got \[ 0\. nan"):
+        env.step(np.array([0, np.nan, 0, 0, 0, 0, -1]))
+    _, reward, terminated, truncated, info = env.step(np.full(7, 5.0))  # clipped, not rejected
+    assert not truncated and terminated == info["is_success"] and isinstance(reward, float)
+
+
+@pytest.mark.libero
+def test_resets_restore_init_states_and_seeded_placements(env):
+    env.reset(seed=7, options={"init_state_id": 3})
+    np.testing.assert_allclose(env.raw_fields()["sim_state"][1:], init_states(SUITE, 0)[3][1:])
+
+    def placement(seed):
+        env.reset(seed=seed, options={"randomize": True})
+        return env.raw_fields()["sim_state"].copy()
+
+    first, again, other = placement(11), placement(11), placement(12)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    assert env.init_state_id is None
+    with pytest.raises(ValueError, match="init_state_id: expected 0 <= id < 50"):
+        env.reset(options={"init_state_id": 50})
+
+
+@pytest.mark.libero
+def test_fast_render_env_has_fast_context_and_privileged_obs(env):
+    import mujoco
+    from robosuite.utils.binding_utils import MjRenderContext
+
+    context = env.raw_env.env.sim._render_context_offscreen
+    assert env.raw_env.env.sim.model.vis.quality.offsamples == 0
+    assert context.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] == 0
+    assert MjRenderContext.__init__.__name__ == "__init__" and not hasattr(
+        MjRenderContext.__init__, "__wrapped__"
+    )
+    env.privileged = True
+    try:
+        obs, _ = env.reset(seed=7, options={"init_state_id": 0})
+    finally:
+        env.privileged = False
+    assert obs["privileged"]["goal"] == [["on", "akita_black_bowl_1", "plate_1"]]

@@ -1,0 +1,126 @@
+"""CAtten: the prefix never sees the action block, actions see the whole prefix, both implementations agree."""
+
+import pytest
+import torch
+
+from cogvla.catten import attend, build_attention_mask
+from cogvla.config import get_preset
+from cogvla.fake_data import fake_batch
+from cogvla.llm import SequenceLayout
+from cogvla.modeling import CogVLAModel
+
+N_VIS, PROMPT, PADS = 32, 10, 3
+
+
+def _llm_case(impl: str = "split", variant: str = "cogvla", seed: int = 0):
+    """The tiny LLM with random input embeddings; sample 1 has a left-padded prompt."""
+    torch.manual_seed(seed)
+    config = get_preset("tiny", variant).replace(attention_impl=impl)
+    llm = CogVLAModel(config).llm.eval()
+    block = config.num_action_tokens + 1
+    seq = 1 + N_VIS + 1 + PROMPT + block
+    embeds = torch.randn(2, seq, config.llm.hidden_size)
+    valid = torch.ones(2, seq, dtype=torch.bool)
+    valid[1, N_VIS + 2 : N_VIS + 2 + PADS] = False
+    layout = SequenceLayout(num_vision=N_VIS, cond_start=1 + N_VIS, cond_end=2 + N_VIS + PROMPT, num_action_block=block)
+    return llm, embeds, valid, layout, seq - block
+
+
+@pytest.mark.parametrize("impl", ["split", "mask"])
+def test_action_block_never_changes_prefix_outputs(impl):
+    llm, embeds, valid, layout, prefix = _llm_case(impl)
+    with torch.no_grad():
+        before, _ = llm(embeds, valid, layout)
+        changed = embeds.clone()
+        changed[:, prefix:] = torch.randn_like(changed[:, prefix:]) * 5  # action slots and stop token
+        after, _ = llm(changed, valid, layout)
+    torch.testing.assert_close(after[:, :prefix], before[:, :prefix], rtol=0, atol=1e-6)
+    assert (after[:, prefix:] - before[:, prefix:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("impl", ["split", "mask"])
+def test_later_prompt_token_never_changes_earlier_positions(impl):
+    # LFP is off here: its router condition is the mean over proprio + prompt by design
+    # (the instruction steers which vision tokens a layer keeps), so with LFP the prompt
+    # reaches earlier positions through routing; the attention itself stays causal.
+    llm, embeds, valid, layout, prefix = _llm_case(impl, variant="no-lfp")
+    position = prefix - 3
+    with torch.no_grad():
+        before, _ = llm(embeds, valid, layout)
+        changed = embeds.clone()
+        changed[:, position] += 3.0
+        after, _ = llm(changed, valid, layout)
+    torch.testing.assert_close(after[:, :position], before[:, :position], rtol=0, atol=1e-6)
+    assert (after[:, position:] - before[:, position:]).abs().amax(dim=-1).min() > 0
+
+
+def test_every_action_output_depends_on_every_prefix_token():
+    llm, embeds, valid, layout, prefix = _llm_case()
+    embeds = embeds[:1].clone().requires_grad_(True)
+    hidden, _ = llm(embeds, valid[:1], layout)
+    for row in range(prefix, embeds.shape[1]):
+        (grad,) = torch.autograd.grad(hidden[0, row].sum(), embeds, retain_graph=True)
+        reach = grad[0, :prefix].abs().sum(dim=-1)
+        assert bool((reach > 0).all()), f"action-block row {row} does not see prefix positions {torch.where(reach == 0)[0].tolist()}"
+
+
+def test_pad_keys_are_invisible():
+    llm, embeds, valid, layout, prefix = _llm_case()
+    pads = torch.where(~valid[1])[0]
+    with torch.no_grad():
+        before, _ = llm(embeds, valid, layout)
+        changed = embeds.clone()
+        changed[1, pads] = torch.randn(len(pads), embeds.shape[-1]) * 5
+        after, _ = llm(changed, valid, layout)
+    keep = valid[1]
+    torch.testing.assert_close(after[1, keep], before[1, keep], rtol=0, atol=1e-6)
+
+
+def test_dense_variant_lets_the_prefix_see_the_actions():
+    llm, embeds, valid, layout, prefix = _llm_case(variant="dense")
+    with torch.no_grad():
+        before, _ = llm(embeds, valid, layout)
+        changed = embeds.clone()
+        changed[:, prefix:] += 1.0
+        after, _ = llm(changed, valid, layout)
+    assert (after[:, :prefix] - before[:, :prefix]).abs().max() > 1e-4
+
+
+def test_mask_matches_the_documented_pattern():
+    valid = torch.tensor([[True, True, False, True, True, True]])
+    mask = build_attention_mask(valid, num_action=2, catten=True)[0, 0].int()
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 1, 0, 0],
+            [1, 1, 0, 1, 1, 1],
+            [1, 1, 0, 1, 1, 1],
+        ]
+    )
+    assert torch.equal(mask, expected)
+    assert bool(build_attention_mask(valid, num_action=2, catten=False)[0, 0, :, 2].logical_not().all())
+
+
+@pytest.mark.parametrize("catten", [True, False])
+def test_mask_and_two_call_paths_agree(catten):
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 40, 16, generator=generator) for _ in range(3))
+    valid = torch.ones(3, 40, dtype=torch.bool)
+    valid[1, 5:9] = False
+    valid[2, 3:4] = False
+    split = attend(q, k, v, valid, 12, catten=catten, impl="split")
+    mask = attend(q, k, v, valid, 12, catten=catten, impl="mask")
+    torch.testing.assert_close(split, mask, rtol=0, atol=1e-5)
+
+
+def test_model_actions_agree_between_attention_implementations():
+    torch.manual_seed(0)
+    split = CogVLAModel(get_preset("tiny")).eval()
+    mask = CogVLAModel(get_preset("tiny").replace(attention_impl="mask")).eval()
+    mask.load_state_dict(split.state_dict())
+    batch = fake_batch(split.config, batch_size=2, left_pad=[0, 4])
+    inputs = {key: batch[key] for key in ("pixel_values", "input_ids", "attention_mask", "proprio")}
+    with torch.no_grad():
+        torch.testing.assert_close(mask(**inputs).actions, split(**inputs).actions, rtol=0, atol=1e-5)

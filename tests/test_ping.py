@@ -1,0 +1,111 @@
+"""``cogvla ping`` as an operator's health check, and ``cogvla serve`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cogvla.cli import main
+from cogvla.policy_api import Policy
+from deploy.client import PolicyClient, ServerTimeout
+from deploy.core import InferenceCore
+from deploy.handler import RequestHandler
+from deploy.server import ZmqPolicyServer, ZmqServerConfig
+
+
+class ZeroPolicy(Policy):
+    def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        return [np.zeros((3, 7), np.float32) for _ in observations]
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": "zero", "chunk_size": 3, "action_dim": 7, "state_dim": 8}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cogvla(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cogvla.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_ping_prints_metadata_as_json_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    core = InferenceCore(ZeroPolicy()).start()
+    server = ZmqPolicyServer(RequestHandler(core, info={"weights": "none"}), ZmqServerConfig(port=0)).start()
+    try:
+        assert main(["ping", server.endpoint, "--timeout-ms", "2000"]) == 0
+    finally:
+        server.stop()
+        core.stop()
+    report = json.loads(capsys.readouterr().out)
+    assert report["name"] == "zero" and report["chunk_size"] == 3 and report["weights"] == "none"
+    assert report["protocol_version"] == 1 and report["ping"]["queue_depth"] == 0
+
+
+def test_ping_against_nothing_exits_nonzero_with_a_clear_message() -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    result = cogvla("ping", endpoint, "--timeout-ms", "200")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"cogvla ping: no reply from {endpoint} within 200 ms" in result.stderr
+
+
+def test_ping_needs_both_curve_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ping", "tcp://127.0.0.1:1", "--server-key", str(tmp_path / "server.key")]) == 1
+    assert "--server-key and --client-key go together" in capsys.readouterr().err
+
+
+def test_serve_gen_keys_writes_a_usable_key_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--gen-keys", str(tmp_path)]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert Path(paths["server_secret"]).is_file() and Path(paths["client_secret"]).is_file()
+    assert Path(paths["client_public"]).parent == tmp_path / "authorized_clients"
+    assert oct(os.stat(paths["server_secret"]).st_mode & 0o777) == "0o600"
+
+
+def test_serve_answers_ping_and_stops_cleanly_on_sigterm() -> None:
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cogvla.cli", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with PolicyClient(endpoint, timeout_ms=300, retries=0) as probe:
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    probe.ping()
+                    break
+                except ServerTimeout:
+                    continue
+        result = cogvla("ping", endpoint, "--timeout-ms", "5000")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["protocol_version"] == 1 and report["action_dim"] == 7 and report["chunk_size"] >= 1
+        assert "weights" in report and report["image_keys"]
+        server.send_signal(signal.SIGTERM)
+        log, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, log
+    assert "received SIGTERM, shutting down" in log and "stopped:" in log

@@ -1,0 +1,155 @@
+"""Wire codec: round trips of every allowed dtype and shape, and refusals of everything else."""
+
+from __future__ import annotations
+
+import io
+
+import msgpack
+import numpy as np
+import pytest
+
+from deploy.protocol import (
+    ARRAY_MARKER,
+    PROTOCOL_VERSION,
+    SUPPORTED_DTYPES,
+    DecodeError,
+    ErrorCode,
+    RequestError,
+    decode,
+    decode_stream,
+    encode,
+    error_reply,
+    ok_reply,
+    request,
+)
+
+SHAPES = [(), (0,), (3,), (2, 0, 4), (2, 3), (2, 3, 4)]
+
+
+@pytest.mark.parametrize("dtype", SUPPORTED_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_round_trip_every_dtype_and_shape(dtype: str, shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    array = np.asarray(rng.standard_normal(shape) * 100).astype(np.dtype(dtype))
+    out = decode(encode({"a": array}))["a"]
+    assert out.dtype == np.dtype(dtype)
+    assert out.shape == shape
+    np.testing.assert_array_equal(out, array)
+
+
+def test_round_trip_nan_inf_bit_exact() -> None:
+    array = np.array([np.nan, np.inf, -np.inf, -0.0, 1e-45], np.float32)
+    out = decode(encode(array))
+    assert out.tobytes() == array.tobytes()
+
+
+def test_non_contiguous_and_fortran_arrays_are_sent_in_c_order() -> None:
+    base = np.arange(48, dtype=np.int32).reshape(6, 8)
+    for view in (base[::2, 1::3], base.T, np.asfortranarray(base)):
+        out = decode(encode(view))
+        assert out.flags.c_contiguous
+        np.testing.assert_array_equal(out, view)
+
+
+def test_big_endian_arrays_are_converted_to_little_endian() -> None:
+    array = np.arange(5, dtype=">f8")
+    out = decode(encode(array))
+    assert out.dtype.str == "<f8"
+    np.testing.assert_array_equal(out, array)
+
+
+def test_numpy_scalars_become_0d_arrays() -> None:
+    out = decode(encode({"x": np.float32(2.5), "y": np.int64(-3), "z": np.float64(0.25)}))
+    assert out["x"].shape == () and out["x"].dtype == np.float32 and float(out["x"]) == 2.5
+    assert out["y"].dtype == np.int64 and int(out["y"]) == -3
+    assert out["z"] == 0.25  # np.float64 is a Python float, so it travels as a msgpack float
+
+
+def test_nested_plain_values_round_trip() -> None:
+    message = {"s": "héllo", "b": b"\x00\x01", "n": None, "t": True, "f": 1.5, "l": [1, [2, {"k": -1}]]}
+    assert decode(encode(message)) == message
+
+
+def test_decoded_arrays_are_zero_copy_read_only_views() -> None:
+    out = decode(encode(np.zeros((4, 4), np.uint8)))
+    assert not out.flags.writeable
+
+
+@pytest.mark.parametrize("value", [np.zeros(2, np.complex64), np.array(["a"]), np.array([{}], dtype=object)])
+def test_encode_refuses_unsupported_dtypes(value: np.ndarray) -> None:
+    with pytest.raises(TypeError, match="array dtype: expected one of"):
+        encode(value)
+
+
+def test_encode_refuses_unknown_objects() -> None:
+    with pytest.raises(TypeError, match="cannot encode set"):
+        encode({1, 2})
+
+
+def _raw_array(**fields: object) -> bytes:
+    return msgpack.packb({ARRAY_MARKER: True, **fields}, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "match"),
+    [
+        (_raw_array(dtype=">f4", shape=[1], data=b"\0" * 4), "dtype", "not allowed \\(send little-endian\\)"),
+        (_raw_array(dtype="|O", shape=[1], data=b"\0" * 8), "dtype", "'\\|O' is not allowed"),
+        (_raw_array(dtype="<c8", shape=[1], data=b"\0" * 8), "dtype", "not allowed"),
+        (_raw_array(dtype="<f4", shape=[-1], data=b""), "shape", "non-negative"),
+        (_raw_array(dtype="<f4", shape="3", data=b""), "shape", "non-negative"),
+        (_raw_array(dtype="<f4", shape=[3], data=b"\0" * 8), "data", "does not match"),
+        (_raw_array(dtype="<f4", shape=[2], data="text"), "data", "must be msgpack bin"),
+    ],
+)
+def test_decode_refuses_malformed_arrays(payload: bytes, field: str, match: str) -> None:
+    with pytest.raises(DecodeError, match=match) as info:
+        decode(payload)
+    assert info.value.code is ErrorCode.DECODE_ERROR
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        encode({"v": 1, "endpoint": "ping"})[:-3],  # truncated
+        encode({"v": 1}) + b"\x01",  # trailing bytes
+        b"\xc1",  # reserved msgpack byte
+        msgpack.packb({1: 2}),  # non-string key
+        b"\xa2\xff\xfe",  # invalid UTF-8 string
+        b"",
+    ],
+    ids=["truncated", "trailing", "reserved", "int-key", "bad-utf8", "empty"],
+)
+def test_decode_refuses_invalid_msgpack(payload: bytes) -> None:
+    with pytest.raises(DecodeError, match="payload is not a valid msgpack message"):
+        decode(payload)
+
+
+def test_decode_survives_deep_nesting() -> None:
+    payload = b"\x91" * 100_000 + b"\x00"
+    with pytest.raises(DecodeError):
+        decode(payload)
+
+
+def test_request_and_replies_carry_the_protocol_version() -> None:
+    message = request("infer", request_id=3, session="s", obs={"state": np.zeros(8, np.float32)})
+    assert message["v"] == PROTOCOL_VERSION and "deadline_ms" not in message
+    assert ok_reply("ping", 3, {})["v"] == PROTOCOL_VERSION
+    err = RequestError(ErrorCode.BAD_REQUEST, "m", field="f", expected="e", actual="a")
+    reply = error_reply("infer", 3, err)
+    assert reply["status"] == "error"
+    assert reply["error"] == {
+        "code": "bad_request",
+        "message": "m",
+        "field": "f",
+        "expected": "e",
+        "actual": "a",
+    }
+
+
+def test_decode_stream_reads_back_to_back_messages() -> None:
+    stream = io.BytesIO(b"".join(encode({"i": i, "a": np.full(3, i, np.int16)}) for i in range(4)))
+    items = list(decode_stream(stream))
+    assert [item["i"] for item in items] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(items[3]["a"], [3, 3, 3])
