@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_import.py --out benchmarks/results/bench_import.json
-    python benchmarks/bench_import.py --llm-layers 4 --workdir /tmp/bench_import   # quick run
+    .venv/bin/python benchmarks/bench_import.py --out bench_import.json
+    .venv/bin/python benchmarks/bench_import.py --llm-layers 2 --dtypes bf16    # quick run
 
 Builds an OpenVLA-OFT-layout checkpoint (reference key names, bf16 shards, separate
 head files) of about 1 B parameters, then imports it in a fresh subprocess per target
@@ -83,7 +83,7 @@ def _dims(args: argparse.Namespace):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_import.json"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--llm-layers", type=int, default=16, help="16 gives about 1.08 B parameters")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument(
@@ -139,9 +139,11 @@ def main() -> int:
         "runs": runs,
         "note": "CPU import; a GPU import (--device cuda) keeps only a few tensors on the host at a time",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
     return 0
 
 

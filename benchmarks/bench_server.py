@@ -3,16 +3,21 @@
     .venv/bin/python benchmarks/bench_server.py --out bench_server.json
 
 Part 1 (latency). One LIBERO observation (two 224x224x3 uint8 images, 8-D state, a prompt;
-~300 KB) goes through four paths, each server in its own process:
+~300 KB) goes through these paths, each server in its own process, timed in alternating
+blocks so that load from other processes hits every path alike:
 
 - ``in_process``: ``policy.infer(obs)`` in the benchmark process (the floor);
+- ``msgpack_pack_unpack``: encoding plus decoding the request, no transport;
 - ``zmq_echo``: a bare ZeroMQ REQ/REP server with the same msgpack codec that decodes the
-  observation and answers with a (chunk, 7) action array, no validation, no queue;
+  observation and answers with a (chunk, 7) action array, no validation, no queue, called
+  with a bare REQ socket; ``zmq_echo_policy_client`` calls it with ``PolicyClient``;
 - ``openpi_websocket``: openpi-client's ``WebsocketClientPolicy`` against a ``websockets``
   server doing what openpi's server does (metadata frame on connect, msgpack_numpy, infer,
   ``server_timing``), with openpi's observation keys;
 - ``cogvla_server``: ``PolicyClient`` against the real server stack (ROUTER front,
-  validation, batching core with ``max_batch=8``), so batching is on with one client.
+  validation, batching core with ``max_batch=8``), so batching is on with one client;
+  ``cogvla_server_no_inline`` is the same with ``inline_max_ms=0`` (every request crosses
+  to the batching worker thread and back).
 
 The policy is trivial, so the figures are pure serving overhead.
 
@@ -121,7 +126,8 @@ def _serve_echo(port: int, ready: Any) -> None:
     ready.set()
     while True:
         message = decode(sock.recv(copy=False).buffer)
-        sock.send(encode({"v": message["v"], "status": "ok", "result": {"actions": chunk}}), copy=False)
+        reply = {"v": message["v"], "id": message.get("id"), "status": "ok", "result": {"actions": chunk}}
+        sock.send(encode(reply), copy=False)
 
 
 def _serve_openpi_websocket(port: int, ready: Any) -> None:
@@ -245,6 +251,8 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
             sock.send(encode({"v": 1, "endpoint": "infer", "obs": obs}), copy=False)
             return decode(sock.recv(copy=False).buffer)
 
+        # PolicyClient against the bare echo: splits our overhead into client and server parts.
+        echo_client = PolicyClient(f"tcp://127.0.0.1:{echo.port}", timeout_ms=5000, retries=0)
         ws_client = WebsocketClientPolicy("127.0.0.1", ws.port)
         client = PolicyClient(f"tcp://127.0.0.1:{cogvla.port}", timeout_ms=5000, retries=0)
         threaded_client = PolicyClient(f"tcp://127.0.0.1:{threaded.port}", timeout_ms=5000, retries=0)
@@ -261,6 +269,7 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
                 "in_process": lambda: policy.infer(obs),
                 "msgpack_pack_unpack": lambda: decode(encode({"v": 1, "endpoint": "infer", "obs": obs})),
                 "zmq_echo": echo_call,
+                "zmq_echo_policy_client": lambda: echo_client.infer(obs),
                 "openpi_websocket": lambda: ws_client.infer(openpi_obs),
                 "cogvla_server": cogvla_call,
                 "cogvla_server_no_inline": lambda: threaded_client.infer(obs),
@@ -284,6 +293,7 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
         ws_client._ws.close()
         client.close()
         threaded_client.close()
+        echo_client.close()
 
     inproc = results["in_process"]
     server, echo_s, ws_s = results["cogvla_server"], results["zmq_echo"], results["openpi_websocket"]
@@ -368,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the throughput part")
     parser.add_argument("--requests", type=int, default=40, help="requests per client in the throughput part")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--parts", default="latency,throughput", help="comma-separated subset of latency,throughput"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     report = {
@@ -379,9 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "observation_bytes": int(
             sum(v.nbytes for v in libero_observation().values() if isinstance(v, np.ndarray))
         ),
-        "latency": bench_latency(args.n, args.warmup),
-        "throughput": bench_throughput(args.clients, args.requests),
     }
+    parts = set(args.parts.split(","))
+    if "latency" in parts:
+        report["latency"] = bench_latency(args.n, args.warmup)
+    if "throughput" in parts:
+        report["throughput"] = bench_throughput(args.clients, args.requests)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out is not None:

@@ -182,8 +182,9 @@ def _object_hook(obj: dict[str, Any]) -> Any:
 def encode(obj: Any) -> bytes:
     """Pack a message (nested dicts/lists of scalars, strings, bytes and arrays) into msgpack bytes.
 
-    numpy scalars become 0-d arrays; non-contiguous arrays are copied to C order and
-    big-endian arrays are converted to little-endian. Unsupported dtypes raise TypeError.
+    numpy scalars become 0-d arrays (except ``np.float64``, a ``float`` subclass, which
+    travels as a msgpack float); non-contiguous arrays are copied to C order and big-endian
+    arrays are converted to little-endian. Unsupported dtypes raise TypeError.
     """
     # A fresh Packer per call keeps encode() safe to call from several threads.
     return msgpack.Packer(default=_default, use_bin_type=True).pack(obj)

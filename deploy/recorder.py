@@ -93,7 +93,9 @@ def replay(path: str | os.PathLike[str], policy: Policy, *, atol: float = 1e-5) 
         if request.get("endpoint") != "infer" or reply.get("status") != "ok":
             continue
         sent = np.asarray(reply["result"]["actions"], dtype=np.float32)
-        again = np.asarray(policy.infer(request["obs"]), dtype=np.float32)
+        # Writable copies: offline, so there is no reason to hand the policy read-only views.
+        obs = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in request["obs"].items()}
+        again = np.asarray(policy.infer(obs), dtype=np.float32)
         replayed += 1
         if again.shape != sent.shape:
             mismatches += 1

@@ -18,7 +18,6 @@ False and the robosuite horizon is disabled.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, ClassVar
 
@@ -29,8 +28,6 @@ from envs.fast_render import fast_render as fast_render_scope
 from envs.suites import TaskInfo, get_task, init_states
 
 __all__ = ["ActionError", "LiberoEnv", "upright"]
-
-logger = logging.getLogger(__name__)
 
 ACTION_DIM = 7
 STATE_DIM = 8

@@ -43,14 +43,11 @@ from envs.oracle_geometry import (
     rotation_error,
     segment_box_overlap,
     wrap_angle,
-    xy_distance_to_box,
 )
+from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, plan_grasp
 
 __all__ = [
-    "DEFAULT_GRASP",
-    "GRASP_SPECS",
     "Decision",
-    "GraspSpec",
     "OracleConfig",
     "OracleTaskError",
     "PrivilegedObservationError",
@@ -74,28 +71,6 @@ class PrivilegedObservationError(ValueError):
 
 class OracleTaskError(ValueError):
     """The BDDL goal is not one the oracle knows how to achieve."""
-
-
-@dataclass(frozen=True)
-class GraspSpec:
-    """How to grasp one object category."""
-
-    # "rim": pinch the wall of an open vessel; "top": straddle the body from above.
-    kind: Literal["rim", "top"] = "top"
-    # rim: distance of the grasp point from the vessel's axis (m).
-    rim_radius: float = 0.0
-    # rim: grasp height above the body origin along the vessel's up axis;
-    # top: depth of the grasp point below the object's top (m).
-    height: float = 0.03
-    # rim: finger gap when pinching the wall (m); top grasps use the object's width.
-    rim_thickness: float = 0.0
-
-
-# The bowl's wall is ~1 cm thick and 5.1 cm tall: pinch it 1 cm below the rim.
-GRASP_SPECS: dict[str, GraspSpec] = {
-    "akita_black_bowl": GraspSpec(kind="rim", rim_radius=0.05, height=0.041, rim_thickness=0.01),
-}
-DEFAULT_GRASP = GraspSpec(kind="top", height=0.03)
 
 
 @dataclass(frozen=True)
@@ -134,17 +109,8 @@ class OracleConfig:
     release_tolerance: float = 0.015
     # Height of the grip site over the placed object's top when retreating.
     retreat_height: float = 0.1
-    # Fingertips reach ~1.3 cm below the grip site: keep top grasps this far above the object's bottom.
-    min_grasp_height: float = 0.014
-    # Horizontal extents within this ratio count as round (grasp along world y).
-    round_ratio: float = 1.15
-    # Rim grasps: candidate sides, as angles from "facing the robot" (rad).
-    rim_angle_offsets: tuple[float, ...] = tuple(np.deg2rad(np.arange(-90.0, 91.0, 15.0)).tolist())
-    # Rim grasps: reach of the open outer finger beyond the grasp point, and the room it needs.
-    outer_finger_reach: float = 0.055
-    finger_clearance_xy: float = 0.025
-    # How far the fingertips reach below the grip site.
-    fingertip_depth: float = 0.013
+    # Grasp planning (gripper dimensions, candidate grasps).
+    grasp: GraspConfig = field(default_factory=GraspConfig)
 
 
 @dataclass(frozen=True)
@@ -210,13 +176,13 @@ class ScriptedOracle(Policy):
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
         current_yaw = gripper_yaw(quat_to_mat(priv["eef_quat"]))
-        grasp_point, grasp_yaw, width = self._grasp(priv, obj_name)
+        grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp)
 
-        if self._held(obj, eef, gap, width):
+        if self._held(obj, eef, gap, grasp.width):
             return self._transport(priv, obj_name, placement, eef, current_yaw)
         if self._placed(obj, placement):
             return self._retreat(obj, eef, current_yaw, gap)
-        return self._pick(priv, obj_name, grasp_point, grasp_yaw, eef, current_yaw, gap)
+        return self._pick(priv, obj_name, grasp.point, grasp.yaw, eef, current_yaw, gap)
 
     def action(self, priv: Mapping[str, Any], decision: Decision) -> np.ndarray:
         """Saturated proportional OSC_POSE command ``(7,)`` float32 towards ``decision``."""
@@ -261,80 +227,6 @@ class ScriptedOracle(Policy):
             support = centre[2] - half[2] if relation == "in" else centre[2] + half[2]
             return _Placement(xy=centre[:2], support_z=float(support), relation=relation, region=(centre, rot, size))
         raise OracleTaskError(f"goal target {target_name!r}: expected an object or a site in privileged state")
-
-    def _grasp(self, priv: Mapping[str, Any], obj_name: str) -> tuple[np.ndarray, float, float]:
-        """Grasp point (world), finger-axis yaw and expected finger gap for the object's current pose."""
-        cfg = self.config
-        obj = priv["objects"][obj_name]
-        spec = self.grasps.get(obj["category"], DEFAULT_GRASP)
-        box = np.asarray(obj["aabb"], dtype=np.float64)
-        if spec.kind == "rim":
-            rot = quat_to_mat(obj["quat"])
-            up = rot[:, 2]
-            radial = self._rim_direction(priv, obj_name)
-            radial = radial - radial.dot(up) * up
-            radial /= np.linalg.norm(radial)
-            point = np.asarray(obj["pos"], dtype=np.float64) + spec.height * up + spec.rim_radius * radial
-            return point, float(np.arctan2(radial[0], -radial[1])), spec.rim_thickness
-        extent = box[1] - box[0]
-        centre = (box[0] + box[1]) / 2.0
-        z = max(box[1, 2] - spec.height, box[0, 2] + cfg.min_grasp_height)
-        across_y = extent[1] <= extent[0] * cfg.round_ratio
-        yaw = 0.0 if across_y else np.pi / 2
-        width = float(extent[1] if across_y else extent[0])
-        return np.array([centre[0], centre[1], z]), yaw, width
-
-    def _rim_direction(self, priv: Mapping[str, Any], obj_name: str) -> np.ndarray:
-        """Horizontal side of a vessel to pinch: the roomiest side of a container it sits in, else the
-        side facing the robot (the arm is near full stretch at the far edge of the table)."""
-        obj = priv["objects"][obj_name]
-        box = np.asarray(obj["aabb"], dtype=np.float64)
-        centre = (box[0] + box[1]) / 2.0
-        for name, site in priv["sites"].items():
-            if not site["parent"] or site["parent"] == obj_name:
-                continue
-            rot = np.asarray(site["rot"], dtype=np.float64)
-            size = np.asarray(site["size"], dtype=np.float64)
-            site_pos = np.asarray(site["pos"], dtype=np.float64)
-            if not point_in_box(centre, site_pos, rot, size):
-                continue
-            horizontal = [i for i in range(3) if abs(rot[2, i]) < 0.5]
-            axis_index = max(horizontal, key=lambda i: size[i])
-            axis = rot[:, axis_index].copy()
-            axis[2] = 0.0
-            axis /= np.linalg.norm(axis)
-            offset = float((centre - site_pos) @ axis)
-            # The outer finger needs room beyond the wall: pick the side with the larger gap.
-            return axis if size[axis_index] - offset >= size[axis_index] + offset else -axis
-        return self._clear_rim_direction(priv, obj_name, centre)
-
-    def _clear_rim_direction(self, priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) -> np.ndarray:
-        """Rim side nearest to facing the robot whose outer finger keeps clear of other objects.
-
-        Facing the robot keeps the reach short; a neighbour standing where the outer finger
-        would go (e.g. a ramekin beside the bowl) turns the grasp sideways, up to 90 degrees.
-        """
-        cfg = self.config
-        spec = self.grasps[priv["objects"][obj_name]["category"]]
-        towards = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2] - centre[:2]
-        base_angle = float(np.arctan2(towards[1], towards[0]))
-        fingertip_z = float(np.asarray(priv["objects"][obj_name]["pos"])[2]) + spec.height - cfg.fingertip_depth
-        obstacles = [
-            np.asarray(other["aabb"], dtype=np.float64)
-            for name, other in priv["objects"].items()
-            if name != obj_name and float(np.asarray(other["aabb"])[1, 2]) > fingertip_z
-        ]
-        best, best_score = base_angle, -np.inf
-        for offset in cfg.rim_angle_offsets:
-            angle = base_angle + offset
-            direction = np.array([np.cos(angle), np.sin(angle)])
-            finger = centre[:2] + (spec.rim_radius + cfg.outer_finger_reach) * direction
-            clearance = min((xy_distance_to_box(finger, box) for box in obstacles), default=np.inf)
-            # Every side with enough room scores the same; among those the one facing the robot wins.
-            score = min(clearance, cfg.finger_clearance_xy) - 1e-3 * abs(offset)
-            if score > best_score:
-                best, best_score = angle, score
-        return np.array([np.cos(best), np.sin(best), 0.0])
 
     def _held(self, obj: Mapping[str, Any], eef: np.ndarray, gap: float, width: float) -> bool:
         cfg = self.config

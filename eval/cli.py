@@ -113,6 +113,7 @@ def _run_libero(args: argparse.Namespace) -> int:
     from envs.suites import UnknownSuiteError
     from eval.libero.config import EvalConfig
     from eval.libero.harness import OutputExistsError, PlanError, ResumeMismatchError, run_eval
+    from eval.libero.workers import WorkerStartupError
 
     try:
         config = EvalConfig(
@@ -145,6 +146,9 @@ def _run_libero(args: argparse.Namespace) -> int:
     except (OutputExistsError, PlanError, ResumeMismatchError, UnknownSuiteError) as exc:
         logger.error("%s", exc)
         return 2
+    except WorkerStartupError as exc:
+        logger.error("%s", exc)
+        return 1
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 

@@ -21,19 +21,21 @@ def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs):
     return sdpa_flop_count(query, key, value)
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("impl", ["split", "mask"])
-def test_analytic_flops_equal_counted_flops_on_tiny(variant, impl):
+@pytest.mark.parametrize(
+    ("variant", "impl", "batch_size"),
+    [("cogvla", "split", 2), ("cogvla", "mask", 1), ("dense", "split", 1), ("no-efa", "mask", 1), ("no-lfp", "split", 1)],
+)
+def test_analytic_flops_equal_counted_flops_on_tiny(variant, impl, batch_size):
     torch.manual_seed(0)
     config = get_preset("tiny", variant).replace(attention_impl=impl)
     model = CogVLAModel(config).eval()
-    batch = fake_batch(config, batch_size=2, prompt_tokens=17)
+    batch = fake_batch(config, batch_size=batch_size, prompt_tokens=17)
     counter = FlopCounterMode(
         display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
     )
     with torch.no_grad(), counter:
         model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
-    assert count_flops(config, prompt_tokens=17, batch_size=2).total == counter.get_total_flops()
+    assert count_flops(config, prompt_tokens=17, batch_size=batch_size).total == counter.get_total_flops()
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

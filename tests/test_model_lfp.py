@@ -91,8 +91,13 @@ def test_router_gets_gradients():
     model = CogVLAModel(get_preset("tiny")).train()
     loss, _ = model.compute_loss(fake_batch(model.config, left_pad=[0, 3]))
     loss.backward()
-    routers = [layer.router for layer in model.llm.layers if layer.router is not None]
-    assert routers
-    for router in routers:
-        for name, param in router.named_parameters():
+    routed = [layer for layer in model.llm.layers if layer.router is not None]
+    assert len(routed) == 4
+    for position, layer in enumerate(routed):
+        for name, param in layer.router.named_parameters():
+            # The last layer's vision outputs are read by nothing, so its FiLM (which only
+            # shapes vision scores) gets no gradient; its classifier still learns through
+            # the probabilities of the kept prompt and action tokens.
+            if position == len(routed) - 1 and not name.startswith("router."):
+                continue
             assert param.grad is not None and param.grad.abs().sum() > 0, f"router parameter {name} got no gradient"

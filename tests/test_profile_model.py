@@ -36,8 +36,10 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 
 def _is_summary(value: object) -> bool:
-    return isinstance(value, dict) and set(value) == set(SUMMARY_KEYS) and all(
-        isinstance(value[key], float) and math.isfinite(value[key]) for key in SUMMARY_KEYS
+    return (
+        isinstance(value, dict)
+        and set(value) == set(SUMMARY_KEYS)
+        and all(isinstance(value[key], float) and math.isfinite(value[key]) for key in SUMMARY_KEYS)
     )
 
 
@@ -53,7 +55,10 @@ def test_json_has_documented_schema(profiled: tuple[dict, Path]) -> None:
         assert set(info["stages"]) == set(STAGES)
         assert all(_is_summary(info["stages"][stage]) for stage in STAGES)
         assert isinstance(info["llm_tokens"], int)
-        assert info["llm_tokens"] == 1 + config.num_vision_tokens + 1 + DEFAULT_PROMPT_TOKENS + config.num_action_tokens + 1
+        assert (
+            info["llm_tokens"]
+            == 1 + config.num_vision_tokens + 1 + DEFAULT_PROMPT_TOKENS + config.num_action_tokens + 1
+        )
         assert info["kept_per_layer"] == config.kept_vision_tokens()
         assert all(isinstance(k, int) for k in info["kept_per_layer"])
         assert isinstance(info["peak_mem_mb"], float) and info["peak_mem_mb"] >= 0

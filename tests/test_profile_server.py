@@ -28,8 +28,15 @@ from eval.profile.server_profile import COMPONENTS, ServerProfileConfig, split_t
 
 def test_split_components_add_up_to_the_client_latency() -> None:
     timing = {
-        "client_encode_ms": 0.2, "client_decode_ms": 0.05, "decode_ms": 0.1, "round_trip_ms": 30.0,
-        "total_ms": 28.0, "queue_ms": 1.0, "preprocess_ms": 2.0, "model_ms": 24.0, "postprocess_ms": 0.5,
+        "client_encode_ms": 0.2,
+        "client_decode_ms": 0.05,
+        "decode_ms": 0.1,
+        "round_trip_ms": 30.0,
+        "total_ms": 28.0,
+        "queue_ms": 1.0,
+        "preprocess_ms": 2.0,
+        "model_ms": 24.0,
+        "postprocess_ms": 0.5,
         "client_total_ms": 30.4,
     }
     parts = split_timing(timing)
@@ -83,7 +90,9 @@ def test_config_rejects_bad_client_counts(tmp_path: Path) -> None:
 def test_profile_server_end_to_end(tmp_path: Path) -> None:
     checkpoint = tmp_path / "ckpt"
     tokenizer = PromptTokenizer.train(["pick up the black bowl and place it on the plate"], vocab_size=300)
-    CogVLAModel(get_preset("tiny")).save_pretrained(checkpoint, tokenizer=tokenizer, norm_stats=identity_norm_stats())
+    CogVLAModel(get_preset("tiny")).save_pretrained(
+        checkpoint, tokenizer=tokenizer, norm_stats=identity_norm_stats()
+    )
     out = tmp_path / "server.json"
     argv = ["profile", "server", "--checkpoint", str(checkpoint), "--clients", "1,2", "--requests", "2"]
     argv += ["--warmup", "1", "--json", str(out)]

@@ -32,9 +32,11 @@ class EchoPolicy(Policy):
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.batches: list[int] = []
+        self.running = threading.Event()
 
     def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
         self.batches.append(len(observations))
+        self.running.set()
         if self.delay_s:
             time.sleep(self.delay_s)
         chunks = []
@@ -211,15 +213,18 @@ def test_oversized_message_is_refused_without_harm() -> None:
 
 
 def test_client_vanishing_mid_request_costs_nothing() -> None:
-    with serving(EchoPolicy(delay_s=0.1)) as (server, core):
+    policy = EchoPolicy(delay_s=0.1)
+    with serving(policy) as (server, core):
         sock = zmq.Context.instance().socket(zmq.REQ)
         sock.connect(server.endpoint)
         sock.send(infer_payload(make_obs(1.0)))
-        sock.close(linger=0)
+        assert policy.running.wait(5)  # the request is being computed...
+        sock.close(linger=0)  # ...when its client goes away
         with PolicyClient(server.endpoint, timeout_ms=3000) as client:
             np.testing.assert_array_equal(client.infer(make_obs(2.0))[0, 0], 2.0)
             assert client.ping()["protocol_version"] == 1
-        assert core.stats()["failed"] == 0
+        stats = core.stats()
+        assert (stats["served"], stats["failed"]) == (2, 0)
 
 
 def test_eight_clients_200_requests_each_reach_the_right_client() -> None:
@@ -251,9 +256,14 @@ def test_full_queue_answers_overloaded_at_once() -> None:
         context = zmq.Context.instance()
         socks = [context.socket(zmq.DEALER) for _ in range(6)]
         try:
-            for i, sock in enumerate(socks):
+            for sock in socks:  # connect everyone first so that the six requests arrive together
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(server.endpoint)
+                sock.send_multipart([b"", encode({"v": 1, "endpoint": "ping"})])
+            for sock in socks:
+                assert sock.poll(5000)
+                sock.recv_multipart()
+            for i, sock in enumerate(socks):
                 sock.send_multipart([b"", infer_payload(make_obs(float(i)), session=f"s{i}")])
             codes = []
             for sock in socks:
@@ -277,7 +287,7 @@ def test_expired_request_gets_deadline_exceeded_and_is_not_computed() -> None:
         ):
             blocker = threading.Thread(target=busy.infer, args=(make_obs(1.0),))
             blocker.start()
-            time.sleep(0.05)
+            assert policy.running.wait(5)
             with pytest.raises(Exception, match=r"\[deadline_exceeded\]") as info:
                 hurried.infer(make_obs(2.0))
             assert info.value.code == "deadline_exceeded"

@@ -138,7 +138,7 @@ def build_report(
         "discarded": discarded,
         "target": {
             "tensors": len(tensors),
-            "uninitialized": [],
+            "uninitialized": [name for name, value in model.state_dict().items() if value.is_meta],
             "total_params": sum(p.numel() for p in model.parameters()),
             "params_by_module": dict(by_module),
             "dtypes": dict(dtype_counts),

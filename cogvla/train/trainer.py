@@ -238,6 +238,7 @@ def _run(
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm) if config.max_grad_norm else None
         )
+        step_lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         window_steps += 1
@@ -247,12 +248,12 @@ def _run(
             elapsed = time.perf_counter() - window_start
             last_loss, last_rate = mean_loss, window_steps * config.global_batch / elapsed
             if log is not None:
-                record = {"step": done, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "samples_per_s": last_rate}
+                record = {"step": done, "loss": mean_loss, "lr": step_lr, "samples_per_s": last_rate}
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
                 record.update({key: value for key, value in step_metrics.items() if key != "l1"})
                 log.write(record)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", sps=f"{last_rate:.0f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{step_lr:.2e}", sps=f"{last_rate:.1f}")
             window_loss.zero_()
             window_steps, window_start = 0, time.perf_counter()
         bar.update()

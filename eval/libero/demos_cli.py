@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the demos and print the report."""
+    from envs.suites import UnknownSuiteError
     from eval.libero.demos import DemoConfig, generate_demos
+    from eval.libero.workers import WorkerStartupError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -81,5 +83,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
-    print(json.dumps(generate_demos(config), indent=2, sort_keys=True))
+    try:
+        report = generate_demos(config)
+    except UnknownSuiteError as exc:
+        logger.error("%s", exc)
+        return 2
+    except WorkerStartupError as exc:
+        logger.error("%s", exc)
+        return 1
+    print(json.dumps(report, indent=2, sort_keys=True))
     return 0

@@ -10,7 +10,6 @@ because the caller has to throw that env away.
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +29,6 @@ __all__ = [
     "latency_summary",
     "run_episode",
 ]
-
-logger = logging.getLogger(__name__)
 
 # The settle action: hold still with the gripper open.
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)

@@ -52,27 +52,42 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per variant (default: 3)")
     parser.add_argument("--iters", type=int, default=20, help="timed forwards per variant (default: 20)")
     parser.add_argument(
-        "--prompt-tokens", type=int, default=DEFAULT_PROMPT_TOKENS, help="prompt length of the synthetic query"
+        "--prompt-tokens",
+        type=int,
+        default=DEFAULT_PROMPT_TOKENS,
+        help="prompt length of the synthetic query",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="output JSON (a PNG is written beside it)")
-    parser.add_argument("--png", type=Path, default=None, help="output PNG (default: the JSON path with .png)")
+    parser.add_argument(
+        "--png", type=Path, default=None, help="output PNG (default: the JSON path with .png)"
+    )
 
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: the server's)")
-    parser.add_argument("--clients", type=_counts, default=(1, 8), help="client counts, one run each (default: 1,8)")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="checkpoint folder (default: the server's)"
+    )
+    parser.add_argument(
+        "--clients", type=_counts, default=(1, 8), help="client counts, one run each (default: 1,8)"
+    )
     parser.add_argument("--requests", type=int, default=30, help="timed requests per client and run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests per client and run")
     parser.add_argument("--device", default="cpu", help="torch device of the served model")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--image-size", type=int, default=None, help="camera side sent (default: the policy's)")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="camera side sent (default: the policy's)"
+    )
     parser.add_argument("--timeout-ms", type=int, default=60_000, help="client timeout per request")
-    parser.add_argument("--json", type=Path, default=None, help="output JSON (a histogram PNG is written beside it)")
-    parser.add_argument("--png", type=Path, default=None, help="output PNG (default: the JSON path with .png)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="output JSON (a histogram PNG is written beside it)"
+    )
+    parser.add_argument(
+        "--png", type=Path, default=None, help="output PNG (default: the JSON path with .png)"
+    )
 
 
 def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,8 +97,12 @@ def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--renders", type=int, default=10, help="timed renders per camera")
     parser.add_argument("--resets", type=int, default=3, help="timed resets")
-    parser.add_argument("--modes", type=_names, default=("standard", "fast_render"), help="standard,fast_render")
-    parser.add_argument("--policy-ms", type=float, default=None, help="policy latency per query, for the share")
+    parser.add_argument(
+        "--modes", type=_names, default=("standard", "fast_render"), help="standard,fast_render"
+    )
+    parser.add_argument(
+        "--policy-ms", type=float, default=None, help="policy latency per query, for the share"
+    )
     parser.add_argument("--chunk", type=int, default=8, help="actions executed per policy query")
     parser.add_argument("--json", type=Path, default=None, help="output JSON")
 
@@ -91,7 +110,9 @@ def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``model``, ``table``, ``server`` and ``env`` sub-targets."""
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
-    _add_model_arguments(targets.add_parser("model", help="per-stage latency, FLOPs and memory of model variants"))
+    _add_model_arguments(
+        targets.add_parser("model", help="per-stage latency, FLOPs and memory of model variants")
+    )
     table = targets.add_parser("table", help="paper-style efficiency table of a `profile model` JSON")
     table.add_argument("--json", type=Path, required=True, help="output of `cogvla profile model`")
     _add_server_arguments(targets.add_parser("server", help="ZeroMQ round-trip breakdown, 1..N clients"))

@@ -44,7 +44,11 @@ def load_result(path: str | Path) -> dict[str, Any]:
 
 
 def _check(result: Any, where: str) -> None:
-    if not isinstance(result, Mapping) or not isinstance(result.get("variants"), Mapping) or not result["variants"]:
+    if (
+        not isinstance(result, Mapping)
+        or not isinstance(result.get("variants"), Mapping)
+        or not result["variants"]
+    ):
         raise ProfileResultError(f"{where}: expected a model profile with a non-empty 'variants' map")
     for name, info in result["variants"].items():
         missing = [key for key in _REQUIRED_VARIANT_KEYS if key not in info]

@@ -118,7 +118,9 @@ def _profile_mode(config: EnvProfileConfig, fast: bool, bar: tqdm) -> dict[str, 
         def action() -> np.ndarray:
             return rng.uniform(-config.action_scale, config.action_scale, 7)
 
-        out["step_render_ms"] = summarize(_timed_ms(lambda: env.step(action()), config.steps), "step_render_ms")
+        out["step_render_ms"] = summarize(
+            _timed_ms(lambda: env.step(action()), config.steps), "step_render_ms"
+        )
         bar.update(1)
         robosuite_env = raw.env
         names = [f"{camera}_image" for camera in CAMERAS]
@@ -135,8 +137,10 @@ def _profile_mode(config: EnvProfileConfig, fast: bool, bar: tqdm) -> dict[str, 
         side = config.image_size
         out["render_ms"] = {
             camera: summarize(
-                _timed_ms(lambda camera=camera: raw.sim.render(camera_name=camera, width=side, height=side),
-                          config.renders),
+                _timed_ms(
+                    lambda camera=camera: raw.sim.render(camera_name=camera, width=side, height=side),
+                    config.renders,
+                ),
                 f"render_ms.{camera}",
             )
             for camera in CAMERAS
@@ -156,7 +160,9 @@ def _episode_estimate(mode: dict[str, Any], config: EnvProfileConfig) -> dict[st
     if config.policy_ms is not None:
         queries = -(-MAX_STEPS.get(config.suite, 0) // config.chunk)
         policy_s = queries * config.policy_ms / 1000.0
-        estimate.update({"policy_queries": queries, "policy_s": policy_s, "simulator_share": sim_s / (sim_s + policy_s)})
+        estimate.update(
+            {"policy_queries": queries, "policy_s": policy_s, "simulator_share": sim_s / (sim_s + policy_s)}
+        )
     return estimate
 
 
@@ -208,12 +214,17 @@ def format_env_table(result: dict[str, Any]) -> str:
             for camera in CAMERAS
         ],
         ("RSS after creation (MB)", lambda m: f"{m['rss_mb_after_create']:.0f}"),
-        ("episode simulator time (s)", lambda m: f"{m['episode']['simulator_s']:.1f} ({m['episode']['steps']} steps)"),
+        (
+            "episode simulator time (s)",
+            lambda m: f"{m['episode']['simulator_s']:.1f} ({m['episode']['steps']} steps)",
+        ),
     ]
     if all("simulator_share" in modes[name]["episode"] for name in names):
         rows.append(("simulator share of episode", lambda m: f"{m['episode']['simulator_share']:.0%}"))
     lines = ["| measurement | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(cell(modes[name]) for name in names) + " |" for label, cell in rows]
+    lines += [
+        f"| {label} | " + " | ".join(cell(modes[name]) for name in names) + " |" for label, cell in rows
+    ]
     lines.append(
         f"\n{result['suite']} task {result['task_id']}, {result['image_size']} px, MUJOCO_GL={result['mujoco_gl']}, "
         f"import libero {result['import_libero_s']:.2f} s, load average before/after "

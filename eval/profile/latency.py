@@ -23,9 +23,13 @@ def summarize(samples_ms: Sequence[float], name: str = "samples") -> dict[str, f
     """
     values = np.asarray(samples_ms, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
-        raise EmptySampleError(f"{name}: expected a non-empty 1-D list of durations, got shape {values.shape}")
+        raise EmptySampleError(
+            f"{name}: expected a non-empty 1-D list of durations, got shape {values.shape}"
+        )
     if not np.isfinite(values).all():
-        raise ValueError(f"{name}: expected finite durations, got {int((~np.isfinite(values)).sum())} NaN/inf")
+        raise ValueError(
+            f"{name}: expected finite durations, got {int((~np.isfinite(values)).sum())} NaN/inf"
+        )
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(values.mean())}
 

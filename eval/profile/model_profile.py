@@ -93,7 +93,9 @@ class ModelProfileConfig:
             raise ProfileConfigError("variants: expected at least one variant, got none")
         unknown = [name for name in self.variants if name not in VARIANTS]
         if unknown:
-            raise ProfileConfigError(f"variants: expected names from {sorted(VARIANTS)}, got unknown {unknown}")
+            raise ProfileConfigError(
+                f"variants: expected names from {sorted(VARIANTS)}, got unknown {unknown}"
+            )
         if len(set(self.variants)) != len(self.variants):
             raise ProfileConfigError(f"variants: expected distinct names, got {list(self.variants)}")
         for name, minimum in (("batch", 1), ("iters", 1), ("warmup", 0), ("prompt_tokens", 1)):
@@ -137,7 +139,9 @@ def stage_modules(model: CogVLAModel) -> dict[str, list[torch.nn.Module]]:
     }
 
 
-def synthetic_inputs(model: CogVLAModel, batch: int, prompt_tokens: int, seed: int) -> tuple[torch.Tensor, ...]:
+def synthetic_inputs(
+    model: CogVLAModel, batch: int, prompt_tokens: int, seed: int
+) -> tuple[torch.Tensor, ...]:
     """``(pixel_values, input_ids, attention_mask, proprio)`` of ``batch`` unpadded random queries."""
     config = model.config
     generator = torch.Generator().manual_seed(seed)
@@ -150,7 +154,9 @@ def synthetic_inputs(model: CogVLAModel, batch: int, prompt_tokens: int, seed: i
     return pixels, ids, mask, proprio
 
 
-def _sdpa_cpu_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _sdpa_cpu_flops(
+    query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     # FlopCounterMode has formulas for the CUDA SDPA kernels only; the CPU flash kernel
     # would count as zero. Scores (Sq x Sk x d) plus values (Sq x Sk x d_v), 2 FLOPs per MAC.
     batch, heads, queries, head_dim = query
@@ -167,7 +173,11 @@ def measured_flops(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> 
     """FLOPs of one forward as counted by ``FlopCounterMode`` (CPU SDPA kernel included)."""
     mapping = {_aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
     device = inputs[0].device
-    with torch.inference_mode(), _autocast(device), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+    with (
+        torch.inference_mode(),
+        _autocast(device),
+        FlopCounterMode(display=False, custom_mapping=mapping) as counter,
+    ):
         model(*inputs)
     return int(counter.get_total_flops())
 
@@ -203,7 +213,9 @@ def _build(config: ModelProfileConfig, variant: str, device: torch.device) -> _S
         torch.manual_seed(config.seed)
         model = CogVLAModel(model_config)
     model = model.to(device).eval()
-    inputs = tuple(t.to(device) for t in synthetic_inputs(model, config.batch, config.prompt_tokens, config.seed))
+    inputs = tuple(
+        t.to(device) for t in synthetic_inputs(model, config.batch, config.prompt_tokens, config.seed)
+    )
     timer = StageTimer(stage_modules(model), device)
     samples: dict[str, list[float]] = {name: [] for name in (*STAGES, TOTAL, UNATTRIBUTED)}
     return _Subject(variant, model, inputs, timer, samples)
@@ -286,7 +298,9 @@ def profile_models(config: ModelProfileConfig, out_png: Path | None = None) -> d
         "prompt_tokens": config.prompt_tokens,
         "seed": config.seed,
         "schedule": "round-robin over variants after per-variant warm-up",
-        "timing_method": "cuda events, one synchronize per forward" if device.type == "cuda" else "time.perf_counter",
+        "timing_method": "cuda events, one synchronize per forward"
+        if device.type == "cuda"
+        else "time.perf_counter",
         "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
         "torch_version": torch.__version__,
         "machine": cpu_model(),

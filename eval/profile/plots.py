@@ -8,9 +8,10 @@ from typing import Any
 
 import matplotlib
 
+# the backend must be chosen before pyplot is imported
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["plot_model_profile", "plot_server_histogram"]
 
@@ -41,7 +42,9 @@ def plot_model_profile(result: Mapping[str, Any], path: str | Path) -> Path:
         )
     bars.set_ylim(0, bottom.max() * 1.2 if bottom.max() > 0 else 1)
     bars.set_ylabel("mean latency per forward (ms)")
-    bars.set_title(f"{result['preset']} on {result['device']}, batch {result['batch']}, {result['threads']} threads")
+    bars.set_title(
+        f"{result['preset']} on {result['device']}, batch {result['batch']}, {result['threads']} threads"
+    )
     bars.legend(fontsize=8)
     for name in names:
         kept = variants[name]["kept_per_layer"]

@@ -33,7 +33,14 @@ from tqdm import tqdm
 from eval.profile.latency import summarize
 from eval.profile.model_profile import load_average
 
-__all__ = ["COMPONENTS", "ServerProfileConfig", "ServerStartError", "format_server_table", "profile_server", "split_timing"]
+__all__ = [
+    "COMPONENTS",
+    "ServerProfileConfig",
+    "ServerStartError",
+    "format_server_table",
+    "profile_server",
+    "split_timing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +86,9 @@ class ServerProfileConfig:
             raise ValueError(f"checkpoint: expected a checkpoint folder, got {self.checkpoint}")
 
 
-def _serve_process(checkpoint: str | None, device: str, max_batch: int, max_wait_ms: float, conn: Any) -> None:
+def _serve_process(
+    checkpoint: str | None, device: str, max_batch: int, max_wait_ms: float, conn: Any
+) -> None:
     """Child process: load the policy as ``cogvla serve`` does, serve until the parent says stop."""
     try:
         from deploy.core import BatchingConfig, InferenceCore
@@ -94,11 +103,15 @@ def _serve_process(checkpoint: str | None, device: str, max_batch: int, max_wait
         core = InferenceCore(policy, BatchingConfig(max_batch=max_batch, max_wait_ms=max_wait_ms))
         core.warmup()
         core.start()
-        server = ZmqPolicyServer(RequestHandler(core, info={"weights": weights}), ZmqServerConfig(port=0)).start()
+        server = ZmqPolicyServer(
+            RequestHandler(core, info={"weights": weights}), ZmqServerConfig(port=0)
+        ).start()
     except Exception as exc:  # reported to the parent, which raises ServerStartError
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"endpoint": server.endpoint, "weights": weights, "stage_split_source": split_source}))
+    conn.send(
+        ("ready", {"endpoint": server.endpoint, "weights": weights, "stage_split_source": split_source})
+    )
     try:
         conn.recv()
     except EOFError:
@@ -206,7 +219,9 @@ def _client_worker(
         barrier.abort()
 
 
-def _run_clients(endpoint: str, config: ServerProfileConfig, metadata: dict[str, Any], clients: int) -> dict[str, Any]:
+def _run_clients(
+    endpoint: str, config: ServerProfileConfig, metadata: dict[str, Any], clients: int
+) -> dict[str, Any]:
     barrier = threading.Barrier(clients + 1)
     records: list[dict[str, float]] = []
     errors: list[str] = []
@@ -302,9 +317,7 @@ def format_server_table(result: dict[str, Any]) -> str:
             cells.append(f"{summary['p50_ms']:.2f} | {summary['p99_ms']:.2f}")
         lines.append(f"| {component} | " + " | ".join(cells) + " |")
     lines.append(
-        "| throughput (req/s) | "
-        + " | ".join(f"{runs[n]['throughput_rps']:.1f} | " for n in names)
-        + " |"
+        "| throughput (req/s) | " + " | ".join(f"{runs[n]['throughput_rps']:.1f} | " for n in names) + " |"
     )
     lines.append(
         "| mean batch size | " + " | ".join(f"{runs[n]['batch_size']['mean']:.2f} | " for n in names) + " |"

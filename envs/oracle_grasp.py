@@ -1,0 +1,205 @@
+"""Where and at which yaw the scripted oracle grasps an object, from its current pose alone.
+
+Two grasp kinds, chosen per object category (``GRASP_SPECS``):
+
+- ``"rim"``: pinch the wall of an open vessel (the bowls), one finger inside, one outside.
+  The side to pinch faces the robot when there is room; inside a container (a drawer) it
+  is the roomiest side of the container.
+- ``"top"``: straddle the body from above across its narrow horizontal side (cans,
+  bottles, cartons, boxes).
+
+Among a few candidate yaws/offsets, the planner keeps the one whose open fingers and hand
+stay clearest of neighbouring objects, preferring the undisturbed default on ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from envs.oracle_geometry import point_in_box, quat_to_mat, rectangle_clearance
+
+__all__ = ["DEFAULT_GRASP", "GRASP_SPECS", "Grasp", "GraspConfig", "GraspSpec", "plan_grasp"]
+
+
+@dataclass(frozen=True)
+class GraspSpec:
+    """How to grasp one object category."""
+
+    # "rim": pinch the wall of an open vessel; "top": straddle the body from above.
+    kind: Literal["rim", "top"] = "top"
+    # rim: distance of the grasp point from the vessel's axis (m).
+    rim_radius: float = 0.0
+    # rim: grasp height above the body origin along the vessel's up axis;
+    # top: depth of the grasp point below the object's top (m).
+    height: float = 0.03
+    # rim: finger gap when pinching the wall (m); top grasps use the object's width.
+    rim_thickness: float = 0.0
+
+
+# The bowl's wall is ~3 mm thick, 5.1 cm tall and 5.35 cm in radius: pinch it 1 cm below the rim.
+GRASP_SPECS: dict[str, GraspSpec] = {
+    "akita_black_bowl": GraspSpec(kind="rim", rim_radius=0.05, height=0.041, rim_thickness=0.01),
+}
+DEFAULT_GRASP = GraspSpec(kind="top", height=0.03)
+
+
+@dataclass(frozen=True)
+class GraspConfig:
+    """Gripper dimensions (metres, grip-site frame) and the candidate grasps to try."""
+
+    # Panda hand box: half-length along the finger axis, half-width across it, bottom above the grip site.
+    hand_half_length: float = 0.105
+    hand_half_width: float = 0.035
+    hand_bottom: float = 0.024
+    # Open fingers: reach along the finger axis from the grip site, half-width, depth below the grip site.
+    finger_reach: float = 0.055
+    finger_half_width: float = 0.013
+    fingertip_depth: float = 0.013
+    # Clearance beyond which a candidate counts as free; ties go to the smallest deviation.
+    clearance_cap: float = 0.02
+    # Cost of deviating from the default grasp, per radian of yaw and per metre of slide.
+    yaw_cost: float = 0.004
+    slide_cost: float = 0.1
+    # Widest object the open fingers (7.8 cm) reliably straddle.
+    max_width: float = 0.072
+    # Top grasps: keep the grip site this far above the object's bottom (fingertips reach 1.3 cm lower).
+    min_grasp_height: float = 0.014
+    # Horizontal extents within this ratio count as round.
+    round_ratio: float = 1.15
+    # Rim grasps: candidate sides, as angles from "facing the robot" (rad).
+    rim_angles: tuple[float, ...] = tuple(np.deg2rad(np.arange(-90.0, 91.0, 15.0)).tolist())
+    # Top grasps: yaw offsets from "across the narrow side" (rad) and slides along the long side (m).
+    top_yaws: tuple[float, ...] = tuple(np.deg2rad([0.0, -15.0, 15.0, -30.0, 30.0]).tolist())
+    top_slides: tuple[float, ...] = (0.0, -0.01, 0.01, -0.02, 0.02)
+    # Keep slid grasps this far inside the object's ends.
+    slide_margin: float = 0.02
+
+
+@dataclass(frozen=True)
+class Grasp:
+    """A grasp for the object's current pose."""
+
+    # Grip-site target (world, metres).
+    point: np.ndarray
+    # Finger-axis yaw (rad, from world +y about +z; a half turn gives the same grasp).
+    yaw: float
+    # Expected finger gap once the fingers rest on the object (m).
+    width: float
+
+
+def _axis_yaw(direction: np.ndarray) -> float:
+    """Yaw of a finger axis pointing along horizontal ``direction``."""
+    return float(np.arctan2(direction[0], -direction[1]))
+
+
+def _footprint_clearance(
+    priv: Mapping[str, Any], obj_name: str, point: np.ndarray, direction: np.ndarray, cfg: GraspConfig
+) -> float:
+    """Horizontal room around the open fingers and the hand at ``point`` (finger axis ``direction``)."""
+    fingers, hand = [], []
+    for name, other in priv["objects"].items():
+        if name == obj_name:
+            continue
+        box = np.asarray(other["aabb"], dtype=np.float64)
+        if box[1, 2] > point[2] - cfg.fingertip_depth:
+            fingers.append(box)
+        if box[1, 2] > point[2] + cfg.hand_bottom:
+            hand.append(box)
+    finger_room = rectangle_clearance(point[:2], direction, cfg.finger_reach, cfg.finger_half_width, fingers)
+    hand_room = rectangle_clearance(point[:2], direction, cfg.hand_half_length, cfg.hand_half_width, hand)
+    return min(finger_room, hand_room)
+
+
+def _container_side(priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) -> np.ndarray | None:
+    """Roomiest horizontal side of a fixture region (a drawer) holding the object, if any."""
+    for site in priv["sites"].values():
+        if not site["parent"] or site["parent"] == obj_name:
+            continue
+        rot = np.asarray(site["rot"], dtype=np.float64)
+        size = np.asarray(site["size"], dtype=np.float64)
+        site_pos = np.asarray(site["pos"], dtype=np.float64)
+        if not point_in_box(centre, site_pos, rot, size):
+            continue
+        horizontal = [i for i in range(3) if abs(rot[2, i]) < 0.5]
+        axis_index = max(horizontal, key=lambda i: size[i])
+        axis = rot[:, axis_index].copy()
+        axis[2] = 0.0
+        axis /= np.linalg.norm(axis)
+        offset = float((centre - site_pos) @ axis)
+        # The outer finger needs room between the wall and the container: take the wider gap.
+        return axis if size[axis_index] - offset >= size[axis_index] + offset else -axis
+    return None
+
+
+def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: GraspConfig) -> Grasp:
+    obj = priv["objects"][obj_name]
+    box = np.asarray(obj["aabb"], dtype=np.float64)
+    centre = (box[0] + box[1]) / 2.0
+    pos = np.asarray(obj["pos"], dtype=np.float64)
+    up = quat_to_mat(obj["quat"])[:, 2]
+
+    def rim_point(direction: np.ndarray) -> np.ndarray:
+        # Follow a tilted vessel (e.g. a bowl resting on a ramekin): radial and height in its own frame.
+        radial = direction - direction.dot(up) * up
+        return pos + spec.height * up + spec.rim_radius * radial / np.linalg.norm(radial)
+
+    side = _container_side(priv, obj_name, centre)
+    if side is not None:
+        return Grasp(rim_point(side), _axis_yaw(side), spec.rim_thickness)
+    towards = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2] - centre[:2]
+    base_angle = float(np.arctan2(towards[1], towards[0]))
+    best, best_score = None, -np.inf
+    for offset in cfg.rim_angles:
+        angle = base_angle + offset
+        direction = np.array([np.cos(angle), np.sin(angle), 0.0])
+        point = rim_point(direction)
+        room = _footprint_clearance(priv, obj_name, point, direction[:2], cfg)
+        score = min(room, cfg.clearance_cap) - cfg.yaw_cost * abs(offset)
+        if score > best_score:
+            best, best_score = Grasp(point, _axis_yaw(direction), spec.rim_thickness), score
+    return best
+
+
+def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: GraspConfig) -> Grasp:
+    box = np.asarray(priv["objects"][obj_name]["aabb"], dtype=np.float64)
+    extent = box[1] - box[0]
+    centre = (box[0] + box[1]) / 2.0
+    z = max(box[1, 2] - spec.height, box[0, 2] + cfg.min_grasp_height)
+    narrow_axis = 1 if extent[1] <= extent[0] else 0
+    narrow, long = extent[narrow_axis], extent[1 - narrow_axis]
+    round_body = long <= narrow * cfg.round_ratio
+    # Straddling round bodies along world y keeps the hand at its home yaw.
+    base = np.array([0.0, 1.0]) if round_body or narrow_axis == 1 else np.array([1.0, 0.0])
+    long_dir = np.array([base[1], -base[0]])
+    slide_limit = 0.0 if round_body else max(long / 2.0 - cfg.slide_margin, 0.0)
+    best, best_score = None, -np.inf
+    for yaw_offset in cfg.top_yaws:
+        c, s = np.cos(yaw_offset), np.sin(yaw_offset)
+        direction = np.array([c * base[0] - s * base[1], s * base[0] + c * base[1]])
+        width = narrow if round_body else narrow * abs(c) + long * abs(s)
+        if width > cfg.max_width and yaw_offset != 0.0:
+            continue
+        for slide in cfg.top_slides:
+            if abs(slide) > slide_limit:
+                continue
+            point = np.array([*(centre[:2] + slide * long_dir), z])
+            room = _footprint_clearance(priv, obj_name, point, direction, cfg)
+            cost = cfg.yaw_cost * abs(yaw_offset) + cfg.slide_cost * abs(slide)
+            score = min(room, cfg.clearance_cap) - cost
+            if score > best_score:
+                best, best_score = Grasp(point, _axis_yaw(direction), float(width)), score
+    return best
+
+
+def plan_grasp(
+    priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
+) -> Grasp:
+    """The grasp of ``obj_name`` for the current privileged state."""
+    spec = specs.get(priv["objects"][obj_name]["category"], DEFAULT_GRASP)
+    if spec.kind == "rim":
+        return _rim_grasp(priv, obj_name, spec, cfg)
+    return _top_grasp(priv, obj_name, spec, cfg)
