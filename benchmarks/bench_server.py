@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing as mp
@@ -104,9 +105,13 @@ def _serve_cogvla(port: int, kind: str, max_batch: int, inline_max_ms: float, re
     from deploy.heap import retain_freed_memory
     from deploy.server import ZmqPolicyServer, ZmqServerConfig
 
-    retain_freed_memory()  # as `cogvla serve` does
+    retain_freed_memory()  # process set-up as in `cogvla serve`
     config = BatchingConfig(max_batch=max_batch, max_queue=256, inline_max_ms=inline_max_ms)
-    core = InferenceCore(_policy(kind), config).start()
+    core = InferenceCore(_policy(kind), config)
+    core.warmup()
+    gc.collect()
+    gc.freeze()
+    core.start()
     server = ZmqPolicyServer(RequestHandler(core), ZmqServerConfig(port=port))
     _stop_on_sigterm(server.stop)
     ready.set()

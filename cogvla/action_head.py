@@ -52,7 +52,9 @@ class L1RegressionHead(nn.Module):
     Shapes: ``(B, chunk * A, D)`` -> ``(B, chunk, A)``.
     """
 
-    def __init__(self, llm_dim: int, hidden_dim: int, chunk_size: int, action_dim: int, num_blocks: int) -> None:
+    def __init__(
+        self, llm_dim: int, hidden_dim: int, chunk_size: int, action_dim: int, num_blocks: int
+    ) -> None:
         super().__init__()
         self.chunk_size = chunk_size
         self.action_dim = action_dim

@@ -89,7 +89,9 @@ def attend(
     prefix = query.shape[2] - num_action
     q_prefix, k_prefix, v_prefix = query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix]
     if all_valid:
-        out_prefix = F.scaled_dot_product_attention(q_prefix, k_prefix, v_prefix, is_causal=True, enable_gqa=gqa)
+        out_prefix = F.scaled_dot_product_attention(
+            q_prefix, k_prefix, v_prefix, is_causal=True, enable_gqa=gqa
+        )
     else:
         prefix_mask = build_attention_mask(valid[:, :prefix], 0, catten=True)
         out_prefix = F.scaled_dot_product_attention(

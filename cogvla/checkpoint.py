@@ -72,7 +72,12 @@ def save_checkpoint(
             f"tokenizer: expected at most {model.config.llm.vocab_size} tokens (llm.vocab_size), "
             f"got {tokenizer.vocab_size}"
         )
-    header = {"format": "cogvla", "format_version": FORMAT_VERSION, "norm_key": norm_key, "config": model.config.to_dict()}
+    header = {
+        "format": "cogvla",
+        "format_version": FORMAT_VERSION,
+        "norm_key": norm_key,
+        "config": model.config.to_dict(),
+    }
     (directory / CONFIG_FILE).write_text(json.dumps(header, indent=2))
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -94,7 +99,9 @@ def read_config(directory: str | Path) -> tuple[CogVLAConfig, str | None]:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != "cogvla":
-        raise CheckpointError(f"{path}: expected a cogvla config (\"format\": \"cogvla\"), got {str(header)[:80]}")
+        raise CheckpointError(
+            f'{path}: expected a cogvla config ("format": "cogvla"), got {str(header)[:80]}'
+        )
     if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: expected format_version {FORMAT_VERSION}, got {header.get('format_version')!r}"

@@ -69,7 +69,9 @@ class ViTConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("dinov2", "siglip"), f"vit.kind: expected 'dinov2' or 'siglip', got {self.kind!r}")
+        _require(
+            self.kind in ("dinov2", "siglip"), f"vit.kind: expected 'dinov2' or 'siglip', got {self.kind!r}"
+        )
         _require(
             self.hidden_size % self.num_heads == 0,
             f"vit.hidden_size: expected a multiple of num_heads={self.num_heads}, got {self.hidden_size}",
@@ -129,7 +131,9 @@ class LLMConfig:
         )
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name)
-            _require(0 <= value < self.vocab_size, f"llm.{name}: expected in [0, {self.vocab_size}), got {value}")
+            _require(
+                0 <= value < self.vocab_size, f"llm.{name}: expected in [0, {self.vocab_size}), got {value}"
+            )
 
     @property
     def kv_heads(self) -> int:
@@ -344,21 +348,38 @@ def _medium() -> CogVLAConfig:
 
 
 def _cogvla_7b() -> CogVLAConfig:
-    # Paper dimensions (reference sections 2.1 and 3): OpenVLA-7B = Llama-2-7B + DINOv2-L/14-reg4 + SigLIP-SO400M/14.
+    # Paper dimensions (reference sections 2.1 and 3):
+    # OpenVLA-7B = Llama-2-7B + DINOv2-L/14-reg4 + SigLIP-SO400M/14.
     return CogVLAConfig(
         name="cogvla-7b",
         variant="cogvla",
         dino=ViTConfig(
-            kind="dinov2", hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096, patch_size=14,
+            kind="dinov2",
+            hidden_size=1024,
+            num_layers=24,
+            num_heads=16,
+            mlp_dim=4096,
+            patch_size=14,
             num_register_tokens=4,
         ),
         siglip=ViTConfig(
-            kind="siglip", hidden_size=1152, num_layers=27, num_heads=16, mlp_dim=4304, patch_size=14,
-            mean=SIGLIP_MEAN, std=SIGLIP_STD,
+            kind="siglip",
+            hidden_size=1152,
+            num_layers=27,
+            num_heads=16,
+            mlp_dim=4304,
+            patch_size=14,
+            mean=SIGLIP_MEAN,
+            std=SIGLIP_STD,
         ),
         llm=LLMConfig(
-            hidden_size=4096, num_layers=32, num_heads=32, intermediate_size=11008, vocab_size=32064,
-            rms_norm_eps=1e-6, pad_token_id=32000,
+            hidden_size=4096,
+            num_layers=32,
+            num_heads=32,
+            intermediate_size=11008,
+            vocab_size=32064,
+            rms_norm_eps=1e-6,
+            pad_token_id=32000,
         ),
         image_size=224,
         num_aggregation_tokens=64,

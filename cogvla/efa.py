@@ -59,7 +59,8 @@ class AggregationRouter(nn.Module):
 class FusedPatchProjector(nn.Module):
     """OpenVLA-OFT projector: channel-concatenated DINOv2||SigLIP patches, 3-layer GELU MLP.
 
-    Widths follow OpenVLA: ``C -> 4C -> D -> D`` with ``C = D_dino + D_siglip`` (2176 -> 8704 -> 4096 -> 4096).
+    Widths follow OpenVLA: ``C -> 4C -> D -> D`` with ``C = D_dino + D_siglip``
+    (7B: 2176 -> 8704 -> 4096 -> 4096).
 
     Shapes: ``dino (B, n, P, D_dino)``, ``siglip (B, n, P, D_siglip)`` -> ``(B, n*P, D)``.
     """

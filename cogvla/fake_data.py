@@ -31,7 +31,9 @@ def fake_batch(
     """
     generator = torch.Generator().manual_seed(seed)
     side = config.image_size
-    input_ids = torch.randint(_FIRST_TEXT_ID, config.llm.vocab_size, (batch_size, prompt_tokens), generator=generator)
+    input_ids = torch.randint(
+        _FIRST_TEXT_ID, config.llm.vocab_size, (batch_size, prompt_tokens), generator=generator
+    )
     attention_mask = torch.ones(batch_size, prompt_tokens, dtype=torch.long)
     for row, pads in enumerate(left_pad or ()):
         attention_mask[row, :pads] = 0

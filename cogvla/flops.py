@@ -95,10 +95,12 @@ def _llm_flops(config: CogVLAConfig, prompt_tokens: int, batch: int) -> dict[str
     block = config.num_action_tokens + 1
     seq = 1 + n_vis + 1 + prompt_tokens + block
     out = {"llm_projections": 0, "llm_mlp": 0, "llm_attention": 0, "llm_routers": 0}
-    for ratio, kept in zip(config.keep_ratios(), config.kept_vision_tokens()):
+    for ratio, kept in zip(config.keep_ratios(), config.kept_vision_tokens(), strict=True):
         tokens = seq - n_vis + kept
         if ratio is not None:
-            film = 2 * (_linear(1, dim, config.router_film_hidden) + _linear(1, config.router_film_hidden, dim))
+            film = 2 * (
+                _linear(1, dim, config.router_film_hidden) + _linear(1, config.router_film_hidden, dim)
+            )
             out["llm_routers"] += film + _linear(seq, dim, 2)
         out["llm_projections"] += _linear(tokens, dim, 2 * dim + 2 * kv_dim)
         out["llm_mlp"] += 3 * _linear(tokens, dim, llm.intermediate_size)
@@ -124,12 +126,16 @@ def count_flops(
     if config.efa:
         dino_dim, siglip_dim = config.dino.hidden_size, config.siglip.hidden_size
         projector = images * (
-            _linear(per_image, dino_dim, dim) + _linear(per_image, siglip_dim, dim) + 2 * _linear(per_image, dim, dim)
+            _linear(per_image, dino_dim, dim)
+            + _linear(per_image, siglip_dim, dim)
+            + 2 * _linear(per_image, dim, dim)
         ) + batch_size * (_linear(1, dim, dim) + _linear(1, dim, 2))
     else:
         fused = config.dino.hidden_size + config.siglip.hidden_size
         projector = images * (
-            _linear(per_image, fused, 4 * fused) + _linear(per_image, 4 * fused, dim) + _linear(per_image, dim, dim)
+            _linear(per_image, fused, 4 * fused)
+            + _linear(per_image, 4 * fused, dim)
+            + _linear(per_image, dim, dim)
         )
     hidden = config.head_hidden
     head_rows = batch_size * config.chunk_size
@@ -191,7 +197,10 @@ def count_params(config: CogVLAConfig) -> dict[str, int]:
     llm_layer = 2 * dim * dim + 2 * dim * kv_dim + 3 * dim * llm.intermediate_size + 2 * dim
     counts["llm"] = llm.vocab_size * dim + llm.num_layers * llm_layer + dim
     if config.efa:
-        film = sum(vit.num_layers * 2 * (dim * vit.hidden_size + vit.hidden_size) for vit in (config.dino, config.siglip))
+        film = sum(
+            vit.num_layers * 2 * (dim * vit.hidden_size + vit.hidden_size)
+            for vit in (config.dino, config.siglip)
+        )
         counts["vision_film"] = film
         counts["aggregation_tokens"] = config.num_aggregation_tokens * (dino_dim + siglip_dim)
         counts["projector_gate"] = sum(d * dim + dim + dim * dim + dim for d in (dino_dim, siglip_dim)) + (

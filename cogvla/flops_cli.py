@@ -25,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cogvla-7b")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="cogvla")
     parser.add_argument(
-        "--prompt-tokens", type=int, default=DEFAULT_PROMPT_TOKENS, help="prompt length in tokens (template included)"
+        "--prompt-tokens",
+        type=int,
+        default=DEFAULT_PROMPT_TOKENS,
+        help="prompt length in tokens (template included)",
     )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -45,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{config.name} / {config.variant}: {result['tflops']:.3f} TFLOPs, {result['params_b']:.3f} B params")
+    print(
+        f"{config.name} / {config.variant}: {result['tflops']:.3f} TFLOPs, {result['params_b']:.3f} B params"
+    )
     print(f"sequence {report.seq_len} tokens, {report.vision_tokens_in_llm} vision tokens into the LLM")
     print(f"vision tokens per LLM layer: {report.kept_per_layer}")
     for name, tflops in result["stages"].items():

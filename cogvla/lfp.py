@@ -34,7 +34,9 @@ class TokenRouter(FiLM):
         super().__init__(dim, dim, hidden=film_hidden)
         self.router = nn.Linear(dim, 2)
 
-    def forward(self, normed: torch.Tensor, cond: torch.Tensor, vision: slice) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, normed: torch.Tensor, cond: torch.Tensor, vision: slice
+    ) -> torch.Tensor:
         gamma, beta = self.params(cond)
         modulated = normed[:, vision] * (1 + gamma) + beta
         scored = torch.cat([normed[:, : vision.start], modulated, normed[:, vision.stop :]], dim=1)

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaMLP,
+    LlamaRMSNorm,
+    apply_rotary_pos_emb,
+)
 
 from cogvla.catten import attend
 from cogvla.config import LLMConfig
@@ -168,7 +173,9 @@ class LlamaBackbone(nn.Module):
         super().__init__()
         self.config = config
         hf_config = hf_llama_config(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
         self.layers = nn.ModuleList(
             DecoderLayer(
                 hf_config,

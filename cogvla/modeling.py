@@ -86,7 +86,9 @@ class CogVLAModel(nn.Module):
         cond_dim = llm_dim if config.efa else None
         n_agg = config.num_aggregation_tokens if config.efa else None
         self.dino = ViTStream(config.dino, config.image_size, cond_dim=cond_dim, num_aggregation_tokens=n_agg)
-        self.siglip = ViTStream(config.siglip, config.image_size, cond_dim=cond_dim, num_aggregation_tokens=n_agg)
+        self.siglip = ViTStream(
+            config.siglip, config.image_size, cond_dim=cond_dim, num_aggregation_tokens=n_agg
+        )
         dino_dim, siglip_dim = config.dino.hidden_size, config.siglip.hidden_size
         self.vision_projector: nn.Module = (
             AggregationRouter(dino_dim, siglip_dim, llm_dim)
@@ -127,7 +129,9 @@ class CogVLAModel(nn.Module):
                     nn.init.zeros_(module.weight[module.padding_idx])
 
     @staticmethod
-    def _instruction_vector(text: torch.Tensor, text_valid: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
+    def _instruction_vector(
+        text: torch.Tensor, text_valid: torch.Tensor, special: torch.Tensor
+    ) -> torch.Tensor:
         """Mean input embedding over BOS, the real prompt tokens and stop: ``(B, T, D)`` -> ``(B, D)``."""
         weights = text_valid.to(text.dtype).unsqueeze(-1)
         return ((text * weights).sum(dim=1) + special.sum(dim=0)) / (weights.sum(dim=1) + 2)
@@ -180,11 +184,15 @@ class CogVLAModel(nn.Module):
             [text_valid.new_ones(batch, n_vis + 2), text_valid, text_valid.new_ones(batch, n_act + 1)], dim=1
         )
         layout = SequenceLayout(
-            num_vision=n_vis, cond_start=1 + n_vis, cond_end=2 + n_vis + prompt_len, num_action_block=n_act + 1
+            num_vision=n_vis,
+            cond_start=1 + n_vis,
+            cond_end=2 + n_vis + prompt_len,
+            num_action_block=n_act + 1,
         )
         hidden, kept_indices = self.llm(embeds, valid, layout)
         seq = embeds.shape[1]
-        # positions shifted one left: the last prompt token and action slots 0..A-2 (reference index arithmetic)
+        # positions shifted one left: the last prompt token and action slots 0..A-2
+        # (the reference's index arithmetic)
         actions = self.action_head(hidden[:, seq - n_act - 2 : seq - 2])
         kept = [n_vis if index is None else index.shape[1] - (seq - n_vis) for index in kept_indices]
         return CogVLAOutput(
@@ -205,7 +213,8 @@ class CogVLAModel(nn.Module):
         target = batch["actions"]
         if tuple(target.shape) != tuple(out.actions.shape):
             raise InputShapeError(
-                f"actions: expected shape {tuple(out.actions.shape)} (B, chunk, action_dim), got {tuple(target.shape)}"
+                f"actions: expected shape {tuple(out.actions.shape)} (B, chunk, action_dim), "
+                f"got {tuple(target.shape)}"
             )
         error = (out.actions - target.to(out.actions.dtype)).abs()
         loss = error.mean()
@@ -238,24 +247,33 @@ class CogVLAModel(nn.Module):
             if not isinstance(value, torch.Tensor):
                 raise InputDtypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
         if not pixel_values.is_floating_point():
-            raise InputDtypeError(f"pixel_values: expected a float tensor in [0, 1], got {pixel_values.dtype}")
+            raise InputDtypeError(
+                f"pixel_values: expected a float tensor in [0, 1], got {pixel_values.dtype}"
+            )
         if not proprio.is_floating_point():
             raise InputDtypeError(f"proprio: expected a float tensor, got {proprio.dtype}")
         if input_ids.dtype != torch.long:
             raise InputDtypeError(f"input_ids: expected torch.int64 (long), got {input_ids.dtype}")
         if attention_mask.dtype != torch.bool and attention_mask.is_floating_point():
-            raise InputDtypeError(f"attention_mask: expected an integer or bool tensor, got {attention_mask.dtype}")
+            raise InputDtypeError(
+                f"attention_mask: expected an integer or bool tensor, got {attention_mask.dtype}"
+            )
         batch = pixel_values.shape[0] if pixel_values.dim() > 0 else -1
         side = config.image_size
         expected = {
             "pixel_values": ((batch, config.num_images, 3, side, side), "(B, n_images, 3, H, W)"),
             "input_ids": ((batch, input_ids.shape[-1] if input_ids.dim() else -1), "(B, T)"),
-            "attention_mask": ((batch, input_ids.shape[-1] if input_ids.dim() else -1), "(B, T) like input_ids"),
+            "attention_mask": (
+                (batch, input_ids.shape[-1] if input_ids.dim() else -1),
+                "(B, T) like input_ids",
+            ),
             "proprio": ((batch, config.proprio_dim), "(B, proprio_dim)"),
         }
         for name, (shape, legend) in expected.items():
             if tuple(named[name].shape) != shape:
-                raise InputShapeError(f"{name}: expected shape {shape} {legend}, got {tuple(named[name].shape)}")
+                raise InputShapeError(
+                    f"{name}: expected shape {shape} {legend}, got {tuple(named[name].shape)}"
+                )
         if input_ids.shape[1] == 0:
             raise InputShapeError("input_ids: expected at least one prompt token, got T=0")
         if bool((input_ids < 0).any()) or bool((input_ids >= config.llm.vocab_size).any()):
@@ -277,7 +295,7 @@ class CogVLAModel(nn.Module):
         norm_stats: Any = None,
         norm_key: str | None = None,
     ) -> Path:
-        """Write config, weights, tokenizer and normalization stats to ``directory`` (see ``cogvla.checkpoint``)."""
+        """Write config, weights, tokenizer and stats to ``directory`` (layout: ``cogvla.checkpoint``)."""
         from cogvla.checkpoint import save_checkpoint
 
         return save_checkpoint(

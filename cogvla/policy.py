@@ -61,10 +61,14 @@ class CogVLAPolicy(Policy):
         config = model.config
         if config.num_images != len(IMAGE_KEYS):
             raise ValueError(
-                f"model.config.num_images: the observation schema has {len(IMAGE_KEYS)} cameras {IMAGE_KEYS}, "
+                f"model.config.num_images: the observation schema has {len(IMAGE_KEYS)} cameras "
+                f"{IMAGE_KEYS}, "
                 f"got a model for {config.num_images}"
             )
-        if len(norm_stats.action_q01) != config.action_dim or len(norm_stats.proprio_q01) != config.proprio_dim:
+        if (
+            len(norm_stats.action_q01) != config.action_dim
+            or len(norm_stats.proprio_q01) != config.proprio_dim
+        ):
             raise ValueError(
                 f"norm_stats: expected {config.action_dim} action and {config.proprio_dim} proprio dims, "
                 f"got {len(norm_stats.action_q01)} and {len(norm_stats.proprio_q01)}"
@@ -82,8 +86,14 @@ class CogVLAPolicy(Policy):
         """Load a checkpoint folder written by ``CogVLAModel.save_pretrained``."""
         model = CogVLAModel.from_pretrained(directory, device=device)
         if model.tokenizer is None or model.norm_stats is None:
-            missing = [name for name, value in (("tokenizer/", model.tokenizer), ("norm_stats.json", model.norm_stats)) if value is None]
-            raise CheckpointError(f"{directory}: a policy needs the tokenizer and normalization stats, missing {missing}")
+            missing = [
+                name
+                for name, value in (("tokenizer/", model.tokenizer), ("norm_stats.json", model.norm_stats))
+                if value is None
+            ]
+            raise CheckpointError(
+                f"{directory}: a policy needs the tokenizer and normalization stats, missing {missing}"
+            )
         return cls(
             model,
             model.tokenizer,
@@ -94,7 +104,9 @@ class CogVLAPolicy(Policy):
         )
 
     @classmethod
-    def random(cls, preset: str = "tiny", *, variant: str = "cogvla", seed: int = 0, device: str = "cpu") -> CogVLAPolicy:
+    def random(
+        cls, preset: str = "tiny", *, variant: str = "cogvla", seed: int = 0, device: str = "cpu"
+    ) -> CogVLAPolicy:
         """A randomly initialized, untrained model with identity stats, clearly labelled as such."""
         config = get_preset(preset, variant)
         with torch.random.fork_rng(devices=[]):
@@ -103,7 +115,9 @@ class CogVLAPolicy(Policy):
         try:
             instructions = libero_instructions()
         except ImportError:
-            logger.warning("libero is not installed; the random policy's tokenizer is trained on the template only")
+            logger.warning(
+                "libero is not installed; the random policy's tokenizer is trained on the template only"
+            )
             instructions = ["pick up the object and place it"]
         tokenizer = PromptTokenizer.train(instructions, vocab_size=config.llm.vocab_size)
         return cls(
@@ -148,7 +162,12 @@ class CogVLAPolicy(Policy):
         if config.center_crop:
             pixel_values = center_crop(pixel_values)
         proprio = torch.from_numpy(
-            np.stack([self.norm_stats.normalize_proprio(np.asarray(obs[OBS_STATE], dtype=np.float64)) for obs in observations])
+            np.stack(
+                [
+                    self.norm_stats.normalize_proprio(np.asarray(obs[OBS_STATE], dtype=np.float64))
+                    for obs in observations
+                ]
+            )
         )
         input_ids, attention_mask = self.tokenizer.encode_batch([obs[OBS_PROMPT] for obs in observations])
         autocast = (

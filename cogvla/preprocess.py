@@ -44,7 +44,9 @@ def images_to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     for i, image in enumerate(images):
         pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         if pixels.shape[1:] != (size, size):
-            pixels = F.interpolate(pixels[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
+            pixels = F.interpolate(
+                pixels[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False
+            )[0]
         out[i] = pixels.clamp_(0.0, 1.0)
     return out
 
@@ -66,7 +68,11 @@ def crop_resize(images: torch.Tensor, scale: float, offset: tuple[float, float] 
     xs = torch.linspace(-scale, scale, width, dtype=flat.dtype, device=flat.device) + offset[1]
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
     out = F.grid_sample(
-        flat, grid.expand(flat.shape[0], -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=True
+        flat,
+        grid.expand(flat.shape[0], -1, -1, -1),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
     )
     return out.reshape(*lead, channels, height, width)
 
@@ -76,7 +82,9 @@ def center_crop(images: torch.Tensor, area: float = CROP_AREA) -> torch.Tensor:
     return crop_resize(images, math.sqrt(area))
 
 
-def random_crop(images: torch.Tensor, area: float = CROP_AREA, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(
+    images: torch.Tensor, area: float = CROP_AREA, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Training counterpart of ``center_crop``: one random box of ``area`` for all of ``images``.
 
     All cameras of a sample share the box, as the reference augments them with one seed.
@@ -87,7 +95,7 @@ def random_crop(images: torch.Tensor, area: float = CROP_AREA, generator: torch.
 
 
 def check_observation(obs: Any, *, image_keys: Sequence[str], state_dim: int) -> None:
-    """Raise ``ObservationError`` naming the key, the expected and the actual value if ``obs`` is malformed."""
+    """Raise ``ObservationError`` naming the key, the expected and the actual value of a malformed ``obs``."""
     if not isinstance(obs, Mapping):
         raise ObservationError(f"obs: expected a dict, got {type(obs).__name__}")
     for key in (*image_keys, "state", "prompt"):
@@ -96,7 +104,9 @@ def check_observation(obs: Any, *, image_keys: Sequence[str], state_dim: int) ->
     for key in image_keys:
         image = obs[key]
         if not isinstance(image, np.ndarray):
-            raise ObservationError(f"{key}: expected a numpy uint8 array (H, W, 3), got {type(image).__name__}")
+            raise ObservationError(
+                f"{key}: expected a numpy uint8 array (H, W, 3), got {type(image).__name__}"
+            )
         if image.dtype != np.uint8:
             raise ObservationError(f"{key}: expected dtype uint8, got {image.dtype}")
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
@@ -104,7 +114,9 @@ def check_observation(obs: Any, *, image_keys: Sequence[str], state_dim: int) ->
     try:
         state = np.asarray(obs["state"], dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ObservationError(f"state: expected a float array ({state_dim},), got {type(obs['state']).__name__}") from exc
+        raise ObservationError(
+            f"state: expected a float array ({state_dim},), got {type(obs['state']).__name__}"
+        ) from exc
     if state.shape != (state_dim,):
         raise ObservationError(f"state: expected shape ({state_dim},), got {state.shape}")
     if not np.isfinite(state).all():

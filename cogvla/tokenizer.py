@@ -99,7 +99,9 @@ class PromptTokenizer:
             raise TypeError(f"instruction: expected str, got {type(instruction).__name__}")
         if not instruction.strip():
             raise ValueError("instruction: expected a non-empty string, got an empty one")
-        ids = list(self.tokenizer.encode(format_prompt(instruction), add_special_tokens=False)) + list(self.suffix_ids)
+        ids = list(self.tokenizer.encode(format_prompt(instruction), add_special_tokens=False)) + list(
+            self.suffix_ids
+        )
         if len(ids) > self.max_length:
             raise ValueError(f"instruction: expected at most {self.max_length} prompt tokens, got {len(ids)}")
         return ids
@@ -155,7 +157,11 @@ class PromptTokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(str(directory))
-        settings = {"suffix_ids": list(self.suffix_ids), "max_length": self.max_length, "template": PROMPT_TEMPLATE}
+        settings = {
+            "suffix_ids": list(self.suffix_ids),
+            "max_length": self.max_length,
+            "template": PROMPT_TEMPLATE,
+        }
         (directory / _SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
     @classmethod
@@ -170,4 +176,6 @@ class PromptTokenizer:
         template = settings.get("template", PROMPT_TEMPLATE)
         if template != PROMPT_TEMPLATE:
             raise ValueError(f"{settings_path}: expected template {PROMPT_TEMPLATE!r}, got {template!r}")
-        return cls(tokenizer, suffix_ids=settings.get("suffix_ids", ()), max_length=settings.get("max_length", 128))
+        return cls(
+            tokenizer, suffix_ids=settings.get("suffix_ids", ()), max_length=settings.get("max_length", 128)
+        )

@@ -22,7 +22,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from cogvla.config import ViTConfig
 from cogvla.film import FiLM

@@ -148,7 +148,7 @@ def _decode_array(obj: dict[str, Any]) -> np.ndarray:
     if (
         not isinstance(shape, list)
         or len(shape) > _MAX_NDIM
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        or not all(type(n) is int and n >= 0 for n in shape)
     ):
         raise DecodeError(
             "array shape must be a list of non-negative integers",

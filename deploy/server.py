@@ -12,6 +12,7 @@ seen by the ROUTER; a REQ client sends the delimiter itself, a DEALER client mus
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import threading
@@ -170,17 +171,14 @@ class ZmqPolicyServer:
         with self._wake_lock:
             if self._closed:
                 return
-            try:
+            # A full pipe already means the loop will wake up.
+            with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # a full pipe already means the loop will wake up
 
     def _drain_wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def _close(self) -> None:
         self._socket.close()

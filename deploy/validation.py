@@ -19,7 +19,8 @@ from deploy.protocol import ErrorCode, RequestError
 __all__ = ["DEFAULT_IMAGE_SHAPE", "ObservationSpec", "bad_request"]
 
 DEFAULT_IMAGE_SHAPE = (224, 224, 3)
-_STATE_DTYPES = ("float32", "float64")
+# dtype objects, not names: dtype.name is computed in Python on every access.
+_STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def bad_request(field_name: str, message: str, expected: str, actual: str) -> RequestError:
@@ -113,7 +114,7 @@ class ObservationSpec:
     def _state(self, value: Any) -> np.ndarray:
         name = f"obs.{OBS_STATE}"
         expected = f"float32 array of shape ({self.state_dim},)"
-        if not isinstance(value, np.ndarray) or value.dtype.name not in _STATE_DTYPES:
+        if not isinstance(value, np.ndarray) or value.dtype not in _STATE_DTYPES:
             raise bad_request(name, "wrong state dtype", expected, _describe(value))
         if value.shape != (self.state_dim,):
             raise bad_request(name, "wrong state shape", expected, _describe(value))

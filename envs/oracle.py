@@ -59,7 +59,7 @@ Phase = Literal[
 ]
 
 _REQUIRED_KEYS = ("goal", "eef_pos", "eef_quat", "gripper_qpos", "robot_base_pos", "objects", "sites")
-_OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb", "finger_contacts")
+_OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb", "parts", "finger_contacts")
 # LIBERO's OSC_POSE maps an action of 1 to a 5 cm / 0.5 rad goal offset.
 _POS_SCALE = 0.05
 _ROT_SCALE = 0.5

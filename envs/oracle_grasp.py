@@ -3,13 +3,13 @@
 Two grasp kinds, chosen per object category (``GRASP_SPECS``):
 
 - ``"rim"``: pinch the wall of an open vessel (the bowls), one finger inside, one outside.
-  The side to pinch faces the robot when there is room; inside a container (a drawer) it
-  is the roomiest side of the container.
+  Inside a container (a drawer) the side to pinch is the roomiest side of the container.
 - ``"top"``: straddle the body from above across its narrow horizontal side (cans,
   bottles, cartons, boxes).
 
-Among a few candidate yaws/offsets, the planner keeps the one whose open fingers and hand
-stay clearest of neighbouring objects, preferring the undisturbed default on ties.
+Among a few candidate sides/yaws/offsets, the planner keeps the one whose open fingers and
+hand stay clear of neighbouring objects; among clear ones it prefers little wrist turn from
+the home yaw and a comfortable reach.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from envs.oracle_geometry import point_in_box, quat_to_mat, rectangle_clearance
+from envs.oracle_geometry import point_in_box, quat_to_mat, rectangle_clearance, wrap_angle
 
 __all__ = ["DEFAULT_GRASP", "GRASP_SPECS", "Grasp", "GraspConfig", "GraspSpec", "plan_grasp"]
 
@@ -61,17 +61,23 @@ class GraspConfig:
     fingertip_depth: float = 0.013
     # Clearance beyond which a candidate counts as free; ties go to the smallest deviation.
     clearance_cap: float = 0.02
-    # Cost of deviating from the default grasp, per radian of yaw and per metre of slide.
+    # Preferences among equally clear grasps (score units are metres of clearance): per radian
+    # of wrist turn from home, per metre of slide off the object's middle, per metre of reach
+    # from the robot base (a tie-break), and per metre beyond a comfortable reach (the arm
+    # is near full stretch past ~0.7 m and tracks poorly there).
     yaw_cost: float = 0.004
     slide_cost: float = 0.1
+    reach_cost: float = 0.01
+    comfortable_reach: float = 0.7
+    over_reach_cost: float = 1.0
     # Widest object the open fingers (7.8 cm) reliably straddle.
     max_width: float = 0.072
     # Top grasps: keep the grip site this far above the object's bottom (fingertips reach 1.3 cm lower).
     min_grasp_height: float = 0.014
     # Horizontal extents within this ratio count as round.
     round_ratio: float = 1.15
-    # Rim grasps: candidate sides, as angles from "facing the robot" (rad).
-    rim_angles: tuple[float, ...] = tuple(np.deg2rad(np.arange(-90.0, 91.0, 15.0)).tolist())
+    # Rim grasps: candidate sides (world angle of the grasp point around the vessel, rad).
+    rim_angles: tuple[float, ...] = tuple(np.deg2rad(np.arange(0.0, 360.0, 15.0)).tolist())
     # Top grasps: yaw offsets from "across the narrow side" (rad) and slides along the long side (m).
     top_yaws: tuple[float, ...] = tuple(np.deg2rad([0.0, -15.0, 15.0, -30.0, 30.0]).tolist())
     top_slides: tuple[float, ...] = (0.0, -0.01, 0.01, -0.02, 0.02)
@@ -96,22 +102,41 @@ def _axis_yaw(direction: np.ndarray) -> float:
     return float(np.arctan2(direction[0], -direction[1]))
 
 
-def _footprint_clearance(
-    priv: Mapping[str, Any], obj_name: str, point: np.ndarray, direction: np.ndarray, cfg: GraspConfig
-) -> float:
+def _nearby_parts(priv: Mapping[str, Any], obj_name: str, cfg: GraspConfig) -> np.ndarray:
+    """Collision boxes ``(B, 2, 3)`` of the other objects within the hand's reach of ``obj_name``.
+
+    Per-geom boxes, not whole-object boxes: a bowl on a stove sits inside the stove's outline.
+    """
+    box = np.asarray(priv["objects"][obj_name]["aabb"], dtype=np.float64)
+    reach = cfg.hand_half_length + float(np.max(box[1, :2] - box[0, :2]))
+    lo, hi = box[0, :2] - reach, box[1, :2] + reach
+    parts = [
+        np.asarray(other["parts"], dtype=np.float64).reshape(-1, 2, 3)
+        for name, other in priv["objects"].items()
+        if name != obj_name
+    ]
+    if not parts:
+        return np.zeros((0, 2, 3))
+    boxes = np.concatenate(parts)
+    near = np.all(boxes[:, 1, :2] >= lo, axis=1) & np.all(boxes[:, 0, :2] <= hi, axis=1)
+    return boxes[near]
+
+
+def _footprint_clearance(parts: np.ndarray, point: np.ndarray, direction: np.ndarray, cfg: GraspConfig) -> float:
     """Horizontal room around the open fingers and the hand at ``point`` (finger axis ``direction``)."""
-    fingers, hand = [], []
-    for name, other in priv["objects"].items():
-        if name == obj_name:
-            continue
-        box = np.asarray(other["aabb"], dtype=np.float64)
-        if box[1, 2] > point[2] - cfg.fingertip_depth:
-            fingers.append(box)
-        if box[1, 2] > point[2] + cfg.hand_bottom:
-            hand.append(box)
+    fingers = list(parts[parts[:, 1, 2] > point[2] - cfg.fingertip_depth])
+    hand = list(parts[parts[:, 1, 2] > point[2] + cfg.hand_bottom])
     finger_room = rectangle_clearance(point[:2], direction, cfg.finger_reach, cfg.finger_half_width, fingers)
     hand_room = rectangle_clearance(point[:2], direction, cfg.hand_half_length, cfg.hand_half_width, hand)
     return min(finger_room, hand_room)
+
+
+def _grasp_cost(yaw: float, point: np.ndarray, priv: Mapping[str, Any], cfg: GraspConfig) -> float:
+    """Preference among equally clear grasps: little wrist turn from home, and no over-reach."""
+    turn = abs(wrap_angle(2.0 * yaw)) / 2.0  # a half turn of a parallel gripper changes nothing
+    reach = float(np.linalg.norm(point[:2] - np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2]))
+    over_reach = max(reach - cfg.comfortable_reach, 0.0)
+    return cfg.yaw_cost * turn + cfg.reach_cost * reach + cfg.over_reach_cost * over_reach
 
 
 def _container_side(priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) -> np.ndarray | None:
@@ -150,17 +175,16 @@ def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     side = _container_side(priv, obj_name, centre)
     if side is not None:
         return Grasp(rim_point(side), _axis_yaw(side), spec.rim_thickness)
-    towards = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2] - centre[:2]
-    base_angle = float(np.arctan2(towards[1], towards[0]))
+    parts = _nearby_parts(priv, obj_name, cfg)
     best, best_score = None, -np.inf
-    for offset in cfg.rim_angles:
-        angle = base_angle + offset
+    for angle in cfg.rim_angles:
         direction = np.array([np.cos(angle), np.sin(angle), 0.0])
         point = rim_point(direction)
-        room = _footprint_clearance(priv, obj_name, point, direction[:2], cfg)
-        score = min(room, cfg.clearance_cap) - cfg.yaw_cost * abs(offset)
+        yaw = _axis_yaw(direction)
+        room = _footprint_clearance(parts, point, direction[:2], cfg)
+        score = min(room, cfg.clearance_cap) - _grasp_cost(yaw, point, priv, cfg)
         if score > best_score:
-            best, best_score = Grasp(point, _axis_yaw(direction), spec.rim_thickness), score
+            best, best_score = Grasp(point, yaw, spec.rim_thickness), score
     return best
 
 
@@ -176,6 +200,7 @@ def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     base = np.array([0.0, 1.0]) if round_body or narrow_axis == 1 else np.array([1.0, 0.0])
     long_dir = np.array([base[1], -base[0]])
     slide_limit = 0.0 if round_body else max(long / 2.0 - cfg.slide_margin, 0.0)
+    parts = _nearby_parts(priv, obj_name, cfg)
     best, best_score = None, -np.inf
     for yaw_offset in cfg.top_yaws:
         c, s = np.cos(yaw_offset), np.sin(yaw_offset)
@@ -187,11 +212,12 @@ def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
             if abs(slide) > slide_limit:
                 continue
             point = np.array([*(centre[:2] + slide * long_dir), z])
-            room = _footprint_clearance(priv, obj_name, point, direction, cfg)
-            cost = cfg.yaw_cost * abs(yaw_offset) + cfg.slide_cost * abs(slide)
+            room = _footprint_clearance(parts, point, direction, cfg)
+            yaw = _axis_yaw(direction)
+            cost = _grasp_cost(yaw, point, priv, cfg) + cfg.slide_cost * abs(slide)
             score = min(room, cfg.clearance_cap) - cost
             if score > best_score:
-                best, best_score = Grasp(point, _axis_yaw(direction), float(width)), score
+                best, best_score = Grasp(point, yaw, float(width)), score
     return best
 
 

@@ -14,6 +14,7 @@
                         "pos":      (3,),    body origin (world)
                         "quat":     (4,),    body orientation (x, y, z, w)
                         "aabb":     (2, 3),  world axis-aligned box [lo, hi] of its collision geoms
+                        "parts":    (G, 2, 3), the same box for each collision geom (finer shape)
                         "finger_contacts": int,  how many of the two fingers touch it (0, 1, 2)
                     }}
     "sites":        {name: {                 BDDL regions (object sites), e.g. a drawer's interior
@@ -58,25 +59,29 @@ def _wxyz_to_xyzw(quat: np.ndarray) -> np.ndarray:
     return np.array([quat[1], quat[2], quat[3], quat[0]], dtype=np.float64)
 
 
-def _collision_aabbs(model: Any, data: Any, root_ids: list[int]) -> dict[int, np.ndarray]:
-    """World AABB ``(2, 3)`` of the collision geoms under each root body id."""
+def _collision_boxes(model: Any, data: Any, root_ids: list[int]) -> dict[int, np.ndarray]:
+    """World AABBs ``(G, 2, 3)`` of each collision geom under each root body id (``G >= 1``)."""
     collide = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
     geom_root = model.body_rootid[model.geom_bodyid]
     boxes: dict[int, np.ndarray] = {}
     for root in root_ids:
         geoms = np.flatnonzero(collide & (geom_root == root))
         if geoms.size == 0:
-            pos = data.xpos[root]
-            boxes[root] = np.stack([pos, pos]).astype(np.float64)
+            pos = np.asarray(data.xpos[root], dtype=np.float64)
+            boxes[root] = np.stack([pos, pos])[None]
             continue
         centre = model.geom_aabb[geoms, :3]
         half = model.geom_aabb[geoms, 3:]
         local = centre[:, None, :] + _BOX_CORNERS[None, :, :] * half[:, None, :]  # (G, 8, 3)
         rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
         world = np.einsum("gij,gkj->gki", rot, local) + data.geom_xpos[geoms][:, None, :]
-        points = world.reshape(-1, 3)
-        boxes[root] = np.stack([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
+        boxes[root] = np.stack([world.min(axis=1), world.max(axis=1)], axis=1).astype(np.float64)
     return boxes
+
+
+def _union(boxes: np.ndarray) -> np.ndarray:
+    """Box ``(2, 3)`` enclosing boxes ``(G, 2, 3)``."""
+    return np.stack([boxes[:, 0].min(axis=0), boxes[:, 1].max(axis=0)])
 
 
 def _finger_contacts(model: Any, data: Any, gripper: Any) -> dict[int, int]:
@@ -109,7 +114,7 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
                 categories[name] = category
 
     body_ids = {name: int(body) for name, body in env.obj_body_id.items()}
-    aabbs = _collision_aabbs(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
+    parts = _collision_boxes(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
     contacts = _finger_contacts(model, data, robot.gripper)
     objects = {}
     for name, body in body_ids.items():
@@ -118,7 +123,8 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
             "fixture": name in env.fixtures_dict,
             "pos": np.array(data.xpos[body], dtype=np.float64),
             "quat": _wxyz_to_xyzw(data.xquat[body]),
-            "aabb": aabbs[int(model.body_rootid[body])],
+            "aabb": _union(parts[int(model.body_rootid[body])]),
+            "parts": parts[int(model.body_rootid[body])],
             "finger_contacts": contacts.get(int(model.body_rootid[body]), 0),
         }
 

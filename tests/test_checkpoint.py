@@ -25,7 +25,9 @@ def saved(tmp_path_factory):
     rng = np.random.default_rng(0)
     stats = NormStats.from_data(rng.normal(size=(50, 7)), rng.normal(size=(50, 8)))
     directory = tmp_path_factory.mktemp("ckpt")
-    model.save_pretrained(directory, tokenizer=tokenizer, norm_stats=stats, norm_key="libero_spatial_no_noops")
+    model.save_pretrained(
+        directory, tokenizer=tokenizer, norm_stats=stats, norm_key="libero_spatial_no_noops"
+    )
     return model, tokenizer, stats, directory
 
 
@@ -46,7 +48,10 @@ def test_round_trip_gives_identical_outputs(saved):
     assert loaded.config == model.config
     assert loaded.norm_stats == stats
     assert loaded.norm_key == "libero_spatial_no_noops"
-    assert torch.equal(loaded.tokenizer.encode_batch(["open the top drawer"])[0], tokenizer.encode_batch(["open the top drawer"])[0])
+    assert torch.equal(
+        loaded.tokenizer.encode_batch(["open the top drawer"])[0],
+        tokenizer.encode_batch(["open the top drawer"])[0],
+    )
     batch = fake_batch(model.config, left_pad=[0, 3])
     inputs = {key: batch[key] for key in FORWARD_KEYS}
     with torch.no_grad():
@@ -68,7 +73,11 @@ def test_missing_and_unexpected_keys_are_named(saved, tmp_path):
     state.pop("action_head.model.fc2.weight")
     state["llm.layers.0.extra.weight"] = torch.zeros(2)
     save_file(state, str(directory / WEIGHTS_FILE))
-    with pytest.raises(CheckpointError, match=r"missing keys \[action_head\.model\.fc2\.weight\].*unexpected keys \[llm\.layers\.0\.extra\.weight\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing keys \[action_head\.model\.fc2\.weight\]"
+        r".*unexpected keys \[llm\.layers\.0\.extra\.weight\]",
+    ):
         CogVLAModel.from_pretrained(directory)
 
 
@@ -77,14 +86,17 @@ def test_config_mismatch_names_keys_and_shapes(saved, tmp_path):
     header = json.loads((directory / CONFIG_FILE).read_text())
     header["config"]["llm"]["intermediate_size"] = 512
     (directory / CONFIG_FILE).write_text(json.dumps(header))
-    with pytest.raises(CheckpointError, match=r"llm\.layers\.0\.mlp\.down_proj\.weight: expected \(256, 512\), got \(256, 688\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"llm\.layers\.0\.mlp\.down_proj\.weight: expected \(256, 512\), got \(256, 688\)",
+    ):
         CogVLAModel.from_pretrained(directory)
 
 
 def test_corrupt_weights_file_is_reported(saved, tmp_path):
     directory = _copy(saved[3], tmp_path)
     (directory / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="model.safetensors: cannot be read as safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot be read as safetensors"):
         CogVLAModel.from_pretrained(directory)
 
 
@@ -94,7 +106,10 @@ def test_corrupt_weights_file_is_reported(saved, tmp_path):
         (lambda d: (d / CONFIG_FILE).unlink(), "config.json: missing"),
         (lambda d: (d / CONFIG_FILE).write_text("{"), "config.json: not valid JSON"),
         (lambda d: (d / WEIGHTS_FILE).unlink(), "model.safetensors: missing"),
-        (lambda d: (d / NORM_STATS_FILE).write_text('{"action_q01": [0]}'), "norm_stats.json: invalid normalization stats"),
+        (
+            lambda d: (d / NORM_STATS_FILE).write_text('{"action_q01": [0]}'),
+            "norm_stats.json: invalid normalization stats",
+        ),
     ],
 )
 def test_broken_files_are_named(saved, tmp_path, edit, match):

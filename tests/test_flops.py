@@ -23,7 +23,13 @@ def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs):
 
 @pytest.mark.parametrize(
     ("variant", "impl", "batch_size"),
-    [("cogvla", "split", 2), ("cogvla", "mask", 1), ("dense", "split", 1), ("no-efa", "mask", 1), ("no-lfp", "split", 1)],
+    [
+        ("cogvla", "split", 2),
+        ("cogvla", "mask", 1),
+        ("dense", "split", 1),
+        ("no-efa", "mask", 1),
+        ("no-lfp", "split", 1),
+    ],
 )
 def test_analytic_flops_equal_counted_flops_on_tiny(variant, impl, batch_size):
     torch.manual_seed(0)
@@ -31,7 +37,8 @@ def test_analytic_flops_equal_counted_flops_on_tiny(variant, impl, batch_size):
     model = CogVLAModel(config).eval()
     batch = fake_batch(config, batch_size=batch_size, prompt_tokens=17)
     counter = FlopCounterMode(
-        display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+        display=False,
+        custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops},
     )
     with torch.no_grad(), counter:
         model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
@@ -47,7 +54,9 @@ def test_analytic_params_equal_model_params_on_tiny(variant):
 @pytest.mark.parametrize("variant", sorted(PAPER_TFLOPS))
 def test_7b_flops_within_10_percent_of_table_3(variant):
     tflops = count_flops(get_preset("cogvla-7b", variant)).total / 1e12
-    assert abs(tflops / PAPER_TFLOPS[variant] - 1) < 0.10, f"{variant}: {tflops:.3f} T vs paper {PAPER_TFLOPS[variant]} T"
+    assert abs(tflops / PAPER_TFLOPS[variant] - 1) < 0.10, (
+        f"{variant}: {tflops:.3f} T vs paper {PAPER_TFLOPS[variant]} T"
+    )
 
 
 def test_7b_vision_tokens_and_new_module_sizes():

@@ -1,4 +1,4 @@
-"""CAtten: the prefix never sees the action block, actions see the whole prefix, both implementations agree."""
+"""CAtten: the prefix never sees the action block, actions see the whole prefix, both forms agree."""
 
 import pytest
 import torch
@@ -22,7 +22,9 @@ def _llm_case(impl: str = "split", variant: str = "cogvla", seed: int = 0):
     embeds = torch.randn(2, seq, config.llm.hidden_size)
     valid = torch.ones(2, seq, dtype=torch.bool)
     valid[1, N_VIS + 2 : N_VIS + 2 + PADS] = False
-    layout = SequenceLayout(num_vision=N_VIS, cond_start=1 + N_VIS, cond_end=2 + N_VIS + PROMPT, num_action_block=block)
+    layout = SequenceLayout(
+        num_vision=N_VIS, cond_start=1 + N_VIS, cond_end=2 + N_VIS + PROMPT, num_action_block=block
+    )
     return llm, embeds, valid, layout, seq - block
 
 
@@ -63,11 +65,13 @@ def test_every_action_output_depends_on_every_prefix_token():
     picked = hidden[torch.arange(rows), prefix + torch.arange(rows)]  # (rows, D)
     (grad,) = torch.autograd.grad(picked.sum(), copies)
     reach = grad[:, :prefix].abs().sum(dim=-1)  # (rows, prefix)
-    assert bool((reach > 0).all()), f"unreached (row, prefix position) pairs: {torch.nonzero(reach == 0)[:5].tolist()}"
+    assert bool((reach > 0).all()), (
+        f"unreached (row, prefix position) pairs: {torch.nonzero(reach == 0)[:5].tolist()}"
+    )
 
 
 def test_pad_keys_are_invisible():
-    llm, embeds, valid, layout, prefix = _llm_case()
+    llm, embeds, valid, layout, _ = _llm_case()
     pads = torch.where(~valid[1])[0]
     with torch.no_grad():
         before, _ = llm(embeds, valid, layout)

@@ -18,7 +18,10 @@ def test_config_json_round_trip(preset, variant):
 
 
 def test_variants_switch_the_stages():
-    assert [(c.efa, c.lfp, c.catten) for c in (get_preset("tiny", v) for v in ("cogvla", "dense", "no-efa", "no-lfp"))] == [
+    assert [
+        (c.efa, c.lfp, c.catten)
+        for c in (get_preset("tiny", v) for v in ("cogvla", "dense", "no-efa", "no-lfp"))
+    ] == [
         (True, True, True),
         (False, False, False),
         (False, True, True),
@@ -29,8 +32,17 @@ def test_variants_switch_the_stages():
 def test_paper_dimensions():
     config = get_preset("cogvla-7b")
     assert (config.llm.hidden_size, config.llm.num_layers, config.llm.num_heads) == (4096, 32, 32)
-    assert (config.llm.intermediate_size, config.llm.vocab_size, config.llm.rms_norm_eps) == (11008, 32064, 1e-6)
-    assert (config.dino.hidden_size, config.dino.num_layers, config.dino.mlp_dim, config.dino.num_register_tokens) == (1024, 24, 4096, 4)
+    assert (config.llm.intermediate_size, config.llm.vocab_size, config.llm.rms_norm_eps) == (
+        11008,
+        32064,
+        1e-6,
+    )
+    assert (
+        config.dino.hidden_size,
+        config.dino.num_layers,
+        config.dino.mlp_dim,
+        config.dino.num_register_tokens,
+    ) == (1024, 24, 4096, 4)
     assert (config.siglip.hidden_size, config.siglip.num_layers, config.siglip.mlp_dim) == (1152, 27, 4304)
     assert (config.image_size, config.dino.patch_size, config.num_aggregation_tokens) == (224, 14, 64)
     assert (config.num_images, config.chunk_size, config.action_dim, config.proprio_dim) == (2, 8, 7, 8)

@@ -73,7 +73,9 @@ def test_gate_weights_sum_to_one_per_sample():
         out = model(**_inputs(fake_batch(model.config, batch_size=3, left_pad=[0, 2, 5])))
     assert out.gate.shape == (3, 2)
     torch.testing.assert_close(out.gate.sum(dim=-1), torch.ones(3))
-    assert bool(((out.gate > 0.45) & (out.gate < 0.55)).all()), "N(0, 0.02) init should start the gate near 0.5/0.5"
+    assert bool(((out.gate > 0.45) & (out.gate < 0.55)).all()), (
+        "N(0, 0.02) init should start the gate near 0.5/0.5"
+    )
 
 
 def test_features_come_from_block_l_minus_2():

@@ -34,12 +34,32 @@ def test_forward_output_shapes(model, inputs):
 @pytest.mark.parametrize(
     ("key", "value", "error", "match"),
     [
-        ("pixel_values", torch.rand(2, 3, 128, 128), InputShapeError, r"pixel_values: expected shape \(2, 2, 3, 128, 128\)"),
-        ("pixel_values", torch.rand(2, 2, 3, 96, 96), InputShapeError, r"pixel_values: .*got \(2, 2, 3, 96, 96\)"),
-        ("pixel_values", torch.zeros(2, 2, 3, 128, 128, dtype=torch.uint8), InputDtypeError, "pixel_values: expected a float"),
+        (
+            "pixel_values",
+            torch.rand(2, 3, 128, 128),
+            InputShapeError,
+            r"pixel_values: expected shape \(2, 2, 3, 128, 128\)",
+        ),
+        (
+            "pixel_values",
+            torch.rand(2, 2, 3, 96, 96),
+            InputShapeError,
+            r"pixel_values: .*got \(2, 2, 3, 96, 96\)",
+        ),
+        (
+            "pixel_values",
+            torch.zeros(2, 2, 3, 128, 128, dtype=torch.uint8),
+            InputDtypeError,
+            "pixel_values: expected a float",
+        ),
         ("input_ids", torch.ones(2, 12), InputDtypeError, r"input_ids: expected torch.int64"),
         ("input_ids", torch.full((2, 12), 5000), InputShapeError, r"input_ids: expected ids in \[0, 1024\)"),
-        ("attention_mask", torch.ones(2, 11, dtype=torch.long), InputShapeError, r"attention_mask: expected shape \(2, 12\)"),
+        (
+            "attention_mask",
+            torch.ones(2, 11, dtype=torch.long),
+            InputShapeError,
+            r"attention_mask: expected shape \(2, 12\)",
+        ),
         ("attention_mask", torch.ones(2, 12), InputDtypeError, "attention_mask: expected an integer or bool"),
         ("proprio", torch.rand(2, 7), InputShapeError, r"proprio: expected shape \(2, 8\)"),
         ("proprio", torch.ones(2, 8, dtype=torch.long), InputDtypeError, "proprio: expected a float"),

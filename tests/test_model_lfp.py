@@ -36,7 +36,7 @@ def test_kept_counts_follow_the_schedule():
     n_vis = model.config.num_vision_tokens
     expected = [n_vis if r is None else int(n_vis * r) for r in model.config.lfp_schedule.keep_ratios(6)]
     assert out.kept_per_layer == expected == [32, 32, 20, 11, 4, 4]
-    for kept, index in zip(out.kept_per_layer, out.kept_indices):
+    for kept, index in zip(out.kept_per_layer, out.kept_indices, strict=True):
         if index is not None:
             assert int(((index >= 1) & (index < 1 + n_vis)).sum(dim=1).unique()) == kept
 
@@ -52,7 +52,7 @@ def test_non_vision_tokens_are_never_pruned():
     non_vision = torch.tensor([0, *range(1 + n_vis, seq)])
     routed = [index for index in out.kept_indices if index is not None]
     assert len(routed) == 4
-    for index, kept in zip(routed, out.kept_per_layer[2:]):
+    for index, kept in zip(routed, out.kept_per_layer[2:], strict=True):
         for row in index:
             assert set(non_vision.tolist()) <= set(row.tolist())
             vision = row[(row >= 1) & (row < 1 + n_vis)]
@@ -68,7 +68,9 @@ def test_pruned_tokens_leave_a_routed_layer_bit_identical():
     seq = 1 + n_vis + 1 + prompt + block
     x = torch.randn(2, seq, 256)
     valid = torch.ones(2, seq, dtype=torch.bool)
-    layout = SequenceLayout(num_vision=n_vis, cond_start=1 + n_vis, cond_end=2 + n_vis + prompt, num_action_block=block)
+    layout = SequenceLayout(
+        num_vision=n_vis, cond_start=1 + n_vis, cond_end=2 + n_vis + prompt, num_action_block=block
+    )
     layer = llm.layers[3]
     assert layer.router is not None
     with torch.no_grad():
@@ -100,4 +102,6 @@ def test_router_gets_gradients():
             # the probabilities of the kept prompt and action tokens.
             if position == len(routed) - 1 and not name.startswith("router."):
                 continue
-            assert param.grad is not None and param.grad.abs().sum() > 0, f"router parameter {name} got no gradient"
+            assert param.grad is not None and param.grad.abs().sum() > 0, (
+                f"router parameter {name} got no gradient"
+            )

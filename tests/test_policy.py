@@ -36,10 +36,13 @@ def test_infer_returns_a_valid_chunk(policy):
 
 
 def test_infer_batch_matches_single_inference(policy):
-    observations = [fake_observation(seed=0), fake_observation(seed=1, prompt="open the top drawer of the cabinet")]
+    observations = [
+        fake_observation(seed=0),
+        fake_observation(seed=1, prompt="open the top drawer of the cabinet"),
+    ]
     batched = policy.infer_batch(observations)
     assert len(batched) == 2
-    for obs, chunk in zip(observations, batched):
+    for obs, chunk in zip(observations, batched, strict=True):
         np.testing.assert_allclose(chunk, policy.infer(obs), atol=1e-5)
     assert policy.infer_batch([]) == []
 
@@ -48,7 +51,10 @@ def test_infer_batch_matches_single_inference(policy):
     ("change", "match"),
     [
         ({"image": None}, "image: missing"),
-        ({"wrist_image": np.zeros((64, 64, 3), dtype=np.float32)}, "wrist_image: expected dtype uint8, got float32"),
+        (
+            {"wrist_image": np.zeros((64, 64, 3), dtype=np.float32)},
+            "wrist_image: expected dtype uint8, got float32",
+        ),
         ({"image": np.zeros((64, 64), dtype=np.uint8)}, r"image: expected shape \(H, W, 3\), got \(64, 64\)"),
         ({"state": np.zeros(7)}, r"state: expected shape \(8,\), got \(7,\)"),
         ({"state": np.full(8, np.nan)}, "state: expected finite values"),
@@ -67,7 +73,9 @@ def test_bad_observation_names_the_key(policy, change, match):
 
 
 def test_from_pretrained_round_trip(policy, tmp_path):
-    policy.model.save_pretrained(tmp_path, tokenizer=policy.tokenizer, norm_stats=policy.norm_stats, norm_key="libero")
+    policy.model.save_pretrained(
+        tmp_path, tokenizer=policy.tokenizer, norm_stats=policy.norm_stats, norm_key="libero"
+    )
     loaded = CogVLAPolicy.from_pretrained(tmp_path)
     assert loaded.metadata()["random_weights"] is False
     assert loaded.metadata()["norm_key"] == "libero"
@@ -76,7 +84,9 @@ def test_from_pretrained_round_trip(policy, tmp_path):
 
 
 def test_from_pretrained_needs_tokenizer_and_stats(tmp_path):
-    CogVLAModel(get_preset("tiny")).save_pretrained(tmp_path, tokenizer=PromptTokenizer.train(["open the drawer"]))
+    CogVLAModel(get_preset("tiny")).save_pretrained(
+        tmp_path, tokenizer=PromptTokenizer.train(["open the drawer"])
+    )
     with pytest.raises(CheckpointError, match=r"missing \['norm_stats.json'\]"):
         CogVLAPolicy.from_pretrained(tmp_path)
 

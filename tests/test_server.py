@@ -458,7 +458,9 @@ def test_server_survives_random_garbage(echo_server: Any) -> None:
             elif i % 3 == 1:  # cut a valid request anywhere
                 payload = bytearray(valid[: int(rng.integers(0, len(valid)))])
             else:  # pure noise
-                payload = bytearray(rng.integers(0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8).tobytes())
+                payload = bytearray(
+                    rng.integers(0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
+                )
             sock.send_multipart([b"", bytes(payload)])
             assert sock.poll(2000), f"no answer to garbage #{i}"
             reply = decode(sock.recv_multipart()[-1])

@@ -18,7 +18,10 @@ def tokenizer():
 
 
 def test_prompt_template_lowercases_the_instruction():
-    assert format_prompt("Turn ON the stove") == "In: What action should the robot take to turn on the stove?\nOut:"
+    assert (
+        format_prompt("Turn ON the stove")
+        == "In: What action should the robot take to turn on the stove?\nOut:"
+    )
 
 
 def test_special_ids_follow_llama(tokenizer):
@@ -76,4 +79,6 @@ def test_libero_instructions_cover_every_suite():
     pytest.importorskip("libero")
     instructions = libero_instructions()
     assert len(instructions) > 100
-    assert "pick up the black bowl between the plate and the ramekin and place it on the plate" in instructions
+    assert (
+        "pick up the black bowl between the plate and the ramekin and place it on the plate" in instructions
+    )
