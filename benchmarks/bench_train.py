@@ -102,7 +102,9 @@ def bench_data(demos: Path, cache: Path, batch: int, batches: int) -> dict:
     frames = load_frame_cache(find_demo_files([demos]), cache)
     selection = select_training_frames(frames, 8, 1e-4)
     tokenizer = PromptTokenizer.train([INSTRUCTION])
-    dataset = DemoDataset(frames, selection, compute_norm_stats(frames, selection), tokenizer.encode_batch, AugmentConfig())
+    dataset = DemoDataset(
+        frames, selection, compute_norm_stats(frames, selection), tokenizer.encode_batch, AugmentConfig()
+    )
     sampler = iter(StepSampler(num_samples=len(dataset), micro_batch=batch, end_step=batches + 2))
     dataset[next(sampler)]
     times = []
@@ -114,7 +116,9 @@ def bench_data(demos: Path, cache: Path, batch: int, batches: int) -> dict:
     return {"batch": batch, "median_s": seconds, "samples_per_s": batch / seconds}
 
 
-def bench_trainer(demos: Path, cache: Path, run_dir: Path, preset: str, batch: int, steps: int, workers: int) -> dict:
+def bench_trainer(
+    demos: Path, cache: Path, run_dir: Path, preset: str, batch: int, steps: int, workers: int
+) -> dict:
     """Samples/s that ``train`` logs (its second half, after warm-up)."""
     config = dataclasses.replace(
         get_train_preset(preset),
@@ -142,7 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", help="model preset (and train preset of the same name)")
     parser.add_argument("--batch", type=int, default=16, help="global batch size")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch intra-op thread counts to try")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1], help="torch intra-op thread counts to try"
+    )
     parser.add_argument("--steps", type=int, default=5, help="measured steps (model and trainer)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured model steps first")
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers of the trainer run")
@@ -153,8 +159,12 @@ def main() -> None:
 
     result = {
         "preset": args.preset,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "load_avg_1min_at_start": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "load_avg_1min_at_start": os.getloadavg()[0],
+        },
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as scratch:
@@ -162,12 +172,20 @@ def main() -> None:
         write_synthetic_demos(scratch / "demos", episodes=4, length=100, size=128)
         for threads in args.threads:
             torch.set_num_threads(threads)
-            entry = {"threads": threads, "model": bench_model(args.preset, args.batch, args.steps, args.warmup)}
+            entry = {
+                "threads": threads,
+                "model": bench_model(args.preset, args.batch, args.steps, args.warmup),
+            }
             entry["data"] = bench_data(scratch / "demos", scratch / "cache", args.batch, batches=10)
             if not args.skip_trainer:
                 entry["trainer"] = bench_trainer(
-                    scratch / "demos", scratch / "cache", scratch / f"run_{threads}", args.preset, args.batch,
-                    steps=args.warmup + args.steps, workers=args.workers,
+                    scratch / "demos",
+                    scratch / "cache",
+                    scratch / f"run_{threads}",
+                    args.preset,
+                    args.batch,
+                    steps=args.warmup + args.steps,
+                    workers=args.workers,
                 )
             result["runs"].append(entry)
     result["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]

@@ -6,7 +6,7 @@ renders already rotated by 180 degrees)::
     "image":       uint8   (H, W, 3)  third-person (agentview) camera
     "wrist_image": uint8   (H, W, 3)  eye-in-hand camera
     "state":       float32 (8,)       eef_pos(3), eef axis-angle(3), gripper qpos(2)
-    "prompt":      str                the task instruction, as written in the BDDL file
+    "prompt":      str                the task instruction (the LIBERO benchmark's task language)
 
 Action chunk: float32 ``(chunk, 7)`` in robot units (LIBERO's OSC_POSE deltas, each in
 [-1, 1]; gripper -1 = open, +1 = close). Harnesses execute the rows in order.

@@ -44,7 +44,7 @@ from envs.oracle_geometry import (
     segment_box_overlap,
     wrap_angle,
 )
-from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, plan_grasp
+from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
 
 __all__ = [
     "Decision",
@@ -54,9 +54,7 @@ __all__ = [
     "ScriptedOracle",
 ]
 
-Phase = Literal[
-    "approach", "descend", "close", "reopen", "lift", "carry", "lower", "release", "retreat"
-]
+Phase = Literal["approach", "descend", "close", "reopen", "lift", "carry", "lower", "release", "retreat"]
 
 _REQUIRED_KEYS = ("goal", "eef_pos", "eef_quat", "gripper_qpos", "robot_base_pos", "objects", "sites")
 _OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb", "parts", "finger_contacts")
@@ -168,7 +166,9 @@ class ScriptedOracle(Policy):
         relation, obj_name, target_name = self._goal(priv)
         objects = priv["objects"]
         if obj_name not in objects:
-            raise PrivilegedObservationError(f"privileged['objects'][{obj_name!r}] is missing (named by the goal)")
+            raise PrivilegedObservationError(
+                f"privileged['objects'][{obj_name!r}] is missing (named by the goal)"
+            )
         obj = objects[obj_name]
         _require(obj, _OBJECT_KEYS, f"privileged['objects'][{obj_name!r}]")
         placement = self._placement(priv, relation, target_name)
@@ -176,12 +176,12 @@ class ScriptedOracle(Policy):
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
         current_yaw = gripper_yaw(quat_to_mat(priv["eef_quat"]))
-        grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp)
-
-        if self._held(obj, eef, gap, grasp.width):
+        width = grasp_width_bound(priv, obj_name, self.grasps, self.config.grasp)
+        if self._held(obj, eef, gap, width):
             return self._transport(priv, obj_name, placement, eef, current_yaw)
         if self._placed(obj, placement):
             return self._retreat(obj, eef, current_yaw, gap)
+        grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp)
         return self._pick(priv, obj_name, grasp.point, grasp.yaw, eef, current_yaw, gap)
 
     def action(self, priv: Mapping[str, Any], decision: Decision) -> np.ndarray:
@@ -225,17 +225,25 @@ class ScriptedOracle(Policy):
             size = np.asarray(site["size"], dtype=np.float64)
             half = box_half_extents(rot, size)
             support = centre[2] - half[2] if relation == "in" else centre[2] + half[2]
-            return _Placement(xy=centre[:2], support_z=float(support), relation=relation, region=(centre, rot, size))
-        raise OracleTaskError(f"goal target {target_name!r}: expected an object or a site in privileged state")
+            return _Placement(
+                xy=centre[:2], support_z=float(support), relation=relation, region=(centre, rot, size)
+            )
+        raise OracleTaskError(
+            f"goal target {target_name!r}: expected an object or a site in privileged state"
+        )
 
     def _held(self, obj: Mapping[str, Any], eef: np.ndarray, gap: float, width: float) -> bool:
         cfg = self.config
         box = np.asarray(obj["aabb"], dtype=np.float64)
-        inside = bool(np.all(eef >= box[0] - cfg.held_box_margin) and np.all(eef <= box[1] + cfg.held_box_margin))
-        # One finger may lose contact for a tick while the object swings; the gap then still shows it.
+        inside = bool(
+            np.all(eef >= box[0] - cfg.held_box_margin) and np.all(eef <= box[1] + cfg.held_box_margin)
+        )
+        if not inside or gap > width + cfg.held_gap_margin:
+            return False
         contacts = int(obj["finger_contacts"])
-        pinched = contacts >= 2 or (contacts == 1 and gap <= width)
-        return inside and pinched and gap < width + cfg.held_gap_margin
+        # A finger can lose contact for a tick while the object swings; a gap that stopped at
+        # the object's width, short of fully closed, still shows it is between the fingers.
+        return contacts >= 2 or (gap <= width and (contacts >= 1 or gap > 2 * cfg.empty_gap))
 
     def _placed(self, obj: Mapping[str, Any], placement: _Placement) -> bool:
         cfg = self.config
@@ -249,7 +257,9 @@ class ScriptedOracle(Policy):
         low = box[0, 2] - placement.support_z <= cfg.release_clearance[placement.relation]
         return bool(near and low)
 
-    def _corridor_top(self, priv: Mapping[str, Any], obj_name: str, start: np.ndarray, end: np.ndarray) -> float:
+    def _corridor_top(
+        self, priv: Mapping[str, Any], obj_name: str, start: np.ndarray, end: np.ndarray
+    ) -> float:
         """Highest top of any other body whose footprint the carried object would sweep over."""
         obj_box = np.asarray(priv["objects"][obj_name]["aabb"], dtype=np.float64)
         radius = float(np.max(obj_box[1, :2] - obj_box[0, :2]) / 2.0) + self.config.corridor_margin
@@ -284,7 +294,9 @@ class ScriptedOracle(Policy):
             return Decision("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
         # A funnel over the target: the closer to centred, the lower the object may go, so
         # centring and lowering happen together and neither waits for the other.
-        openness = np.clip((distance - cfg.lower_tolerance) / (cfg.hold_tolerance - cfg.lower_tolerance), 0.0, 1.0)
+        openness = np.clip(
+            (distance - cfg.lower_tolerance) / (cfg.hold_tolerance - cfg.lower_tolerance), 0.0, 1.0
+        )
         floor = placement.support_z + openness * (carry_bottom - placement.support_z)
         target = eef + np.array([offset_xy[0], offset_xy[1], floor - bottom])
         return Decision("lower", target, yaw, 1.0)
@@ -316,7 +328,11 @@ class ScriptedOracle(Policy):
         if gap <= cfg.empty_gap:
             return Decision("reopen", hover, yaw, -1.0)
         at_grasp = error_xy <= cfg.grasp_tolerance_xy and abs(error[2]) <= cfg.grasp_tolerance_z
-        closing = gap < cfg.open_gap and error_xy <= 2 * cfg.grasp_tolerance_xy and abs(error[2]) <= 2 * cfg.grasp_tolerance_z
+        closing = (
+            gap < cfg.open_gap
+            and error_xy <= 2 * cfg.grasp_tolerance_xy
+            and abs(error[2]) <= 2 * cfg.grasp_tolerance_z
+        )
         if at_grasp or closing:
             return Decision("close", grasp_point, yaw, 1.0)
         aligned = abs(wrap_angle(yaw - current_yaw)) <= cfg.yaw_tolerance

@@ -49,7 +49,9 @@ def _mat_to_rotvec(rot: np.ndarray) -> np.ndarray:
         signs = np.sign(rot[pivot] + rot[:, pivot])
         signs[pivot] = 1.0
         return angle * axis * np.where(signs == 0, 1.0, signs)
-    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]]) / (2 * np.sin(angle))
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]]) / (
+        2 * np.sin(angle)
+    )
     return angle * axis
 
 
@@ -123,29 +125,45 @@ def xy_distance_to_box(point: np.ndarray, box: np.ndarray) -> float:
     return float(np.linalg.norm(outside))
 
 
-# Sample grid over a rectangle, in units of its half-length/half-width.
-_GRID_ALONG = np.linspace(-1.0, 1.0, 15)
-_GRID_ACROSS = np.linspace(-1.0, 1.0, 3)
+# Spacing of the sample grid laid over a rectangle (m).
+_GRID_STEP = 0.02
 
 
 def rectangle_clearance(
-    centre: np.ndarray, axis: np.ndarray, half_length: float, half_width: float, boxes: list[np.ndarray]
-) -> float:
-    """Horizontal room between an oriented rectangle and a set of boxes' xy footprints.
+    centres: np.ndarray,
+    axes: np.ndarray,
+    half_length: float,
+    half_width: float,
+    boxes: np.ndarray,
+    active: np.ndarray,
+) -> np.ndarray:
+    """Horizontal room ``(C,)`` between C oriented rectangles and the boxes' xy footprints.
 
-    The rectangle is sampled on a 15 x 3 grid, so the result is exact to about a fifteenth
-    of its length; 0 means a sample lies inside a box, ``inf`` that there are no boxes.
+    Args:
+        centres: ``(C, 2)`` rectangle centres.
+        axes: ``(C, 2)`` unit vectors along each rectangle's length.
+        half_length, half_width: rectangle half-sizes.
+        boxes: ``(B, 2, >=2)`` boxes ``[lo, hi]``; only their xy is used.
+        active: ``(C, B)`` which boxes count for which rectangle.
+
+    Each rectangle is sampled on a grid about 2 cm apart, so the result is exact to about
+    1 cm; 0 means a sample lies inside a box, ``inf`` that no box is active.
     """
-    if not boxes:
-        return float("inf")
-    along = np.asarray(axis[:2], dtype=np.float64) / np.linalg.norm(axis[:2])
-    across = np.array([-along[1], along[0]])
+    across = np.stack([-axes[:, 1], axes[:, 0]], axis=1)
+    n_along = int(np.ceil(2 * half_length / _GRID_STEP)) + 1
+    n_across = int(np.ceil(2 * half_width / _GRID_STEP)) + 1
+    offsets_along = np.linspace(-half_length, half_length, n_along)[:, None]  # (n_along, 1)
+    offsets_across = np.linspace(-half_width, half_width, n_across)[:, None]  # (n_across, 1)
     points = (
-        np.asarray(centre[:2], dtype=np.float64)
-        + (_GRID_ALONG[:, None, None] * half_length) * along
-        + (_GRID_ACROSS[None, :, None] * half_width) * across
-    ).reshape(-1, 2)
-    stacked = np.stack([np.asarray(box, dtype=np.float64)[:, :2] for box in boxes])  # (B, 2, 2)
-    below = np.maximum(stacked[None, :, 0, :] - points[:, None, :], 0.0)
-    above = np.maximum(points[:, None, :] - stacked[None, :, 1, :], 0.0)
-    return float(np.min(np.linalg.norm(below + above, axis=-1)))
+        centres[:, None, None, :]
+        + offsets_along[None, :, None, :] * axes[:, None, None, :]
+        + offsets_across[None, None, :, :] * across[:, None, None, :]
+    ).reshape(len(centres), -1, 2)  # (C, P, 2)
+    lo = boxes[None, None, :, 0, :2]
+    hi = boxes[None, None, :, 1, :2]
+    gaps = np.maximum(lo - points[:, :, None, :], 0.0) + np.maximum(points[:, :, None, :] - hi, 0.0)
+    distance = np.sqrt(np.sum(gaps * gaps, axis=-1))  # (C, P, B)
+    distance = np.where(active[:, None, :], distance, np.inf)
+    if distance.shape[1] * distance.shape[2] == 0:
+        return np.full(len(centres), np.inf)
+    return distance.min(axis=(1, 2))

@@ -22,7 +22,15 @@ import numpy as np
 
 from envs.oracle_geometry import point_in_box, quat_to_mat, rectangle_clearance, wrap_angle
 
-__all__ = ["DEFAULT_GRASP", "GRASP_SPECS", "Grasp", "GraspConfig", "GraspSpec", "plan_grasp"]
+__all__ = [
+    "DEFAULT_GRASP",
+    "GRASP_SPECS",
+    "Grasp",
+    "GraspConfig",
+    "GraspSpec",
+    "grasp_width_bound",
+    "plan_grasp",
+]
 
 
 @dataclass(frozen=True)
@@ -122,13 +130,24 @@ def _nearby_parts(priv: Mapping[str, Any], obj_name: str, cfg: GraspConfig) -> n
     return boxes[near]
 
 
-def _footprint_clearance(parts: np.ndarray, point: np.ndarray, direction: np.ndarray, cfg: GraspConfig) -> float:
-    """Horizontal room around the open fingers and the hand at ``point`` (finger axis ``direction``)."""
-    fingers = list(parts[parts[:, 1, 2] > point[2] - cfg.fingertip_depth])
-    hand = list(parts[parts[:, 1, 2] > point[2] + cfg.hand_bottom])
-    finger_room = rectangle_clearance(point[:2], direction, cfg.finger_reach, cfg.finger_half_width, fingers)
-    hand_room = rectangle_clearance(point[:2], direction, cfg.hand_half_length, cfg.hand_half_width, hand)
-    return min(finger_room, hand_room)
+def _footprint_clearance(
+    parts: np.ndarray, points: np.ndarray, directions: np.ndarray, cfg: GraspConfig
+) -> np.ndarray:
+    """Horizontal room ``(C,)`` around the open fingers and the hand for C candidate grasps.
+
+    ``points`` ``(C, 3)`` are grip-site targets, ``directions`` ``(C, 2)`` unit finger axes.
+    """
+    parts = parts[parts[:, 1, 2] > points[:, 2].min() - cfg.fingertip_depth]
+    tops = parts[:, 1, 2]
+    under_fingers = tops[None, :] > points[:, 2:3] - cfg.fingertip_depth
+    under_hand = tops[None, :] > points[:, 2:3] + cfg.hand_bottom
+    finger_room = rectangle_clearance(
+        points[:, :2], directions, cfg.finger_reach, cfg.finger_half_width, parts, under_fingers
+    )
+    hand_room = rectangle_clearance(
+        points[:, :2], directions, cfg.hand_half_length, cfg.hand_half_width, parts, under_hand
+    )
+    return np.minimum(finger_room, hand_room)
 
 
 def _grasp_cost(yaw: float, point: np.ndarray, priv: Mapping[str, Any], cfg: GraspConfig) -> float:
@@ -175,17 +194,27 @@ def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     side = _container_side(priv, obj_name, centre)
     if side is not None:
         return Grasp(rim_point(side), _axis_yaw(side), spec.rim_thickness)
-    parts = _nearby_parts(priv, obj_name, cfg)
-    best, best_score = None, -np.inf
-    for angle in cfg.rim_angles:
-        direction = np.array([np.cos(angle), np.sin(angle), 0.0])
-        point = rim_point(direction)
-        yaw = _axis_yaw(direction)
-        room = _footprint_clearance(parts, point, direction[:2], cfg)
-        score = min(room, cfg.clearance_cap) - _grasp_cost(yaw, point, priv, cfg)
-        if score > best_score:
-            best, best_score = Grasp(point, yaw, spec.rim_thickness), score
-    return best
+    angles = np.asarray(cfg.rim_angles)
+    directions = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1)
+    points = np.stack([rim_point(direction) for direction in directions])
+    yaws = [_axis_yaw(direction) for direction in directions]
+    room = _footprint_clearance(_nearby_parts(priv, obj_name, cfg), points, directions[:, :2], cfg)
+    scores = [min(r, cfg.clearance_cap) - _grasp_cost(y, p, priv, cfg) for r, y, p in zip(room, yaws, points)]
+    best = int(np.argmax(scores))
+    return Grasp(points[best], yaws[best], spec.rim_thickness)
+
+
+def _top_widths(box: np.ndarray, cfg: GraspConfig) -> list[tuple[float, float]]:
+    """``(yaw offset, finger gap across the object)`` for each allowed top-grasp yaw offset."""
+    extent = box[1] - box[0]
+    narrow, long = sorted((float(extent[0]), float(extent[1])))
+    round_body = long <= narrow * cfg.round_ratio
+    widths = []
+    for yaw_offset in cfg.top_yaws:
+        width = narrow if round_body else narrow * abs(np.cos(yaw_offset)) + long * abs(np.sin(yaw_offset))
+        if width <= cfg.max_width or yaw_offset == 0.0:
+            widths.append((yaw_offset, width))
+    return widths
 
 
 def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: GraspConfig) -> Grasp:
@@ -200,25 +229,34 @@ def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     base = np.array([0.0, 1.0]) if round_body or narrow_axis == 1 else np.array([1.0, 0.0])
     long_dir = np.array([base[1], -base[0]])
     slide_limit = 0.0 if round_body else max(long / 2.0 - cfg.slide_margin, 0.0)
-    parts = _nearby_parts(priv, obj_name, cfg)
-    best, best_score = None, -np.inf
-    for yaw_offset in cfg.top_yaws:
+    candidates = []
+    for yaw_offset, width in _top_widths(box, cfg):
         c, s = np.cos(yaw_offset), np.sin(yaw_offset)
         direction = np.array([c * base[0] - s * base[1], s * base[0] + c * base[1]])
-        width = narrow if round_body else narrow * abs(c) + long * abs(s)
-        if width > cfg.max_width and yaw_offset != 0.0:
-            continue
         for slide in cfg.top_slides:
-            if abs(slide) > slide_limit:
-                continue
-            point = np.array([*(centre[:2] + slide * long_dir), z])
-            room = _footprint_clearance(parts, point, direction, cfg)
-            yaw = _axis_yaw(direction)
-            cost = _grasp_cost(yaw, point, priv, cfg) + cfg.slide_cost * abs(slide)
-            score = min(room, cfg.clearance_cap) - cost
-            if score > best_score:
-                best, best_score = Grasp(point, yaw, float(width)), score
-    return best
+            if abs(slide) <= slide_limit:
+                point = np.array([*(centre[:2] + slide * long_dir), z])
+                candidates.append((point, direction, float(width), abs(slide)))
+    points = np.stack([c[0] for c in candidates])
+    directions = np.stack([c[1] for c in candidates])
+    room = _footprint_clearance(_nearby_parts(priv, obj_name, cfg), points, directions, cfg)
+    scores = []
+    for r, (point, direction, _, slide) in zip(room, candidates):
+        cost = _grasp_cost(_axis_yaw(direction), point, priv, cfg) + cfg.slide_cost * slide
+        scores.append(min(r, cfg.clearance_cap) - cost)
+    point, direction, width, _ = candidates[int(np.argmax(scores))]
+    return Grasp(point, _axis_yaw(direction), width)
+
+
+def grasp_width_bound(
+    priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
+) -> float:
+    """Widest finger gap any planned grasp of ``obj_name`` would rest at (cheap; no search)."""
+    obj = priv["objects"][obj_name]
+    spec = specs.get(obj["category"], DEFAULT_GRASP)
+    if spec.kind == "rim":
+        return spec.rim_thickness
+    return max(width for _, width in _top_widths(np.asarray(obj["aabb"], dtype=np.float64), cfg))
 
 
 def plan_grasp(

@@ -37,7 +37,9 @@ import numpy as np
 __all__ = ["PrivilegedStateError", "privileged_state"]
 
 # Corner signs of a unit box, used to turn a geom's local AABB into 8 world points.
-_BOX_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+_BOX_CORNERS = np.array(
+    [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64
+)
 
 
 class PrivilegedStateError(TypeError):
@@ -146,7 +148,9 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
         "eef_pos": np.array(data.site_xpos[robot.eef_site_id], dtype=np.float64),
         "eef_quat": _wxyz_to_xyzw(data.xquat[eef_body]),
         "gripper_qpos": np.array(data.qpos[robot._ref_gripper_joint_pos_indexes], dtype=np.float64),
-        "robot_base_pos": np.array(data.xpos[sim.model.body_name2id(robot.robot_model.root_body)], dtype=np.float64),
+        "robot_base_pos": np.array(
+            data.xpos[sim.model.body_name2id(robot.robot_model.root_body)], dtype=np.float64
+        ),
         "objects": objects,
         "sites": sites,
     }

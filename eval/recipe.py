@@ -16,8 +16,8 @@ where it stopped and a finished stage costs nothing:
    ``cogvla eval libero --policy tcp://...`` on the 50 fixed init states per task.
 
 Everything lives under ``cogvla.paths.cache_dir("recipe")`` (``$COGVLA_CACHE/recipe``):
-``demos/``, ``run/``, ``eval/``, ``recipe.log`` and ``status.json`` (per-stage outcome and
-the settings it ran with). Delete that folder and the same command rebuilds it all.
+``demos/``, ``frames/`` (decoded training frames), ``run/``, ``eval/``, ``recipe.log``,
+``serve.log`` and ``status.json`` (per-stage outcome and the settings it ran with). Delete that folder and the same command rebuilds it all.
 Without ``--resume`` the recipe refuses to continue a folder that already holds results.
 """
 
@@ -57,7 +57,7 @@ class RecipeConfig:
     # libero_spatial task indices; task 0 must be among them.
     tasks: tuple[int, ...] = (0, 1, 2)
     # Successful demos per task (>= 40; the learn probe suggests well over 100).
-    per_task: int = 150
+    per_task: int = 100
     # DART: std of the Gaussian noise on executed arm deltas while the oracle records clean actions.
     noise: float = 0.1
     # Camera side of demos and evaluation (the tiny model's input size).
@@ -65,8 +65,8 @@ class RecipeConfig:
     # Simulator worker processes for demos and evaluation.
     workers: int = 2
     # Training steps of the tiny preset, its global batch and intra-op threads.
-    steps: int = 20_000
-    batch: int = 32
+    steps: int = 4_000
+    batch: int = 16
     threads: int = 1
     # Fixed init states evaluated per task.
     trials: int = 50
@@ -111,9 +111,21 @@ class Recipe:
     def stage_demos(self) -> dict[str, Any]:
         c = self.config
         report = self._cogvla(
-            "demos", "--suite", "libero_spatial", "--tasks", self.task_list, "--per-task", str(c.per_task),
-            "--noise", str(c.noise), "--out", str(self.demos), "--workers", str(c.workers),
-            "--image-size", str(c.image_size),
+            "demos",
+            "--suite",
+            "libero_spatial",
+            "--tasks",
+            self.task_list,
+            "--per-task",
+            str(c.per_task),
+            "--noise",
+            str(c.noise),
+            "--out",
+            str(self.demos),
+            "--workers",
+            str(c.workers),
+            "--image-size",
+            str(c.image_size),
         )
         return {"report": report}
 
@@ -122,8 +134,23 @@ class Recipe:
         if not any(self.demos.rglob("*.hdf5")):
             raise RecipeError(f"{self.demos}: no demos yet; run the demos stage first")
         result = self._cogvla(
-            "train", "--preset", "tiny", "--data", str(self.demos), "--out", str(self.run_dir), "--resume",
-            "--steps", str(c.steps), "--batch", str(c.batch), "--threads", str(c.threads), "--no-progress",
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(self.demos),
+            "--out",
+            str(self.run_dir),
+            "--resume",
+            "--steps",
+            str(c.steps),
+            "--batch",
+            str(c.batch),
+            "--threads",
+            str(c.threads),
+            "--cache",
+            str(self.root / "frames"),
+            "--no-progress",
         )
         return {"result": result}
 
@@ -146,9 +173,24 @@ class Recipe:
             _wait_for_server(endpoint, server)
             c = self.config
             summary = self._cogvla(
-                "eval", "libero", "--policy", endpoint, "--suite", "libero_spatial", "--tasks", self.task_list,
-                "--trials", str(c.trials), "--out", str(self.eval_dir), "--workers", str(c.workers),
-                "--image-size", str(c.image_size), "--fast-render", "--resume",
+                "eval",
+                "libero",
+                "--policy",
+                endpoint,
+                "--suite",
+                "libero_spatial",
+                "--tasks",
+                self.task_list,
+                "--trials",
+                str(c.trials),
+                "--out",
+                str(self.eval_dir),
+                "--workers",
+                str(c.workers),
+                "--image-size",
+                str(c.image_size),
+                "--fast-render",
+                "--resume",
             )
         finally:
             server.send_signal(signal.SIGTERM)
@@ -165,7 +207,12 @@ class Recipe:
         logger.info("$ %s", " ".join(command))
         with self.log_path.open("a") as log:
             finished = subprocess.run(
-                command, stdout=subprocess.PIPE, stderr=log, text=True, env=_child_env(self.config.threads)
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=_child_env(self.config.threads),
+                check=False,
             )
         if finished.returncode != 0:
             raise RecipeError(f"`cogvla {args[0]}` exited with {finished.returncode}; see {self.log_path}")
@@ -210,24 +257,35 @@ def _wait_for_server(endpoint: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + _SERVER_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RecipeError(f"the policy server exited with {server.returncode} before answering; see serve.log")
+            raise RecipeError(
+                f"the policy server exited with {server.returncode} before answering; see serve.log"
+            )
         ping = subprocess.run(
-            [*_cogvla_command(), "ping", endpoint, "--timeout-ms", "2000"], capture_output=True, text=True
+            [*_cogvla_command(), "ping", endpoint, "--timeout-ms", "2000"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if ping.returncode == 0:
             logger.info("policy server up at %s", endpoint)
             return
         time.sleep(2.0)
-    raise RecipeError(f"the policy server at {endpoint} did not answer within {_SERVER_READY_TIMEOUT_S:.0f} s")
+    raise RecipeError(
+        f"the policy server at {endpoint} did not answer within {_SERVER_READY_TIMEOUT_S:.0f} s"
+    )
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = RecipeConfig()
     parser = argparse.ArgumentParser(prog="python -m eval.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("all", *STAGES), default="all", help="which stage(s) to run")
-    parser.add_argument("--resume", action="store_true", help="continue the results already in the recipe folder")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the results already in the recipe folder"
+    )
     parser.add_argument("--background", action="store_true", help="detach; output goes to recipe.log")
-    parser.add_argument("--tasks", default=",".join(map(str, defaults.tasks)), help="libero_spatial task indices")
+    parser.add_argument(
+        "--tasks", default=",".join(map(str, defaults.tasks)), help="libero_spatial task indices"
+    )
     parser.add_argument("--per-task", type=int, default=defaults.per_task, help="successful demos per task")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="DART noise std on arm deltas")
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="camera side in pixels")
@@ -266,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
                 start_new_session=True,
             )
         (root / "recipe.pid").write_text(f"{child.pid}\n")
-        print(json.dumps({"pid": child.pid, "log": str(root / "recipe.log"), "status": str(root / "status.json")}))
+        print(
+            json.dumps(
+                {"pid": child.pid, "log": str(root / "recipe.log"), "status": str(root / "status.json")}
+            )
+        )
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stages = STAGES if args.stage == "all" else (args.stage,)

@@ -57,7 +57,9 @@ def demo_cache(tmp_path):
     first.actions[6, :6] = 0.0
     append_episode(tmp_path / "demos" / "task_a.hdf5", first)
     append_episode(tmp_path / "demos" / "task_a.hdf5", scripted_episode(5, offset=2.0))
-    append_episode(tmp_path / "demos" / "task_b.hdf5", scripted_episode(7, offset=3.0, language="open the drawer"))
+    append_episode(
+        tmp_path / "demos" / "task_b.hdf5", scripted_episode(7, offset=3.0, language="open the drawer")
+    )
     files = find_demo_files([tmp_path / "demos"])
     return load_frame_cache(files, tmp_path / "cache")
 
@@ -111,7 +113,9 @@ def test_dataset_batch_shapes_and_normalization_round_trip(demo_cache):
     raw = demo_cache.actions[selection.chunks]
     back = stats.unnormalize_actions(batch["actions"].numpy())
     # Arm dims invert within q01/q99 (clipped outside it); the gripper is binarized back exactly.
-    inside = (raw[..., :6] >= np.asarray(stats.action_q01[:6])) & (raw[..., :6] <= np.asarray(stats.action_q99[:6]))
+    inside = (raw[..., :6] >= np.asarray(stats.action_q01[:6])) & (
+        raw[..., :6] <= np.asarray(stats.action_q99[:6])
+    )
     np.testing.assert_allclose(back[..., :6][inside], raw[..., :6][inside], atol=1e-5)
     np.testing.assert_array_equal(back[..., 6], raw[..., 6])
 
@@ -133,7 +137,9 @@ def test_frame_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, demo_ca
     assert again.images.filename == demo_cache.images.filename
     assert demo_cache.images.shape == (24, 2, 16, 16, 3)
     assert demo_cache.languages == ("put the bowl on the plate",) * 2 + ("open the drawer",)
-    append_episode(tmp_path / "demos" / "task_b.hdf5", scripted_episode(3, offset=4.0, language="open the drawer"))
+    append_episode(
+        tmp_path / "demos" / "task_b.hdf5", scripted_episode(3, offset=4.0, language="open the drawer")
+    )
     changed = load_frame_cache(files, tmp_path / "cache")
     assert changed.images.shape[0] == 27
     assert changed.images.filename != demo_cache.images.filename
@@ -201,8 +207,12 @@ def test_sampler_is_a_function_of_seed_and_step():
 
 def test_sampler_splits_one_global_batch_over_ranks_and_micro_steps():
     single = list(StepSampler(num_samples=13, micro_batch=8, seed=1, end_step=3))
-    split = [list(StepSampler(num_samples=13, micro_batch=2, grad_accum=2, world_size=2, rank=r, seed=1, end_step=3))
-             for r in range(2)]
+    split = [
+        list(
+            StepSampler(num_samples=13, micro_batch=2, grad_accum=2, world_size=2, rank=r, seed=1, end_step=3)
+        )
+        for r in range(2)
+    ]
     for step in range(3):
         parts = [item for r in range(2) for item in split[r][2 * step] + split[r][2 * step + 1]]
         assert sorted(parts) == sorted(single[step])

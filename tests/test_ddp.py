@@ -22,8 +22,13 @@ def _free_port() -> int:
 
 def _worker(rank: int, port: int, config, demos, run_dir, frame_cache) -> None:
     os.environ.update(
-        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": str(WORLD_SIZE),
-         "LOCAL_RANK": str(rank)}
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(WORLD_SIZE),
+            "LOCAL_RANK": str(rank),
+        }
     )
     torch.set_num_threads(1)
     train(config, [demos], run_dir, model_config=small_model_config(), cache_root=frame_cache, progress=False)
@@ -35,10 +40,20 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     try:
         demos = write_demos(tmp_path / "demos")
         config = small_train_config(steps=2, warmup_steps=0, save_every=1, global_batch=4)
-        train(config, [demos], tmp_path / "single", model_config=small_model_config(),
-              cache_root=tmp_path / "frames", progress=False)
-        mp.spawn(_worker, args=(_free_port(), config, demos, tmp_path / "ddp", tmp_path / "frames"),
-                 nprocs=WORLD_SIZE, join=True)
+        train(
+            config,
+            [demos],
+            tmp_path / "single",
+            model_config=small_model_config(),
+            cache_root=tmp_path / "frames",
+            progress=False,
+        )
+        mp.spawn(
+            _worker,
+            args=(_free_port(), config, demos, tmp_path / "ddp", tmp_path / "frames"),
+            nprocs=WORLD_SIZE,
+            join=True,
+        )
     finally:
         torch.set_num_threads(threads)
     assert_same_training(tmp_path / "single", tmp_path / "ddp", config.lr)

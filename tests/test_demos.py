@@ -1,7 +1,7 @@
 """Demo generation: seeds, resume, DART bookkeeping, and one real `cogvla demos` run.
 
-Budget: ~15 s for the fake-env tests; the real oracle run (1 task x 1 demo, 64 px,
-fast render) ~40 s and needs envs.oracle.
+Budget, measured on 2 busy cores: ~4 s for the fake-env tests; the real oracle run
+(1 task x 1 demo, 64 px, fast render) ~30-40 s.
 """
 
 from __future__ import annotations

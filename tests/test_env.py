@@ -1,6 +1,6 @@
 """The LIBERO gymnasium env: schema, bounds, orientation, resets, fast-render scoping.
 
-Budget: ~15 s (one 64 px fast-render env shared by the module). pytest replaces stdin
+Budget: ~15-20 s (one 64 px fast-render env shared by the module). pytest replaces stdin
 with a reader that raises, so creating the env here also shows it never prompts.
 """
 

@@ -66,7 +66,15 @@ def test_file_attrs_follow_libero_schema(tmp_path):
         demo = data["demo_0"]
         for key in ("actions", "states", "robot_states", "rewards", "dones"):
             assert key in demo, key
-        for key in ("agentview_rgb", "eye_in_hand_rgb", "ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states"):
+        for key in (
+            "agentview_rgb",
+            "eye_in_hand_rgb",
+            "ee_pos",
+            "ee_ori",
+            "ee_states",
+            "gripper_states",
+            "joint_states",
+        ):
             assert key in demo["obs"], key
         assert demo["dones"][-1] == 1 and demo["dones"][:-1].sum() == 0
         # On disk the image is upside down (robosuite's OpenGL convention).
@@ -94,7 +102,12 @@ def test_count_episodes_of_a_missing_file_is_zero(tmp_path):
     [
         ("actions", np.zeros((4, 6)), EpisodeFormatError, r"actions: expected shape \(T, 7\)"),
         ("agentview_rgb", np.zeros((4, 8, 8, 3), dtype=np.float32), TypeError, "expected dtype uint8"),
-        ("eye_in_hand_rgb", np.zeros((3, 8, 8, 3), dtype=np.uint8), EpisodeFormatError, r"expected shape \(4, H, W, 3\)"),
+        (
+            "eye_in_hand_rgb",
+            np.zeros((3, 8, 8, 3), dtype=np.uint8),
+            EpisodeFormatError,
+            r"expected shape \(4, H, W, 3\)",
+        ),
         ("ee_pos", np.zeros((5, 3)), EpisodeFormatError, "ee_pos: expected 4 steps, got 5"),
         ("language", "", EpisodeFormatError, "language: expected a non-empty str"),
     ],
@@ -114,12 +127,18 @@ def write_official_layout(path, lengths, size=6, seed=0):
         data = handle.create_group("data")
         data.attrs["env_name"] = "LIBERO_Tabletop_Manipulation"
         data.attrs["problem_info"] = json.dumps(
-            {"problem_name": "libero_tabletop_manipulation", "domain_name": "robosuite", "language_instruction": INSTRUCTION}
+            {
+                "problem_name": "libero_tabletop_manipulation",
+                "domain_name": "robosuite",
+                "language_instruction": INSTRUCTION,
+            }
         )
         data.attrs["macros_image_convention"] = "opengl"
         data.attrs["bddl_file_name"] = "chiliocosm/bddl_files/libero_spatial/task.bddl"
         data.attrs["bddl_file_content"] = "(define (problem LIBERO_Tabletop_Manipulation))"
-        data.attrs["env_args"] = json.dumps({"type": 1, "env_name": "LIBERO_Tabletop_Manipulation", "env_kwargs": {}})
+        data.attrs["env_args"] = json.dumps(
+            {"type": 1, "env_name": "LIBERO_Tabletop_Manipulation", "env_kwargs": {}}
+        )
         for i, length in enumerate(lengths):
             demo = data.create_group(f"demo_{i}")
             obs = demo.create_group("obs")
@@ -131,7 +150,9 @@ def write_official_layout(path, lengths, size=6, seed=0):
             obs.create_dataset("ee_pos", data=ee_states[:, :3])
             obs.create_dataset("ee_ori", data=ee_states[:, 3:])
             obs.create_dataset("agentview_rgb", data=agentview)
-            obs.create_dataset("eye_in_hand_rgb", data=rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8))
+            obs.create_dataset(
+                "eye_in_hand_rgb", data=rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8)
+            )
             actions = rng.uniform(-1, 1, (length, 7))
             demo.create_dataset("actions", data=actions)
             states = rng.normal(size=(length, 79))

@@ -130,3 +130,22 @@ def test_model_actions_agree_between_attention_implementations():
     inputs = {key: batch[key] for key in ("pixel_values", "input_ids", "attention_mask", "proprio")}
     with torch.no_grad():
         torch.testing.assert_close(mask(**inputs).actions, split(**inputs).actions, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_flash_attn_path_matches_sdpa_on_cuda():
+    pytest.importorskip("flash_attn")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (
+        torch.randn(3, 4, 40, 64, generator=generator, device="cuda", dtype=torch.bfloat16) for _ in range(3)
+    )
+    valid = torch.ones(3, 40, dtype=torch.bool, device="cuda")
+    valid[1, 5:9] = False
+    for catten in (True, False):
+        flash = attend(q, k, v, valid, 12, catten=catten, impl="split")
+        sdpa = attend(q, k, v, valid, 12, catten=catten, impl="mask")
+        torch.testing.assert_close(
+            flash[:, :, valid[1]].float(), sdpa[:, :, valid[1]].float(), atol=2e-2, rtol=0
+        )

@@ -117,7 +117,9 @@ def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     hue = torch.stack([(g - b) / safe, (b - r) / safe + 2.0, (r - g) / safe + 4.0], dim=1)
     hue = torch.gather(hue, 1, argmax.unsqueeze(1)).squeeze(1)
     hue = torch.where(chroma > 0, torch.remainder(hue / 6.0, 1.0), torch.zeros_like(hue))
-    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), value * 0)
+    saturation = torch.where(
+        value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), value * 0
+    )
     return torch.stack([hue, saturation, value], dim=1)
 
 

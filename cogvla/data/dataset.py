@@ -121,4 +121,3 @@ class DemoDataset:
             "proprio": torch.from_numpy(self.proprio[frames]),
             "actions": torch.from_numpy(self.actions[self.selection.chunks[indices]]),
         }
-

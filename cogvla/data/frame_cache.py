@@ -119,9 +119,13 @@ def _count_frames(files: Sequence[Path]) -> tuple[int, int]:
     return frames, episodes
 
 
-def _build(files: Sequence[Path], directory: Path, transform: Callable[[np.ndarray], np.ndarray] | None) -> None:
+def _build(
+    files: Sequence[Path], directory: Path, transform: Callable[[np.ndarray], np.ndarray] | None
+) -> None:
     total, num_episodes = _count_frames(files)
-    logger.info("decoding %d frames of %d episodes from %d files into %s", total, num_episodes, len(files), directory)
+    logger.info(
+        "decoding %d frames of %d episodes from %d files into %s", total, num_episodes, len(files), directory
+    )
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -238,7 +238,9 @@ def _read_demo(group: h5py.Group, where: str, info: dict[str, Any], bddl_file: s
 
 def _problem_info(data: h5py.Group, path: Path) -> dict[str, Any]:
     if "problem_info" not in data.attrs:
-        raise EpisodeFormatError(f"{path}: 'data' has no 'problem_info' attribute; attrs: {sorted(data.attrs)}")
+        raise EpisodeFormatError(
+            f"{path}: 'data' has no 'problem_info' attribute; attrs: {sorted(data.attrs)}"
+        )
     info = json.loads(_text(data.attrs["problem_info"]))
     if not info.get("language_instruction"):
         raise EpisodeFormatError(f"{path}: problem_info has no 'language_instruction'; got {info}")

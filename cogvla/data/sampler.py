@@ -62,7 +62,9 @@ class StepSampler:
             for micro in range(self.grad_accum):
                 offset = step * self.global_batch + (micro * self.world_size + self.rank) * self.micro_batch
                 positions = np.arange(offset, offset + self.micro_batch)
-                yield list(zip(self.indices(positions).tolist(), self.sample_seeds(positions).tolist(), strict=True))
+                yield list(
+                    zip(self.indices(positions).tolist(), self.sample_seeds(positions).tolist(), strict=True)
+                )
 
     def indices(self, positions: np.ndarray) -> np.ndarray:
         """Dataset indices at run positions ``positions``."""

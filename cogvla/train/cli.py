@@ -27,11 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cogvla.train.config import TRAIN_PRESETS
 
     parser.add_argument("--preset", default="tiny", choices=sorted(TRAIN_PRESETS), help="training preset")
-    parser.add_argument("--data", nargs="+", required=True, help="demo files or folders of *.hdf5 (LIBERO schema)")
+    parser.add_argument(
+        "--data", nargs="+", required=True, help="demo files or folders of *.hdf5 (LIBERO schema)"
+    )
     parser.add_argument("--out", required=True, help="run folder: log.jsonl, loss_curve.png, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--init-from", default=None, help="pretrained checkpoint to fine-tune with LoRA")
-    parser.add_argument("--steps", type=int, help="optimizer steps (overrides the preset)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="optimizer steps (overrides the preset; a longer preset warm-up shrinks to steps/10)",
+    )
     parser.add_argument("--batch", type=int, help="global batch size (overrides the preset)")
     parser.add_argument("--grad-accum", type=int, help="gradient-accumulation micro-steps per optimizer step")
     parser.add_argument("--lr", type=float, help="peak learning rate")
@@ -69,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "variant": args.variant,
     }
+    preset = get_train_preset(args.preset)
+    if args.steps is not None and args.warmup_steps is None and preset.warmup_steps >= args.steps:
+        overrides["warmup_steps"] = args.steps // 10
     config = dataclasses.replace(
-        get_train_preset(args.preset), **{key: value for key, value in overrides.items() if value is not None}
+        preset, **{key: value for key, value in overrides.items() if value is not None}
     )
     if args.no_augment:
         config = dataclasses.replace(config, augment=None)

@@ -34,7 +34,11 @@ def is_backbone_parameter(name: str) -> bool:
 
 def lora_target_modules(model: nn.Module) -> list[str]:
     """Full names of the backbone linears that get adapters."""
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and is_backbone_parameter(name)]
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and is_backbone_parameter(name)
+    ]
 
 
 def apply_lora(model: CogVLAModel, rank: int, alpha: int) -> PeftModel:

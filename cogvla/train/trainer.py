@@ -41,7 +41,14 @@ from cogvla.preprocess import CROP_AREA, images_to_tensor
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
 from cogvla.train import checkpoint as ckpt
 from cogvla.train.config import TrainConfig
-from cogvla.train.distributed import DistInfo, all_gather_objects, barrier, init_distributed, mean_across_ranks, shutdown
+from cogvla.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    init_distributed,
+    mean_across_ranks,
+    shutdown,
+)
 from cogvla.train.lora import apply_lora, merged_model
 from cogvla.train.optim import build_optimizer, build_scheduler
 from cogvla.train.run_log import RunLog, plot_loss_curve
@@ -115,6 +122,60 @@ def train(
         shutdown()
 
 
+@dataclasses.dataclass
+class _Run:
+    """A set-up training run: what the step loop and checkpointing work on."""
+
+    config: TrainConfig
+    info: DistInfo
+    run_dir: Path
+    init_from: str | Path | None
+    trainable: nn.Module
+    parameters: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dataset: DemoDataset
+    tokenizer: PromptTokenizer
+    stats: NormStats
+    num_episodes: int
+    start_step: int
+    resumed_from: Path | None
+
+    @property
+    def lora(self) -> bool:
+        return self.init_from is not None
+
+    def export(self, folder: Path) -> None:
+        """Write the serving checkpoint (LoRA merged) into ``folder``."""
+        plain = merged_model(self.trainable) if self.lora else self.trainable
+        plain.save_pretrained(
+            folder, tokenizer=self.tokenizer, norm_stats=self.stats, norm_key=self.run_dir.name
+        )
+
+    def save(self, step: int) -> Path:
+        """Checkpoint ``step`` (a collective: every rank calls it) and redraw the loss curve."""
+        rng = all_gather_objects(_rng_state(), self.info)
+        path = ckpt.checkpoint_dir(self.run_dir, step)
+        if self.info.is_main:
+            trainer_state = {
+                "step": step,
+                "model": _training_weights(self.trainable, lora=self.lora),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "sampler": {"seed": self.config.seed, "num_samples": len(self.dataset)},
+                "config": dataclasses.asdict(self.config),
+                "init_from": str(self.init_from) if self.init_from else None,
+                "world_size": self.info.world_size,
+            }
+            path = ckpt.save_checkpoint(
+                self.run_dir, step, self.export, trainer_state, self.config.keep_checkpoints
+            )
+            plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss_curve.png")
+        barrier(self.info)
+        return path
+
+
 def _run(
     config: TrainConfig,
     data: Sequence[str | Path],
@@ -126,36 +187,74 @@ def _run(
     progress: bool,
     info: DistInfo,
 ) -> TrainResult:
+    run = _set_up(config, data, run_dir, resume, init_from, model_config, cache_root, info)
+    micro_batch = config.micro_batch(info.world_size)
+    if info.is_main:
+        logger.info(
+            "training %s: %d samples from %d episodes, steps %d -> %d, global batch %d "
+            "(%d ranks x %d micro-steps x %d), %d trainable params",
+            run_dir,
+            len(run.dataset),
+            run.num_episodes,
+            run.start_step,
+            config.steps,
+            config.global_batch,
+            info.world_size,
+            config.grad_accum,
+            micro_batch,
+            sum(p.numel() for p in run.parameters),
+        )
+    sampler = StepSampler(
+        num_samples=len(run.dataset),
+        micro_batch=micro_batch,
+        grad_accum=config.grad_accum,
+        world_size=info.world_size,
+        rank=info.rank,
+        seed=config.seed,
+        start_step=run.start_step,
+        end_step=config.steps,
+    )
+    batches = _batches(run.dataset, sampler, config.num_workers, config.seed, info.device)
+    last_loss, last_rate, last_checkpoint = _train_steps(run, batches, progress)
+    if info.is_main and run.start_step < config.steps:
+        plot_loss_curve(run_dir / "log.jsonl", run_dir / "loss_curve.png")
+    final = last_checkpoint or run.resumed_from
+    return TrainResult(
+        steps=config.steps,
+        start_step=run.start_step,
+        final_loss=last_loss,
+        samples_per_s=last_rate,
+        checkpoint=str(final) if final else "",
+        num_samples=len(run.dataset),
+        num_episodes=run.num_episodes,
+    )
+
+
+def _set_up(
+    config: TrainConfig,
+    data: Sequence[str | Path],
+    run_dir: Path,
+    resume: bool,
+    init_from: str | Path | None,
+    model_config: CogVLAConfig | None,
+    cache_root: str | Path | None,
+    info: DistInfo,
+) -> _Run:
+    """Model, data, optimizer and schedule, fresh or restored from the newest checkpoint."""
     checkpoint = _checkpoint_to_resume(run_dir, resume)
     state = ckpt.load_trainer_state(checkpoint) if checkpoint else None
     if state is not None:
         _check_same_run(state, config, init_from, info)
         init_from = state["init_from"]
-    start_step = state["step"] if state else 0
 
     torch.manual_seed(config.seed)
-    model, tokenizer, base_stats = _build_model(config, init_from, model_config, checkpoint)
-    frames = _load_frames(data, model.config.image_size, cache_root, info)
+    model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
+    frames = _load_frames(data, model.config.image_size, cache_root)
     selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
-    stats = base_stats if base_stats is not None else compute_norm_stats(frames, selection)
+    if stats is None:
+        stats = compute_norm_stats(frames, selection)
     if tokenizer is None:
         tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
-
-    trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if init_from else model
-    trainable.to(info.device).train()
-    if state is not None:
-        trainable.load_state_dict(state["model"])
-    parameters = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = build_optimizer(parameters, config.lr, config.weight_decay, config.betas)
-    scheduler = build_scheduler(optimizer, config.warmup_steps, config.steps, config.lr, config.min_lr)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"], info)
-    else:
-        # Every rank seeds alike for the (identical) init above, then diverges for anything random in training.
-        torch.manual_seed(config.seed + info.rank)
-
     dataset = DemoDataset(
         frames,
         selection,
@@ -164,150 +263,193 @@ def _run(
         config.augment,
         crop_area=CROP_AREA if model.config.center_crop else 1.0,
     )
-    micro_batch = config.micro_batch(info.world_size)
-    sampler = StepSampler(
-        num_samples=len(dataset),
-        micro_batch=micro_batch,
-        grad_accum=config.grad_accum,
-        world_size=info.world_size,
-        rank=info.rank,
-        seed=config.seed,
-        start_step=start_step,
-        end_step=config.steps,
-    )
-    batches = _batches(dataset, sampler, config.num_workers, config.seed, info.device)
-    module = LossModule(trainable)
-    wrapped: nn.Module = (
-        DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
-    )
-
-    def export(folder: Path) -> None:
-        plain = merged_model(trainable) if init_from else trainable
-        plain.save_pretrained(folder, tokenizer=tokenizer, norm_stats=stats, norm_key=run_dir.name)
-
-    def save(step: int) -> Path:
-        rng = all_gather_objects(_rng_state(), info)
-        path = ckpt.checkpoint_dir(run_dir, step)
-        if info.is_main:
-            trainer_state = {
-                "step": step,
-                "model": trainable.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng,
-                "sampler": {"seed": config.seed, "num_samples": len(dataset), "global_batch": config.global_batch},
-                "config": dataclasses.asdict(config),
-                "init_from": str(init_from) if init_from else None,
-                "world_size": info.world_size,
-            }
-            path = ckpt.save_checkpoint(run_dir, step, export, trainer_state, config.keep_checkpoints)
-            plot_loss_curve(run_dir / "log.jsonl", run_dir / "loss_curve.png")
-        barrier(info)
-        return path
-
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
             f"resume: the checkpoint was trained on {state['sampler']['num_samples']} samples, the data now "
             f"gives {len(dataset)}; resume with the same --data"
         )
-    log = RunLog(run_dir / "log.jsonl", start_step) if info.is_main else None
-    if info.is_main:
-        logger.info(
-            "training %s: %d samples from %d episodes, steps %d -> %d, global batch %d (%d x %d x %d), %d trainable params",
-            run_dir, len(dataset), len(frames.episode_starts), start_step, config.steps, config.global_batch,
-            info.world_size, config.grad_accum, micro_batch, sum(p.numel() for p in parameters),
-        )
-    autocast = partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
-    bar = tqdm(total=config.steps, initial=start_step, desc="train", unit="step", disable=not (progress and info.is_main))
+
+    trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if init_from else model
+    trainable.to(info.device).train()
+    if state is not None:
+        _load_training_weights(trainable, state["model"], lora=init_from is not None)
+    parameters = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = build_optimizer(parameters, config.lr, config.weight_decay, config.betas)
+    scheduler = build_scheduler(optimizer, config.warmup_steps, config.steps, config.lr, config.min_lr)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], info)
+    else:
+        # Every rank seeded alike for the (identical) init above; training randomness may differ per rank.
+        torch.manual_seed(config.seed + info.rank)
+    return _Run(
+        config=config,
+        info=info,
+        run_dir=run_dir,
+        init_from=init_from,
+        trainable=trainable,
+        parameters=parameters,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        dataset=dataset,
+        tokenizer=tokenizer,
+        stats=stats,
+        num_episodes=len(frames.episode_starts),
+        start_step=state["step"] if state else 0,
+        resumed_from=checkpoint,
+    )
+
+
+def _train_steps(
+    run: _Run, batches: Iterator[dict[str, torch.Tensor]], progress: bool
+) -> tuple[float | None, float | None, Path | None]:
+    """Steps ``start_step..steps-1``; returns the last logged loss and samples/s and the last checkpoint."""
+    config, info = run.config, run.info
+    module = LossModule(run.trainable)
+    # find_unused_parameters: some weights get no gradient by construction (e.g. DINOv2's mask token).
+    wrapped: nn.Module = (
+        DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
+    )
+    autocast = partial(
+        torch.autocast, device_type="cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda"
+    )
+    log = RunLog(run.run_dir / "log.jsonl", run.start_step) if info.is_main else None
+    bar = tqdm(
+        total=config.steps,
+        initial=run.start_step,
+        desc="train",
+        unit="step",
+        disable=not (progress and info.is_main),
+    )
     window_loss, window_steps, window_start = torch.zeros((), device=info.device), 0, time.perf_counter()
-    last_loss, last_rate, last_checkpoint = None, None, checkpoint
-    for step in range(start_step, config.steps):
-        optimizer.zero_grad(set_to_none=True)
-        step_metrics: dict[str, float] = {}
+    last_loss = last_rate = last_checkpoint = None
+    for step in range(run.start_step, config.steps):
+        run.optimizer.zero_grad(set_to_none=True)
+        metrics: dict[str, float] = {}
         for micro in range(config.grad_accum):
-            batch = next(batches)
-            final_micro = micro == config.grad_accum - 1
-            sync = nullcontext() if final_micro or not info.distributed else wrapped.no_sync()
+            last_micro = micro == config.grad_accum - 1
+            # Gradients are all-reduced once per step, on the last micro-step.
+            sync = nullcontext() if last_micro or not info.distributed else wrapped.no_sync()
             with sync:
                 with autocast():
-                    loss, metrics = wrapped(batch)
+                    loss, micro_metrics = wrapped(next(batches))
                 (loss / config.grad_accum).backward()
             window_loss += loss.detach() / config.grad_accum
-            for key, value in metrics.items():
-                step_metrics[key] = step_metrics.get(key, 0.0) + value / config.grad_accum
+            for key, value in micro_metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + value / config.grad_accum
         grad_norm = (
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm) if config.max_grad_norm else None
+            torch.nn.utils.clip_grad_norm_(run.parameters, config.max_grad_norm)
+            if config.max_grad_norm
+            else None
         )
-        step_lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
+        step_lr = run.optimizer.param_groups[0]["lr"]
+        run.optimizer.step()
+        run.scheduler.step()
         window_steps += 1
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
-            mean_loss = float(mean_across_ranks(window_loss / window_steps, info))
-            elapsed = time.perf_counter() - window_start
-            last_loss, last_rate = mean_loss, window_steps * config.global_batch / elapsed
+            last_loss = float(mean_across_ranks(window_loss / window_steps, info))
+            last_rate = window_steps * config.global_batch / (time.perf_counter() - window_start)
             if log is not None:
-                record = {"step": done, "loss": mean_loss, "lr": step_lr, "samples_per_s": last_rate}
+                record = {"step": done, "loss": last_loss, "lr": step_lr, "samples_per_s": last_rate}
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
-                record.update({key: value for key, value in step_metrics.items() if key != "l1"})
+                record.update({key: value for key, value in metrics.items() if key != "l1"})
                 log.write(record)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{step_lr:.2e}", sps=f"{last_rate:.1f}")
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{step_lr:.2e}", sps=f"{last_rate:.1f}")
             window_loss.zero_()
             window_steps, window_start = 0, time.perf_counter()
         bar.update()
         if done % config.save_every == 0 or done == config.steps:
-            last_checkpoint = save(done)
+            last_checkpoint = run.save(done)
+            if info.is_main:
+                logger.info(
+                    "step %d/%d: loss %s, %s samples/s, saved %s",
+                    done,
+                    config.steps,
+                    "?" if last_loss is None else f"{last_loss:.4f}",
+                    "?" if last_rate is None else f"{last_rate:.1f}",
+                    last_checkpoint,
+                )
+            if window_steps == 0:
+                # Checkpoint time is not training throughput.
+                window_start = time.perf_counter()
     bar.close()
-    if info.is_main and start_step < config.steps:
-        plot_loss_curve(run_dir / "log.jsonl", run_dir / "loss_curve.png")
-    final = last_checkpoint or ckpt.latest_checkpoint(run_dir)
-    return TrainResult(
-        steps=config.steps,
-        start_step=start_step,
-        final_loss=last_loss,
-        samples_per_s=last_rate,
-        checkpoint=str(final) if final else "",
-        num_samples=len(dataset),
-        num_episodes=len(frames.episode_starts),
-    )
+    return last_loss, last_rate, last_checkpoint
+
+
+def _training_weights(module: nn.Module, lora: bool) -> dict[str, torch.Tensor]:
+    """What resuming needs of the weights: all of them, or for LoRA only the trained ones
+    (the frozen base is rebuilt from --init-from, which keeps a 7B run's state small)."""
+    state = module.state_dict()
+    if not lora:
+        return state
+    trained = {name for name, parameter in module.named_parameters() if parameter.requires_grad}
+    return {key: value for key, value in state.items() if key in trained}
+
+
+def _load_training_weights(module: nn.Module, weights: dict[str, torch.Tensor], lora: bool) -> None:
+    result = module.load_state_dict(weights, strict=not lora)
+    trained = {name for name, parameter in module.named_parameters() if parameter.requires_grad}
+    missing = sorted(trained & set(result.missing_keys))
+    if result.unexpected_keys or missing:
+        raise ValueError(
+            f"resume: the checkpoint's weights do not fit this run (missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]})"
+        )
 
 
 def _checkpoint_to_resume(run_dir: Path, resume: bool) -> Path | None:
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None and not resume:
-        raise RunExistsError(f"{run_dir}: already has checkpoints (newest {latest.name}); pass --resume or a new --out")
+        raise RunExistsError(
+            f"{run_dir}: already has checkpoints (newest {latest.name}); pass --resume or a new --out"
+        )
     if resume and latest is None:
         logger.info("%s: no checkpoint to resume from; starting from step 0", run_dir)
     return latest if resume else None
 
 
-def _check_same_run(state: dict[str, Any], config: TrainConfig, init_from: str | Path | None, info: DistInfo) -> None:
+def _check_same_run(
+    state: dict[str, Any], config: TrainConfig, init_from: str | Path | None, info: DistInfo
+) -> None:
     saved, current = state["config"], dataclasses.asdict(config)
-    changed = sorted(key for key in current if key not in _RESUMABLE_CHANGES and saved.get(key) != current[key])
+    changed = sorted(
+        key for key in current if key not in _RESUMABLE_CHANGES and saved.get(key) != current[key]
+    )
     if changed:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed)
         raise ValueError(f"resume: the config differs from the checkpoint's ({details}); use a new --out")
     if init_from is not None and str(init_from) != str(state["init_from"]):
-        raise ValueError(f"resume: --init-from {init_from} differs from the checkpoint's {state['init_from']}")
+        raise ValueError(
+            f"resume: --init-from {init_from} differs from the checkpoint's {state['init_from']}"
+        )
     if state["world_size"] != info.world_size:
         logger.warning(
             "resume: world size %d differs from the checkpoint's %d; the data order is the same, RNG streams are not",
-            info.world_size, state["world_size"],
+            info.world_size,
+            state["world_size"],
         )
 
 
 def _build_model(
-    config: TrainConfig, init_from: str | Path | None, model_config: CogVLAConfig | None, checkpoint: Path | None
+    config: TrainConfig,
+    init_from: str | Path | None,
+    model_config: CogVLAConfig | None,
+    checkpoint: Path | None,
 ) -> tuple[CogVLAModel, PromptTokenizer | None, NormStats | None]:
     """The model to train, plus the tokenizer and stats it must keep (None = derive from the data)."""
     if init_from is not None:
         if model_config is not None:
-            raise ValueError("model_config: cannot be combined with init_from (the checkpoint has its own config)")
+            raise ValueError(
+                "model_config: cannot be combined with init_from (the checkpoint has its own config)"
+            )
         model = CogVLAModel.from_pretrained(init_from)
         if model.tokenizer is None:
-            raise FileNotFoundError(f"{init_from}: has no tokenizer/ folder; cannot fine-tune without its tokenizer")
+            raise FileNotFoundError(
+                f"{init_from}: has no tokenizer/ folder; cannot fine-tune without its tokenizer"
+            )
         tokenizer = model.tokenizer
     else:
         model = CogVLAModel(model_config or get_preset(config.model_preset, variant=config.variant))
@@ -321,21 +463,27 @@ def _build_model(
     return model, exported.tokenizer, exported.norm_stats
 
 
-def _shared_tokenizer(run_dir: Path, languages: Sequence[str], vocab_size: int, info: DistInfo) -> PromptTokenizer:
+def _shared_tokenizer(
+    run_dir: Path, languages: Sequence[str], vocab_size: int, info: DistInfo
+) -> PromptTokenizer:
     """A BPE on every LIBERO instruction plus the data's, trained once by rank 0 and loaded by all."""
     folder = run_dir / "tokenizer"
     if info.is_main:
-        instructions = sorted(set(libero_instructions()) | set(languages))
-        PromptTokenizer.train(instructions, vocab_size=vocab_size).save(folder)
+        try:
+            known = set(libero_instructions())
+        except ImportError:
+            logger.warning("libero is not installed: the tokenizer learns the data's instructions only")
+            known = set()
+        PromptTokenizer.train(sorted(known | set(languages)), vocab_size=vocab_size).save(folder)
     barrier(info)
     return PromptTokenizer.load(folder)
 
 
-def _load_frames(data: Sequence[str | Path], image_size: int, cache_root: str | Path | None, info: DistInfo) -> FrameCache:
+def _load_frames(data: Sequence[str | Path], image_size: int, cache_root: str | Path | None) -> FrameCache:
     files = find_demo_files(data)
     root = Path(cache_root) if cache_root is not None else cache_dir("frames")
     transform = partial(_resize_frames, size=image_size)
-    # Rank 0 decodes while the others wait on the cache's lock, then all map the same file.
+    # The first rank to take the cache's lock decodes; the others wait, then all map the same file.
     return load_frame_cache(files, root, transform=transform, transform_tag=f"images_to_tensor-{image_size}")
 
 

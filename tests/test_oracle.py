@@ -1,0 +1,231 @@
+"""Scripted oracle: Markov decisions on hand-built scenes, typed errors, one real LIBERO rollout.
+
+Budget: ~1 s for the hand-built scenes, ~15 s for the rollout (env creation dominates).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+
+from envs.oracle import OracleTaskError, PrivilegedObservationError, ScriptedOracle
+from envs.oracle_geometry import down_rotation, quat_to_mat, rotation_error
+from envs.oracle_grasp import GRASP_SPECS, GraspConfig, plan_grasp
+
+TABLE_Z = 0.9
+BOWL_RADIUS, BOWL_HEIGHT = 0.0535, 0.051
+PLATE_XY = np.array([0.05, 0.2])
+OPEN_GAP, RIM_GAP = 0.078, 0.004
+
+
+def _home_quat(yaw: float = 0.0) -> np.ndarray:
+    """Hand pointing down with the finger axis at ``yaw``, as an (x, y, z, w) quaternion."""
+    return np.array([np.cos(yaw / 2), np.sin(yaw / 2), 0.0, 0.0])
+
+
+def _body(category: str, pos, half_xy: float, height: float, contacts: int = 0) -> dict:
+    pos = np.asarray(pos, dtype=np.float64)
+    box = np.array(
+        [[pos[0] - half_xy, pos[1] - half_xy, pos[2]], [pos[0] + half_xy, pos[1] + half_xy, pos[2] + height]]
+    )
+    return {
+        "category": category,
+        "fixture": False,
+        "pos": pos,
+        "quat": np.array([0.0, 0.0, 0.0, 1.0]),
+        "aabb": box,
+        "parts": box[None],
+        "finger_contacts": contacts,
+    }
+
+
+def _scene(bowl_pos, eef, gap: float = OPEN_GAP, contacts: int = 0, yaw: float = 0.0) -> dict:
+    """A bowl and a plate on a table, goal (on bowl plate), in the privileged-state schema."""
+    return {
+        "language": "pick up the black bowl and place it on the plate",
+        "goal": [["on", "akita_black_bowl_1", "plate_1"]],
+        "eef_pos": np.asarray(eef, dtype=np.float64),
+        "eef_quat": _home_quat(yaw),
+        "gripper_qpos": np.array([gap / 2, -gap / 2]),
+        "robot_base_pos": np.array([-0.66, 0.0, 0.912]),
+        "objects": {
+            "akita_black_bowl_1": _body("akita_black_bowl", bowl_pos, BOWL_RADIUS, BOWL_HEIGHT, contacts),
+            "plate_1": _body("plate", [*PLATE_XY, TABLE_Z + 0.002], 0.068, 0.017),
+        },
+        "sites": {},
+    }
+
+
+def _rim_grasp_scene(bowl_pos, **kwargs) -> dict:
+    """Scene with the hand exactly at the planned rim grasp, turned to its yaw."""
+    probe = _scene(bowl_pos, [0.0, 0.0, 1.2])
+    grasp = plan_grasp(probe, "akita_black_bowl_1", GRASP_SPECS, GraspConfig())
+    return _scene(bowl_pos, grasp.point, yaw=grasp.yaw, **kwargs)
+
+
+def _held_bowl_scene(bowl_pos) -> dict:
+    return _rim_grasp_scene(bowl_pos, gap=RIM_GAP, contacts=2)
+
+
+def test_infer_returns_a_deterministic_float32_chunk():
+    oracle = ScriptedOracle()
+    obs = {"privileged": _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])}
+    first, second = oracle.infer(obs), oracle.infer(obs)
+    assert first.shape == (1, 7) and first.dtype == np.float32
+    assert np.all(np.abs(first) <= 1.0)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_far_from_bowl_moves_towards_it_with_gripper_open():
+    oracle = ScriptedOracle()
+    bowl = np.array([0.0, 0.15, TABLE_Z])
+    eef = np.array([-0.25, -0.1, 1.17])
+    priv = _scene(bowl, eef)
+    action = oracle.infer({"privileged": priv})[0]
+    assert oracle.decide(priv).phase == "approach"
+    assert action[6] == -1.0
+    assert float(action[:2] @ (bowl[:2] - eef[:2])) > 0.0
+    assert np.max(np.abs(action[:3])) == pytest.approx(1.0)  # saturated when far
+
+
+def test_hand_at_rim_with_open_fingers_closes_without_moving_away():
+    oracle = ScriptedOracle()
+    priv = _rim_grasp_scene([-0.05, 0.0, TABLE_Z])
+    action = oracle.infer({"privileged": priv})[0]
+    assert oracle.decide(priv).phase == "close"
+    assert action[6] == 1.0
+    assert np.max(np.abs(action[:3])) < 0.05
+
+
+def test_fingers_closed_on_nothing_reopen():
+    oracle = ScriptedOracle()
+    priv = _rim_grasp_scene([-0.05, 0.0, TABLE_Z], gap=0.002, contacts=0)
+    assert oracle.decide(priv).phase == "reopen"
+    assert oracle.infer({"privileged": priv})[0, 6] == -1.0
+
+
+def test_holding_bowl_far_from_plate_lifts_it():
+    oracle = ScriptedOracle()
+    priv = _held_bowl_scene([-0.05, 0.0, TABLE_Z])
+    action = oracle.infer({"privileged": priv})[0]
+    assert oracle.decide(priv).phase == "lift"
+    assert action[2] > 0.5 and action[6] == 1.0
+
+
+def test_holding_bowl_high_over_plate_lowers_it():
+    oracle = ScriptedOracle()
+    priv = _held_bowl_scene([*PLATE_XY, TABLE_Z + 0.1])
+    action = oracle.infer({"privileged": priv})[0]
+    assert oracle.decide(priv).phase == "lower"
+    assert action[2] < -0.5 and action[6] == 1.0
+
+
+def test_holding_bowl_centred_one_cm_above_plate_opens():
+    oracle = ScriptedOracle()
+    plate_top = TABLE_Z + 0.002 + 0.017
+    priv = _held_bowl_scene([*PLATE_XY, plate_top + 0.01])
+    action = oracle.infer({"privileged": priv})[0]
+    assert oracle.decide(priv).phase == "release"
+    assert action[6] == -1.0
+    assert np.allclose(action[:3], 0.0)
+
+
+def test_holding_bowl_beside_plate_does_not_open():
+    oracle = ScriptedOracle()
+    plate_top = TABLE_Z + 0.002 + 0.017
+    priv = _held_bowl_scene([PLATE_XY[0] + 0.04, PLATE_XY[1], plate_top + 0.01])
+    assert oracle.infer({"privileged": priv})[0, 6] == 1.0
+
+
+def test_released_bowl_on_plate_retreats_upwards():
+    oracle = ScriptedOracle()
+    priv = _scene([*PLATE_XY, TABLE_Z + 0.01], [*PLATE_XY, TABLE_Z + 0.05])
+    action = oracle.infer({"privileged": priv})[0]
+    assert oracle.decide(priv).phase == "retreat"
+    assert action[2] > 0.5 and action[6] == -1.0
+
+
+def test_oracle_keeps_no_episode_state():
+    oracle = ScriptedOracle()
+    before = copy.deepcopy(vars(oracle))
+    scene_a = {"privileged": _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])}
+    scene_b = {"privileged": _held_bowl_scene([-0.05, 0.0, TABLE_Z])}
+    first = oracle.infer(scene_a)
+    oracle.infer(scene_b)
+    np.testing.assert_array_equal(oracle.infer(scene_a), first)
+    np.testing.assert_array_equal(ScriptedOracle().infer(scene_a), first)
+    assert repr(vars(oracle)) == repr(before)
+
+
+def test_missing_privileged_observation_raises_typed_error():
+    with pytest.raises(PrivilegedObservationError, match=r"obs\['privileged'\] is missing"):
+        ScriptedOracle().infer({"state": np.zeros(8, np.float32)})
+
+
+def test_missing_privileged_field_is_named():
+    priv = _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])
+    del priv["gripper_qpos"]
+    with pytest.raises(PrivilegedObservationError, match="gripper_qpos"):
+        ScriptedOracle().infer({"privileged": priv})
+    priv = _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])
+    del priv["objects"]["akita_black_bowl_1"]["aabb"]
+    with pytest.raises(PrivilegedObservationError, match="akita_black_bowl_1.*aabb"):
+        ScriptedOracle().infer({"privileged": priv})
+
+
+def test_unsupported_goal_is_rejected():
+    priv = _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])
+    priv["goal"] = [["open", "wooden_cabinet_1_top_region"]]
+    with pytest.raises(OracleTaskError, match="goal"):
+        ScriptedOracle().infer({"privileged": priv})
+
+
+@pytest.mark.parametrize("yaw", [0.0, 0.7, -2.0])
+def test_home_quaternion_matches_down_rotation(yaw):
+    assert np.allclose(rotation_error(down_rotation(yaw), quat_to_mat(_home_quat(yaw))), 0.0, atol=1e-9)
+
+
+def _plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (str, bool, int, float, np.ndarray))
+
+
+@pytest.mark.libero
+def test_oracle_solves_libero_spatial_task0_init0_without_rendering():
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from libero.libero import benchmark, get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    from envs.privileged import privileged_state
+
+    suite = benchmark.get_benchmark_dict()["libero_spatial"]()
+    task = suite.get_task(0)
+    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    env = OffScreenRenderEnv(
+        bddl_file_name=bddl, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False
+    )
+    try:
+        env.seed(0)
+        env.reset()
+        env.set_init_state(suite.get_task_init_states(0)[0])
+        for _ in range(10):
+            env.step([0.0] * 6 + [-1.0])
+        oracle = ScriptedOracle()
+        priv = privileged_state(env)
+        assert _plain(priv)
+        assert priv["goal"] == [["on", "akita_black_bowl_1", "plate_1"]]
+        success = False
+        for _ in range(220):
+            env.step(oracle.infer({"privileged": privileged_state(env)})[0])
+            if env.check_success():
+                success = True
+                break
+        assert success
+    finally:
+        env.close()
