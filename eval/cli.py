@@ -6,6 +6,7 @@ Usage::
         --workers 2 --image-size 128 --fast-render --out runs/oracle-spatial --videos 1
     cogvla eval libero --policy tcp://127.0.0.1:5555 --suite libero_object --trials 50 --out runs/obj
     cogvla eval libero --suite libero_spatial --trials 50 --out runs/default --resume
+    cogvla eval libero          # the shipped checkpoint, with the protocol it ships in eval_protocol.json
 
 ``libero`` is the only simulator so far; each simulator is a sub-target of ``eval``.
 Without ``--policy`` the checkpoint shipped with the package is evaluated.
@@ -16,10 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
+from pathlib import Path
+from typing import Any
 
-__all__ = ["add_arguments", "parse_int_list", "run"]
+__all__ = ["EVAL_PROTOCOL_FILE", "add_arguments", "checkpoint_eval_defaults", "default_out_dir", "parse_int_list", "run"]
 
 logger = logging.getLogger(__name__)
+
+# A checkpoint may carry the protocol it was trained for, used when no flag overrides it.
+EVAL_PROTOCOL_FILE = "eval_protocol.json"
+_CHECKPOINT_DEFAULT_KEYS = {"suites", "tasks", "image_size", "fast_render"}
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
@@ -41,13 +49,23 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         help="oracle | CHECKPOINT_DIR | tcp://HOST:PORT (default: the checkpoint shipped with the package)",
     )
-    parser.add_argument("--suite", type=_name_list, required=True, help=f"one or more of {','.join(SUITES)}")
-    parser.add_argument("--tasks", type=parse_int_list, help="task indices, e.g. 0,3 (default: all tasks)")
+    parser.add_argument(
+        "--suite",
+        type=_name_list,
+        help=f"one or more of {','.join(SUITES)} (default: the checkpoint's, else libero_spatial)",
+    )
+    parser.add_argument(
+        "--tasks", type=parse_int_list, help="task indices, e.g. 0,3 (default: the checkpoint's, else all)"
+    )
     parser.add_argument("--trials", type=int, default=50, help="episodes per task (default: 50)")
     parser.add_argument("--start", type=int, default=0, help="trial k uses init state START + k (default: 0)")
-    parser.add_argument("--workers", type=int, default=1, help="simulator worker processes / Ray actors")
     parser.add_argument(
-        "--out", required=True, help="output folder (config.json, episodes.jsonl, summary.json)"
+        "--workers", type=int, default=2, help="simulator worker processes / Ray actors (default: 2)"
+    )
+    parser.add_argument(
+        "--out",
+        help="output folder for config.json, episodes.jsonl, summary.json (default: a new folder "
+        "under the cache, ~/.cache/cogvla/eval/)",
     )
     parser.add_argument(
         "--videos", type=int, default=0, help="record MP4s of the first K trials of every task"
@@ -63,12 +81,14 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument(
         "--wait-steps", type=int, default=NUM_WAIT_STEPS, help="no-op settle steps (default: 10)"
     )
-    protocol.add_argument("--image-size", type=int, default=256, help="camera side in pixels (default: 256)")
+    protocol.add_argument(
+        "--image-size", type=int, help="camera side in pixels (default: the checkpoint's, else 256)"
+    )
     protocol.add_argument(
         "--fast-render",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="render without reflections/MSAA (~2.3x faster on CPU; not benchmark-identical)",
+        help="render without reflections/MSAA (~2.3x faster on CPU; not benchmark-identical; "
+        "default: the checkpoint's, else off)",
     )
     protocol.add_argument(
         "--open-loop-steps", type=int, help="chunk rows executed per policy query (default: the whole chunk)"
@@ -109,6 +129,39 @@ def _resolve_policy(spec: str | None) -> str:
     return check_policy_spec(spec)
 
 
+def _first_given(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def _optional_tuple(values: list[int] | None) -> tuple[int, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def checkpoint_eval_defaults(policy: str) -> dict[str, Any]:
+    """Protocol defaults a checkpoint ships in ``eval_protocol.json`` (suites, tasks, image size...).
+
+    A policy trained on fast-rendered 128 px demos of three tasks is evaluated that way
+    unless the user says otherwise; flags on the command line always win.
+    """
+    path = Path(policy) / EVAL_PROTOCOL_FILE
+    if not path.is_file():
+        return {}
+    defaults = json.loads(path.read_text())
+    unknown = sorted(set(defaults) - _CHECKPOINT_DEFAULT_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; expected some of {sorted(_CHECKPOINT_DEFAULT_KEYS)}")
+    return defaults
+
+
+def default_out_dir(policy: str, suites: tuple[str, ...]) -> Path:
+    """A fresh output folder under the cache, named after the policy, suites and time."""
+    from cogvla.paths import cache_dir
+
+    name = "remote" if policy.startswith("tcp://") else Path(policy).name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return cache_dir("eval") / f"{name}-{'+'.join(suites)}-{stamp}"
+
+
 def _run_libero(args: argparse.Namespace) -> int:
     from envs.suites import UnknownSuiteError
     from eval.libero.config import EvalConfig
@@ -116,18 +169,21 @@ def _run_libero(args: argparse.Namespace) -> int:
     from eval.libero.workers import WorkerStartupError
 
     try:
+        policy = _resolve_policy(args.policy)
+        defaults = checkpoint_eval_defaults(policy)
+        suites = args.suite or tuple(defaults.get("suites", ("libero_spatial",)))
         config = EvalConfig(
-            out=args.out,
-            policy=_resolve_policy(args.policy),
-            suites=args.suite,
-            tasks=args.tasks,
+            out=args.out or str(default_out_dir(policy, suites)),
+            policy=policy,
+            suites=suites,
+            tasks=args.tasks if args.tasks is not None else _optional_tuple(defaults.get("tasks")),
             trials=args.trials,
             start=args.start,
             seed=args.seed,
             max_steps=args.max_steps,
             num_wait_steps=args.wait_steps,
-            image_size=args.image_size,
-            fast_render=args.fast_render,
+            image_size=_first_given(args.image_size, defaults.get("image_size"), 256),
+            fast_render=_first_given(args.fast_render, defaults.get("fast_render"), False),
             open_loop_steps=args.open_loop_steps,
             workers=args.workers,
             backend=args.backend,
