@@ -9,18 +9,26 @@ Layout of a checkpoint folder::
 
 Loading is strict: a missing, unexpected or mis-shaped weight raises ``CheckpointError``
 naming the keys and shapes, instead of silently leaving random weights in place.
+
+Loading is also memory-lean: the model is built on the ``meta`` device (no storage, no
+random init), the stored shapes are checked from the safetensors header, and then one
+tensor at a time is read, cast and moved to the target device. Peak memory is about one
+copy of the model in the target dtype, not a random-init copy plus the whole file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, ConfigError
 from cogvla.normalize import NormStats
@@ -38,6 +46,7 @@ __all__ = [
     "CheckpointError",
     "check_state_dict",
     "load_checkpoint",
+    "materialize_buffers",
     "read_config",
     "save_checkpoint",
 ]
@@ -112,14 +121,16 @@ def read_config(directory: str | Path) -> tuple[CogVLAConfig, str | None]:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
 
 
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
-    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys of ``found``."""
+def check_state_dict(
+    expected: Mapping[str, Sequence[int]], found: Mapping[str, Sequence[int]], source: str
+) -> None:
+    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys (key -> shape maps)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     mismatched = [
-        f"{key}: expected {tuple(expected[key].shape)}, got {tuple(found[key].shape)}"
+        f"{key}: expected {tuple(expected[key])}, got {tuple(found[key])}"
         for key in sorted(set(expected) & set(found))
-        if tuple(expected[key].shape) != tuple(found[key].shape)
+        if tuple(expected[key]) != tuple(found[key])
     ]
     problems = []
     if missing:
@@ -132,28 +143,60 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
         raise CheckpointError(f"{source}: weights do not match the config: " + "; ".join(problems))
 
 
-def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu") -> CogVLAModel:
+def materialize_buffers(model: nn.Module, device: str | torch.device) -> None:
+    """Rebuild the non-persistent buffers (in no state dict) that a meta-device build left empty."""
+    for name, buffer in list(model.named_buffers()):
+        if not buffer.is_meta:
+            continue
+        module_name, _, attr = name.rpartition(".")
+        if attr != "position_ids":
+            raise CheckpointError(f"{name}: buffer has no stored value and no rebuild rule")
+        # SigLIP's (1, num_positions) arange of position indices
+        value = torch.arange(buffer.shape[-1], device=device).expand(buffer.shape)
+        model.get_submodule(module_name)._buffers[attr] = value
+
+
+def load_checkpoint(
+    directory: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    unnorm_key: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> CogVLAModel:
     """Build the model from ``config.json``, load its weights strictly, attach tokenizer and stats.
+
+    A released OpenVLA-OFT / CogVLA folder (``config.json`` with ``model_type: openvla``) is
+    imported with ``cogvla.convert.load_released`` instead; ``unnorm_key`` picks its dataset
+    statistics (needed when it holds several). For a cogvla folder ``unnorm_key``, when given,
+    must name the stored ``norm_key``.
+
+    ``dtype`` casts the floating weights; None keeps the stored dtype of a cogvla folder and
+    the importer's float32 for a released one (whose files mix bf16 and fp32 tensors).
 
     The returned model is in eval mode; ``model.tokenizer``, ``model.norm_stats`` and
     ``model.norm_key`` are None when the checkpoint has none.
     """
+    from cogvla.convert import is_released_checkpoint, load_released
     from cogvla.modeling import CogVLAModel
     from cogvla.tokenizer import PromptTokenizer
 
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating torch.dtype or None, got {dtype!r}")
+    if is_released_checkpoint(directory):
+        options = {} if dtype is None else {"dtype": dtype}
+        return load_released(directory, device=device, unnorm_key=unnorm_key, **options)[0]
     directory = Path(directory)
     config, norm_key = read_config(directory)
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise CheckpointError(f"{weights_path}: missing")
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights_path}: cannot be read as safetensors ({exc})") from exc
-    model = CogVLAModel(config)
-    check_state_dict(model.state_dict(), state, str(weights_path))
-    model.load_state_dict(state)
-    model.to(device).eval()
+    if unnorm_key is not None and norm_key not in (unnorm_key, f"{unnorm_key}_no_noops"):
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE}: unnorm_key {unnorm_key!r} requested, but the checkpoint's "
+            f"normalization stats are for norm_key {norm_key!r}"
+        )
+    with torch.device("meta"):
+        model = CogVLAModel(config)
+    _stream_weights(model, directory / WEIGHTS_FILE, device=device, dtype=dtype)
+    materialize_buffers(model, device)
+    model.eval()
     stats_path = directory / NORM_STATS_FILE
     if stats_path.is_file():
         try:
@@ -164,6 +207,33 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         model.tokenizer = PromptTokenizer.load(directory / TOKENIZER_DIR)
     model.norm_key = norm_key
     return model
+
+
+def _stream_weights(
+    model: nn.Module, path: Path, *, device: str | torch.device, dtype: torch.dtype | None
+) -> None:
+    """Check every stored shape against ``model`` (on meta), then assign tensor by tensor."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        weights = safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot be read as safetensors ({exc})") from exc
+    with weights:
+        names = weights.keys()  # a safe_open is not iterable
+        stored = {key: weights.get_slice(key).get_shape() for key in names}
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        check_state_dict(expected, stored, str(path))
+        for key in tqdm(sorted(stored), desc="load weights", unit="tensor", leave=False, disable=None):
+            tensor = weights.get_tensor(key)
+            cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+            # get_tensor returns an unaligned view into the file's memory map, on which CPU
+            # kernels round differently from the saved model: copy into memory of our own
+            value = tensor.to(device, cast, copy=True)
+            module_name, _, name = key.rpartition(".")
+            # loading into the owning submodule keeps this O(1) per key; assign=True puts the
+            # tensor in place of the meta one, keeping requires_grad
+            model.get_submodule(module_name).load_state_dict({name: value}, strict=False, assign=True)
 
 
 def _abbreviate(items: list[Any]) -> str:

@@ -307,8 +307,19 @@ class CogVLAModel(nn.Module):
         )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> CogVLAModel:
-        """Load a ``save_pretrained`` folder; sets ``tokenizer``, ``norm_stats`` and ``norm_key``."""
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        unnorm_key: str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> CogVLAModel:
+        """Load a ``save_pretrained`` folder or a released OpenVLA-OFT / CogVLA folder.
+
+        Sets ``tokenizer``, ``norm_stats`` and ``norm_key``; ``unnorm_key`` and ``dtype`` as
+        in :func:`cogvla.checkpoint.load_checkpoint`.
+        """
         from cogvla.checkpoint import load_checkpoint
 
-        return load_checkpoint(directory, device=device)
+        return load_checkpoint(directory, device=device, unnorm_key=unnorm_key, dtype=dtype)

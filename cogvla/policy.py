@@ -3,12 +3,15 @@
 Per observation: images -> resize to the model size (+ 90%-area center crop when the
 config asks for it) -> [0, 1] floats; state -> ``NormStats.normalize_proprio``; prompt ->
 ``PromptTokenizer``; one forward pass; actions -> ``NormStats.unnormalize_actions``
-(robot units, binarized gripper). ``infer_batch`` runs a whole list in one forward pass.
+(robot units, binarized gripper). ``infer_batch`` runs a whole list in one forward pass
+and leaves the wall time of its three stages in ``last_timing`` (ms, keys ``STAGE_KEYS``),
+which the serving core reads after every call.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,12 +28,14 @@ from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE,
 from cogvla.preprocess import ObservationError, center_crop, check_observation, images_to_tensor
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
 
-__all__ = ["CogVLAPolicy", "ObservationError", "identity_norm_stats"]
+__all__ = ["STAGE_KEYS", "CogVLAPolicy", "ObservationError", "identity_norm_stats"]
 
 logger = logging.getLogger(__name__)
 
 # camera order of the model's pixel_values
 IMAGE_KEYS = (OBS_IMAGE, OBS_WRIST_IMAGE)
+# stages of one infer_batch call, in order, as recorded in CogVLAPolicy.last_timing
+STAGE_KEYS = ("preprocess_ms", "model_ms", "postprocess_ms")
 
 
 def identity_norm_stats(action_dim: int = 7, proprio_dim: int = 8) -> NormStats:
@@ -80,11 +85,23 @@ class CogVLAPolicy(Policy):
         self.name = name or f"cogvla-{config.name}-{config.variant}"
         self.norm_key = norm_key
         self.random_weights = random_weights
+        self.last_timing: dict[str, float] | None = None
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> CogVLAPolicy:
-        """Load a checkpoint folder written by ``CogVLAModel.save_pretrained``."""
-        model = CogVLAModel.from_pretrained(directory, device=device)
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        unnorm_key: str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> CogVLAPolicy:
+        """Load a ``CogVLAModel.save_pretrained`` folder or a released OpenVLA-OFT / CogVLA folder.
+
+        ``unnorm_key`` picks a release's dataset statistics; ``dtype`` casts the weights
+        (None keeps a cogvla folder's stored dtype); see ``cogvla.checkpoint.load_checkpoint``.
+        """
+        model = CogVLAModel.from_pretrained(directory, device=device, unnorm_key=unnorm_key, dtype=dtype)
         if model.tokenizer is None or model.norm_stats is None:
             missing = [
                 name
@@ -150,9 +167,30 @@ class CogVLAPolicy(Policy):
         return self.infer_batch([obs])[0]
 
     def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
-        """Chunks for several observations from one batched forward pass."""
+        """Chunks for several observations from one batched forward pass; times it in ``last_timing``."""
         if len(observations) == 0:
+            self.last_timing = dict.fromkeys(STAGE_KEYS, 0.0)
             return []
+        self.last_timing = None  # stays None when the call fails
+        start = time.perf_counter()
+        inputs = self._model_inputs(observations)
+        if self.device.type == "cuda":
+            # the host-to-device copies are asynchronous: count them as preprocessing
+            torch.cuda.synchronize(self.device)
+        prepared = time.perf_counter()
+        actions = self._predict(*inputs)
+        predicted = time.perf_counter()
+        chunks = [self.norm_stats.unnormalize_actions(chunk) for chunk in actions]
+        done = time.perf_counter()
+        self.last_timing = {
+            "preprocess_ms": (prepared - start) * 1000.0,
+            "model_ms": (predicted - prepared) * 1000.0,
+            "postprocess_ms": (done - predicted) * 1000.0,
+        }
+        return chunks
+
+    def _model_inputs(self, observations: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:
+        """Checked observations -> ``pixel_values, input_ids, attention_mask, proprio`` on the device."""
         config = self.model.config
         for obs in observations:
             check_observation(obs, image_keys=IMAGE_KEYS, state_dim=config.proprio_dim)
@@ -170,15 +208,24 @@ class CogVLAPolicy(Policy):
             )
         )
         input_ids, attention_mask = self.tokenizer.encode_batch([obs[OBS_PROMPT] for obs in observations])
+        return (
+            pixel_values.to(self.device),
+            input_ids.to(self.device),
+            attention_mask.to(self.device),
+            proprio.to(self.device, torch.float32),
+        )
+
+    def _predict(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        proprio: torch.Tensor,
+    ) -> np.ndarray:
+        """One forward pass: ``(B, chunk, action_dim)`` float32 actions in model units, on the host."""
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         )
         with torch.inference_mode(), autocast:
-            out = self.model(
-                pixel_values.to(self.device),
-                input_ids.to(self.device),
-                attention_mask.to(self.device),
-                proprio.to(self.device, torch.float32),
-            )
-        actions = out.actions.float().cpu().numpy()
-        return [self.norm_stats.unnormalize_actions(chunk) for chunk in actions]
+            out = self.model(pixel_values, input_ids, attention_mask, proprio)
+        return out.actions.float().cpu().numpy()

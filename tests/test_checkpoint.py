@@ -1,4 +1,4 @@
-"""Checkpoint folders: exact round trip, and clear errors for corrupt or mismatched contents."""
+"""Checkpoint folders: exact round trip, dtype casting, and clear errors for corrupt or mismatched contents."""
 
 import json
 
@@ -56,6 +56,36 @@ def test_round_trip_gives_identical_outputs(saved):
     inputs = {key: batch[key] for key in FORWARD_KEYS}
     with torch.no_grad():
         assert torch.equal(loaded(**inputs).actions, model(**inputs).actions)
+    buffers = dict(model.named_buffers())
+    assert {name for name, _ in loaded.named_buffers()} == set(buffers)
+    for name, buffer in loaded.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
+    assert all(p.requires_grad and not p.is_meta for p in loaded.parameters())
+
+
+def test_dtype_casts_the_floating_weights(saved):
+    model, _, _, directory = saved
+    loaded = CogVLAModel.from_pretrained(directory, dtype=torch.bfloat16)
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    expected = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[key].to(torch.bfloat16)), key
+    assert loaded.siglip.vit.embeddings.position_ids.dtype == torch.int64
+
+
+def test_non_float_dtype_is_rejected(saved):
+    with pytest.raises(TypeError, match=r"dtype: expected a floating torch.dtype or None, got torch.int64"):
+        CogVLAModel.from_pretrained(saved[3], dtype=torch.int64)
+
+
+def test_unnorm_key_must_name_the_stored_stats(saved):
+    assert CogVLAModel.from_pretrained(saved[3], unnorm_key="libero_spatial").norm_key == (
+        "libero_spatial_no_noops"
+    )
+    with pytest.raises(
+        CheckpointError, match=r"unnorm_key 'libero_goal' requested.*norm_key 'libero_spatial_no_noops'"
+    ):
+        CogVLAModel.from_pretrained(saved[3], unnorm_key="libero_goal")
 
 
 def test_checkpoint_without_tokenizer_or_stats_loads_the_model(tmp_path):

@@ -1,14 +1,19 @@
-"""CogVLAPolicy: observation checks, one batched forward, checkpoint loading, shared preprocessing."""
+"""CogVLAPolicy: observation checks, one batched forward, stage timing, checkpoint loading
+(own and released folders), shared preprocessing."""
+
+import time
 
 import numpy as np
 import pytest
 import torch
+from synthetic_checkpoints import build_oft_checkpoint
 
 from cogvla.checkpoint import CheckpointError
 from cogvla.config import get_preset
+from cogvla.convert.errors import UnnormKeyError
 from cogvla.fake_data import fake_observation
 from cogvla.modeling import CogVLAModel
-from cogvla.policy import CogVLAPolicy, ObservationError
+from cogvla.policy import STAGE_KEYS, CogVLAPolicy, ObservationError
 from cogvla.policy_api import Policy, validate_action_chunk
 from cogvla.preprocess import center_crop, crop_resize, images_to_tensor, random_crop
 from cogvla.tokenizer import PromptTokenizer
@@ -47,6 +52,22 @@ def test_infer_batch_matches_single_inference(policy):
     assert policy.infer_batch([]) == []
 
 
+def test_infer_batch_records_its_stage_timing(policy):
+    observations = [fake_observation(seed=0), fake_observation(seed=1)]
+    start = time.perf_counter()
+    policy.infer_batch(observations)
+    wall_ms = (time.perf_counter() - start) * 1000.0
+    timing = policy.last_timing
+    assert set(timing) == set(STAGE_KEYS) == {"preprocess_ms", "model_ms", "postprocess_ms"}
+    assert all(isinstance(value, float) and value >= 0.0 for value in timing.values())
+    assert sum(timing.values()) <= wall_ms
+    policy.infer_batch([])
+    assert policy.last_timing == dict.fromkeys(STAGE_KEYS, 0.0)
+    with pytest.raises(ObservationError):
+        policy.infer({"prompt": "open the drawer"})
+    assert policy.last_timing is None
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -81,6 +102,20 @@ def test_from_pretrained_round_trip(policy, tmp_path):
     assert loaded.metadata()["norm_key"] == "libero"
     obs = fake_observation()
     np.testing.assert_array_equal(loaded.infer(obs), policy.infer(obs))
+
+
+def test_released_oft_folder_loads_as_a_policy(tmp_path):
+    release = build_oft_checkpoint(tmp_path / "openvla-7b-oft-finetuned-libero-spatial", keep_weights=False)
+    loaded = CogVLAPolicy.from_pretrained(release.path, unnorm_key="libero_spatial")
+    assert loaded.metadata()["norm_key"] == "libero_spatial_no_noops"
+    assert loaded.metadata()["variant"] == "dense"
+    actions = loaded.infer(fake_observation())
+    assert actions.shape == (8, 7) and actions.dtype == np.float32
+    assert np.isfinite(actions).all()
+    bf16 = CogVLAPolicy.from_pretrained(release.path, dtype=torch.bfloat16)
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    with pytest.raises(UnnormKeyError, match="'libero_90' not found"):
+        CogVLAPolicy.from_pretrained(release.path, unnorm_key="libero_90")
 
 
 def test_from_pretrained_needs_tokenizer_and_stats(tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cogvla.checkpoint import materialize_buffers
 from cogvla.convert.errors import CheckpointFileError, ReleasedCheckpointError
 from cogvla.convert.execute import assign_tensor, run_plan
 from cogvla.convert.files import locate_files, read_lora_settings
@@ -58,19 +59,6 @@ def is_released_checkpoint(directory: str | Path) -> bool:
         return json.loads(path.read_text()).get("model_type") == "openvla"
     except (json.JSONDecodeError, AttributeError):
         return False
-
-
-def _materialize_buffers(model: torch.nn.Module, device: torch.device | str) -> None:
-    """Rebuild non-persistent buffers (not in any state dict) left on the meta device."""
-    for name, buffer in list(model.named_buffers()):
-        if not buffer.is_meta:
-            continue
-        module_name, _, attr = name.rpartition(".")
-        if attr != "position_ids":
-            raise ReleasedCheckpointError(f"{name}: buffer has no source tensor and no rebuild rule")
-        # SigLIP's (1, num_positions) arange of position indices
-        value = torch.arange(buffer.shape[-1], device=device).expand(buffer.shape)
-        model.get_submodule(module_name)._buffers[attr] = value
 
 
 def _sources(directory: Path, released, files) -> tuple[dict[str, TensorSource], dict[str, Any]]:
@@ -137,7 +125,7 @@ def import_released(
         assign_tensor(model, key, tensor, dtype=dtype, device=device)
 
     run_plan(plan, sources, target_shapes, place, progress=progress)
-    _materialize_buffers(model, device)
+    materialize_buffers(model, device)
     still_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         raise ReleasedCheckpointError(f"target tensors left uninitialized: {', '.join(still_meta)}")
