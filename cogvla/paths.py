@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "default_checkpoint_dir"]
+__all__ = ["DEFAULT_CHECKPOINT", "cache_dir", "default_checkpoint_dir"]
 
-_DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default"
 
 
 def cache_dir(*parts: str) -> Path:
@@ -24,4 +24,4 @@ def cache_dir(*parts: str) -> Path:
 
 def default_checkpoint_dir() -> Path | None:
     """The checkpoint shipped inside the package, or None while there is none."""
-    return _DEFAULT_CHECKPOINT if (_DEFAULT_CHECKPOINT / "config.json").is_file() else None
+    return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / "config.json").is_file() else None

@@ -99,8 +99,11 @@ class CogVLAPolicy(Policy):
         """Load a ``CogVLAModel.save_pretrained`` folder or a released OpenVLA-OFT / CogVLA folder.
 
         ``unnorm_key`` picks a release's dataset statistics; ``dtype`` casts the weights
-        (None keeps a cogvla folder's stored dtype); see ``cogvla.checkpoint.load_checkpoint``.
+        (None: float32 on CPU, else the stored dtype); see ``cogvla.checkpoint.load_checkpoint``.
         """
+        if dtype is None and torch.device(device).type == "cpu":
+            # CPU half-precision matmuls are slow and lossy; weights shipped in bf16 run in fp32 here.
+            dtype = torch.float32
         model = CogVLAModel.from_pretrained(directory, device=device, unnorm_key=unnorm_key, dtype=dtype)
         if model.tokenizer is None or model.norm_stats is None:
             missing = [

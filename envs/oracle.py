@@ -189,10 +189,12 @@ class ScriptedOracle(Policy):
         cfg = self.config
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         position = cfg.position_gain * (decision.target - eef) / _POS_SCALE
-        peak = np.max(np.abs(position))
-        if peak > 1.0:
-            # Scale the whole vector (not per axis) so the hand travels in a straight line.
-            position = position / peak
+        # Saturate the horizontal and vertical parts separately: a long descent must not
+        # shrink the sideways correction that keeps the hand over the grasp point.
+        horizontal = float(np.linalg.norm(position[:2]))
+        if horizontal > 1.0:
+            position[:2] /= horizontal
+        position[2] = np.clip(position[2], -1.0, 1.0)
         current = quat_to_mat(priv["eef_quat"])
         rotation = cfg.rotation_gain * rotation_error(down_rotation(decision.yaw), current) / _ROT_SCALE
         rotation = np.clip(rotation, -1.0, 1.0)

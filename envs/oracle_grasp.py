@@ -71,11 +71,14 @@ class GraspConfig:
     clearance_cap: float = 0.02
     # Preferences among equally clear grasps (score units are metres of clearance): per radian
     # of wrist turn from home, per metre of slide off the object's middle, per metre of reach
-    # from the robot base (a tie-break), and per metre beyond a comfortable reach (the arm
-    # is near full stretch past ~0.7 m and tracks poorly there).
+    # from the robot base, per metre from the hand, and per metre beyond a comfortable reach
+    # (the arm is near full stretch past ~0.7 m and tracks poorly there).
     yaw_cost: float = 0.004
     slide_cost: float = 0.1
     reach_cost: float = 0.01
+    hand_distance_cost: float = 0.02
+    # Rim grasps in a drawer: a hand this close (xy) to one end's grasp point keeps that end.
+    commit_radius: float = 0.03
     comfortable_reach: float = 0.7
     over_reach_cost: float = 1.0
     # Widest object the open fingers (7.8 cm) reliably straddle.
@@ -151,15 +154,25 @@ def _footprint_clearance(
 
 
 def _grasp_cost(yaw: float, point: np.ndarray, priv: Mapping[str, Any], cfg: GraspConfig) -> float:
-    """Preference among equally clear grasps: little wrist turn from home, and no over-reach."""
+    """Preference among equally clear grasps: little wrist turn, no over-reach, close to the hand."""
     turn = abs(wrap_angle(2.0 * yaw)) / 2.0  # a half turn of a parallel gripper changes nothing
     reach = float(np.linalg.norm(point[:2] - np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2]))
     over_reach = max(reach - cfg.comfortable_reach, 0.0)
-    return cfg.yaw_cost * turn + cfg.reach_cost * reach + cfg.over_reach_cost * over_reach
+    # Distance from the hand keeps near-ties from flipping sides while the hand closes in.
+    hand = float(np.linalg.norm(point - np.asarray(priv["eef_pos"], dtype=np.float64)))
+    return (
+        cfg.yaw_cost * turn
+        + cfg.reach_cost * reach
+        + cfg.over_reach_cost * over_reach
+        + cfg.hand_distance_cost * hand
+    )
 
 
-def _container_side(priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) -> np.ndarray | None:
-    """Roomiest horizontal side of a fixture region (a drawer) holding the object, if any."""
+def _container_sides(
+    priv: Mapping[str, Any], obj_name: str, centre: np.ndarray
+) -> list[tuple[np.ndarray, float]]:
+    """``(direction, room)`` for both ends of the long horizontal axis of a fixture region (a
+    drawer) holding the object: how far that wall is from the object's centre. Empty if none."""
     for site in priv["sites"].values():
         if not site["parent"] or site["parent"] == obj_name:
             continue
@@ -169,14 +182,13 @@ def _container_side(priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) 
         if not point_in_box(centre, site_pos, rot, size):
             continue
         horizontal = [i for i in range(3) if abs(rot[2, i]) < 0.5]
-        axis_index = max(horizontal, key=lambda i: size[i])
-        axis = rot[:, axis_index].copy()
+        index = max(horizontal, key=lambda i: size[i])
+        axis = rot[:, index].copy()
         axis[2] = 0.0
         axis /= np.linalg.norm(axis)
         offset = float((centre - site_pos) @ axis)
-        # The outer finger needs room between the wall and the container: take the wider gap.
-        return axis if size[axis_index] - offset >= size[axis_index] + offset else -axis
-    return None
+        return [(axis, size[index] - offset), (-axis, size[index] + offset)]
+    return []
 
 
 def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: GraspConfig) -> Grasp:
@@ -191,9 +203,18 @@ def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
         radial = direction - direction.dot(up) * up
         return pos + spec.height * up + spec.rim_radius * radial / np.linalg.norm(radial)
 
-    side = _container_side(priv, obj_name, centre)
-    if side is not None:
-        return Grasp(rim_point(side), _axis_yaw(side), spec.rim_thickness)
+    sides = _container_sides(priv, obj_name, centre)
+    if sides:
+        # In a drawer only the ends of its long axis leave room for the outer finger (its walls
+        # are rotated boxes, too coarse for the clearance search): take the roomier end, unless
+        # the hand is already at the other one (the bowl shifts as the fingers close on it).
+        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
+        points = [rim_point(side) for side, _ in sides]
+        near = [
+            i for i, point in enumerate(points) if np.linalg.norm(point[:2] - eef[:2]) < cfg.commit_radius
+        ]
+        best = near[0] if near else max(range(len(sides)), key=lambda i: sides[i][1])
+        return Grasp(points[best], _axis_yaw(sides[best][0]), spec.rim_thickness)
     angles = np.asarray(cfg.rim_angles)
     directions = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1)
     points = np.stack([rim_point(direction) for direction in directions])

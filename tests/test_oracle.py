@@ -70,6 +70,35 @@ def _held_bowl_scene(bowl_pos) -> dict:
     return _rim_grasp_scene(bowl_pos, gap=RIM_GAP, contacts=2)
 
 
+def test_rim_grasp_keeps_the_outer_finger_off_a_neighbour():
+    bowl = np.array([0.0, 0.2, TABLE_Z])
+    priv = _scene(bowl, [-0.2, 0.0, 1.17])
+    free = plan_grasp(priv, "akita_black_bowl_1", GRASP_SPECS, GraspConfig())
+    side = (free.point[:2] - bowl[:2]) / np.linalg.norm(free.point[:2] - bowl[:2])
+    # A ramekin right where the outer finger of that grasp would go.
+    priv["objects"]["ramekin_1"] = _body("ramekin", [*(bowl[:2] + 0.1 * side), TABLE_Z], 0.045, 0.042)
+    blocked = plan_grasp(priv, "akita_black_bowl_1", GRASP_SPECS, GraspConfig())
+    assert float((blocked.point[:2] - bowl[:2]) @ side) < 0.01
+
+
+def test_bowl_in_a_drawer_is_pinched_along_the_drawer_length():
+    bowl = np.array([0.1, -0.13, 1.06])
+    priv = _scene(bowl, [-0.2, 0.0, 1.17])
+    angle = np.deg2rad(24.0)
+    rot = np.array(
+        [[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]]
+    )
+    priv["sites"]["cabinet_top_region"] = {
+        "parent": "wooden_cabinet_1",
+        "pos": bowl + np.array([0.0, 0.0, 0.03]),
+        "rot": rot,
+        "size": np.array([0.1, 0.075, 0.03]),
+    }
+    grasp = plan_grasp(priv, "akita_black_bowl_1", GRASP_SPECS, GraspConfig())
+    finger_axis = np.array([np.sin(grasp.yaw), -np.cos(grasp.yaw)])
+    assert abs(finger_axis @ rot[:2, 1]) < 1e-6  # across the drawer's short side: no room there
+
+
 def test_infer_returns_a_deterministic_float32_chunk():
     oracle = ScriptedOracle()
     obs = {"privileged": _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])}
