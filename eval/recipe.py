@@ -24,6 +24,7 @@ Without ``--resume`` the recipe refuses to continue a folder that already holds 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -32,6 +33,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -225,16 +228,40 @@ class Recipe:
 def run_recipe(config: RecipeConfig, stages: tuple[str, ...], root: Path, *, resume: bool) -> dict[str, Any]:
     """Run ``stages`` in order and return status.json's content."""
     recipe = Recipe(config, root)
-    done = recipe.status()
-    if done and not resume:
-        raise RecipeError(f"{root} already holds recipe results ({sorted(done)}); pass --resume to continue")
-    for stage in stages:
-        logger.info("stage %s: starting", stage)
-        started = time.perf_counter()
-        outcome = getattr(recipe, f"stage_{stage}")()
-        recipe.record(stage, {"wall_s": round(time.perf_counter() - started, 1), **outcome})
-        logger.info("stage %s: done in %.0f s", stage, time.perf_counter() - started)
-    return recipe.status()
+    with _only_instance(root):
+        done = recipe.status()
+        if done and not resume:
+            raise RecipeError(
+                f"{root} already holds recipe results ({sorted(done)}); pass --resume to continue"
+            )
+        for stage in stages:
+            logger.info("stage %s: starting", stage)
+            started = time.perf_counter()
+            outcome = getattr(recipe, f"stage_{stage}")()
+            recipe.record(stage, {"wall_s": round(time.perf_counter() - started, 1), **outcome})
+            logger.info("stage %s: done in %.0f s", stage, time.perf_counter() - started)
+        return recipe.status()
+
+
+@contextmanager
+def _only_instance(root: Path) -> Iterator[None]:
+    """Hold ``recipe.lock``: two recipes in one folder would train into the same run."""
+    with (root / "recipe.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RecipeError(
+                f"another recipe is running in {root} (pid {lock.read().strip() or '?'})"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _cogvla_command() -> list[str]:

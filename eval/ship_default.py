@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python -m eval.ship_default --checkpoint RUN/checkpoints/step_001000 \\
-        --eval EVAL_DIR --demos DEMOS_REPORT.json
+        --eval EVAL_DIR --demos DEMOS_REPORT.json --train-log RUN/log.jsonl
 
 Writes ``cogvla/assets/default/``: the weights in bfloat16 (to stay small; CPU inference
 upcasts them), the tokenizer, the normalization stats, ``eval_protocol.json`` (the
@@ -30,7 +30,9 @@ __all__ = ["main", "ship"]
 _MAX_BYTES = 20 * 1024 * 1024
 
 
-def ship(checkpoint: Path, eval_dir: Path, demos_report: dict[str, Any], out: Path = DEFAULT_CHECKPOINT) -> Path:
+def ship(
+    checkpoint: Path, eval_dir: Path, demos_report: dict[str, Any], train_log: Path, out: Path = DEFAULT_CHECKPOINT
+) -> Path:
     """Copy ``checkpoint`` to ``out`` in bf16 with its eval protocol and a model card."""
     model = CogVLAModel.from_pretrained(checkpoint, dtype=torch.bfloat16)
     if out.exists():
@@ -43,7 +45,7 @@ def ship(checkpoint: Path, eval_dir: Path, demos_report: dict[str, Any], out: Pa
     summary = json.loads((eval_dir / "summary.json").read_text())
     protocol = {key: eval_config[key] for key in ("suites", "tasks", "image_size", "fast_render")}
     (out / EVAL_PROTOCOL_FILE).write_text(json.dumps(protocol, indent=2) + "\n")
-    train_state = _last_log_line(checkpoint.parent.parent / "log.jsonl")
+    train_state = _last_log_line(train_log)
     (out / "README.md").write_text(_model_card(model, protocol, summary, train_state, demos_report, size))
     return out
 
@@ -86,8 +88,9 @@ benchmark's 50 fixed init states were never used for training), cameras at
 {demo_rows}
 
 ## Training
-`cogvla train --preset tiny` (AdamW, warm-up + cosine, L1), {train_state.get('step', '?')} optimizer
-steps; last logged loss {train_state.get('loss', float('nan')):.4f}.
+`cogvla train --preset tiny` (AdamW, warm-up + cosine, L1, batch 16), {train_state.get('step', '?')} optimizer
+steps at about {train_state.get('samples_per_s', float('nan')):.0f} samples/s on a 2-core CPU; last logged L1
+loss {train_state.get('loss', float('nan')):.4f}.
 
 ## Measured success
 `cogvla eval libero` on the fixed init states (suites {protocol['suites']}, tasks {protocol['tasks']},
@@ -108,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a save_pretrained folder of a run")
     parser.add_argument("--eval", type=Path, required=True, help="a `cogvla eval libero` output folder")
     parser.add_argument("--demos", type=Path, required=True, help="the JSON report printed by `cogvla demos`")
+    parser.add_argument("--train-log", type=Path, required=True, help="the run's log.jsonl (up to this checkpoint)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the default")
     args = parser.parse_args(argv)
-    out = ship(args.checkpoint, args.eval, json.loads(args.demos.read_text()), args.out)
+    out = ship(args.checkpoint, args.eval, json.loads(args.demos.read_text()), args.train_log, args.out)
     print(json.dumps({"shipped": str(out)}))
     return 0
 

@@ -82,7 +82,12 @@ class TrainResult:
 
 
 class LossModule(nn.Module):
-    """Routes ``forward`` to ``compute_loss``, so DDP's gradient hooks see the loss computation."""
+    """Routes ``forward`` to ``compute_loss``, so DDP's gradient hooks see the loss computation.
+
+    Shapes: the ``DemoDataset`` batch (``pixel_values (B, 2, 3, H, W)``, ``input_ids (B, T)``,
+    ``attention_mask (B, T)``, ``proprio (B, 8)``, ``actions (B, chunk, 7)``) -> scalar loss
+    ``()`` and a dict of float metrics.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -1,0 +1,45 @@
+"""The checkpoint shipped inside the package loads and acts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cogvla.paths import default_checkpoint_dir
+from eval.cli import EVAL_PROTOCOL_FILE, checkpoint_eval_defaults
+
+pytestmark = pytest.mark.skipif(default_checkpoint_dir() is None, reason="no embedded checkpoint")
+
+
+def _observation(side: int) -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "image": rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+        "wrist_image": rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+        "state": rng.normal(size=8).astype(np.float32),
+        "prompt": "pick up the black bowl between the plate and the ramekin and place it on the plate",
+    }
+
+
+def test_shipped_checkpoint_gives_finite_chunks_in_robot_units():
+    from cogvla.policy import CogVLAPolicy
+
+    policy = CogVLAPolicy.from_pretrained(default_checkpoint_dir())
+    meta = policy.metadata()
+    assert not meta["random_weights"]
+    actions = policy.infer(_observation(meta["image_keys"]["image"][0]))
+    assert actions.shape == (meta["chunk_size"], meta["action_dim"])
+    assert actions.dtype == np.float32
+    assert np.isfinite(actions).all()
+    assert set(np.unique(actions[:, -1])) <= {-1.0, 1.0}
+
+
+def test_shipped_checkpoint_carries_its_eval_protocol_and_card():
+    folder = default_checkpoint_dir()
+    defaults = checkpoint_eval_defaults(str(folder))
+    assert defaults == json.loads((folder / EVAL_PROTOCOL_FILE).read_text())
+    assert 0 in defaults["tasks"] and defaults["suites"] == ["libero_spatial"]
+    card = (folder / "README.md").read_text()
+    assert "Wilson" in card and "Measured success" in card
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert size <= 20 * 1024 * 1024
