@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +149,23 @@ def _run_model(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
     )
-    out = _output(args.json, f"model-{args.preset}.json")
+    return _profile_and_plot(profile_models, config, args, f"model-{args.preset}.json", format_table)
+
+
+def _profile_and_plot(
+    profile: Callable[[Any, Path], dict[str, Any]],
+    config: Any,
+    args: argparse.Namespace,
+    default_name: str,
+    format_result: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run a profiler that also draws a PNG, write its JSON and print its table."""
+    out = _output(args.json, default_name)
     png = args.png or out.with_suffix(".png")
-    result = profile_models(config, png)
+    result = profile(config, png)
     _write(result, out)
     logger.info("wrote %s", png)
-    print(format_table(result))
+    print(format_result(result))
     return 0
 
 
@@ -171,13 +183,7 @@ def _run_server(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         timeout_ms=args.timeout_ms,
     )
-    out = _output(args.json, "server.json")
-    png = args.png or out.with_suffix(".png")
-    result = profile_server(config, png)
-    _write(result, out)
-    logger.info("wrote %s", png)
-    print(format_server_table(result))
-    return 0
+    return _profile_and_plot(profile_server, config, args, "server.json", format_server_table)
 
 
 def _run_env(args: argparse.Namespace) -> int:
