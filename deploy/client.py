@@ -11,6 +11,9 @@ REQ socket is closed (linger 0) and re-created before the next attempt, at most
 ``(retries + 1) * timeout_ms`` before ``ServerTimeout``. Server refusals raise typed
 errors carrying the server's error code, field, expected and actual values.
 
+Camera images go as attachment frames (docs/protocol.md), sent from the caller's arrays
+without a copy; ``infer`` returns only after the reply, so the arrays may be reused then.
+
 Imports numpy, msgpack and pyzmq only (no torch), so it fits any robot computer.
 """
 
@@ -28,7 +31,7 @@ import zmq
 
 from cogvla.policy_api import Policy, validate_action_chunk
 from deploy.auth import CurveClientKeys
-from deploy.protocol import PROTOCOL_VERSION, DecodeError, ErrorCode, decode, encode, request
+from deploy.protocol import PROTOCOL_VERSION, Buffer, DecodeError, ErrorCode, decode, encode_frames, request
 
 __all__ = [
     "BadRequest",
@@ -199,7 +202,7 @@ class PolicyClient(Policy):
             self._next_id += 1
             request_id = self._next_id
             encode_start = time.perf_counter()
-            payload = encode(request(endpoint, request_id=request_id, session=self.session, **fields))
+            payload = encode_frames(request(endpoint, request_id=request_id, session=self.session, **fields))
             encode_ms = (time.perf_counter() - encode_start) * 1000.0
             for attempt in range(self.retries + 1):
                 if self._socket is None:
@@ -231,12 +234,15 @@ class PolicyClient(Policy):
             "and does it accept this client's key?"
         )
 
-    def _exchange(self, payload: bytes) -> zmq.Frame | None:
-        """Send and wait at most ``timeout_ms`` for the reply frame; None on timeout."""
+    def _exchange(self, payload: list[Buffer]) -> zmq.Frame | None:
+        """Send the message and its attachments and wait at most ``timeout_ms`` for the reply
+        frame; None on timeout."""
         sock = self._socket
         assert sock is not None
         try:
-            sock.send(payload, copy=False)
+            # Large frames go without a copy (pyzmq copies those under its copy_threshold); the
+            # caller's arrays are not read after the reply arrives.
+            sock.send_multipart(payload, copy=False)
             return sock.recv(copy=False)
         except zmq.Again:
             return None

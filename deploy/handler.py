@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from deploy.core import InferenceCore, InferenceJob, InferenceOutcome
@@ -18,6 +18,7 @@ from deploy.protocol import (
     ENDPOINTS,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    Buffer,
     DecodeError,
     ErrorCode,
     RequestError,
@@ -77,14 +78,23 @@ class RequestHandler:
         """The ``metadata`` endpoint's result."""
         return {**self.core.metadata(), **self._info}
 
-    def handle(self, payload: bytes | memoryview, *, peer: str, received: float, reply: ReplyFn) -> None:
-        """Answer one request; ``received`` is the ``time.perf_counter()`` when it was read."""
+    def handle(
+        self,
+        payload: Buffer,
+        *,
+        peer: str,
+        received: float,
+        reply: ReplyFn,
+        attachments: Sequence[Buffer] = (),
+    ) -> None:
+        """Answer one request (``payload`` plus the ``attachments`` frames its arrays may name);
+        ``received`` is the ``time.perf_counter()`` when it was read."""
         endpoint: str | None = None
         request_id: Any = None
         message: Any = None
         session = f"peer-{peer}"
         try:
-            message = decode(payload)
+            message = decode(payload, attachments)
             request_id = _echoable_id(message)
             endpoint, session = self._envelope(message, session)
             if endpoint == "infer":

@@ -3,7 +3,10 @@
 One request or reply is one msgpack map. numpy arrays travel as a map
 ``{"__ndarray__": true, "dtype": "<f4", "shape": [8], "data": <bin>}`` holding the raw
 little-endian C-order bytes, so a client in any language can build or read them without
-numpy; pickle is never used. Every message carries the protocol version ``"v"``, and the
+numpy; pickle is never used. A large array may instead name an *attachment*, a transport
+frame sent after the message (``"attachment": 0`` in place of ``data``): ``encode_frames``
+and ``decode(..., attachments)`` handle that form, which spares both ends a copy of
+every image. Every message carries the protocol version ``"v"``, and the
 envelope keys ``v``, ``id``, ``endpoint``, ``status`` and ``error`` keep their meaning in
 every future version, so a client can always read the reply that refuses its version.
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import msgpack
@@ -22,16 +25,20 @@ import numpy as np
 
 __all__ = [
     "ARRAY_MARKER",
+    "ATTACH_MIN_BYTES",
     "ENDPOINTS",
+    "MAX_ATTACHMENTS",
     "PROTOCOL_VERSION",
     "SUPPORTED_DTYPES",
     "SUPPORTED_VERSIONS",
+    "Buffer",
     "DecodeError",
     "ErrorCode",
     "RequestError",
     "decode",
     "decode_stream",
     "encode",
+    "encode_frames",
     "error_reply",
     "ok_reply",
     "request",
@@ -60,6 +67,13 @@ SUPPORTED_DTYPES = (
     "<f8",
 )
 _MAX_NDIM = 32
+# What a message or an attachment may arrive as (a zmq.Frame's buffer is a memoryview).
+Buffer = bytes | memoryview
+# encode_frames sends arrays of at least this many bytes as attachments: below it a copy
+# costs less than one more frame.
+ATTACH_MIN_BYTES = 16 * 1024
+# Attachments one message may carry (an observation has one per camera).
+MAX_ATTACHMENTS = 64
 
 
 class ErrorCode(str, enum.Enum):
@@ -112,7 +126,8 @@ class DecodeError(RequestError):
         super().__init__(ErrorCode.DECODE_ERROR, message, **details)
 
 
-def _encode_array(array: np.ndarray) -> dict[str, Any]:
+def _wire_data(array: np.ndarray) -> tuple[Buffer, str]:
+    """The raw little-endian C-order bytes of ``array`` (no copy when already so) and its wire dtype."""
     if array.dtype.str.startswith(">"):
         array = array.astype(array.dtype.newbyteorder("<"))
     dtype = array.dtype.str
@@ -120,8 +135,12 @@ def _encode_array(array: np.ndarray) -> dict[str, Any]:
         raise TypeError(
             f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {array.dtype} ({dtype})"
         )
-    # memoryview lets msgpack copy the bytes once, straight into its output buffer.
-    data = memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
+    # A memoryview lets msgpack (or ZeroMQ) copy the bytes at most once, where they go.
+    return (memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""), dtype
+
+
+def _encode_array(array: np.ndarray) -> dict[str, Any]:
+    data, dtype = _wire_data(array)
     return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(array.shape), "data": data}
 
 
@@ -135,7 +154,7 @@ def _default(obj: Any) -> Any:
     )
 
 
-def _decode_array(obj: dict[str, Any]) -> np.ndarray:
+def _decode_array(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[int]) -> np.ndarray:
     dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
     if dtype not in SUPPORTED_DTYPES:
         hint = " (send little-endian)" if isinstance(dtype, str) and dtype.startswith(">") else ""
@@ -156,27 +175,43 @@ def _decode_array(obj: dict[str, Any]) -> np.ndarray:
             expected=f"list of at most {_MAX_NDIM} non-negative ints",
             actual=repr(shape)[:80],
         )
-    if not isinstance(data, bytes):
+    if "attachment" in obj:
+        data = _attachment(obj, attachments, used)
+    elif not isinstance(data, bytes):
         raise DecodeError(
             "array data must be msgpack bin", field="data", expected="bin", actual=type(data).__name__
         )
     np_dtype = np.dtype(dtype)
     expected_bytes = math.prod(shape) * np_dtype.itemsize
-    if len(data) != expected_bytes:
+    if memoryview(data).nbytes != expected_bytes:
         raise DecodeError(
             "array data length does not match dtype and shape",
             field="data",
             expected=f"{expected_bytes} bytes for {dtype} {shape}",
-            actual=f"{len(data)} bytes",
+            actual=f"{memoryview(data).nbytes} bytes",
         )
-    # Zero-copy view on the message bytes; such arrays are read-only.
+    # Zero-copy view on the message bytes or the attachment frame; such arrays are read-only.
     return np.frombuffer(data, dtype=np_dtype).reshape(shape)
 
 
-def _object_hook(obj: dict[str, Any]) -> Any:
-    if ARRAY_MARKER in obj:
-        return _decode_array(obj)
-    return obj
+def _attachment(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[int]) -> Buffer:
+    index = obj["attachment"]
+    if "data" in obj:
+        raise DecodeError(
+            "an array has either data or an attachment, not both",
+            field="attachment",
+            expected="data or attachment",
+            actual="both",
+        )
+    if type(index) is not int or not 0 <= index < len(attachments):
+        raise DecodeError(
+            "array attachment index does not name a frame sent with the message",
+            field="attachment",
+            expected=f"int in [0, {len(attachments)})" if attachments else "no attachment (none were sent)",
+            actual=repr(index)[:40],
+        )
+    used.add(index)
+    return attachments[index]
 
 
 def encode(obj: Any) -> bytes:
@@ -190,19 +225,63 @@ def encode(obj: Any) -> bytes:
     return msgpack.Packer(default=_default, use_bin_type=True).pack(obj)
 
 
-def decode(buffer: bytes | memoryview) -> Any:
-    """Unpack one msgpack message; raises ``DecodeError`` on anything malformed."""
+def encode_frames(obj: Any, min_bytes: int = ATTACH_MIN_BYTES) -> list[Buffer]:
+    """Pack a message as ``[message, *attachments]``: arrays of ``min_bytes`` or more become
+    attachments (their own buffers, not copied), the rest is what ``encode`` makes."""
+    attachments: list[Buffer] = []
+
+    def default(item: Any) -> Any:
+        if isinstance(item, np.ndarray) and item.nbytes >= min_bytes:
+            data, dtype = _wire_data(item)
+            attachments.append(data)
+            index = len(attachments) - 1
+            return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(item.shape), "attachment": index}
+        return _default(item)
+
+    message = msgpack.Packer(default=default, use_bin_type=True).pack(obj)
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise TypeError(f"message: expected at most {MAX_ATTACHMENTS} large arrays, got {len(attachments)}")
+    return [message, *attachments]
+
+
+def decode(buffer: Buffer, attachments: Sequence[Buffer] = ()) -> Any:
+    """Unpack one msgpack message whose arrays may name ``attachments`` (the frames sent after
+    it); raises ``DecodeError`` on anything malformed, including an attachment no array names."""
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise DecodeError(
+            "too many frames after the message",
+            field="frames",
+            expected=f"at most {MAX_ATTACHMENTS} attachments",
+            actual=str(len(attachments)),
+        )
+    used: set[int] = set()
+
+    def object_hook(obj: dict[str, Any]) -> Any:
+        return _decode_array(obj, attachments, used) if ARRAY_MARKER in obj else obj
+
     try:
-        return msgpack.unpackb(buffer, object_hook=_object_hook, raw=False, use_list=True)
+        message = msgpack.unpackb(buffer, object_hook=object_hook, raw=False, use_list=True)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack signals truncation, bad UTF-8, deep nesting... with several types
         raise DecodeError(f"payload is not a valid msgpack message: {exc}", field="payload") from exc
+    if len(used) != len(attachments):
+        raise DecodeError(
+            "every frame after the message must be an array's attachment",
+            field="frames",
+            expected=f"{len(attachments)} attachments named by arrays",
+            actual=f"{len(used)} named",
+        )
+    return message
 
 
 def decode_stream(stream: BinaryIO) -> Iterator[Any]:
     """Messages written back to back into a file (the ``--record`` format), one at a time."""
-    unpacker = msgpack.Unpacker(stream, object_hook=_object_hook, raw=False, use_list=True, max_buffer_size=0)
+
+    def object_hook(obj: dict[str, Any]) -> Any:
+        return _decode_array(obj, (), set()) if ARRAY_MARKER in obj else obj
+
+    unpacker = msgpack.Unpacker(stream, object_hook=object_hook, raw=False, use_list=True, max_buffer_size=0)
     try:
         yield from unpacker
     except DecodeError:

@@ -5,8 +5,9 @@ the handler answer or queue it, and sends replies that the batching worker hands
 through a pipe it polls alongside the socket. Any number of clients (REQ or DEALER) may be
 connected; replies go to the right one through the ROUTER routing id.
 
-Frame layout (docs/protocol.md): ``[routing id][empty delimiter][msgpack payload]`` as
-seen by the ROUTER; a REQ client sends the delimiter itself, a DEALER client must add it.
+Frame layout (docs/protocol.md): ``[routing id][empty delimiter][msgpack payload]
+[attachments...]`` as seen by the ROUTER; a REQ client sends the delimiter itself, a
+DEALER client must add it.
 """
 
 from __future__ import annotations
@@ -145,16 +146,20 @@ class ZmqPolicyServer:
             if threading.get_ident() != self._io_thread_id:
                 self._wake()
 
-        if len(body) != 1:
+        if not body:
             error = DecodeError(
-                "expected exactly one payload frame after the envelope",
+                "expected a payload frame after the envelope",
                 field="frames",
-                expected="[empty delimiter, payload]",
-                actual=f"{len(body)} frames after the delimiter",
+                expected="[empty delimiter, payload, attachments...]",
+                actual="no frame after the delimiter",
             )
             reply(encode(error_reply(None, None, error)))
             return
-        self.handler.handle(body[0].buffer, peer=envelope[0].hex(), received=received, reply=reply)
+        # Attachments stay zero-copy: decoded arrays are views on these frames.
+        attachments = [frame.buffer for frame in body[1:]]
+        self.handler.handle(
+            body[0].buffer, attachments=attachments, peer=envelope[0].hex(), received=received, reply=reply
+        )
 
     def _flush(self) -> None:
         outbox = self._outbox

@@ -63,6 +63,8 @@ class RecipeConfig:
     per_task: int = 100
     # DART: std of the Gaussian noise on executed arm deltas while the oracle records clean actions.
     noise: float = 0.1
+    # Base of the demos' reset seeds (a new base gives new demos for the same tasks).
+    demo_seed: int = 0
     # Camera side of demos and evaluation (the tiny model's input size).
     image_size: int = 128
     # Simulator worker processes for demos and evaluation.
@@ -123,6 +125,8 @@ class Recipe:
             str(c.per_task),
             "--noise",
             str(c.noise),
+            "--seed",
+            str(c.demo_seed),
             "--out",
             str(self.demos),
             "--workers",
@@ -315,6 +319,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--per-task", type=int, default=defaults.per_task, help="successful demos per task")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="DART noise std on arm deltas")
+    parser.add_argument(
+        "--demo-seed", type=int, default=defaults.demo_seed, help="base of the demos' reset seeds"
+    )
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="camera side in pixels")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="simulator worker processes")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps")
@@ -333,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks=tuple(int(task) for task in args.tasks.split(",")),
         per_task=args.per_task,
         noise=args.noise,
+        demo_seed=args.demo_seed,
         image_size=args.image_size,
         workers=args.workers,
         steps=args.steps,

@@ -18,6 +18,7 @@ from deploy.protocol import (
     decode,
     decode_stream,
     encode,
+    encode_frames,
     error_reply,
     ok_reply,
     request,
@@ -35,6 +36,57 @@ def test_round_trip_every_dtype_and_shape(dtype: str, shape: tuple[int, ...]) ->
     assert out.dtype == np.dtype(dtype)
     assert out.shape == shape
     np.testing.assert_array_equal(out, array)
+
+
+@pytest.mark.parametrize("dtype", SUPPORTED_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_round_trip_every_dtype_and_shape_as_attachments(dtype: str, shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    array = np.asarray(rng.standard_normal(shape) * 100).astype(np.dtype(dtype))
+    frames = encode_frames({"a": array, "b": [array, 3]}, min_bytes=0)
+    assert len(frames) == 3
+    out = decode(frames[0], frames[1:])
+    for got in (out["a"], out["b"][0]):
+        assert got.dtype == np.dtype(dtype) and got.shape == shape
+        np.testing.assert_array_equal(got, array)
+    assert out["b"][1] == 3
+
+
+def test_only_large_arrays_become_attachments_and_are_not_copied() -> None:
+    image = np.arange(224 * 224 * 3, dtype=np.uint8).reshape(224, 224, 3)
+    state = np.arange(8, dtype=np.float32)
+    frames = encode_frames({"image": image, "state": state, "prompt": "pick"})
+    assert len(frames) == 2 and memoryview(frames[1]).nbytes == image.nbytes
+    assert np.shares_memory(np.frombuffer(frames[1], np.uint8), image), "a C-order array is sent as is"
+    out = decode(frames[0], frames[1:])
+    np.testing.assert_array_equal(out["image"], image)
+    np.testing.assert_array_equal(out["state"], state)
+    assert np.shares_memory(out["image"], np.frombuffer(frames[1], np.uint8)), "decoded without a copy"
+    # Big-endian and strided arrays are converted first, as in encode().
+    frames = encode_frames({"a": np.arange(10, dtype=">i4")[::2]}, min_bytes=0)
+    np.testing.assert_array_equal(decode(frames[0], frames[1:])["a"], [0, 2, 4, 6, 8])
+
+
+def _array_map(**fields: object) -> dict:
+    return {ARRAY_MARKER: True, "dtype": "<f4", "shape": [2], **fields}
+
+
+@pytest.mark.parametrize(
+    ("message", "attachments", "field", "match"),
+    [
+        ({"a": _array_map(attachment=1)}, [b"\0" * 8], "attachment", "does not name a frame"),
+        ({"a": _array_map(attachment=0)}, [], "attachment", "does not name a frame"),
+        ({"a": _array_map(attachment="0")}, [b"\0" * 8], "attachment", "does not name a frame"),
+        ({"a": _array_map(attachment=0, data=b"\0" * 8)}, [b"\0" * 8], "attachment", "not both"),
+        ({"a": _array_map(attachment=0)}, [b"\0" * 7], "data", "length does not match"),
+        ({"a": _array_map(data=b"\0" * 8)}, [b"\0" * 8], "frames", "must be an array's attachment"),
+        ({"a": 1}, [b""] * 65, "frames", "too many frames"),
+    ],
+)
+def test_decode_refuses_bad_attachments(message: dict, attachments: list, field: str, match: str) -> None:
+    with pytest.raises(DecodeError, match=match) as info:
+        decode(msgpack.packb(message), attachments)
+    assert info.value.field == field and info.value.code is ErrorCode.DECODE_ERROR
 
 
 def test_round_trip_nan_inf_bit_exact() -> None:

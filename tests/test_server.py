@@ -18,7 +18,7 @@ from deploy.auth import CurveClientKeys, CurveServerKeys, generate_keys
 from deploy.client import PolicyClient, ServerTimeout
 from deploy.core import BatchingConfig, InferenceCore, InferenceJob, InferenceOutcome
 from deploy.handler import RequestHandler
-from deploy.protocol import decode, encode
+from deploy.protocol import decode, encode, encode_frames
 from deploy.recorder import Recorder, iter_records, replay
 from deploy.server import ZmqPolicyServer, ZmqServerConfig
 
@@ -90,13 +90,13 @@ def serving(
         core.stop()
 
 
-def raw_call(endpoint: str, payload: bytes, timeout_ms: int = 2000) -> dict[str, Any] | None:
-    """Send raw bytes on a fresh REQ socket; the decoded reply, or None on timeout."""
+def raw_call(endpoint: str, payload: bytes | list[bytes], timeout_ms: int = 2000) -> dict[str, Any] | None:
+    """Send raw bytes (or frames) on a fresh REQ socket; the decoded reply, or None on timeout."""
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     try:
-        sock.send(payload)
+        sock.send_multipart(payload if isinstance(payload, list) else [payload])
         if not sock.poll(timeout_ms):
             return None
         return decode(sock.recv())
@@ -145,6 +145,22 @@ BAD_REQUESTS = {
     "version_mismatch": (encode({"v": 2, "endpoint": "ping"}), "version_mismatch", "v", "2"),
     "missing_version": (encode({"endpoint": "ping"}), "version_mismatch", "v", "None"),
     "bad_id": (encode({"v": 1, "endpoint": "ping", "id": [1]}), "bad_request", "id", "list"),
+    "attachment_out_of_range": (
+        [
+            encode_frames({"v": 1, "endpoint": "infer", "obs": make_obs()}, min_bytes=0)[0],
+            b"\0" * (SIDE * SIDE * 3),
+        ],
+        "decode_error",
+        "attachment",
+        "1",
+    ),
+    "attachment_too_short": (
+        [*encode_frames({"v": 1, "endpoint": "infer", "obs": make_obs()}, min_bytes=0)[:3], b"\0" * 16],
+        "decode_error",
+        "data",
+        "16 bytes",
+    ),
+    "unnamed_attachment": ([infer_payload(make_obs()), b"extra"], "decode_error", "frames", "0 named"),
     "big_endian_array": (
         encode(
             {
@@ -179,6 +195,23 @@ def test_bad_input_gets_typed_error_then_good_request_works(echo_server: Any, ca
     assert reply["error"]["message"]
     with PolicyClient(server.endpoint, timeout_ms=2000) as client:
         np.testing.assert_array_equal(client.infer(make_obs(3.0, 4.0))[0, :2], [3.0, 4.0])
+
+
+def test_large_images_travel_as_attachments_to_the_right_arrays(echo_server: Any) -> None:
+    server, _ = echo_server
+    obs = make_obs(1.0, 2.0)
+    obs["image"] = np.zeros((128, 128, 3), np.uint8)
+    obs["wrist_image"] = np.ones((96, 96, 3), np.uint8)
+    frames = encode_frames({"v": 1, "endpoint": "infer", "id": 9, "obs": obs})
+    assert len(frames) == 3, "both cameras are attachments"
+    reply = raw_call(server.endpoint, [bytes(frame) for frame in frames])
+    assert reply is not None and reply["status"] == "ok" and reply["id"] == 9
+    np.testing.assert_array_equal(reply["result"]["actions"][0, :2], [1.0, 2.0])
+    # The wrist image is the second attachment: swapping the frames swaps the shapes the server sees.
+    swapped = [bytes(frames[0]), bytes(frames[2]), bytes(frames[1])]
+    assert raw_call(server.endpoint, swapped)["error"]["field"] == "data"
+    with PolicyClient(server.endpoint, timeout_ms=2000) as client:
+        np.testing.assert_array_equal(client.infer(obs)[0, :2], [1.0, 2.0])
 
 
 def test_dealer_frames_with_and_without_delimiter(echo_server: Any) -> None:

@@ -20,6 +20,7 @@ from cogvla.config import SIGLIP_MEAN, SIGLIP_STD, LLMConfig, ViTConfig, get_pre
 from cogvla.data.libero_hdf5 import Episode, append_episode
 from cogvla.fake_data import fake_batch
 from cogvla.modeling import CogVLAModel
+from cogvla.normalize import NormStats
 from cogvla.tokenizer import PromptTokenizer
 from cogvla.train.checkpoint import latest_checkpoint, list_checkpoints, load_trainer_state
 from cogvla.train.config import TrainConfig, get_train_preset
@@ -256,6 +257,48 @@ def test_lora_fine_tunes_a_saved_model_and_merges_on_save(demos, frame_cache, tm
         actual = merged(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
     torch.testing.assert_close(actual.actions, expected.actions, rtol=1e-4, atol=1e-5)
     assert json.loads((tmp_path / "lora" / "log.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_full_init_continues_a_bf16_model_with_its_stats(demos, frame_cache, tmp_path):
+    config = small_model_config()
+    stats = NormStats(
+        action_q01=(-2.0,) * 7,
+        action_q99=(2.0,) * 7,
+        action_mask=(True,) * 6 + (False,),
+        proprio_q01=(-3.0,) * 8,
+        proprio_q99=(3.0,) * 8,
+    )
+    CogVLAModel(config).to(torch.bfloat16).save_pretrained(
+        tmp_path / "shipped",
+        tokenizer=PromptTokenizer.train(list(TASKS), vocab_size=512),
+        norm_stats=stats,
+    )
+    train_config = small_train_config(steps=4, warmup_steps=1, save_every=2, init_mode="full")
+    result = run(
+        train_config, demos, tmp_path / "full", frame_cache, model_config=None, init_from=tmp_path / "shipped"
+    )
+    before, after = weights(tmp_path / "shipped"), weights(tmp_path / "full" / "checkpoints" / "step_000002")
+    assert set(after) == set(before)
+    assert all(tensor.dtype == torch.float32 for tensor in after.values()), "fp32 master weights"
+    # Full mode trains the backbone too, where LoRA would leave these frozen.
+    for key in (
+        "llm.embed_tokens.weight",
+        "llm.layers.0.self_attn.q_proj.weight",
+        "action_head.model.fc2.weight",
+    ):
+        assert not torch.equal(after[key].to(torch.bfloat16), before[key]), f"{key} should have changed"
+    state = load_trainer_state(tmp_path / "full" / "checkpoints" / "step_000002")
+    assert not any("lora_" in key for key in state["model"])
+    # The checkpoint keeps the stats its weights were trained for, not the new data's.
+    assert CogVLAModel.from_pretrained(result.checkpoint).norm_stats == stats
+    # A resumed run (init_from comes back from the trainer state) keeps them too.
+    final = weights(tmp_path / "full" / "checkpoints" / "step_000004")
+    shutil.rmtree(tmp_path / "full" / "checkpoints" / "step_000004")
+    resumed = train(
+        train_config, [demos], tmp_path / "full", resume=True, cache_root=frame_cache, progress=False
+    )
+    assert CogVLAModel.from_pretrained(resumed.checkpoint).norm_stats == stats
+    torch.testing.assert_close(weights(tmp_path / "full" / "checkpoints" / "step_000004"), final)
 
 
 def test_lora_trains_only_adapters_and_new_modules():

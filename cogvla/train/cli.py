@@ -32,7 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="run folder: log.jsonl, loss_curve.png, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--init-from", default=None, help="pretrained checkpoint to fine-tune with LoRA")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="checkpoint to start from: LoRA fine-tuning, or for the tiny preset full training "
+        "that keeps its normalization stats (--init-mode overrides)",
+    )
+    parser.add_argument("--init-mode", choices=("lora", "full"), help="how --init-from weights are trained")
     parser.add_argument(
         "--steps",
         type=int,
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         "log_every": args.log_every,
         "seed": args.seed,
         "variant": args.variant,
+        "init_mode": args.init_mode,
     }
     preset = get_train_preset(args.preset)
     if args.steps is not None and args.warmup_steps is None and preset.warmup_steps >= args.steps:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cogvla.data.augment import AugmentConfig
 
@@ -48,6 +49,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     # Log a JSONL record every this many steps.
     log_every: int = 10
+    # How --init-from weights are trained: "lora" adapters on the backbone linears (a pretrained
+    # VLA; the data's own normalization stats are computed), or "full": every weight, keeping the
+    # checkpoint's stats (continuing a small model trained earlier, e.g. the embedded default).
+    init_mode: Literal["lora", "full"] = "lora"
     # LoRA on the backbone linears when fine-tuning from --init-from (CogVLA: r=32, alpha=16, dropout 0).
     lora_rank: int = 32
     lora_alpha: int = 16
@@ -69,6 +74,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.warmup_steps: expected 0 <= warmup_steps < steps ({self.steps}), got {self.warmup_steps}"
             )
+        if self.init_mode not in ("lora", "full"):
+            raise ValueError(f"TrainConfig.init_mode: expected 'lora' or 'full', got {self.init_mode!r}")
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers: expected >= 0, got {self.num_workers}")
 
@@ -86,7 +93,7 @@ class TrainConfig:
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # From scratch on scripted-oracle demos, sized for a shared 2-core CPU: the tiny model
     # trains at ~4-6 samples/s there, so 4,000 steps of 16 take about 3-4 hours.
-    "tiny": TrainConfig(steps=4_000, global_batch=16, warmup_steps=200, save_every=250),
+    "tiny": TrainConfig(steps=4_000, global_batch=16, warmup_steps=200, save_every=250, init_mode="full"),
     # The paper's LIBERO recipe (scripts-sh/finetune.sh), for LoRA fine-tuning on GPUs.
     "cogvla-libero": TrainConfig(
         model_preset="cogvla-7b",

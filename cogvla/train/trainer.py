@@ -148,7 +148,7 @@ class _Run:
 
     @property
     def lora(self) -> bool:
-        return self.init_from is not None
+        return _uses_lora(self.config, self.init_from)
 
     def export(self, folder: Path) -> None:
         """Write the serving checkpoint (LoRA merged) into ``folder``."""
@@ -274,10 +274,11 @@ def _set_up(
             f"gives {len(dataset)}; resume with the same --data"
         )
 
-    trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if init_from else model
+    lora = _uses_lora(config, init_from)
+    trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if lora else model
     trainable.to(info.device).train()
     if state is not None:
-        _load_training_weights(trainable, state["model"], lora=init_from is not None)
+        _load_training_weights(trainable, state["model"], lora=lora)
     parameters = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = build_optimizer(parameters, config.lr, config.weight_decay, config.betas)
     scheduler = build_scheduler(optimizer, config.warmup_steps, config.steps, config.lr, config.min_lr)
@@ -384,6 +385,10 @@ def _train_steps(
     return last_loss, last_rate, last_checkpoint
 
 
+def _uses_lora(config: TrainConfig, init_from: str | Path | None) -> bool:
+    return init_from is not None and config.init_mode == "lora"
+
+
 def _training_weights(module: nn.Module, lora: bool) -> dict[str, torch.Tensor]:
     """What resuming needs of the weights: all of them, or for LoRA only the trained ones
     (the frozen base is rebuilt from --init-from, which keeps a 7B run's state small)."""
@@ -456,6 +461,12 @@ def _build_model(
                 f"{init_from}: has no tokenizer/ folder; cannot fine-tune without its tokenizer"
             )
         tokenizer = model.tokenizer
+        if config.init_mode == "full":
+            # Every weight gets optimizer updates: keep fp32 master weights (a shipped file may be bf16).
+            model = model.float()
+            if checkpoint is None:
+                # The weights were trained to predict actions in these units.
+                return model, tokenizer, model.norm_stats
     else:
         model = CogVLAModel(model_config or get_preset(config.model_preset, variant=config.variant))
         tokenizer = None
