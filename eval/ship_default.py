@@ -31,9 +31,15 @@ _MAX_BYTES = 20 * 1024 * 1024
 
 
 def ship(
-    checkpoint: Path, eval_dir: Path, demos_report: dict[str, Any], train_log: Path, out: Path = DEFAULT_CHECKPOINT
+    checkpoint: Path,
+    eval_dir: Path,
+    demos_report: dict[str, Any],
+    train_log: Path,
+    out: Path = DEFAULT_CHECKPOINT,
+    history: str = "",
 ) -> Path:
-    """Copy ``checkpoint`` to ``out`` in bf16 with its eval protocol and a model card."""
+    """Copy ``checkpoint`` to ``out`` in bf16 with its eval protocol and a model card;
+    ``history`` (markdown) tells where the weights the run started from came from."""
     model = CogVLAModel.from_pretrained(checkpoint, dtype=torch.bfloat16)
     if out.exists():
         shutil.rmtree(out)
@@ -46,7 +52,10 @@ def ship(
     protocol = {key: eval_config[key] for key in ("suites", "tasks", "image_size", "fast_render")}
     (out / EVAL_PROTOCOL_FILE).write_text(json.dumps(protocol, indent=2) + "\n")
     train_state = _last_log_line(train_log)
-    (out / "README.md").write_text(_model_card(model, protocol, summary, train_state, demos_report, size))
+    card = _model_card(model, protocol, summary, train_state, demos_report, size)
+    if history:
+        card += f"\n## Training history\n{history.strip()}\n"
+    (out / "README.md").write_text(card)
     return out
 
 
@@ -77,31 +86,32 @@ def _model_card(
     params = sum(p.numel() for p in model.parameters())
     return f"""# Embedded default policy: CogVLA `{model.config.name}` ({model.config.variant})
 
-A {params / 1e6:.1f} M-parameter CogVLA model (EFA-Routing, LFP-Routing, CAtten) trained from
-scratch on this project's scripted-oracle demos. Weights are stored in bfloat16
+A {params / 1e6:.1f} M-parameter CogVLA model (EFA-Routing, LFP-Routing, CAtten) trained only on
+this project's scripted-oracle demos, with no pretrained weights. Weights are stored in bfloat16
 ({size / 1e6:.1f} MB on disk) and run in float32 on the CPU.
 
 ## Data
 Scripted Markovian oracle, DART noise, LIBERO `libero_spatial`, randomized resets (the
 benchmark's 50 fixed init states were never used for training), cameras at
-{protocol['image_size']} px with fast rendering:
+{protocol["image_size"]} px with fast rendering:
 {demo_rows}
 
 ## Training
-`cogvla train --preset tiny` (AdamW, warm-up + cosine, L1, batch 16), {train_state.get('step', '?')} optimizer
-steps at about {train_state.get('samples_per_s', float('nan')):.0f} samples/s on a 2-core CPU; last logged L1
-loss {train_state.get('loss', float('nan')):.4f}.
+`cogvla train --preset tiny` (AdamW, warm-up + cosine, L1, batch 16), {train_state.get("step", "?")} optimizer
+steps at about {train_state.get("samples_per_s", float("nan")):.0f} samples/s on a 2-core CPU; last logged L1
+loss {train_state.get("loss", float("nan")):.4f}.
 
 ## Measured success
-`cogvla eval libero` on the fixed init states (suites {protocol['suites']}, tasks {protocol['tasks']},
-{protocol['image_size']} px, fast_render={protocol['fast_render']}):
+`cogvla eval libero` on the fixed init states (suites {protocol["suites"]}, tasks {protocol["tasks"]},
+{protocol["image_size"]} px, fast_render={protocol["fast_render"]}):
 
 | task | successes | rate | 95% Wilson |
 |---|---|---|---|
 {rows}
 
-Overall: {overall['successes']}/{overall['episodes']} = {overall['success_rate']:.2f}
-(95% Wilson [{overall['ci95'][0]:.2f}, {overall['ci95'][1]:.2f}]).
+Overall: {overall["successes"]}/{overall["episodes"]} = {overall["success_rate"]:.2f}
+(95% Wilson [{overall["ci95"][0]:.2f}, {overall["ci95"][1]:.2f}]); mean of the per-task rates
+{sum(task["success_rate"] for task in summary["per_task"]) / len(summary["per_task"]):.2f}.
 """
 
 
@@ -111,10 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a save_pretrained folder of a run")
     parser.add_argument("--eval", type=Path, required=True, help="a `cogvla eval libero` output folder")
     parser.add_argument("--demos", type=Path, required=True, help="the JSON report printed by `cogvla demos`")
-    parser.add_argument("--train-log", type=Path, required=True, help="the run's log.jsonl (up to this checkpoint)")
+    parser.add_argument(
+        "--train-log", type=Path, required=True, help="the run's log.jsonl (up to this checkpoint)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the default")
+    parser.add_argument(
+        "--history", type=Path, help="markdown file: where the run's starting weights came from (model card)"
+    )
     args = parser.parse_args(argv)
-    out = ship(args.checkpoint, args.eval, json.loads(args.demos.read_text()), args.train_log, args.out)
+    history = args.history.read_text() if args.history else ""
+    demos = json.loads(args.demos.read_text())
+    out = ship(args.checkpoint, args.eval, demos, args.train_log, args.out, history)
     print(json.dumps({"shipped": str(out)}))
     return 0
 
