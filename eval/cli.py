@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVAL_PROTOCOL_FILE", "add_arguments", "checkpoint_eval_defaults", "default_out_dir", "parse_int_list", "run"]
+__all__ = [
+    "EVAL_PROTOCOL_FILE",
+    "add_arguments",
+    "checkpoint_eval_defaults",
+    "default_out_dir",
+    "parse_int_list",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +119,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the simulator sub-targets and their options."""
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     _add_libero_arguments(targets.add_parser("libero", help="LIBERO suites (robosuite / MuJoCo)"))
+    _add_offline_arguments(
+        targets.add_parser("offline", help="open-loop action error of a checkpoint on demos, per task")
+    )
+
+
+def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="a save_pretrained folder (default: the embedded default)")
+    parser.add_argument("--data", nargs="+", required=True, help="demo files or folders of *.hdf5")
+    parser.add_argument("--per-task", type=int, default=256, help="samples scored per task (default: 256)")
+    parser.add_argument("--batch", type=int, default=32, help="samples per forward pass")
+    parser.add_argument("--cache", help="frame-cache folder (default: the cogvla cache)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
 def _resolve_policy(spec: str | None) -> str:
@@ -149,7 +168,9 @@ def checkpoint_eval_defaults(policy: str) -> dict[str, Any]:
     defaults = json.loads(path.read_text())
     unknown = sorted(set(defaults) - _CHECKPOINT_DEFAULT_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; expected some of {sorted(_CHECKPOINT_DEFAULT_KEYS)}")
+        raise ValueError(
+            f"{path}: unknown keys {unknown}; expected some of {sorted(_CHECKPOINT_DEFAULT_KEYS)}"
+        )
     return defaults
 
 
@@ -214,4 +235,26 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.target == "libero":
         return _run_libero(args)
-    raise ValueError(f"target: expected 'libero', got {args.target!r}")
+    if args.target == "offline":
+        return _run_offline(args)
+    raise ValueError(f"target: expected 'libero' or 'offline', got {args.target!r}")
+
+
+def _run_offline(args: argparse.Namespace) -> int:
+    from eval.offline import offline_errors
+
+    try:
+        checkpoint = _resolve_policy(args.checkpoint)
+        if not Path(checkpoint).is_dir():
+            raise ValueError(f"--checkpoint: expected a checkpoint folder, got {checkpoint!r}")
+        report = offline_errors(
+            checkpoint, args.data, per_task=args.per_task, batch=args.batch, cache_root=args.cache
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0

@@ -32,12 +32,11 @@ from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, get_preset
 from cogvla.data.dataset import DemoDataset, compute_norm_stats, select_training_frames
-from cogvla.data.frame_cache import FrameCache, find_demo_files, load_frame_cache
+from cogvla.data.loading import load_demo_frames
 from cogvla.data.sampler import StepSampler
 from cogvla.modeling import CogVLAModel
 from cogvla.normalize import NormStats
-from cogvla.paths import cache_dir
-from cogvla.preprocess import CROP_AREA, images_to_tensor
+from cogvla.preprocess import CROP_AREA
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
 from cogvla.train import checkpoint as ckpt
 from cogvla.train.config import TrainConfig
@@ -254,7 +253,7 @@ def _set_up(
 
     torch.manual_seed(config.seed)
     model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
-    frames = _load_frames(data, model.config.image_size, cache_root)
+    frames = load_demo_frames(data, model.config.image_size, cache_root)
     selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
     if stats is None:
         stats = compute_norm_stats(frames, selection)
@@ -493,22 +492,6 @@ def _shared_tokenizer(
         PromptTokenizer.train(sorted(known | set(languages)), vocab_size=vocab_size).save(folder)
     barrier(info)
     return PromptTokenizer.load(folder)
-
-
-def _load_frames(data: Sequence[str | Path], image_size: int, cache_root: str | Path | None) -> FrameCache:
-    files = find_demo_files(data)
-    root = Path(cache_root) if cache_root is not None else cache_dir("frames")
-    transform = partial(_resize_frames, size=image_size)
-    # The first rank to take the cache's lock decodes; the others wait, then all map the same file.
-    return load_frame_cache(files, root, transform=transform, transform_tag=f"images_to_tensor-{image_size}")
-
-
-def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 -> ``(T, size, size, 3)`` uint8 with the serving resize."""
-    if frames.shape[1:3] == (size, size):
-        return frames
-    resized = images_to_tensor(list(frames), size)
-    return resized.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def _batches(
