@@ -116,8 +116,12 @@ class Recipe:
         return json.loads(self.status_path.read_text()) if self.status_path.is_file() else {}
 
     def record(self, stage: str, outcome: dict[str, Any]) -> None:
+        """Make ``outcome`` the stage's latest result; every run of a stage stays in ``history``
+        (a resumed stage that had nothing left to do must not hide what the first run cost)."""
         status = self.status()
-        status[stage] = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **outcome}
+        entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **outcome}
+        status[stage] = entry
+        status.setdefault("history", []).append({"stage": stage, "config": asdict(self.config), **entry})
         status["config"] = asdict(self.config)
         self.status_path.write_text(json.dumps(status, indent=2))
 

@@ -58,7 +58,9 @@ def test_a_finished_folder_needs_resume(tmp_path: Path, commands: list) -> None:
     run_recipe(RecipeConfig(), ("demos",), tmp_path, resume=False)
     with pytest.raises(RecipeError, match="--resume"):
         run_recipe(RecipeConfig(), ("demos",), tmp_path, resume=False)
-    assert "demos" in run_recipe(RecipeConfig(), ("demos",), tmp_path, resume=True)
+    status = run_recipe(RecipeConfig(per_task=7), ("demos",), tmp_path, resume=True)
+    # Both runs of the stage stay on record, each with the settings it ran with.
+    assert [run["config"]["per_task"] for run in status["history"]] == [100, 7]
 
 
 def test_train_before_demos_is_refused(tmp_path: Path, commands: list) -> None:
