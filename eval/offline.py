@@ -19,6 +19,7 @@ import torch
 from cogvla.data.dataset import DemoDataset, select_training_frames
 from cogvla.data.loading import load_demo_frames
 from cogvla.modeling import CogVLAModel
+from cogvla.normalize import gripper_to_robot
 from cogvla.preprocess import CROP_AREA
 from cogvla.train.config import TrainConfig
 
@@ -37,7 +38,7 @@ def offline_errors(
 
     Returns ``{"checkpoint", "tasks": [...], "overall"}``; each task row has its sample and
     episode counts, the mean L1 over the chunk, of its first step and per action dimension,
-    and how often the first step's gripper command has the wrong sign.
+    and how often the first step's binarized gripper command (open/close) is the wrong one.
     """
     if per_task < 1 or batch < 1:
         raise ValueError(f"per_task and batch: expected >= 1, got {per_task} and {batch}")
@@ -69,8 +70,11 @@ def offline_errors(
                     items["pixel_values"], items["input_ids"], items["attention_mask"], items["proprio"]
                 ).actions
             errors.append((predicted - items["actions"]).abs())
-            first = (predicted[:, 0, gripper] > 0) != (items["actions"][:, 0, gripper] > 0)
-            sign_errors.append(first.float())
+            # Compared as the robot would act on them: the binarized open/close command.
+            commands = [
+                gripper_to_robot(chunk[:, 0, gripper].numpy()) for chunk in (predicted, items["actions"])
+            ]
+            sign_errors.append(torch.from_numpy((commands[0] != commands[1]).astype(np.float32)))
         error = torch.cat(errors)
         pooled.append(error)
         rows.append(
@@ -81,7 +85,7 @@ def offline_errors(
                 "l1": float(error.mean()),
                 "l1_first_step": float(error[:, 0].mean()),
                 "l1_per_dim": [round(float(v), 5) for v in error.mean(dim=(0, 1))],
-                "gripper_sign_error_rate": float(torch.cat(sign_errors).mean()),
+                "gripper_command_error_rate": float(torch.cat(sign_errors).mean()),
             }
         )
     everything = torch.cat(pooled)

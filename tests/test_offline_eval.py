@@ -46,9 +46,12 @@ def test_reports_every_task_and_training_lowers_the_error(scored, tmp_path) -> N
     assert [row["task"] for row in after["tasks"]] == sorted(TASKS)
     for row in after["tasks"]:
         assert row["samples"] == 20 and row["episodes"] == 3
-        assert len(row["l1_per_dim"]) == 7 and 0.0 <= row["gripper_sign_error_rate"] <= 1.0
+        assert len(row["l1_per_dim"]) == 7 and 0.0 <= row["gripper_command_error_rate"] <= 1.0
     assert after["overall"]["samples"] == 40
     assert after["overall"]["l1"] < 0.7 * before["overall"]["l1"]
+    # The demos keep the gripper open throughout; the untrained head commands "close".
+    rates = [[row["gripper_command_error_rate"] for row in report["tasks"]] for report in (before, after)]
+    assert rates[0] == [1.0, 1.0] and sum(rates[1]) < sum(rates[0])
 
 
 def test_cli_writes_json_and_refuses_a_non_checkpoint(scored, tmp_path, capsys) -> None:
