@@ -260,7 +260,7 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
             return decode(sock.recv(copy=False).buffer)
 
         def echo_frames_call() -> Any:
-            sock.send_multipart(encode_frames({"v": 1, "endpoint": "infer", "obs": obs}), copy=False)
+            sock.send_multipart(encode_frames({"v": 1, "endpoint": "infer", "obs": obs}), copy=True)
             return decode(sock.recv(copy=False).buffer)
 
         # PolicyClient against the bare echo: splits our overhead into client and server parts.

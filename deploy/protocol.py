@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import msgpack
@@ -183,12 +183,13 @@ def _decode_array(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[
         )
     np_dtype = np.dtype(dtype)
     expected_bytes = math.prod(shape) * np_dtype.itemsize
-    if memoryview(data).nbytes != expected_bytes:
+    actual_bytes = memoryview(data).nbytes
+    if actual_bytes != expected_bytes:
         raise DecodeError(
             "array data length does not match dtype and shape",
             field="data",
             expected=f"{expected_bytes} bytes for {dtype} {shape}",
-            actual=f"{memoryview(data).nbytes} bytes",
+            actual=f"{actual_bytes} bytes",
         )
     # Zero-copy view on the message bytes or the attachment frame; such arrays are read-only.
     return np.frombuffer(data, dtype=np_dtype).reshape(shape)
@@ -212,6 +213,15 @@ def _attachment(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[in
         )
     used.add(index)
     return attachments[index]
+
+
+def _array_hook(attachments: Sequence[Buffer], used: set[int]) -> Callable[[dict[str, Any]], Any]:
+    """msgpack ``object_hook`` turning array maps into arrays; records the attachments they name."""
+
+    def hook(obj: dict[str, Any]) -> Any:
+        return _decode_array(obj, attachments, used) if ARRAY_MARKER in obj else obj
+
+    return hook
 
 
 def encode(obj: Any) -> bytes:
@@ -255,12 +265,10 @@ def decode(buffer: Buffer, attachments: Sequence[Buffer] = ()) -> Any:
             actual=str(len(attachments)),
         )
     used: set[int] = set()
-
-    def object_hook(obj: dict[str, Any]) -> Any:
-        return _decode_array(obj, attachments, used) if ARRAY_MARKER in obj else obj
-
     try:
-        message = msgpack.unpackb(buffer, object_hook=object_hook, raw=False, use_list=True)
+        message = msgpack.unpackb(
+            buffer, object_hook=_array_hook(attachments, used), raw=False, use_list=True
+        )
     except DecodeError:
         raise
     except Exception as exc:  # msgpack signals truncation, bad UTF-8, deep nesting... with several types
@@ -277,11 +285,8 @@ def decode(buffer: Buffer, attachments: Sequence[Buffer] = ()) -> Any:
 
 def decode_stream(stream: BinaryIO) -> Iterator[Any]:
     """Messages written back to back into a file (the ``--record`` format), one at a time."""
-
-    def object_hook(obj: dict[str, Any]) -> Any:
-        return _decode_array(obj, (), set()) if ARRAY_MARKER in obj else obj
-
-    unpacker = msgpack.Unpacker(stream, object_hook=object_hook, raw=False, use_list=True, max_buffer_size=0)
+    hook = _array_hook((), set())
+    unpacker = msgpack.Unpacker(stream, object_hook=hook, raw=False, use_list=True, max_buffer_size=0)
     try:
         yield from unpacker
     except DecodeError:

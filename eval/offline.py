@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cogvla.data.dataset import DemoDataset, select_training_frames
+from cogvla.data.dataset import DemoDataset, sample_crop_area, select_training_frames
 from cogvla.data.loading import load_demo_frames
+from cogvla.data.windows import NOOP_THRESHOLD
 from cogvla.modeling import CogVLAModel
 from cogvla.normalize import gripper_to_robot
-from cogvla.preprocess import CROP_AREA
-from cogvla.train.config import TrainConfig
 
 __all__ = ["offline_errors"]
 
@@ -47,14 +46,14 @@ def offline_errors(
         raise ValueError(f"{checkpoint}: needs norm_stats.json and tokenizer/ to be scored on demos")
     config = model.config
     frames = load_demo_frames(data, config.image_size, cache_root)
-    selection = select_training_frames(frames, config.chunk_size, TrainConfig().noop_threshold)
+    selection = select_training_frames(frames, config.chunk_size, NOOP_THRESHOLD)
     dataset = DemoDataset(
         frames,
         selection,
         model.norm_stats,
         model.tokenizer.encode_batch,
         augment=None,
-        crop_area=CROP_AREA if config.center_crop else 1.0,
+        crop_area=sample_crop_area(config),
     )
     languages = np.asarray(frames.languages, dtype=object)[selection.episodes]
     gripper = np.flatnonzero(model.norm_stats.gripper_dims)
@@ -62,7 +61,7 @@ def offline_errors(
     for task in sorted(set(languages)):
         members = np.flatnonzero(languages == task)
         picked = members[np.linspace(0, len(members) - 1, min(per_task, len(members))).round().astype(int)]
-        errors, sign_errors = [], []
+        errors, wrong_commands = [], 0
         for start in range(0, len(picked), batch):
             items = dataset[[(int(index), 0) for index in picked[start : start + batch]]]
             with torch.no_grad():
@@ -71,10 +70,9 @@ def offline_errors(
                 ).actions
             errors.append((predicted - items["actions"]).abs())
             # Compared as the robot would act on them: the binarized open/close command.
-            commands = [
-                gripper_to_robot(chunk[:, 0, gripper].numpy()) for chunk in (predicted, items["actions"])
-            ]
-            sign_errors.append(torch.from_numpy((commands[0] != commands[1]).astype(np.float32)))
+            commanded = gripper_to_robot(predicted[:, 0, gripper].numpy())
+            demonstrated = gripper_to_robot(items["actions"][:, 0, gripper].numpy())
+            wrong_commands += int((commanded != demonstrated).sum())
         error = torch.cat(errors)
         pooled.append(error)
         rows.append(
@@ -85,7 +83,7 @@ def offline_errors(
                 "l1": float(error.mean()),
                 "l1_first_step": float(error[:, 0].mean()),
                 "l1_per_dim": [round(float(v), 5) for v in error.mean(dim=(0, 1))],
-                "gripper_command_error_rate": float(torch.cat(sign_errors).mean()),
+                "gripper_command_error_rate": wrong_commands / (len(picked) * len(gripper)),
             }
         )
     everything = torch.cat(pooled)

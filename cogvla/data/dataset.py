@@ -21,13 +21,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cogvla.config import CogVLAConfig
 from cogvla.data.augment import AugmentConfig, augment_images, sample_params
 from cogvla.data.frame_cache import FrameCache
 from cogvla.data.windows import chunk_indices, noop_mask
 from cogvla.normalize import NormStats
 from cogvla.preprocess import CROP_AREA, center_crop
 
-__all__ = ["DemoDataset", "TrainingFrames", "compute_norm_stats", "select_training_frames"]
+__all__ = [
+    "DemoDataset",
+    "TrainingFrames",
+    "compute_norm_stats",
+    "sample_crop_area",
+    "select_training_frames",
+]
 
 PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -57,6 +64,11 @@ def select_training_frames(cache: FrameCache, chunk: int, noop_threshold: float)
     if not frames:
         raise ValueError(f"data: every frame of the {len(cache.episode_starts)} episodes is a no-op")
     return TrainingFrames(np.concatenate(frames), np.concatenate(chunks), np.concatenate(episodes))
+
+
+def sample_crop_area(config: CogVLAConfig) -> float:
+    """Crop-box area of a model's samples: the serving centre crop's, or 1.0 (none)."""
+    return CROP_AREA if config.center_crop else 1.0
 
 
 def compute_norm_stats(cache: FrameCache, selection: TrainingFrames) -> NormStats:

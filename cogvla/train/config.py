@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cogvla.data.augment import AugmentConfig
+from cogvla.data.windows import NOOP_THRESHOLD
 
 __all__ = ["TRAIN_PRESETS", "TrainConfig", "get_train_preset"]
 
@@ -36,7 +37,7 @@ class TrainConfig:
     # Global gradient-norm clip; None = off (the reference does not clip).
     max_grad_norm: float | None = 1.0
     # ||a[:6]|| below this with an unchanged gripper marks a no-op transition (dropped).
-    noop_threshold: float = 1e-4
+    noop_threshold: float = NOOP_THRESHOLD
     # Training-time image augmentation; None = off (a centre crop of the same area is used instead).
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     # Seeds the model init, the data order and the augmentation.

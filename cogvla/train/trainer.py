@@ -31,12 +31,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, get_preset
-from cogvla.data.dataset import DemoDataset, compute_norm_stats, select_training_frames
+from cogvla.data.dataset import DemoDataset, compute_norm_stats, sample_crop_area, select_training_frames
 from cogvla.data.loading import load_demo_frames
 from cogvla.data.sampler import StepSampler
 from cogvla.modeling import CogVLAModel
 from cogvla.normalize import NormStats
-from cogvla.preprocess import CROP_AREA
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
 from cogvla.train import checkpoint as ckpt
 from cogvla.train.config import TrainConfig
@@ -265,7 +264,7 @@ def _set_up(
         stats,
         tokenizer.encode_batch,
         config.augment,
-        crop_area=CROP_AREA if model.config.center_crop else 1.0,
+        crop_area=sample_crop_area(model.config),
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
