@@ -209,13 +209,19 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
 
 
 def time_interleaved(
-    paths: dict[str, Callable[[], Any]], n: int, warmup: int, block: int = 50
+    paths: dict[str, Callable[[], Any]],
+    n: int,
+    warmup: int,
+    block: int = 50,
+    after: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[float]]:
     """Wall time (ms) of ``n`` calls per path, run in alternating blocks of ``block`` calls.
 
     Alternating means load from other processes on a shared machine hits every path
-    alike, so the comparison stays fair even when the absolute figures move.
+    alike, so the comparison stays fair even when the absolute figures move. ``after[name]``
+    runs after each timed call of that path, outside the timed span (bookkeeping).
     """
+    after = after or {}
     for call in paths.values():
         for _ in range(warmup):
             call()
@@ -223,10 +229,13 @@ def time_interleaved(
     rounds = -(-n // block)
     for _ in tqdm(range(rounds), desc="latency rounds"):
         for name, call in paths.items():
+            record = after.get(name)
             for _ in range(block):
                 start = time.perf_counter()
                 call()
                 samples[name].append((time.perf_counter() - start) * 1000.0)
+                if record is not None:
+                    record()
     return samples
 
 
@@ -270,11 +279,9 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
         threaded_client = PolicyClient(f"tcp://127.0.0.1:{threaded.port}", timeout_ms=5000, retries=0)
         stages: dict[str, list[float]] = {}
 
-        def cogvla_call() -> Any:
-            actions = client.infer(obs)
+        def record_stages() -> None:
             for key, value in (client.last_timing or {}).items():
                 stages.setdefault(key, []).append(value)
-            return actions
 
         samples = time_interleaved(
             {
@@ -284,11 +291,12 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
                 "zmq_echo_attachments": echo_frames_call,
                 "zmq_echo_policy_client": lambda: echo_client.infer(obs),
                 "openpi_websocket": lambda: ws_client.infer(openpi_obs),
-                "cogvla_server": cogvla_call,
+                "cogvla_server": lambda: client.infer(obs),
                 "cogvla_server_no_inline": lambda: threaded_client.infer(obs),
             },
             n,
             warmup,
+            after={"cogvla_server": record_stages},
         )
         results: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
         keep = (

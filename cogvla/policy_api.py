@@ -86,4 +86,3 @@ def validate_action_chunk(actions: Any, action_dim: int = ACTION_DIM) -> np.ndar
         bad = int((~np.isfinite(array)).sum())
         raise PolicyOutputError(f"actions: expected finite values, got {bad} NaN/inf entries")
     return array
-

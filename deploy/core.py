@@ -139,7 +139,8 @@ class InferenceCore:
         self.spec = spec or ObservationSpec.from_metadata(self._policy_metadata)
         self.action_dim = int(self._policy_metadata.get("action_dim", ACTION_DIM))
         self._queue: collections.deque[InferenceJob] = collections.deque()
-        self._cond = threading.Condition()
+        # A plain lock (Condition defaults to an RLock): nothing here re-enters it.
+        self._cond = threading.Condition(threading.Lock())
         self._sessions: dict[str, SessionState] = {}
         self._running = False
         # True while a batch runs (worker or inline): one forward pass at a time.
@@ -168,7 +169,7 @@ class InferenceCore:
             self._queue.clear()
             self._cond.notify_all()
         for job in pending:
-            self._finish(job, None, RequestError(ErrorCode.SHUTTING_DOWN, "server is shutting down"), {})
+            self._finish(job, RequestError(ErrorCode.SHUTTING_DOWN, "server is shutting down"))
         if self._worker is not None:
             self._worker.join(timeout)
 
@@ -200,14 +201,7 @@ class InferenceCore:
                 self._cond.notify()
                 return
             self._busy = True
-        try:
-            self._run_batch([job])
-        finally:
-            with self._cond:
-                self._busy = False
-                # Only the worker waits on the condition; waking it for nothing costs a thread switch.
-                if self._queue:
-                    self._cond.notify()
+        self._run_batch([job])
 
     def _admit(self, job: InferenceJob) -> None:
         """Refuse the job when stopping or full; else count it for its session (lock held)."""
@@ -364,56 +358,85 @@ class InferenceCore:
             batch = self._take_batch()
             if batch is None:
                 return
-            try:
-                self._run_batch(batch)
-            finally:
-                with self._cond:
-                    self._busy = False
+            self._run_batch(batch)
 
     def _run_batch(self, batch: Sequence[InferenceJob]) -> None:
+        """Run one forward pass over ``batch`` (the caller marked the core busy), free the core
+        for the next pass, then answer every job."""
         start = time.perf_counter()
-        live = [job for job in batch if job.deadline > start]
+        results: list[tuple[InferenceJob, np.ndarray | None, RequestError | None, dict[str, float]]] = []
+        live = []
         for job in batch:
-            if job.deadline <= start:
-                late_ms = (start - job.deadline) * 1000.0
-                error = RequestError(
-                    ErrorCode.DEADLINE_EXCEEDED,
-                    f"request waited past its deadline by {late_ms:.1f} ms; not computed",
-                    expected="start before the deadline",
-                    actual=f"{(start - job.received) * 1000.0:.1f} ms after arrival",
-                )
-                self._finish(job, None, error, {"queue_ms": (start - job.decoded) * 1000.0})
-        if not live:
-            return
-        try:
-            outputs = self.policy.infer_batch([job.obs for job in live])
-            if len(outputs) != len(live):
-                raise PolicyOutputError(
-                    f"infer_batch: expected {len(live)} action chunks, got {len(outputs)}"
-                )
-        except Exception as exc:  # the server must outlive any policy failure
-            logger.exception("policy.infer_batch failed on a batch of %d", len(live))
-            error = RequestError(ErrorCode.INTERNAL_ERROR, f"policy failed: {type(exc).__name__}: {exc}")
-            for job in live:
-                self._finish(job, None, error, {"queue_ms": (start - job.decoded) * 1000.0})
-            return
-        pass_ms = (time.perf_counter() - start) * 1000.0
-        stages = _stage_split(self.policy, pass_ms)
+            if job.deadline > start:
+                live.append(job)
+                continue
+            error = RequestError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"request waited past its deadline by {(start - job.deadline) * 1000.0:.1f} ms; not computed",
+                expected="start before the deadline",
+                actual=f"{(start - job.received) * 1000.0:.1f} ms after arrival",
+            )
+            results.append((job, None, error, {"queue_ms": (start - job.decoded) * 1000.0}))
+        pass_ms = None
+        if live:
+            try:
+                results += self._forward(live, start)
+                pass_ms = (time.perf_counter() - start) * 1000.0
+            except Exception as exc:  # the server must outlive any policy failure
+                logger.exception("policy.infer_batch failed on a batch of %d", len(live))
+                error = RequestError(ErrorCode.INTERNAL_ERROR, f"policy failed: {type(exc).__name__}: {exc}")
+                results += [(job, None, error, {"queue_ms": (start - job.decoded) * 1000.0}) for job in live]
         with self._cond:
-            self._pass_ms = pass_ms if self._pass_ms is None else 0.8 * self._pass_ms + 0.2 * pass_ms
-            self._counters.batches += 1
-            self._counters.batch_sizes[len(live)] += 1
+            self._busy = False
+            if pass_ms is not None:
+                self._pass_ms = pass_ms if self._pass_ms is None else 0.8 * self._pass_ms + 0.2 * pass_ms
+                self._counters.batches += 1
+                self._counters.batch_sizes[len(live)] += 1
+            for job, _, error, _ in results:
+                self._count(job, error)
+            # Only the worker waits on the condition; waking it for nothing costs a thread switch.
+            if self._queue:
+                self._cond.notify()
+        for job, actions, error, timing in results:
+            self._deliver(job, actions, error, timing)
+
+    def _forward(
+        self, live: Sequence[InferenceJob], start: float
+    ) -> list[tuple[InferenceJob, np.ndarray | None, RequestError | None, dict[str, float]]]:
+        outputs = self.policy.infer_batch([job.obs for job in live])
+        if len(outputs) != len(live):
+            raise PolicyOutputError(f"infer_batch: expected {len(live)} action chunks, got {len(outputs)}")
+        stages = _stage_split(self.policy, (time.perf_counter() - start) * 1000.0)
+        stages["batch_size"] = float(len(live))
+        results = []
         for job, raw in zip(live, outputs, strict=True):
             actions, error = _checked(raw, self.action_dim)
             timing = {
                 "decode_ms": (job.decoded - job.received) * 1000.0,
                 "queue_ms": (start - job.decoded) * 1000.0,
                 **stages,
-                "batch_size": float(len(live)),
             }
-            self._finish(job, actions, error, timing)
+            results.append((job, actions, error, timing))
+        return results
 
-    def _finish(
+    def _count(self, job: InferenceJob, error: RequestError | None) -> None:
+        """Book one answered job (lock held)."""
+        counters = self._counters
+        if error is None:
+            counters.served += 1
+            self._session(job.session).steps += 1
+        elif error.code is ErrorCode.DEADLINE_EXCEEDED:
+            counters.expired += 1
+        else:
+            counters.failed += 1
+
+    def _finish(self, job: InferenceJob, error: RequestError) -> None:
+        """Answer one job that never reached a forward pass."""
+        with self._cond:
+            self._count(job, error)
+        self._deliver(job, None, error, {})
+
+    def _deliver(
         self,
         job: InferenceJob,
         actions: np.ndarray | None,
@@ -421,15 +444,6 @@ class InferenceCore:
         timing: dict[str, float],
     ) -> None:
         timing["total_ms"] = (time.perf_counter() - job.received) * 1000.0
-        with self._cond:
-            counters = self._counters
-            if error is None:
-                counters.served += 1
-                self._session(job.session).steps += 1
-            elif error.code is ErrorCode.DEADLINE_EXCEEDED:
-                counters.expired += 1
-            else:
-                counters.failed += 1
         try:
             job.on_done(job, InferenceOutcome(actions, error, timing))
         except Exception:  # a broken front callback must not kill the worker
@@ -451,7 +465,7 @@ def _stage_split(policy: Policy, elapsed_ms: float) -> dict[str, float]:
     """
     reported = getattr(policy, "last_timing", None)
     split = {"preprocess_ms": 0.0, "model_ms": elapsed_ms, "postprocess_ms": 0.0}
-    if isinstance(reported, Mapping):
+    if reported is not None and isinstance(reported, Mapping):
         pre = float(reported.get("preprocess_ms", 0.0))
         post = float(reported.get("postprocess_ms", 0.0))
         split = {"preprocess_ms": pre, "model_ms": max(elapsed_ms - pre - post, 0.0), "postprocess_ms": post}

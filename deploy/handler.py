@@ -119,7 +119,7 @@ class RequestHandler:
                 actual=type(message).__name__,
             )
         version = message.get("v")
-        if not _is_int(version) or version not in SUPPORTED_VERSIONS:
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
             supported = ", ".join(map(str, SUPPORTED_VERSIONS))
             raise RequestError(
                 ErrorCode.VERSION_MISMATCH,
@@ -130,7 +130,7 @@ class RequestHandler:
                 actual=repr(version),
             )
         request_id = message.get("id")
-        if _echoable_id(message) is None and request_id is not None:
+        if request_id is not None and _echoable_id(message) is None:
             actual = (
                 type(request_id).__name__ if not isinstance(request_id, str) else f"{len(request_id)} chars"
             )
@@ -192,7 +192,9 @@ class RequestHandler:
             if outcome.error is not None:
                 answer = error_reply("infer", request_id, outcome.error)
             else:
-                timing = {**outcome.timing, "server_recv_time": recv_wall, "server_send_time": time.time()}
+                timing = outcome.timing
+                timing["server_recv_time"] = recv_wall
+                timing["server_send_time"] = time.time()
                 answer = ok_reply("infer", request_id, {"actions": outcome.actions, "timing": timing})
             self._send(reply, answer, message, None, session)
 

@@ -67,6 +67,10 @@ SUPPORTED_DTYPES = (
     "<f8",
 )
 _MAX_NDIM = 32
+# Lookup tables for the request path: dtype objects hash, a dtype's ``.str`` is rebuilt on
+# every access.
+_NUMPY_DTYPES = {name: np.dtype(name) for name in SUPPORTED_DTYPES}
+_WIRE_NAMES = {dtype: name for name, dtype in _NUMPY_DTYPES.items()}
 # What a message or an attachment may arrive as (a zmq.Frame's buffer is a memoryview).
 Buffer = bytes | memoryview
 # encode_frames sends arrays of at least this many bytes as attachments: below it a copy
@@ -128,15 +132,19 @@ class DecodeError(RequestError):
 
 def _wire_data(array: np.ndarray) -> tuple[Buffer, str]:
     """The raw little-endian C-order bytes of ``array`` (no copy when already so) and its wire dtype."""
-    if array.dtype.str.startswith(">"):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    dtype = array.dtype.str
-    if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {array.dtype} ({dtype})"
-        )
+    dtype = _WIRE_NAMES.get(array.dtype)
+    if dtype is None:
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+            dtype = _WIRE_NAMES.get(array.dtype)
+        if dtype is None:
+            raise TypeError(
+                f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {array.dtype} ({array.dtype.str})"
+            )
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
     # A memoryview lets msgpack (or ZeroMQ) copy the bytes at most once, where they go.
-    return (memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""), dtype
+    return (memoryview(array).cast("B") if array.size else b""), dtype
 
 
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
@@ -156,7 +164,8 @@ def _default(obj: Any) -> Any:
 
 def _decode_array(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[int]) -> np.ndarray:
     dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
-    if dtype not in SUPPORTED_DTYPES:
+    np_dtype = _NUMPY_DTYPES.get(dtype) if type(dtype) is str else None
+    if np_dtype is None:
         hint = " (send little-endian)" if isinstance(dtype, str) and dtype.startswith(">") else ""
         raise DecodeError(
             f"array dtype {dtype!r} is not allowed{hint}",
@@ -164,26 +173,21 @@ def _decode_array(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[
             expected=f"one of {', '.join(SUPPORTED_DTYPES)}",
             actual=repr(dtype),
         )
-    if (
-        not isinstance(shape, list)
-        or len(shape) > _MAX_NDIM
-        or not all(type(n) is int and n >= 0 for n in shape)
-    ):
-        raise DecodeError(
-            "array shape must be a list of non-negative integers",
-            field="shape",
-            expected=f"list of at most {_MAX_NDIM} non-negative ints",
-            actual=repr(shape)[:80],
-        )
+    if type(shape) is not list or len(shape) > _MAX_NDIM:
+        raise _bad_shape(shape)
+    for n in shape:  # a plain loop: all() over a generator costs twice as much here
+        if type(n) is not int or n < 0:
+            raise _bad_shape(shape)
     if "attachment" in obj:
         data = _attachment(obj, attachments, used)
-    elif not isinstance(data, bytes):
+        actual_bytes = memoryview(data).nbytes
+    elif type(data) is bytes:
+        actual_bytes = len(data)
+    else:
         raise DecodeError(
             "array data must be msgpack bin", field="data", expected="bin", actual=type(data).__name__
         )
-    np_dtype = np.dtype(dtype)
     expected_bytes = math.prod(shape) * np_dtype.itemsize
-    actual_bytes = memoryview(data).nbytes
     if actual_bytes != expected_bytes:
         raise DecodeError(
             "array data length does not match dtype and shape",
@@ -192,7 +196,16 @@ def _decode_array(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[
             actual=f"{actual_bytes} bytes",
         )
     # Zero-copy view on the message bytes or the attachment frame; such arrays are read-only.
-    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+    return np.ndarray(shape, np_dtype, data)
+
+
+def _bad_shape(shape: Any) -> DecodeError:
+    return DecodeError(
+        "array shape must be a list of non-negative integers",
+        field="shape",
+        expected=f"list of at most {_MAX_NDIM} non-negative ints",
+        actual=repr(shape)[:80],
+    )
 
 
 def _attachment(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[int]) -> Buffer:
