@@ -7,18 +7,22 @@ Fronts (the ZeroMQ server, the WebSocket front) decode and validate a request, t
 ``BatchingConfig.inline_max_ms``).
 
 Batching never makes a lone client wait: the worker waits (at most ``max_wait_ms``) for
-more requests only while fewer jobs are in hand than there are *active* sessions, i.e.
-sessions that sent an ``infer`` within the last ``activity_window_s``. With one robot
-connected every request runs as soon as it arrives.
+more requests only from sessions whose next request is *due* within that wait: each
+session's think time (from its last answer to the request that followed, kept while it
+asks again within ``activity_window_s``) says when that is. With one robot connected
+every request runs as soon as it arrives; robots that ask again as soon as they are
+answered converge on full batches; robots that ask at a low rate, whose next request is
+far off, are not waited for.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +61,7 @@ class BatchingConfig:
     # deadline for requests that do not carry one: generous, so only requests stuck behind a
     # badly overloaded server expire (clients that need less send their own deadline_ms).
     default_deadline_ms: float = 10_000.0
-    # a session counts as active this long after its last infer request.
+    # a session's think time is kept while it asks again within this long of an answer.
     activity_window_s: float = 2.0
     # a lone client's request runs on the front's own thread while forward passes take less
     # than this (two thread hand-offs saved: 0.06-0.17 ms per request measured on a 2-core VM); 0
@@ -115,6 +119,12 @@ class SessionState:
     steps: int = 0
     requests: int = 0
     last_infer: float = 0.0
+    # when its last infer request was answered (perf_counter s); 0 before the first.
+    answered: float = 0.0
+    # time from its last answer to the infer request that followed (s); None until it asked
+    # again within activity_window_s of an answer. The latest gap, not an average: after a
+    # change of pace (a fleet starting together) the next batch already waits right.
+    think: float | None = None
 
 
 @dataclass
@@ -194,7 +204,7 @@ class InferenceCore:
                 and not self._busy
                 and self._pass_ms is not None
                 and self._pass_ms <= self.config.inline_max_ms
-                and self._active_sessions(job.received, exclude=job.session) == 0
+                and self._due_sessions(job.received, (job.session,)) == 0
             )
             if not inline:
                 self._queue.append(job)
@@ -217,6 +227,11 @@ class InferenceCore:
             )
         session = self._session(job.session)
         session.requests += 1
+        # Think time, not the request interval: the interval also holds the batching waits
+        # and passes of this server, which vary by more than a wait lasts.
+        gap = max(job.received - session.answered, 0.0)
+        active = session.answered > 0.0 and gap <= self.config.activity_window_s
+        session.think = gap if active else None
         session.last_infer = job.received
 
     def infer(
@@ -289,7 +304,7 @@ class InferenceCore:
         """A copy of the bookkeeping for ``session``."""
         with self._cond:
             state = self._session(session)
-            return SessionState(state.episode, state.steps, state.requests, state.last_infer)
+            return dataclasses.replace(state)
 
     def metadata(self) -> dict[str, Any]:
         """The policy's metadata completed with the observation spec and batching limits."""
@@ -325,9 +340,20 @@ class InferenceCore:
             state = self._sessions[session] = SessionState()
         return state
 
-    def _active_sessions(self, now: float, exclude: str | None = None) -> int:
-        horizon = now - self.config.activity_window_s
-        return sum(1 for k, s in self._sessions.items() if s.last_infer >= horizon and k != exclude)
+    def _due_sessions(self, now: float, exclude: Collection[str]) -> int:
+        """Sessions not in ``exclude`` whose next request is due before a batch wait started
+        ``now`` would end (lock held)."""
+        deadline = now + self.config.max_wait_ms / 1000.0
+        # A session answered longer than the activity window ago has stopped, and one whose
+        # request is still unanswered is already queued or in hand.
+        silent = now - self.config.activity_window_s
+        return sum(
+            1
+            for key, s in self._sessions.items()
+            if s.think is not None
+            and max(silent, s.last_infer) <= s.answered <= deadline - s.think
+            and key not in exclude
+        )
 
     def _take_batch(self) -> list[InferenceJob] | None:
         """Block for the next batch and mark the core busy; None once stopped and drained."""
@@ -339,7 +365,8 @@ class InferenceCore:
                 self._cond.wait()
             self._busy = True
             batch = [self._queue.popleft() for _ in range(min(cfg.max_batch, len(self._queue)))]
-            target = min(cfg.max_batch, self._active_sessions(time.perf_counter()))
+            in_hand = {job.session for job in batch}
+            target = min(cfg.max_batch, len(batch) + self._due_sessions(time.perf_counter(), in_hand))
             # Counted from now, not from the oldest arrival: requests that queued during the
             # previous pass would otherwise never wait, and the clients would stay split in
             # two alternating half batches instead of converging on full ones.
@@ -422,9 +449,11 @@ class InferenceCore:
     def _count(self, job: InferenceJob, error: RequestError | None) -> None:
         """Book one answered job (lock held)."""
         counters = self._counters
+        session = self._session(job.session)
+        session.answered = time.perf_counter()
         if error is None:
             counters.served += 1
-            self._session(job.session).steps += 1
+            session.steps += 1
         elif error.code is ErrorCode.DEADLINE_EXCEEDED:
             counters.expired += 1
         else:

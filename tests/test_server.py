@@ -366,6 +366,49 @@ def test_lone_client_never_waits_for_batch_companions() -> None:
             assert client.last_timing is not None and client.last_timing["batch_size"] == 1
 
 
+def test_a_client_whose_next_request_is_far_off_is_not_waited_for() -> None:
+    # Robot A asks once a second; B's requests come just after one of A's, so A's next is
+    # due long after any batching wait would end and B must never sit out the window.
+    with serving(EchoPolicy(), max_batch=8, max_wait_ms=300, activity_window_s=10.0) as (server, _):
+        with (
+            PolicyClient(server.endpoint, timeout_ms=2000) as a,
+            PolicyClient(server.endpoint, timeout_ms=2000) as b,
+        ):
+            a.infer(make_obs(1.0))
+            time.sleep(1.0)
+            a.infer(make_obs(2.0))
+            for seq in range(5):
+                assert b.infer(make_obs(float(seq)))[0, 0] == seq
+                assert b.last_timing is not None and b.last_timing["queue_ms"] < 150.0
+
+
+def test_a_client_whose_next_request_is_due_is_batched_with() -> None:
+    # A asks every 100 ms; B asks 50 ms before A's next request is due and waits for it.
+    policy = EchoPolicy()
+    with serving(policy, max_batch=8, max_wait_ms=300, activity_window_s=10.0) as (server, _):
+        with (
+            PolicyClient(server.endpoint, timeout_ms=2000) as a,
+            PolicyClient(server.endpoint, timeout_ms=2000) as b,
+        ):
+            start = time.monotonic()
+
+            def at(t: float) -> None:
+                time.sleep(max(t - (time.monotonic() - start), 0.0))
+
+            def robot_b() -> None:
+                at(0.25)
+                b.infer(make_obs(9.0))
+
+            late = threading.Thread(target=robot_b)
+            late.start()
+            for seq in range(4):
+                at(0.1 * seq)
+                a.infer(make_obs(float(seq)))
+            late.join(5)
+        assert b.last_timing is not None and b.last_timing["batch_size"] == 2
+        assert policy.batches[-1] == 2
+
+
 def test_reset_starts_a_new_episode_for_the_session(echo_server: Any) -> None:
     server, core = echo_server
     with PolicyClient(server.endpoint, timeout_ms=2000, session="robot-7") as client:
