@@ -4,7 +4,8 @@
 
 Part 1 (latency). One LIBERO observation (two 224x224x3 uint8 images, 8-D state, a prompt;
 ~300 KB) goes through these paths, each server in its own process, timed in alternating
-blocks so that load from other processes hits every path alike:
+blocks so that load from other processes hits every path alike (each block opens with
+untimed calls, ``--block-warmup``, so that no path is timed on caches the others took):
 
 - ``in_process``: ``policy.infer(obs)`` in the benchmark process (the floor);
 - ``msgpack_pack_unpack``: encoding plus decoding the request, no transport;
@@ -214,12 +215,17 @@ def time_interleaved(
     warmup: int,
     block: int = 50,
     after: dict[str, Callable[[], None]] | None = None,
+    block_warmup: int = 2,
 ) -> dict[str, list[float]]:
     """Wall time (ms) of ``n`` calls per path, run in alternating blocks of ``block`` calls.
 
     Alternating means load from other processes on a shared machine hits every path
-    alike, so the comparison stays fair even when the absolute figures move. ``after[name]``
-    runs after each timed call of that path, outside the timed span (bookkeeping).
+    alike, so the comparison stays fair even when the absolute figures move. Each block
+    starts with ``block_warmup`` untimed calls: the first call after a switch finds the
+    server's caches taken by the other paths' processes, a cost of the benchmark's
+    alternation (1 call in ``block``, which would otherwise be the p99) that steady traffic
+    does not pay. ``after[name]`` runs after each timed call of that path, outside the timed
+    span (bookkeeping).
     """
     after = after or {}
     for call in paths.values():
@@ -230,6 +236,8 @@ def time_interleaved(
     for _ in tqdm(range(rounds), desc="latency rounds"):
         for name, call in paths.items():
             record = after.get(name)
+            for _ in range(block_warmup):
+                call()
             for _ in range(block):
                 start = time.perf_counter()
                 call()
@@ -239,7 +247,7 @@ def time_interleaved(
     return samples
 
 
-def bench_latency(n: int, warmup: int) -> dict[str, Any]:
+def bench_latency(n: int, warmup: int, block: int = 50, block_warmup: int = 2) -> dict[str, Any]:
     """Round trips of one LIBERO observation along every path."""
     import zmq
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
@@ -296,7 +304,9 @@ def bench_latency(n: int, warmup: int) -> dict[str, Any]:
             },
             n,
             warmup,
+            block=block,
             after={"cogvla_server": record_stages},
+            block_warmup=block_warmup,
         )
         results: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
         keep = (
@@ -399,6 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="timed round trips per latency path")
     parser.add_argument("--warmup", type=int, default=200, help="untimed round trips before each path")
+    parser.add_argument("--block", type=int, default=50, help="timed round trips per path before switching")
+    parser.add_argument(
+        "--block-warmup", type=int, default=2, help="untimed round trips at the start of every block"
+    )
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the throughput part")
     parser.add_argument("--requests", type=int, default=40, help="requests per client in the throughput part")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -419,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     parts = set(args.parts.split(","))
     if "latency" in parts:
-        report["latency"] = bench_latency(args.n, args.warmup)
+        report["latency"] = bench_latency(args.n, args.warmup, args.block, args.block_warmup)
+        report["latency"]["settings"] = {"n": args.n, "block": args.block, "block_warmup": args.block_warmup}
     if "throughput" in parts:
         report["throughput"] = bench_throughput(args.clients, args.requests)
     text = json.dumps(report, indent=2)
