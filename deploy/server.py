@@ -59,18 +59,21 @@ class ZmqServerConfig:
             raise ValueError(f"max_message_bytes: expected >= 1024, got {self.max_message_bytes}")
 
 
-def _recv_message(sock: zmq.Socket) -> list[zmq.Frame]:
-    """Every frame of the next message, which must be pending; attachments stay zero-copy.
+def _recv_message(sock: zmq.Socket) -> tuple[bytes, list[zmq.Frame]]:
+    """The routing id and the other frames of the next message, which must be pending; the
+    payload and attachments stay zero-copy.
 
     Reads the more-flag off each frame instead of asking the socket for ZMQ_RCVMORE, as
-    pyzmq's ``recv_multipart`` does at several microseconds a frame.
+    pyzmq's ``recv_multipart`` does at several microseconds a frame. The routing id is
+    always followed by at least one frame.
     """
+    routing_id = sock.recv(_NOBLOCK)
     frame = sock.recv(_NOBLOCK, copy=False)
     frames = [frame]
     while frame.more:
         frame = sock.recv(_NOBLOCK, copy=False)
         frames.append(frame)
-    return frames
+    return routing_id, frames
 
 
 class ZmqPolicyServer:
@@ -123,10 +126,10 @@ class ZmqPolicyServer:
                         self._drain_wake()
                         continue
                     try:
-                        frames = _recv_message(sock)
+                        routing_id, frames = _recv_message(sock)
                     except zmq.Again:  # a spurious wake-up must not end the loop
                         continue
-                    self._dispatch(frames, time.perf_counter())
+                    self._dispatch(routing_id, frames, time.perf_counter())
                 self._flush()
             self._flush()
         finally:
@@ -149,11 +152,11 @@ class ZmqPolicyServer:
             self._thread.join(timeout)
 
     # -- I/O -----------------------------------------------------------------------
-    def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
-        # ROUTER adds the routing id; REQ clients add an empty delimiter, DEALER clients may.
-        split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1
-        envelope = [frame.bytes for frame in frames[:split]]
-        body = frames[split:]
+    def _dispatch(self, routing_id: bytes, frames: list[zmq.Frame], received: float) -> None:
+        # REQ clients put an empty delimiter before the payload, DEALER clients may.
+        delimited = len(frames[0]) == 0
+        envelope = [routing_id, b""] if delimited else [routing_id]
+        body = frames[1:] if delimited else frames
 
         def reply(data: bytes) -> None:
             self._outbox.append((envelope, data))
@@ -172,7 +175,7 @@ class ZmqPolicyServer:
         # Attachments stay zero-copy: decoded arrays are views on these frames.
         attachments = [frame.buffer for frame in body[1:]]
         self.handler.handle(
-            body[0].buffer, attachments=attachments, peer=envelope[0].hex(), received=received, reply=reply
+            body[0].buffer, attachments=attachments, peer=routing_id.hex(), received=received, reply=reply
         )
 
     def _flush(self) -> None:

@@ -227,10 +227,11 @@ def test_dealer_frames_with_and_without_delimiter(echo_server: Any) -> None:
         sock.send_multipart([encode({"v": 1, "endpoint": "ping", "id": "b"})])
         assert sock.poll(2000)
         assert decode(sock.recv_multipart()[0])["id"] == "b"
-        sock.send_multipart([b"", b"x", b"y"])
-        assert sock.poll(2000)
-        error = decode(sock.recv_multipart()[1])["error"]
-        assert error["code"] == "decode_error" and error["field"] == "frames"
+        for frames in ([b"", b"x", b"y"], [b""]):  # a stray frame; a delimiter and nothing after it
+            sock.send_multipart(frames)
+            assert sock.poll(2000)
+            error = decode(sock.recv_multipart()[1])["error"]
+            assert error["code"] == "decode_error" and error["field"] == "frames"
     finally:
         sock.close()
 
