@@ -63,8 +63,8 @@ class BatchingConfig:
     default_deadline_ms: float = 10_000.0
     # a session's think time is kept while it asks again within this long of an answer.
     activity_window_s: float = 2.0
-    # a lone client's request runs on the front's own thread while forward passes take less
-    # than this (two thread hand-offs saved: 0.06-0.17 ms per request measured on a 2-core VM); 0
+    # a request nothing could join runs on the front's own thread while forward passes take
+    # less than this (two thread hand-offs saved: 0.1-0.15 ms per request measured on a 2-core VM); 0
     # disables. Slower models always go through the worker, so a front never stops reading
     # for long.
     inline_max_ms: float = 2.0
@@ -194,8 +194,9 @@ class InferenceCore:
     def submit_or_run(self, job: InferenceJob) -> None:
         """Like ``submit``, but runs the job right here when nothing could be batched with it.
 
-        That is when the core is idle, no other session is active and forward passes are
-        fast (``inline_max_ms``); the caller's thread is then held for one short pass.
+        That is when the core is idle, no other session's request is due (see the module
+        docstring) and forward passes are fast (``inline_max_ms``); the caller's thread is
+        then held for one short pass.
         """
         with self._cond:
             self._admit(job)
