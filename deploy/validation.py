@@ -7,21 +7,21 @@ of a traceback from deep inside the model.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE, STATE_DIM
+from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE, STATE_DIM, all_finite
 from deploy.protocol import ErrorCode, RequestError
 
 __all__ = ["DEFAULT_IMAGE_SHAPE", "ObservationSpec", "bad_request"]
 
 DEFAULT_IMAGE_SHAPE = (224, 224, 3)
 # dtype objects, not names: dtype.name is computed in Python on every access.
-_STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32 = np.dtype(np.float32)
+_STATE_DTYPES = (_FLOAT32, np.dtype(np.float64))
 _UINT8 = np.dtype(np.uint8)
 
 
@@ -138,10 +138,8 @@ class ObservationSpec:
         if value.shape != (self.state_dim,):
             raise bad_request(name, "wrong state shape", expected, _describe(value))
         # Checked after the cast: float64 values beyond float32's range become inf there.
-        state = value.astype(np.float32, copy=False)
-        # A Python sum of the few entries is finite exactly when every entry is (it cannot
-        # overflow from float32 values), and costs a fifth of np.isfinite(...).all().
-        if not math.isfinite(sum(state.tolist())):
+        state = value.astype(_FLOAT32, copy=False)
+        if not all_finite(state):
             bad = int((~np.isfinite(state)).sum())
             raise bad_request(name, "state must be finite", "finite values", f"{bad} NaN/inf entries")
         return state

@@ -14,7 +14,7 @@ from cogvla.convert.errors import UnnormKeyError
 from cogvla.fake_data import fake_observation
 from cogvla.modeling import CogVLAModel
 from cogvla.policy import STAGE_KEYS, CogVLAPolicy, ObservationError
-from cogvla.policy_api import Policy, validate_action_chunk
+from cogvla.policy_api import Policy, all_finite, validate_action_chunk
 from cogvla.preprocess import center_crop, crop_resize, images_to_tensor, random_crop
 from cogvla.tokenizer import PromptTokenizer
 
@@ -147,3 +147,21 @@ def test_random_crop_shares_one_box_across_cameras():
     cropped = random_crop(torch.stack([images[0], images[0]]), generator=generator)
     assert torch.equal(cropped[0], cropped[1])
     assert not torch.equal(cropped[0], center_crop(images[:1])[0])
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        ([0.0, 1.0, -1.0], True),
+        ([], True),
+        ([np.finfo(np.float32).max] * 64, True),  # near the float32 limit, but a Python sum does not overflow
+        ([1.0, np.nan], False),
+        ([np.inf, 0.0], False),
+        ([-np.inf], False),
+        ([np.inf, -np.inf], False),  # the sum is NaN, not 0
+    ],
+)
+def test_all_finite_matches_numpy(values: list[float], finite: bool) -> None:
+    array = np.asarray(values, np.float32).reshape(-1, 1)
+    assert all_finite(array) is finite
+    assert bool(np.isfinite(array).all()) is finite
