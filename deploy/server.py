@@ -30,8 +30,8 @@ __all__ = ["ZmqPolicyServer", "ZmqServerConfig"]
 
 logger = logging.getLogger(__name__)
 
-# Poll timeout of the I/O loop: how fast stop() is noticed when nothing is happening.
-_IDLE_POLL_MS = 100
+# Longest wait of the I/O loop for a request: how fast stop() is noticed when idle.
+_IDLE_WAIT_MS = 20
 # Plain ints: pyzmq's flag enums cost a Python-level conversion on every use.
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
@@ -59,15 +59,15 @@ class ZmqServerConfig:
             raise ValueError(f"max_message_bytes: expected >= 1024, got {self.max_message_bytes}")
 
 
-def _recv_message(sock: zmq.Socket) -> tuple[bytes, list[zmq.Frame]]:
-    """The routing id and the other frames of the next message, which must be pending; the
-    payload and attachments stay zero-copy.
+def _recv_message(sock: zmq.Socket, flags: int) -> tuple[bytes, list[zmq.Frame]]:
+    """The routing id and the other frames of the next message (``flags`` apply to the wait
+    for its first frame); the payload and attachments stay zero-copy.
 
     Reads the more-flag off each frame instead of asking the socket for ZMQ_RCVMORE, as
     pyzmq's ``recv_multipart`` does at several microseconds a frame. The routing id is
-    always followed by at least one frame.
+    always followed by at least one frame, and a message's frames arrive together.
     """
-    routing_id = sock.recv(_NOBLOCK)
+    routing_id = sock.recv(flags)
     frame = sock.recv(_NOBLOCK, copy=False)
     frames = [frame]
     while frame.more:
@@ -93,11 +93,16 @@ class ZmqPolicyServer:
         self._socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         self._socket.setsockopt(zmq.SNDHWM, self.config.send_hwm)
         self._socket.setsockopt(zmq.LINGER, 500)
+        self._socket.setsockopt(zmq.RCVTIMEO, _IDLE_WAIT_MS)
         if self.config.curve is not None:
             self.config.curve.apply(self._socket)
         self._socket.bind(f"tcp://{self.config.host}:{self.config.port}")
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._outbox: collections.deque[tuple[list[bytes], bytes]] = collections.deque()
+        # (envelope, reply, whether another thread sent it), flushed by the I/O thread.
+        self._outbox: collections.deque[tuple[list[bytes], bytes, bool]] = collections.deque()
+        # replies that other threads (the batching worker) still owe; only the I/O thread
+        # reads or writes it.
+        self._owed = 0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -115,21 +120,15 @@ class ZmqPolicyServer:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        sock = self._socket
         try:
             while not self._stop.is_set():
-                # One message per wake-up: zmq_poll reports the socket readable again while
-                # more are queued, which is cheaper than asking ZMQ_EVENTS after each one,
-                # and replies are flushed between any two reads.
-                for ready, _ in poller.poll(_IDLE_POLL_MS):
-                    if ready is not sock:
-                        self._drain_wake()
-                        continue
-                    try:
-                        routing_id, frames = _recv_message(sock)
-                    except zmq.Again:  # a spurious wake-up must not end the loop
-                        continue
-                    self._dispatch(routing_id, frames, time.perf_counter())
+                # One message per turn, replies flushed between any two reads. Only while
+                # the worker owes replies must the loop also watch its wake-up pipe; else it
+                # blocks in recv, as a REP socket would, which costs less than zmq_poll.
+                if self._owed:
+                    self._poll(poller)
+                else:
+                    self._receive(0)
                 self._flush()
             self._flush()
         finally:
@@ -152,15 +151,37 @@ class ZmqPolicyServer:
             self._thread.join(timeout)
 
     # -- I/O -----------------------------------------------------------------------
+    def _poll(self, poller: zmq.Poller) -> None:
+        for ready, _ in poller.poll(_IDLE_WAIT_MS):
+            if ready is self._socket:
+                # zmq_poll reports the socket again while more messages are queued, which is
+                # cheaper than asking ZMQ_EVENTS after each one.
+                self._receive(_NOBLOCK)
+            else:
+                self._drain_wake()
+
+    def _receive(self, flags: int) -> None:
+        try:
+            routing_id, frames = _recv_message(self._socket, flags)
+        except zmq.Again:  # nothing within the idle wait, or a spurious wake-up
+            return
+        self._dispatch(routing_id, frames, time.perf_counter())
+
     def _dispatch(self, routing_id: bytes, frames: list[zmq.Frame], received: float) -> None:
         # REQ clients put an empty delimiter before the payload, DEALER clients may.
         delimited = len(frames[0]) == 0
         envelope = [routing_id, b""] if delimited else [routing_id]
         body = frames[1:] if delimited else frames
 
+        answered_here = False
+
         def reply(data: bytes) -> None:
-            self._outbox.append((envelope, data))
-            if threading.get_ident() != self._io_thread_id:
+            nonlocal answered_here
+            if threading.get_ident() == self._io_thread_id:
+                answered_here = True
+                self._outbox.append((envelope, data, False))
+            else:
+                self._outbox.append((envelope, data, True))
                 self._wake()
 
         if not body:
@@ -177,11 +198,14 @@ class ZmqPolicyServer:
         self.handler.handle(
             body[0].buffer, attachments=attachments, peer=routing_id.hex(), received=received, reply=reply
         )
+        if not answered_here:
+            self._owed += 1
 
     def _flush(self) -> None:
         outbox, sock = self._outbox, self._socket
         while outbox:
-            envelope, data = outbox.popleft()
+            envelope, data, from_worker = outbox.popleft()
+            self._owed -= from_worker
             try:
                 for frame in envelope:
                     sock.send(frame, _NOBLOCK | _SNDMORE)
