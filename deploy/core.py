@@ -149,8 +149,10 @@ class InferenceCore:
         self.spec = spec or ObservationSpec.from_metadata(self._policy_metadata)
         self.action_dim = int(self._policy_metadata.get("action_dim", ACTION_DIM))
         self._queue: collections.deque[InferenceJob] = collections.deque()
-        # A plain lock (Condition defaults to an RLock): nothing here re-enters it.
-        self._cond = threading.Condition(threading.Lock())
+        # Sections take the lock itself (Condition.__enter__ is Python code); the condition
+        # on it is for the worker's waits. A plain lock: nothing here re-enters it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._sessions: dict[str, SessionState] = {}
         self._running = False
         # True while a batch runs (worker or inline): one forward pass at a time.
@@ -163,7 +165,7 @@ class InferenceCore:
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> InferenceCore:
         """Start the worker thread (idempotent); returns self."""
-        with self._cond:
+        with self._lock:
             if self._running:
                 return self
             self._running = True
@@ -173,7 +175,7 @@ class InferenceCore:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the running batch, answer queued jobs `shutting_down`, join the worker."""
-        with self._cond:
+        with self._lock:
             self._running = False
             pending = list(self._queue)
             self._queue.clear()
@@ -186,7 +188,7 @@ class InferenceCore:
     # -- requests ------------------------------------------------------------------
     def submit(self, job: InferenceJob) -> None:
         """Queue a job; raises ``RequestError`` (`overloaded`/`shutting_down`) instead of queueing."""
-        with self._cond:
+        with self._lock:
             self._admit(job)
             self._queue.append(job)
             self._cond.notify()
@@ -198,7 +200,7 @@ class InferenceCore:
         docstring) and forward passes are fast (``inline_max_ms``); the caller's thread is
         then held for one short pass.
         """
-        with self._cond:
+        with self._lock:
             self._admit(job)
             inline = (
                 not self._queue
@@ -295,7 +297,7 @@ class InferenceCore:
 
     def reset_session(self, session: str) -> dict[str, Any]:
         """Start a new episode for ``session``; the shared policy itself is not reset."""
-        with self._cond:
+        with self._lock:
             state = self._session(session)
             state.episode += 1
             state.steps = 0
@@ -303,7 +305,7 @@ class InferenceCore:
 
     def session_state(self, session: str) -> SessionState:
         """A copy of the bookkeeping for ``session``."""
-        with self._cond:
+        with self._lock:
             state = self._session(session)
             return dataclasses.replace(state)
 
@@ -318,7 +320,7 @@ class InferenceCore:
 
     def stats(self) -> dict[str, Any]:
         """Queue depth and counters (for `ping` and logs)."""
-        with self._cond:
+        with self._lock:
             c = self._counters
             return {
                 "queue_depth": len(self._queue),
@@ -344,6 +346,8 @@ class InferenceCore:
     def _due_sessions(self, now: float, exclude: Collection[str]) -> int:
         """Sessions not in ``exclude`` whose next request is due before a batch wait started
         ``now`` would end (lock held)."""
+        if len(self._sessions) <= len(exclude):  # every session is in hand (a lone robot)
+            return 0
         deadline = now + self.config.max_wait_ms / 1000.0
         # A session answered longer than the activity window ago has stopped, and one whose
         # request is still unanswered is already queued or in hand.
@@ -359,7 +363,7 @@ class InferenceCore:
     def _take_batch(self) -> list[InferenceJob] | None:
         """Block for the next batch and mark the core busy; None once stopped and drained."""
         cfg = self.config
-        with self._cond:
+        with self._lock:
             while not self._queue or self._busy:
                 if not self._running and not self._queue:
                     return None
@@ -414,7 +418,7 @@ class InferenceCore:
                 logger.exception("policy.infer_batch failed on a batch of %d", len(live))
                 error = RequestError(ErrorCode.INTERNAL_ERROR, f"policy failed: {type(exc).__name__}: {exc}")
                 results += [(job, None, error, {"queue_ms": (start - job.decoded) * 1000.0}) for job in live]
-        with self._cond:
+        with self._lock:
             self._busy = False
             if pass_ms is not None:
                 self._pass_ms = pass_ms if self._pass_ms is None else 0.8 * self._pass_ms + 0.2 * pass_ms
@@ -462,7 +466,7 @@ class InferenceCore:
 
     def _finish(self, job: InferenceJob, error: RequestError) -> None:
         """Answer one job that never reached a forward pass."""
-        with self._cond:
+        with self._lock:
             self._count(job, error)
         self._deliver(job, None, error, {})
 
