@@ -410,6 +410,17 @@ def test_a_client_whose_next_request_is_due_is_batched_with() -> None:
         assert policy.batches[-1] == 2
 
 
+def test_replies_from_the_batching_worker_do_not_wait_for_the_idle_timeout(monkeypatch: Any) -> None:
+    # The I/O loop may block in recv only while the worker owes nothing: with a 1.5 s idle
+    # wait, a worker-path reply that waited for it would miss the 1 s client timeout.
+    monkeypatch.setattr("deploy.server._IDLE_WAIT_MS", 1500)
+    with serving(EchoPolicy(delay_s=0.05), inline_max_ms=0.0) as (server, _):
+        with PolicyClient(server.endpoint, timeout_ms=1000, retries=0) as client:
+            for seq in range(3):
+                assert client.infer(make_obs(float(seq)))[0, 0] == seq
+                assert client.ping()["served"] == seq + 1
+
+
 def test_reset_starts_a_new_episode_for_the_session(echo_server: Any) -> None:
     server, core = echo_server
     with PolicyClient(server.endpoint, timeout_ms=2000, session="robot-7") as client:
