@@ -1,13 +1,14 @@
 """The ZeroMQ front: a ROUTER socket in front of the shared ``RequestHandler``.
 
-One I/O thread owns the socket. It reads every pending request without blocking, lets
-the handler answer or queue it, and sends replies that the batching worker hands back
-through a pipe it polls alongside the socket. Any number of clients (REQ or DEALER) may be
-connected; replies go to the right one through the ROUTER routing id.
+One I/O thread owns the socket. It reads one request at a time, lets the handler answer
+or queue it, and sends the replies: its own at once, the batching worker's when the worker
+wakes it through a pipe. While the worker owes nothing the thread blocks in recv as a REP
+socket would; else it polls the socket and the pipe together. Any number of clients (REQ
+or DEALER) may be connected; replies go to the right one through the ROUTER routing id.
 
 Frame layout (docs/protocol.md): ``[routing id][empty delimiter][msgpack payload]
 [attachments...]`` as seen by the ROUTER; a REQ client sends the delimiter itself, a
-DEALER client must add it.
+DEALER client should add it (without one, the reply comes without one).
 """
 
 from __future__ import annotations
