@@ -270,7 +270,7 @@ def profile_server(config: ServerProfileConfig, out_png: Path | None = None) -> 
     from deploy.client import PolicyClient
     from deploy.core import BatchingConfig
 
-    # sessions stay "active" for the batching core this long after their last request
+    # the batching core may wait for a session until this long after its last answer
     quiet_s = BatchingConfig().activity_window_s + 0.5
     loadavg_before = load_average()
     runs: dict[str, Any] = {}
