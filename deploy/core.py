@@ -346,8 +346,6 @@ class InferenceCore:
     def _due_sessions(self, now: float, exclude: Collection[str]) -> int:
         """Sessions not in ``exclude`` whose next request is due before a batch wait started
         ``now`` would end (lock held)."""
-        if len(self._sessions) <= len(exclude):  # every session is in hand (a lone robot)
-            return 0
         deadline = now + self.config.max_wait_ms / 1000.0
         # A session answered longer than the activity window ago has stopped, and one whose
         # request is still unanswered is already queued or in hand.
@@ -397,6 +395,11 @@ class InferenceCore:
         for the next pass, then answer every job."""
         start = time.perf_counter()
         results: list[tuple[InferenceJob, np.ndarray | None, RequestError | None, dict[str, float]]] = []
+
+        def waited(job: InferenceJob) -> dict[str, float]:
+            """Timing of a job answered without a forward pass."""
+            return {"queue_ms": (start - job.decoded) * 1000.0}
+
         live = []
         for job in batch:
             if job.deadline > start:
@@ -408,7 +411,7 @@ class InferenceCore:
                 expected="start before the deadline",
                 actual=f"{(start - job.received) * 1000.0:.1f} ms after arrival",
             )
-            results.append((job, None, error, {"queue_ms": (start - job.decoded) * 1000.0}))
+            results.append((job, None, error, waited(job)))
         pass_ms = None
         if live:
             try:
@@ -417,7 +420,7 @@ class InferenceCore:
             except Exception as exc:  # the server must outlive any policy failure
                 logger.exception("policy.infer_batch failed on a batch of %d", len(live))
                 error = RequestError(ErrorCode.INTERNAL_ERROR, f"policy failed: {type(exc).__name__}: {exc}")
-                results += [(job, None, error, {"queue_ms": (start - job.decoded) * 1000.0}) for job in live]
+                results += [(job, None, error, waited(job)) for job in live]
         with self._lock:
             self._busy = False
             if pass_ms is not None:

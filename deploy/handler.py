@@ -96,7 +96,7 @@ class RequestHandler:
         try:
             message = decode(payload, attachments)
             request_id = _echoable_id(message)
-            endpoint, session = self._envelope(message, session)
+            endpoint, session = self._envelope(message, request_id, session)
             if endpoint == "infer":
                 self._submit(message, request_id, session, received, reply)
                 return
@@ -109,8 +109,9 @@ class RequestHandler:
             err = RequestError(ErrorCode.INTERNAL_ERROR, f"server error: {type(exc).__name__}: {exc}")
             self._send(reply, error_reply(endpoint, request_id, err), message, payload, session)
 
-    def _envelope(self, message: Any, default_session: str) -> tuple[str, str]:
-        """Check the envelope; returns ``(endpoint, session)``."""
+    def _envelope(self, message: Any, request_id: Any, default_session: str) -> tuple[str, str]:
+        """Check the envelope (``request_id``: its echoable id, from ``_echoable_id``); returns
+        ``(endpoint, session)``."""
         if not isinstance(message, dict):
             raise DecodeError(
                 "a request must be a msgpack map",
@@ -129,11 +130,9 @@ class RequestHandler:
                 expected=supported,
                 actual=repr(version),
             )
-        request_id = message.get("id")
-        if request_id is not None and _echoable_id(message) is None:
-            actual = (
-                type(request_id).__name__ if not isinstance(request_id, str) else f"{len(request_id)} chars"
-            )
+        sent_id = message.get("id")
+        if request_id is None and sent_id is not None:
+            actual = type(sent_id).__name__ if not isinstance(sent_id, str) else f"{len(sent_id)} chars"
             raise bad_request(
                 "id",
                 "request id must be an int or a short string",

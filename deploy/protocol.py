@@ -147,9 +147,14 @@ def _wire_data(array: np.ndarray) -> tuple[Buffer, str]:
     return (memoryview(array).cast("B") if array.size else b""), dtype
 
 
+def _array_map(array: np.ndarray, dtype: str, where: str, value: Any) -> dict[str, Any]:
+    """The wire map of ``array``; ``where`` is ``"data"`` (its bytes) or ``"attachment"`` (a frame index)."""
+    return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(array.shape), where: value}
+
+
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
     data, dtype = _wire_data(array)
-    return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(array.shape), "data": data}
+    return _array_map(array, dtype, "data", data)
 
 
 def _default(obj: Any) -> Any:
@@ -257,8 +262,7 @@ def encode_frames(obj: Any, min_bytes: int = ATTACH_MIN_BYTES) -> list[Buffer]:
         if isinstance(item, np.ndarray) and item.nbytes >= min_bytes:
             data, dtype = _wire_data(item)
             attachments.append(data)
-            index = len(attachments) - 1
-            return {ARRAY_MARKER: True, "dtype": dtype, "shape": list(item.shape), "attachment": index}
+            return _array_map(item, dtype, "attachment", len(attachments) - 1)
         return _default(item)
 
     message = msgpack.Packer(default=default, use_bin_type=True).pack(obj)

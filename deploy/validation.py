@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,15 @@ class ObservationSpec:
     # the instruction is truncated by the tokenizer anyway; longer text is a client bug.
     max_prompt_chars: int = 2048
 
+    @cached_property
+    def observation_keys(self) -> tuple[str, ...]:
+        """Every key an observation has, in the order errors list them."""
+        return (*self.image_shapes, OBS_STATE, OBS_PROMPT)
+
+    @cached_property
+    def _key_set(self) -> frozenset[str]:
+        return frozenset(self.observation_keys)
+
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ObservationSpec:
         """The spec a policy's ``metadata()`` announces (``image_keys``/``image_shapes``, ``state_dim``)."""
@@ -88,9 +98,8 @@ class ObservationSpec:
         # The exact-type test first: an ABC isinstance check is several times slower.
         if type(obs) is not dict and not isinstance(obs, Mapping):
             raise bad_request("obs", "observation must be a map", "map", _describe(obs))
-        allowed = (*self.image_shapes, OBS_STATE, OBS_PROMPT)
-        if obs.keys() != set(allowed):
-            self._check_keys(obs, allowed)
+        if obs.keys() != self._key_set:
+            self._check_keys(obs, self.observation_keys)
         clean: dict[str, Any] = {
             key: self._image(key, obs[key], shape) for key, shape in self.image_shapes.items()
         }
