@@ -28,23 +28,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from cogvla.policy_api import ACTION_DIM, Policy
+from cogvla.policy_api import Policy
+from envs.oracle_articulated import ArticulationConfig, articulate
+from envs.oracle_decision import Decision, osc_command
 from envs.oracle_geometry import (
     box_half_extents,
-    down_rotation,
     gripper_yaw,
     nearest_equivalent_yaw,
     point_in_box,
     quat_to_mat,
-    rotation_error,
     segment_box_overlap,
     wrap_angle,
 )
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
+from envs.oracle_plan import JOINT_RELATIONS, GoalError, SubGoal, next_subgoal
 
 __all__ = [
     "Decision",
@@ -54,20 +55,25 @@ __all__ = [
     "ScriptedOracle",
 ]
 
-Phase = Literal["approach", "descend", "close", "reopen", "lift", "carry", "lower", "release", "retreat"]
-
-_REQUIRED_KEYS = ("goal", "eef_pos", "eef_quat", "gripper_qpos", "robot_base_pos", "objects", "sites")
+_REQUIRED_KEYS = (
+    "goal",
+    "goal_status",
+    "eef_pos",
+    "eef_quat",
+    "gripper_qpos",
+    "robot_base_pos",
+    "objects",
+    "sites",
+    "joints",
+)
 _OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb", "parts", "finger_contacts")
-# LIBERO's OSC_POSE maps an action of 1 to a 5 cm / 0.5 rad goal offset.
-_POS_SCALE = 0.05
-_ROT_SCALE = 0.5
 
 
 class PrivilegedObservationError(ValueError):
     """The observation lacks the privileged simulator state the oracle needs."""
 
 
-class OracleTaskError(ValueError):
+class OracleTaskError(GoalError):
     """The BDDL goal is not one the oracle knows how to achieve."""
 
 
@@ -109,19 +115,8 @@ class OracleConfig:
     retreat_height: float = 0.1
     # Grasp planning (gripper dimensions, candidate grasps).
     grasp: GraspConfig = field(default_factory=GraspConfig)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One tick's phase and the pose/gripper command it implies."""
-
-    phase: Phase
-    # Grip-site target (world, metres).
-    target: np.ndarray
-    # Finger-axis yaw target (rad).
-    yaw: float
-    # -1 open, +1 close.
-    gripper: float
+    # Drawers, doors and knobs.
+    articulation: ArticulationConfig = field(default_factory=ArticulationConfig)
 
 
 @dataclass(frozen=True)
@@ -163,7 +158,18 @@ class ScriptedOracle(Policy):
     def decide(self, priv: Mapping[str, Any]) -> Decision:
         """The phase and target pose for one privileged state (see the module docstring)."""
         _require(priv, _REQUIRED_KEYS, "privileged")
-        relation, obj_name, target_name = self._goal(priv)
+        try:
+            subgoal = next_subgoal(priv)
+        except GoalError as exc:
+            raise OracleTaskError(str(exc)) from exc
+        if subgoal is None:
+            return self._done(priv)
+        if subgoal.kind in JOINT_RELATIONS:
+            return articulate(priv, subgoal, self.config.articulation)
+        return self._place(priv, subgoal)
+
+    def _place(self, priv: Mapping[str, Any], subgoal: SubGoal) -> Decision:
+        obj_name = subgoal.obj
         objects = priv["objects"]
         if obj_name not in objects:
             raise PrivilegedObservationError(
@@ -171,7 +177,7 @@ class ScriptedOracle(Policy):
             )
         obj = objects[obj_name]
         _require(obj, _OBJECT_KEYS, f"privileged['objects'][{obj_name!r}]")
-        placement = self._placement(priv, relation, target_name)
+        placement = self._placement(priv, subgoal.kind, subgoal.target)
 
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
@@ -184,34 +190,14 @@ class ScriptedOracle(Policy):
         grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp)
         return self._pick(priv, obj_name, grasp.point, grasp.yaw, eef, current_yaw, gap)
 
+    def _done(self, priv: Mapping[str, Any]) -> Decision:
+        """Every goal atom holds: open the hand and hold still."""
+        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
+        return Decision("done", eef.copy(), quat_to_mat(priv["eef_quat"]), -1.0)
+
     def action(self, priv: Mapping[str, Any], decision: Decision) -> np.ndarray:
         """Saturated proportional OSC_POSE command ``(7,)`` float32 towards ``decision``."""
-        cfg = self.config
-        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
-        position = cfg.position_gain * (decision.target - eef) / _POS_SCALE
-        # Saturate the horizontal and vertical parts separately: a long descent must not
-        # shrink the sideways correction that keeps the hand over the grasp point.
-        horizontal = float(np.linalg.norm(position[:2]))
-        if horizontal > 1.0:
-            position[:2] /= horizontal
-        position[2] = np.clip(position[2], -1.0, 1.0)
-        current = quat_to_mat(priv["eef_quat"])
-        rotation = cfg.rotation_gain * rotation_error(down_rotation(decision.yaw), current) / _ROT_SCALE
-        rotation = np.clip(rotation, -1.0, 1.0)
-        out = np.zeros(ACTION_DIM, dtype=np.float32)
-        out[:3] = position
-        out[3:6] = rotation
-        out[6] = decision.gripper
-        return out
-
-    def _goal(self, priv: Mapping[str, Any]) -> tuple[str, str, str]:
-        goal = priv["goal"]
-        if len(goal) != 1 or len(goal[0]) != 3 or str(goal[0][0]).lower() not in ("on", "in"):
-            raise OracleTaskError(
-                f"privileged['goal']: expected one atom ('on'|'in', object, target), got {goal!r}"
-            )
-        relation, obj_name, target_name = (str(token) for token in goal[0])
-        return relation.lower(), obj_name, target_name
+        return osc_command(priv, decision, self.config.position_gain, self.config.rotation_gain)
 
     def _placement(self, priv: Mapping[str, Any], relation: str, target_name: str) -> _Placement:
         objects, sites = priv["objects"], priv["sites"]
@@ -286,14 +272,14 @@ class ScriptedOracle(Policy):
         distance = float(np.linalg.norm(offset_xy))
         above_support = bottom - placement.support_z
         if distance <= cfg.release_tolerance and above_support <= cfg.release_clearance[placement.relation]:
-            return Decision("release", eef.copy(), yaw, -1.0)
+            return Decision.down("release", eef.copy(), yaw, -1.0)
         obstacles = self._corridor_top(priv, obj_name, pos, placement.xy)
         carry_bottom = max(obstacles, placement.support_z) + cfg.carry_clearance
         rise = carry_bottom - bottom
         if distance > cfg.hold_tolerance:
             if rise > 0.02:
-                return Decision("lift", eef + np.array([0.0, 0.0, rise]), yaw, 1.0)
-            return Decision("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
+                return Decision.down("lift", eef + np.array([0.0, 0.0, rise]), yaw, 1.0)
+            return Decision.down("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
         # A funnel over the target: the closer to centred, the lower the object may go, so
         # centring and lowering happen together and neither waits for the other.
         openness = np.clip(
@@ -301,14 +287,14 @@ class ScriptedOracle(Policy):
         )
         floor = placement.support_z + openness * (carry_bottom - placement.support_z)
         target = eef + np.array([offset_xy[0], offset_xy[1], floor - bottom])
-        return Decision("lower", target, yaw, 1.0)
+        return Decision.down("lower", target, yaw, 1.0)
 
     def _retreat(self, obj: Mapping[str, Any], eef: np.ndarray, yaw: float, gap: float) -> Decision:
         cfg = self.config
         if gap < cfg.open_gap:
-            return Decision("release", eef.copy(), yaw, -1.0)
+            return Decision.down("release", eef.copy(), yaw, -1.0)
         top = float(np.asarray(obj["aabb"], dtype=np.float64)[1, 2])
-        return Decision("retreat", np.array([eef[0], eef[1], top + cfg.retreat_height]), yaw, -1.0)
+        return Decision.down("retreat", np.array([eef[0], eef[1], top + cfg.retreat_height]), yaw, -1.0)
 
     def _pick(
         self,
@@ -328,7 +314,7 @@ class ScriptedOracle(Policy):
         obstacles = self._corridor_top(priv, obj_name, eef, grasp_point)
         hover[2] = max(hover[2], obstacles + cfg.carry_clearance)
         if gap <= cfg.empty_gap:
-            return Decision("reopen", hover, yaw, -1.0)
+            return Decision.down("reopen", hover, yaw, -1.0)
         at_grasp = error_xy <= cfg.grasp_tolerance_xy and abs(error[2]) <= cfg.grasp_tolerance_z
         closing = (
             gap < cfg.open_gap
@@ -336,10 +322,10 @@ class ScriptedOracle(Policy):
             and abs(error[2]) <= 2 * cfg.grasp_tolerance_z
         )
         if at_grasp or closing:
-            return Decision("close", grasp_point, yaw, 1.0)
+            return Decision.down("close", grasp_point, yaw, 1.0)
         aligned = abs(wrap_angle(yaw - current_yaw)) <= cfg.yaw_tolerance
         # Once on the way down, a small sideways drift is corrected in place rather than by climbing back.
         descending = error_xy <= 2 * cfg.descend_tolerance and eef[2] < hover[2] - 0.01
         if (error_xy <= cfg.descend_tolerance or descending) and aligned and gap >= cfg.open_gap:
-            return Decision("descend", grasp_point, yaw, -1.0)
-        return Decision("approach", hover, yaw, -1.0)
+            return Decision.down("descend", grasp_point, yaw, -1.0)
+        return Decision.down("approach", hover, yaw, -1.0)

@@ -16,13 +16,28 @@
                         "aabb":     (2, 3),  world axis-aligned box [lo, hi] of its collision geoms
                         "parts":    (G, 2, 3), the same box for each collision geom (finer shape)
                         "finger_contacts": int,  how many of the two fingers touch it (0, 1, 2)
+                        "joints":   list[str],  its hinge/slide joints (drawers, doors, knobs)
+                        "articulation": {str: (2,)},  LIBERO's joint ranges per state, e.g.
+                                     {"open": [-0.16, -0.14], "close": [0.0, 0.005]}
+                    }}
+    "joints":       {name: {                 every hinge/slide joint of an object or fixture
+                        "owner":  str,       the object/fixture it belongs to
+                        "type":   str,       "hinge" or "slide"
+                        "qpos":   float,     current position (rad or metres)
+                        "range":  (2,),      joint limits
+                        "axis":   (3,),      world joint axis
+                        "anchor": (3,),      world point on the axis
+                        "boxes":  {"centre": (G, 3), "rot": (G, 3, 3), "half": (G, 3)}
+                                             oriented boxes of the moving body's collision geoms
                     }}
     "sites":        {name: {                 BDDL regions (object sites), e.g. a drawer's interior
                         "parent": str,       owning object/fixture ("" for workspace regions)
                         "pos":    (3,),
                         "rot":    (3, 3),    site frame -> world rotation
                         "size":   (3,),      half-extents in the site frame
+                        "joints": list[str], joints that move the region (a drawer's slide)
                     }}
+    "goal_status":  list[bool]               LIBERO's own verdict on each goal atom, in order
 
 Nothing here keeps state between calls, so the dict can be rebuilt from any simulator
 state and sent across process boundaries.
@@ -102,6 +117,48 @@ def _finger_contacts(model: Any, data: Any, gripper: Any) -> dict[int, int]:
     return {root: len(fingers) for root, fingers in touching.items()}
 
 
+_JOINT_TYPES = {2: "slide", 3: "hinge"}
+
+
+def _joints(model: Any, data: Any, env: Any) -> dict[str, dict[str, Any]]:
+    """Hinge and slide joints of every BDDL object and fixture (see module docstring)."""
+    collide = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
+    joints = {}
+    for owner, obj in {**env.objects_dict, **env.fixtures_dict}.items():
+        for name in getattr(obj, "joints", None) or []:
+            joint = model.joint(name)
+            kind = _JOINT_TYPES.get(int(joint.type[0]))
+            if kind is None:
+                continue
+            geoms = np.flatnonzero(collide & (model.geom_bodyid == joint.bodyid[0]))
+            rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
+            offset = np.einsum("gij,gj->gi", rot, model.geom_aabb[geoms, :3])
+            joints[name] = {
+                "owner": owner,
+                "type": kind,
+                "qpos": float(data.qpos[joint.qposadr[0]]),
+                "range": np.array(joint.range, dtype=np.float64),
+                "axis": np.array(data.xaxis[joint.id], dtype=np.float64),
+                "anchor": np.array(data.xanchor[joint.id], dtype=np.float64),
+                "boxes": {
+                    "centre": np.asarray(data.geom_xpos[geoms] + offset, dtype=np.float64),
+                    "rot": np.asarray(rot, dtype=np.float64),
+                    "half": np.array(model.geom_aabb[geoms, 3:], dtype=np.float64),
+                },
+            }
+    return joints
+
+
+def _articulation(obj: Any) -> dict[str, np.ndarray]:
+    """LIBERO's joint ranges per articulation state ("open", "close", "turnon", "turnoff")."""
+    ranges = getattr(obj, "object_properties", {}).get("articulation", {})
+    out = {}
+    for key, value in ranges.items():
+        if key.startswith("default_") and key.endswith("_ranges") and len(value) == 2:
+            out[key[len("default_") : -len("_ranges")]] = np.array(value, dtype=np.float64)
+    return out
+
+
 def privileged_state(raw_env: Any) -> dict[str, Any]:
     """Ground-truth poses, geometry and the BDDL goal at the current tick (see module docstring)."""
     env = _domain_env(raw_env)
@@ -118,6 +175,7 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
     body_ids = {name: int(body) for name, body in env.obj_body_id.items()}
     parts = _collision_boxes(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
     contacts = _finger_contacts(model, data, robot.gripper)
+    joints = _joints(model, data, env)
     objects = {}
     for name, body in body_ids.items():
         objects[name] = {
@@ -128,6 +186,8 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
             "aabb": _union(parts[int(model.body_rootid[body])]),
             "parts": parts[int(model.body_rootid[body])],
             "finger_contacts": contacts.get(int(model.body_rootid[body]), 0),
+            "joints": [j for j in joints if joints[j]["owner"] == name],
+            "articulation": _articulation(env.get_object(name)),
         }
 
     sites = {}
@@ -138,6 +198,7 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
             "pos": np.array(data.site_xpos[site_id], dtype=np.float64),
             "rot": np.array(data.site_xmat[site_id], dtype=np.float64).reshape(3, 3),
             "size": np.asarray(site.size, dtype=np.float64).reshape(3),
+            "joints": [str(j) for j in getattr(site, "joints", None) or []],
         }
 
     eef_body = sim.model.body_name2id(robot.robot_model.eef_name)
@@ -153,4 +214,6 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
         ),
         "objects": objects,
         "sites": sites,
+        "joints": joints,
+        "goal_status": [bool(env._eval_predicate(atom)) for atom in env.parsed_problem["goal_state"]],
     }

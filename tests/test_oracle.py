@@ -47,6 +47,7 @@ def _scene(bowl_pos, eef, gap: float = OPEN_GAP, contacts: int = 0, yaw: float =
     return {
         "language": "pick up the black bowl and place it on the plate",
         "goal": [["on", "akita_black_bowl_1", "plate_1"]],
+        "goal_status": [False],
         "eef_pos": np.asarray(eef, dtype=np.float64),
         "eef_quat": _home_quat(yaw),
         "gripper_qpos": np.array([gap / 2, -gap / 2]),
@@ -56,6 +57,7 @@ def _scene(bowl_pos, eef, gap: float = OPEN_GAP, contacts: int = 0, yaw: float =
             "plate_1": _body("plate", [*PLATE_XY, TABLE_Z + 0.002], 0.068, 0.017),
         },
         "sites": {},
+        "joints": {},
     }
 
 
@@ -207,7 +209,7 @@ def test_missing_privileged_field_is_named():
 
 def test_unsupported_goal_is_rejected():
     priv = _scene([-0.05, 0.0, TABLE_Z], [-0.2, 0.0, 1.17])
-    priv["goal"] = [["open", "wooden_cabinet_1_top_region"]]
+    priv["goal"] = [["stack", "akita_black_bowl_1", "plate_1"]]
     with pytest.raises(OracleTaskError, match="goal"):
         ScriptedOracle().infer({"privileged": priv})
 

@@ -1,0 +1,153 @@
+"""Which sub-goal the scripted oracle works on now, from the BDDL goal and the current state.
+
+A BDDL goal is an unordered conjunction of atoms (``on``, ``in``, ``open``, ``close``,
+``turnon``, ``turnoff``). ``next_subgoal`` orders them so that each step is feasible and
+returns the first one that does not hold yet:
+
+1. ``turnon`` / ``turnoff``: knobs first, before pots crowd the stove;
+2. ``open`` atoms, and the implicit ``open`` of a closed drawer or door that an unmet
+   ``in`` atom puts something into;
+3. ``on`` / ``in`` placements, in the goal's order;
+4. ``close`` atoms, once every ``in`` atom into that container holds.
+
+Nothing is remembered between calls: the plan is recomputed from LIBERO's own verdict on
+each atom (``privileged["goal_status"]``) and the joint positions, so a slip that undoes an
+earlier step simply makes it the current step again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "GoalError",
+    "JOINT_RELATIONS",
+    "PLACE_RELATIONS",
+    "SubGoal",
+    "articulation_state",
+    "container_joints",
+    "next_subgoal",
+]
+
+PLACE_RELATIONS = ("on", "in")
+JOINT_RELATIONS = ("open", "close", "turnon", "turnoff")
+
+Kind = Literal["on", "in", "open", "close", "turnon", "turnoff"]
+
+
+@dataclass(frozen=True)
+class SubGoal:
+    """One step of the plan: place ``obj`` on/in ``target``, or move ``obj``'s joints."""
+
+    kind: Kind
+    # The object to move, or the articulated object or region (a drawer's region site).
+    obj: str
+    # Placements: the supporting object or region.
+    target: str = ""
+    # Articulations: the joints to move.
+    joints: tuple[str, ...] = ()
+
+
+class GoalError(ValueError):
+    """A goal atom the oracle cannot plan for."""
+
+
+def _atom(raw: Any) -> tuple[str, ...]:
+    atom = tuple(str(token) for token in raw)
+    if not atom:
+        raise GoalError("privileged['goal']: expected non-empty atoms, got an empty one")
+    atom = (atom[0].lower(), *atom[1:])
+    arity = 3 if atom[0] in PLACE_RELATIONS else 2 if atom[0] in JOINT_RELATIONS else 0
+    if len(atom) != arity:
+        raise GoalError(
+            f"privileged['goal']: expected ('on'|'in', object, target) or "
+            f"('open'|'close'|'turnon'|'turnoff', object), got {list(raw)!r}"
+        )
+    return atom
+
+
+def container_joints(priv: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """Joints that open or close ``name``: a region's own (a drawer) or its owner's (a door)."""
+    site = priv["sites"].get(name)
+    if site is not None:
+        if site.get("joints"):
+            return tuple(site["joints"])
+        name = site["parent"]
+    obj = priv["objects"].get(name)
+    if obj is None or not {"open", "close"} & set(obj.get("articulation", {})):
+        return ()
+    return tuple(obj.get("joints", ()))
+
+
+def _owner(priv: Mapping[str, Any], name: str) -> str:
+    site = priv["sites"].get(name)
+    return site["parent"] if site is not None and site["parent"] else name
+
+
+def articulation_state(priv: Mapping[str, Any], joint: str, state: str) -> bool:
+    """Whether ``joint`` is in ``state`` (open/close/turnon/turnoff) by LIBERO's thresholds.
+
+    LIBERO compares the joint position with the end of the state's range that faces the
+    opposite state: a drawer whose "open" range is [-0.16, -0.14] is open below -0.14.
+    """
+    info = priv["joints"][joint]
+    ranges = priv["objects"][info["owner"]]["articulation"]
+    opposite = {"open": "close", "close": "open", "turnon": "turnoff", "turnoff": "turnon"}[state]
+    mine, other = np.asarray(ranges[state]), np.asarray(ranges[opposite])
+    direction = float(np.sign(mine.mean() - other.mean()))
+    threshold = mine.min() if direction > 0 else mine.max()
+    return bool((info["qpos"] - threshold) * direction > 0)
+
+
+def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
+    """The first sub-goal that does not hold yet, or None once the whole goal holds."""
+    atoms = [_atom(raw) for raw in priv["goal"]]
+    status = [bool(s) for s in priv["goal_status"]]
+    if len(status) != len(atoms):
+        raise GoalError(
+            f"privileged['goal_status']: expected {len(atoms)} entries (one per goal atom), got {len(status)}"
+        )
+    knobs, opens, places, closes = [], [], [], []
+    for atom, holds in zip(atoms, status):
+        kind = atom[0]
+        if kind in ("turnon", "turnoff"):
+            knobs.append((atom, holds))
+        elif kind == "open":
+            opens.append((atom, holds))
+        elif kind == "close":
+            closes.append((atom, holds))
+        else:
+            places.append((atom, holds))
+            joints = container_joints(priv, atom[2]) if kind == "in" else ()
+            if not holds and joints and not any(articulation_state(priv, j, "open") for j in joints):
+                opens.append((("open", atom[2]), False))
+    for atom, holds in knobs + opens + places:
+        if not holds:
+            return _subgoal(priv, atom)
+    for atom, holds in closes:
+        # Closing waits for whatever still has to go into the same drawer or door.
+        joints = set(container_joints(priv, atom[1]))
+        waiting = any(
+            not holds_in and joints & set(container_joints(priv, placed[2]))
+            for placed, holds_in in places
+            if placed[0] == "in"
+        )
+        if not holds and not waiting:
+            return _subgoal(priv, atom)
+    return None
+
+
+def _subgoal(priv: Mapping[str, Any], atom: tuple[str, ...]) -> SubGoal:
+    kind = atom[0]
+    if kind in PLACE_RELATIONS:
+        return SubGoal(kind=kind, obj=atom[1], target=atom[2])  # type: ignore[arg-type]
+    joints = container_joints(priv, atom[1]) if kind in ("open", "close") else ()
+    if not joints:
+        joints = tuple(priv["objects"].get(_owner(priv, atom[1]), {}).get("joints", ()))
+    if not joints:
+        raise GoalError(f"goal atom {list(atom)!r}: {atom[1]!r} has no joint to {kind}")
+    return SubGoal(kind=kind, obj=atom[1], joints=joints)  # type: ignore[arg-type]
