@@ -46,6 +46,10 @@ class ChunkerConfig:
     # at least the policy latency in ticks (e.g. 100 ms at 20 Hz -> 2); >= execute_steps
     # requests the next chunk right after each switch.
     prefetch_margin: int = 2
+    # with prefetch: adopt the requested chunk exactly at the switch, waiting for it if needed,
+    # so it always lands prefetch_margin steps after its observation. A simulator that does
+    # not advance while the policy thinks uses this to model that latency deterministically.
+    prefetch_lockstep: bool = False
     # length every action row must have.
     action_dim: int = 7
 
@@ -139,7 +143,8 @@ class ActionChunker:
     def _step_async(self, t: int, obs: Mapping[str, Any]) -> None:
         assert self._executor is not None
         pending = self._pending
-        if pending is not None and pending.done() and (t >= self._switch_at or not self._covering(t)):
+        due = t >= self._switch_at or not self._covering(t)
+        if pending is not None and due and (pending.done() or self.config.prefetch_lockstep):
             self._pending = None
             self._adopt(pending.result(), t)
         if not self._covering(t):

@@ -51,6 +51,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     from envs.suites import NUM_WAIT_STEPS, SUITES
+    from eval.libero.config import EXECUTIONS
 
     parser.add_argument(
         "--policy",
@@ -65,6 +66,11 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks", type=parse_int_list, help="task indices, e.g. 0,3 (default: the checkpoint's, else all)"
     )
     parser.add_argument("--trials", type=int, default=50, help="episodes per task (default: 50)")
+    parser.add_argument(
+        "--force-norm-key",
+        action="store_true",
+        help="evaluate even when the checkpoint's normalization stats belong to another suite",
+    )
     parser.add_argument("--start", type=int, default=0, help="trial k uses init state START + k (default: 0)")
     parser.add_argument(
         "--workers", type=int, default=2, help="simulator worker processes / Ray actors (default: 2)"
@@ -98,7 +104,23 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the checkpoint's, else off)",
     )
     protocol.add_argument(
-        "--open-loop-steps", type=int, help="chunk rows executed per policy query (default: the whole chunk)"
+        "--execution",
+        choices=EXECUTIONS,
+        default="open-loop",
+        help="how chunks are executed: open-loop, ensemble (ACT temporal ensembling) or async "
+        "(the next chunk is asked for --async-latency steps before the switch; default: open-loop)",
+    )
+    protocol.add_argument(
+        "--open-loop-steps",
+        type=int,
+        help="chunk rows executed per policy query (default: the whole chunk; 1 with ensemble; "
+        "required with async, e.g. 6 for chunks of 8)",
+    )
+    protocol.add_argument(
+        "--async-latency",
+        type=int,
+        default=2,
+        help="async: env steps between a query's observation and its chunk's use (default: 2)",
     )
     backend = parser.add_argument_group("execution")
     backend.add_argument("--backend", choices=("process", "ray"), default="process")
@@ -111,6 +133,12 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     )
     backend.add_argument(
         "--episode-timeout", type=float, default=3600.0, help="ray backend: seconds per episode = hung actor"
+    )
+    backend.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="tries per episode before an infrastructure fault is recorded as its error (default: 3)",
     )
     backend.add_argument("--video-fps", type=int, default=20)
 
@@ -193,6 +221,10 @@ def _run_libero(args: argparse.Namespace) -> int:
         policy = _resolve_policy(args.policy)
         defaults = checkpoint_eval_defaults(policy)
         suites = args.suite or tuple(defaults.get("suites", ("libero_spatial",)))
+        if Path(policy).is_dir():
+            from cogvla.policy import check_checkpoint_suites
+
+            check_checkpoint_suites(policy, suites, force=args.force_norm_key)
         config = EvalConfig(
             out=args.out or str(default_out_dir(policy, suites)),
             policy=policy,
@@ -206,11 +238,14 @@ def _run_libero(args: argparse.Namespace) -> int:
             image_size=_first_given(args.image_size, defaults.get("image_size"), 256),
             fast_render=_first_given(args.fast_render, defaults.get("fast_render"), False),
             open_loop_steps=args.open_loop_steps,
+            execution=args.execution,
+            async_latency_steps=args.async_latency,
             workers=args.workers,
             backend=args.backend,
             videos=args.videos,
             video_fps=args.video_fps,
             hang_timeout_s=args.hang_timeout,
+            max_attempts=args.max_attempts,
             episode_timeout_s=args.episode_timeout,
             ray_address=args.ray_address,
             resume=args.resume,

@@ -169,7 +169,7 @@ def _lines(out: str) -> list[dict]:
 def test_run_episode_stops_at_success_and_reports_latency():
     spec = EpisodeSpec(env=EnvSpec(SUITE, 0), init_state_id=0, seed=7, max_steps=50, num_wait_steps=10)
     result = run_episode(FakeEnv(spec.env), ZeroPolicy(), spec)
-    assert result.success and result.error is None
+    assert result.success and result.policy_failure is None
     assert result.steps == 3  # the fake succeeds at its 13th step, 10 of which are settle steps
     assert result.num_queries == 1
     assert set(result.latency_ms) == {"mean", "p50", "max"}
@@ -219,6 +219,8 @@ def test_harness_writes_records_and_summary(tmp_path):
             "steps",
             "wall_time_s",
             "latency_ms",
+            "outcome",
+            "policy_failure",
             "error",
         ):
             assert field in record
@@ -233,18 +235,22 @@ def test_harness_writes_records_and_summary(tmp_path):
     assert json.loads(Path(config.out, "config.json").read_text())["max_steps_per_suite"] == {SUITE: 20}
 
 
-def test_malformed_policy_output_is_an_episode_error_and_the_run_goes_on(tmp_path):
+def test_malformed_policy_output_is_the_policys_failure_and_the_run_goes_on(tmp_path):
     config = _config(tmp_path, policy="flaky", tasks=(0,), trials=5)
     summary = run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
-    errors = {r["init_state_id"]: r["error"] for r in _lines(config.out)}
-    assert "expected finite values" in errors[1]
-    assert "expected shape (chunk>=1, 7), got (4, 6)" in errors[2]
-    assert "policy raised RuntimeError" in errors[3] and "model exploded" in errors[3]
-    assert errors[0] is None and errors[4] is None
+    records = {r["init_state_id"]: r for r in _lines(config.out)}
+    failures = {i: r["policy_failure"] for i, r in records.items()}
+    assert "expected finite values" in failures[1]
+    assert "expected shape (chunk>=1, 7), got (4, 6)" in failures[2]
+    assert "policy raised RuntimeError" in failures[3] and "model exploded" in failures[3]
+    assert failures[0] is None and failures[4] is None
+    assert [records[i]["outcome"] for i in range(5)] == ["success"] + ["failure"] * 3 + ["success"]
+    assert all(r["error"] is None for r in records.values())
     assert summary["overall"] | {"ci95": None} == {
         "episodes": 5,
         "successes": 2,
-        "errors": 3,
+        "policy_failures": 3,
+        "errors": 0,
         "success_rate": 0.4,
         "ci95": None,
     }
@@ -254,13 +260,23 @@ def test_malformed_policy_output_is_an_episode_error_and_the_run_goes_on(tmp_pat
     "factory, reason", [(crashing_env, "died"), (hanging_env, "hung"), (raising_env, "MuJoCo")]
 )
 def test_failed_worker_is_replaced_and_its_episode_retried_then_recorded(tmp_path, factory, reason):
-    config = _config(tmp_path, tasks=(0,), trials=4, hang_timeout_s=3.0)
+    config = _config(tmp_path, tasks=(0,), trials=4, hang_timeout_s=3.0, max_attempts=2)
     summary = run_eval(config, env_factory=factory, policy_factory=fake_policy)
     records = {r["init_state_id"]: r for r in _lines(config.out)}
     assert sorted(records) == [0, 1, 2, 3]
+    assert records[1]["outcome"] == "error"
     assert reason in records[1]["error"] and "gave up after 2 attempts" in records[1]["error"]
     assert [records[i]["error"] for i in (0, 2, 3)] == [None, None, None]
-    assert summary["overall"]["successes"] == 2 and summary["overall"]["errors"] == 1
+    # The errored episode is not scored: 2 successes out of the 3 that finished.
+    assert summary["overall"] | {"ci95": None} == {
+        "episodes": 3,
+        "successes": 2,
+        "policy_failures": 0,
+        "errors": 1,
+        "success_rate": 2 / 3,
+        "ci95": None,
+    }
+    assert summary["partial"] and summary["missing"] == 1
 
 
 def test_policy_that_cannot_load_stops_the_run_with_its_reason(tmp_path):
@@ -281,11 +297,11 @@ def test_existing_results_need_resume_and_the_same_protocol(tmp_path):
 
 def test_episode_log_drops_a_partial_last_line(tmp_path):
     log = EpisodeLog(tmp_path / "episodes.jsonl")
-    log.append({"key": "a", "success": True})
+    log.append({"key": "a", "outcome": "success"})
     with open(log.path, "a") as handle:
-        handle.write('{"key": "b", "succ')
+        handle.write('{"key": "b", "outc')
     assert list(log.load()) == ["a"]
-    log.append({"key": "c", "success": False})
+    log.append({"key": "c", "outcome": "failure"})
     assert list(log.load()) == ["a", "c"]
 
 
@@ -355,6 +371,7 @@ def test_summary_counts_each_planned_episode_once():
             "success": True,
             "steps": 3,
             "wall_time_s": 1.0,
+            "outcome": "success",
             "error": None,
             "latency_ms": {"mean": 2.0},
         },
@@ -365,13 +382,15 @@ def test_summary_counts_each_planned_episode_once():
             "success": False,
             "steps": 9,
             "wall_time_s": 1.0,
-            "error": "boom",
+            "outcome": "failure",
+            "policy_failure": "boom",
+            "error": None,
             "latency_ms": {"mean": None},
         },
     }
     summary = summarize(["s/0/0", "s/0/1", "s/0/2"], records)
-    assert summary["overall"]["episodes"] == 2 and summary["missing"] == 1
-    assert summary["overall"]["errors"] == 1 and summary["overall"]["success_rate"] == 0.5
+    assert summary["overall"]["episodes"] == 2 and summary["missing"] == 1 and summary["partial"]
+    assert summary["overall"]["policy_failures"] == 1 and summary["overall"]["success_rate"] == 0.5
     assert summary["mean_query_latency_ms"] == 2.0
 
 
@@ -387,7 +406,9 @@ def test_ray_backend_gives_the_same_summary(tmp_path):
             policy_factory=fake_policy,
         )
         crashed = run_eval(
-            _config(tmp_path, out=str(tmp_path / "ray-crash"), backend="ray", tasks=(0,), trials=3),
+            _config(
+                tmp_path, out=str(tmp_path / "ray-crash"), backend="ray", tasks=(0,), trials=3, max_attempts=2
+            ),
             env_factory=crashing_env,
             policy_factory=fake_policy,
         )

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from deploy.chunker import ChunkerConfig
 from envs.suites import MAX_STEPS, NUM_WAIT_STEPS, SUITES
 
-__all__ = ["PROTOCOL_FIELDS", "Backend", "EvalConfig"]
+__all__ = ["EXECUTIONS", "PROTOCOL_FIELDS", "Backend", "EvalConfig", "Execution"]
 
 Backend = Literal["process", "ray"]
+Execution = Literal["open-loop", "ensemble", "async"]
+EXECUTIONS: tuple[Execution, ...] = ("open-loop", "ensemble", "async")
+# ACT's temporal-ensembling coefficient.
+_ACT_ENSEMBLE_COEFF = 0.01
 
 # Fields that change what an episode is; a resumed run must agree on all of them.
 # (tasks/trials/start only change which episodes are planned, so they may differ.)
@@ -21,6 +26,8 @@ PROTOCOL_FIELDS = (
     "image_size",
     "fast_render",
     "open_loop_steps",
+    "execution",
+    "async_latency_steps",
 )
 
 
@@ -47,13 +54,23 @@ class EvalConfig:
     image_size: int = 256
     # Benchmark-identical renders by default; fast renders only match fast-render training data.
     fast_render: bool = False
-    # Chunk rows executed per policy query; None = the whole chunk.
+    # How chunks are executed (deploy.chunker.ActionChunker): open-loop, ACT temporal
+    # ensembling (re-plan every step by default) or asynchronous prefetch.
+    execution: Execution = "open-loop"
+    # Chunk rows executed per policy query; None = the whole chunk (open-loop) or 1 (ensemble).
+    # async needs it below chunk size - async_latency_steps, or it stalls at every other chunk.
     open_loop_steps: int | None = None
+    # async: env steps between the observation a chunk is asked for and its adoption, i.e.
+    # the policy latency in control ticks (the simulator waits for it, so runs are repeatable).
+    async_latency_steps: int = 2
     workers: int = 1
     backend: Backend = "process"
     # Record MP4s of the first `videos` trials of every task.
     videos: int = 0
     video_fps: int = 20
+    # Tries per episode before an infrastructure fault (dead or hung worker, env crash,
+    # unreachable policy server) is recorded as its error; --resume tries again.
+    max_attempts: int = 3
     # Process backend: seconds without a step before a worker counts as hung.
     hang_timeout_s: float = 600.0
     # Ray backend: seconds one episode may run before its actor counts as hung.
@@ -62,12 +79,20 @@ class EvalConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("suites", "tasks"):
+            values = getattr(self, name) or ()
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                raise ValueError(
+                    f"{name}: expected each value once (a repeat would run and count its episodes twice), "
+                    f"got {', '.join(map(str, repeated))} more than once"
+                )
         for suite in self.suites:
             if suite not in SUITES:
                 raise ValueError(f"suites: expected names from {', '.join(SUITES)}, got {suite!r}")
         if not self.suites:
             raise ValueError("suites: expected at least one suite, got none")
-        for name in ("trials", "workers", "image_size", "video_fps"):
+        for name in ("trials", "workers", "image_size", "video_fps", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         for name in ("start", "videos", "num_wait_steps"):
@@ -77,12 +102,34 @@ class EvalConfig:
             raise ValueError(f"max_steps: expected None or >= 1, got {self.max_steps}")
         if self.open_loop_steps is not None and self.open_loop_steps < 1:
             raise ValueError(f"open_loop_steps: expected None or >= 1, got {self.open_loop_steps}")
+        if self.execution not in EXECUTIONS:
+            raise ValueError(f"execution: expected one of {', '.join(EXECUTIONS)}, got {self.execution!r}")
+        if self.execution == "async" and self.open_loop_steps is None:
+            raise ValueError(
+                "open_loop_steps: execution 'async' needs the rows executed per chunk "
+                f"(at most chunk size - {self.async_latency_steps}), got None"
+            )
+        if self.async_latency_steps < 0:
+            raise ValueError(f"async_latency_steps: expected >= 0, got {self.async_latency_steps}")
         if self.backend not in ("process", "ray"):
             raise ValueError(f"backend: expected 'process' or 'ray', got {self.backend!r}")
 
     def steps_for(self, suite: str) -> int:
         """The policy-step budget of an episode of ``suite``."""
         return self.max_steps if self.max_steps is not None else MAX_STEPS[suite]
+
+    def chunking(self) -> ChunkerConfig | None:
+        """The chunker settings of ``execution``; None = each whole chunk, open loop."""
+        if self.execution == "ensemble":
+            return ChunkerConfig(execute_steps=self.open_loop_steps or 1, ensemble_coeff=_ACT_ENSEMBLE_COEFF)
+        if self.execution == "async":
+            return ChunkerConfig(
+                execute_steps=self.open_loop_steps,
+                prefetch=True,
+                prefetch_margin=self.async_latency_steps,
+                prefetch_lockstep=True,
+            )
+        return None if self.open_loop_steps is None else ChunkerConfig(execute_steps=self.open_loop_steps)
 
     def to_json(self) -> dict[str, Any]:
         """Every field plus the resolved per-suite step budgets."""

@@ -3,9 +3,11 @@ backend and the demo generator.
 
 The env is anything with gymnasium's ``reset(seed=, options=)`` / ``step(action)``
 (``envs.libero_env.LiberoEnv`` or a test double); the policy is a
-``cogvla.policy_api.Policy``. Policy failures (an exception, or an output that is not a
-finite ``(chunk, 7)`` array) end the episode with ``error`` set; env failures propagate,
-because the caller has to throw that env away.
+``cogvla.policy_api.Policy`` whose chunks ``deploy.chunker.ActionChunker`` executes. Policy
+failures (an exception, or an output that is not a finite ``(chunk, 7)`` array) end the
+episode with ``policy_failure`` set. Infrastructure faults propagate: env failures, because
+the caller has to throw that env away, and policy-server faults (``deploy.client.ClientError``),
+because the episode says nothing about the policy and must be run again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from cogvla.policy_api import PolicyOutputError, validate_action_chunk
+from cogvla.policy_api import PolicyOutputError
+from deploy.chunker import ActionChunker, ChunkerConfig
+from deploy.client import ClientError
 
 __all__ = [
     "WAIT_ACTION",
@@ -32,6 +36,8 @@ __all__ = [
 
 # The settle action: hold still with the gripper open.
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+# Re-query only when the current chunk runs out.
+_WHOLE_CHUNK = ChunkerConfig(execute_steps=sys.maxsize)
 # Dims that DART noise perturbs: the 6 arm deltas, never the binary gripper.
 _NOISY_DIMS = slice(0, 6)
 
@@ -62,8 +68,8 @@ class EpisodeSpec:
     # Policy steps after the settle steps; the episode ends earlier on success.
     max_steps: int
     num_wait_steps: int = 10
-    # Rows of each chunk executed before the policy is queried again; None = all.
-    open_loop_steps: int | None = None
+    # How chunks become per-step actions (deploy's chunker); None = each whole chunk, open loop.
+    chunking: ChunkerConfig | None = None
     # DART: std of Gaussian noise on the executed arm deltas (the clean action is what observers see).
     action_noise: float = 0.0
     # Keep acting this many steps after the first success (demos end a little after success).
@@ -74,15 +80,13 @@ class EpisodeSpec:
             raise ValueError(f"max_steps: expected >= 1, got {self.max_steps}")
         if self.num_wait_steps < 0:
             raise ValueError(f"num_wait_steps: expected >= 0, got {self.num_wait_steps}")
-        if self.open_loop_steps is not None and self.open_loop_steps < 1:
-            raise ValueError(f"open_loop_steps: expected None or >= 1, got {self.open_loop_steps}")
         if self.action_noise < 0:
             raise ValueError(f"action_noise: expected >= 0, got {self.action_noise}")
 
 
 @dataclass
 class EpisodeResult:
-    """Outcome of one episode; ``error`` is None unless the policy failed."""
+    """Outcome of one episode; ``policy_failure`` says why the policy failed, None if it did not."""
 
     success: bool
     # Policy steps executed (settle steps excluded).
@@ -90,7 +94,7 @@ class EpisodeResult:
     wall_time_s: float
     num_queries: int
     latency_ms: dict[str, float | None] = field(default_factory=dict)
-    error: str | None = None
+    policy_failure: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -148,7 +152,8 @@ def run_episode(
     _seed_policy_rngs(spec.seed)
     options = {"randomize": True} if spec.init_state_id is None else {"init_state_id": spec.init_state_id}
     obs, _ = env.reset(seed=spec.seed, options=options)
-    policy.reset()
+    chunker = ActionChunker(policy, spec.chunking or _WHOLE_CHUNK)
+    chunker.reset()
     beat()
     for _ in range(spec.num_wait_steps):
         obs, _, _, _, _ = env.step(WAIT_ACTION)
@@ -158,7 +163,7 @@ def run_episode(
     steps = 0
     success = False
     first_success_step: int | None = None
-    error: str | None = None
+    failure: str | None = None
 
     def finished() -> bool:
         if first_success_step is not None and steps - first_success_step >= spec.steps_after_success:
@@ -166,35 +171,34 @@ def run_episode(
         return steps >= spec.max_steps
 
     while not finished():
+        queries = chunker.stats.queries
         try:
-            query_start = time.perf_counter()
-            raw = policy.infer(obs)
-            latencies.append((time.perf_counter() - query_start) * 1e3)
-            chunk = validate_action_chunk(raw)
+            action = chunker.step(obs)
         except PolicyOutputError as exc:
-            error = f"malformed policy output at step {steps}: {exc}"
+            failure = f"malformed policy output at step {steps}: {exc}"
             break
-        except Exception as exc:  # any policy failure is this episode's error, not the run's
-            error = f"policy raised {type(exc).__name__} at step {steps}: {exc}"
+        except ClientError:  # the policy server, not the policy: the worker retries the episode
+            raise
+        except Exception as exc:  # the policy's own crash is this episode's failure, not the run's
+            failure = f"policy raised {type(exc).__name__} at step {steps}: {exc}"
             break
-        rows = chunk if spec.open_loop_steps is None else chunk[: spec.open_loop_steps]
-        for action in rows:
-            for observer in observers:
-                observer(env, obs, action)
-            obs, _, success, _, _ = env.step(_perturb(action, spec.action_noise, noise_rng))
-            steps += 1
-            beat()
-            if success and first_success_step is None:
-                first_success_step = steps
-            if finished():
-                break
+        if chunker.stats.queries > queries:
+            latencies.append(chunker.stats.last_query_ms)
+        for observer in observers:
+            observer(env, obs, action)
+        obs, _, success, _, _ = env.step(_perturb(action, spec.action_noise, noise_rng))
+        steps += 1
+        beat()
+        if success and first_success_step is None:
+            first_success_step = steps
+    chunker.close()
     for observer in observers:
         observer(env, obs, None)
     return EpisodeResult(
-        success=bool(success) and error is None,
+        success=bool(success) and failure is None,
         steps=steps,
         wall_time_s=round(time.perf_counter() - start, 3),
-        num_queries=len(latencies),
+        num_queries=chunker.stats.queries,
         latency_ms=latency_summary(latencies),
-        error=error,
+        policy_failure=failure,
     )

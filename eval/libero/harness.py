@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogvla.normalize import use_suite_stats
 from eval.libero.config import EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
-from eval.libero.results import EpisodeLog, episode_key, summarize
+from eval.libero.results import EpisodeLog, episode_key, is_finished, summarize
 from eval.libero.videos import VideoRecorder, remove_partial_videos, video_stem
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
 from eval.policies import is_oracle, load_policy
@@ -116,7 +117,7 @@ def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
                             seed=config.seed + init_state_id,
                             max_steps=config.steps_for(suite),
                             num_wait_steps=config.num_wait_steps,
-                            open_loop_steps=config.open_loop_steps,
+                            chunking=config.chunking(),
                         ),
                         task_name=task.name,
                         trial=trial,
@@ -135,6 +136,7 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
             job.env_spec.suite, job.env_spec.task_id, job.task_name, job.trial, job.episode.init_state_id
         )
         recorder = VideoRecorder(job.video_dir, stem, fps=job.video_fps)
+    use_suite_stats(policy, job.env_spec.suite)
     try:
         result = run_episode(
             env, policy, job.episode, observers=[recorder] if recorder else (), heartbeat=heartbeat
@@ -144,8 +146,9 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
             recorder.abort()
         raise
     record = result.to_dict()
-    outcome = "error" if result.error else ("success" if result.success else "failure")
-    record["video"] = recorder.finish(outcome) if recorder is not None else None
+    record["outcome"] = "success" if result.success else "failure"
+    record["error"] = None
+    record["video"] = recorder.finish(record["outcome"]) if recorder is not None else None
     return record
 
 
@@ -165,7 +168,9 @@ def _record(job: PlannedEpisode, result: dict[str, Any]) -> dict[str, Any]:
 
 def _error_result(message: str) -> dict[str, Any]:
     return {
+        "outcome": "error",
         "success": False,
+        "policy_failure": None,
         "steps": 0,
         "wall_time_s": 0.0,
         "num_queries": 0,
@@ -220,15 +225,19 @@ def run_eval(
     )
     log = EpisodeLog(out / "episodes.jsonl")
     finished = log.load()
-    todo = [job for job in plan if job.key not in finished]
+    todo = [job for job in plan if not (job.key in finished and is_finished(finished[job.key]))]
     counts = {"n": 0, "success": 0, "error": 0}
     for job in plan:
-        if job.key in finished:
+        if job.key in finished and is_finished(finished[job.key]):
             counts["n"] += 1
-            counts["success"] += int(finished[job.key]["success"])
-            counts["error"] += int(bool(finished[job.key].get("error")))
+            counts["success"] += int(finished[job.key]["outcome"] == "success")
+    rerun = sum(1 for job in todo if job.key in finished)
     logger.info(
-        "%d episodes planned, %d already finished, %d to run", len(plan), len(plan) - len(todo), len(todo)
+        "%d episodes planned, %d already finished, %d to run (%d of them after an infrastructure error)",
+        len(plan),
+        len(plan) - len(todo),
+        len(todo),
+        rerun,
     )
 
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="eval", unit="ep", dynamic_ncols=True)
@@ -242,9 +251,11 @@ def run_eval(
     def write(job: PlannedEpisode, result: dict[str, Any]) -> None:
         record = {**_record(job, result), "finished_at": round(time.time(), 3)}
         log.append(record)
-        counts["n"] += 1
-        counts["success"] += int(record["success"])
-        counts["error"] += int(bool(record["error"]))
+        if is_finished(record):
+            counts["n"] += 1
+            counts["success"] += int(record["outcome"] == "success")
+        else:
+            counts["error"] += 1
         show()
         bar.update(1)
 
@@ -283,6 +294,12 @@ def _make_pool(config: EvalConfig, setup: WorkerSetup) -> Any:
         from eval.libero.ray_backend import RayPool
 
         return RayPool(
-            setup, config.workers, episode_timeout_s=config.episode_timeout_s, address=config.ray_address
+            setup,
+            config.workers,
+            episode_timeout_s=config.episode_timeout_s,
+            max_attempts=config.max_attempts,
+            address=config.ray_address,
         )
-    return WorkerPool(setup, config.workers, hang_timeout_s=config.hang_timeout_s)
+    return WorkerPool(
+        setup, config.workers, hang_timeout_s=config.hang_timeout_s, max_attempts=config.max_attempts
+    )

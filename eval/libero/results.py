@@ -1,9 +1,16 @@
-"""The run's record: an append-only JSONL of finished episodes, and the summary built from it.
+"""The run's record: an append-only JSONL of episodes, and the summary built from it.
 
 Every line is flushed and fsynced as soon as its episode ends, so a killed run loses at
 most the episodes in flight. A line cut short by the kill is dropped when the log is
-reopened, and the summary keeps one record per episode key, so a resumed run summarizes
+reopened, a line that is not a record (``{}``, ``null``, undecodable bytes) is skipped with
+a warning, and the summary keeps one record per episode key, so a resumed run summarizes
 exactly like an uninterrupted one.
+
+Each record has an ``outcome``: ``success`` or ``failure`` for an episode that finished
+(a policy's malformed output or crash is its failure, with ``policy_failure`` saying why),
+or ``error`` for an infrastructure fault (a dead or hung worker, an env crash, an
+unreachable policy server), with ``error`` saying why. Errors are not scored: success rates
+are over finished episodes, and a resumed run runs errored episodes again.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 from eval.stats import wilson_interval
 
-__all__ = ["EpisodeLog", "episode_key", "rate_block", "summarize"]
+__all__ = ["EpisodeLog", "episode_key", "is_finished", "rate_block", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +34,29 @@ def episode_key(suite: str, task_id: int, init_state_id: int | None) -> str:
     return f"{suite}/{task_id}/{init_state_id}"
 
 
+def is_finished(record: Mapping[str, Any]) -> bool:
+    """Whether an episode ran to its end (success or policy failure), not into an infrastructure fault."""
+    return record.get("outcome") in ("success", "failure")
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    if not isinstance(record.get("key"), str):
+        return "expected a string 'key'"
+    if record.get("outcome") not in ("success", "failure", "error"):
+        return f"expected 'outcome' success, failure or error, got {record.get('outcome')!r}"
+    return None
+
+
 class EpisodeLog:
-    """``episodes.jsonl``: one JSON object per finished episode, keyed by ``record["key"]``."""
+    """``episodes.jsonl``: one JSON object per episode, keyed by ``record["key"]``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Finished records by key (the last one wins). Truncates a partial last line."""
+        """Records by key (the last one wins). Truncates a partial last line, skips corrupt ones."""
         if not self.path.exists():
             return {}
         raw = self.path.read_bytes()
@@ -46,13 +68,17 @@ class EpisodeLog:
             with open(self.path, "r+b") as handle:
                 handle.truncate(cut)
         records: dict[str, dict[str, Any]] = {}
-        for number, line in enumerate(raw[:cut].decode().splitlines(), start=1):
+        for number, line in enumerate(raw[:cut].split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                logger.warning("%s:%d: skipping a line that is not JSON", self.path, number)
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problem: str | None = f"not UTF-8 JSON ({type(exc).__name__})"
+            else:
+                problem = _record_problem(record)
+            if problem is not None:
+                logger.warning("%s:%d: skipping a corrupt line (%s); its episode runs again", self.path, number, problem)
                 continue
             records[record["key"]] = record
         return records
@@ -67,16 +93,17 @@ class EpisodeLog:
 
 
 def rate_block(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Success rate with its 95% Wilson interval; errors count as failures and separately."""
+    """Success rate over the finished episodes, with its 95% Wilson interval; errors counted apart."""
     records = list(records)
-    successes = sum(1 for r in records if r["success"])
-    errors = sum(1 for r in records if r.get("error"))
-    low, high = wilson_interval(successes, len(records))
+    finished = [r for r in records if is_finished(r)]
+    successes = sum(1 for r in finished if r["outcome"] == "success")
+    low, high = wilson_interval(successes, len(finished))
     return {
-        "episodes": len(records),
+        "episodes": len(finished),
         "successes": successes,
-        "errors": errors,
-        "success_rate": successes / len(records) if records else 0.0,
+        "policy_failures": sum(1 for r in finished if r.get("policy_failure")),
+        "errors": len(records) - len(finished),
+        "success_rate": successes / len(finished) if finished else 0.0,
         "ci95": [round(low, 4), round(high, 4)],
     }
 
@@ -85,13 +112,15 @@ def summarize(planned_keys: Iterable[str], records: Mapping[str, Mapping[str, An
     """Per-task, per-suite and overall success of the planned episodes that finished.
 
     Returns a dict with ``overall``, ``per_suite`` (by suite name), ``per_task`` (a list),
-    ``missing`` (planned but not finished) and step/latency totals.
+    ``planned``, ``missing`` (planned but not finished: never run, or ended in an error),
+    ``partial`` (whether any are missing), ``mean_task_success_rate`` (the unweighted mean of
+    the per-task rates, beside the pooled ``overall`` rate) and step/latency totals.
     """
     planned = list(planned_keys)
-    done = [records[key] for key in planned if key in records]
+    logged = [records[key] for key in planned if key in records]
     by_suite: dict[str, list[Mapping[str, Any]]] = {}
     by_task: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
-    for record in done:
+    for record in logged:
         by_suite.setdefault(record["suite"], []).append(record)
         by_task.setdefault((record["suite"], record["task_id"]), []).append(record)
     per_task = []
@@ -99,13 +128,18 @@ def summarize(planned_keys: Iterable[str], records: Mapping[str, Mapping[str, An
         per_task.append(
             {"suite": suite, "task_id": task_id, "task_name": items[0]["task_name"], **rate_block(items)}
         )
+    done = [r for r in logged if is_finished(r)]
+    task_rates = [t["success_rate"] for t in per_task if t["episodes"]]
     latencies = [r["latency_ms"]["mean"] for r in done if r.get("latency_ms", {}).get("mean") is not None]
+    missing = len(planned) - len(done)
     return {
-        "overall": rate_block(done),
+        "overall": rate_block(logged),
         "per_suite": {suite: rate_block(items) for suite, items in sorted(by_suite.items())},
         "per_task": per_task,
+        "mean_task_success_rate": round(sum(task_rates) / len(task_rates), 4) if task_rates else None,
         "planned": len(planned),
-        "missing": len(planned) - len(done),
+        "missing": missing,
+        "partial": missing > 0,
         "env_steps": sum(int(r["steps"]) for r in done),
         "episode_wall_time_s": round(sum(float(r["wall_time_s"]) for r in done), 3),
         "mean_query_latency_ms": round(sum(latencies) / len(latencies), 3) if latencies else None,
