@@ -28,6 +28,7 @@ __all__ = [
     "CurveClientKeys",
     "CurveServerKeys",
     "generate_keys",
+    "load_allow_list",
     "start_authenticator",
 ]
 
@@ -117,5 +118,14 @@ def start_authenticator(context: zmq.Context, keys: CurveServerKeys) -> ThreadAu
     """Run the ZAP handler that accepts only the allow-listed client keys (stop() it on exit)."""
     auth = ThreadAuthenticator(context)
     auth.start()
-    auth.configure_curve(domain="*", location=str(keys.allow_dir))
+    load_allow_list(auth, keys)
     return auth
+
+
+def load_allow_list(auth: ThreadAuthenticator, keys: CurveServerKeys) -> int:
+    """(Re)read the allow-list folder into ``auth``; returns how many client keys it holds.
+
+    Takes effect for the next handshake; connected clients keep their session.
+    """
+    auth.configure_curve(domain="*", location=str(keys.allow_dir))
+    return len(auth.certs.get("*", {}))

@@ -38,6 +38,7 @@ __all__ = [
     "ClientError",
     "DeadlineExceeded",
     "MalformedReply",
+    "NotReady",
     "Overloaded",
     "PolicyClient",
     "ProtocolMismatch",
@@ -95,6 +96,10 @@ class ProtocolMismatch(ServerError):
     """Client and server speak different protocol versions."""
 
 
+class NotReady(ServerError):
+    """The server is up but still loading its model; ``wait_ready`` waits for it."""
+
+
 _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.BAD_REQUEST.value: BadRequest,
     ErrorCode.DECODE_ERROR.value: BadRequest,
@@ -102,11 +107,18 @@ _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.OVERLOADED.value: Overloaded,
     ErrorCode.DEADLINE_EXCEEDED.value: DeadlineExceeded,
     ErrorCode.VERSION_MISMATCH.value: ProtocolMismatch,
+    ErrorCode.LOADING.value: NotReady,
 }
 
 
 def _normalize_endpoint(endpoint: str) -> str:
-    return endpoint if "://" in endpoint else f"tcp://{endpoint}"
+    """``HOST:PORT`` or ``tcp://HOST:PORT`` as a ZeroMQ address; other transports pass as given."""
+    address = endpoint if "://" in endpoint else f"tcp://{endpoint}"
+    if address.startswith("tcp://"):
+        host, _, port = address[len("tcp://") :].rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"endpoint: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555), got {endpoint!r}")
+    return address
 
 
 class PolicyClient(Policy):
@@ -166,9 +178,29 @@ class PolicyClient(Policy):
         return dict(self._metadata)
 
     def ping(self) -> dict[str, Any]:
-        """Liveness plus queue statistics."""
+        """Liveness plus queue statistics; ``state`` is ``"loading"`` until the model is ready."""
         result, _ = self._call("ping")
         return result
+
+    def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> dict[str, Any]:
+        """Ping until the server's state is ``ready``; returns that ping's result.
+
+        Raises ``ServerTimeout`` if no server answers, ``NotReady`` if it is still loading
+        after ``timeout_s``.
+        """
+        give_up = time.monotonic() + timeout_s
+        while True:
+            status = self.ping()
+            if status.get("state", "ready") == "ready":
+                return status
+            if time.monotonic() >= give_up:
+                raise NotReady(
+                    {
+                        "code": ErrorCode.LOADING.value,
+                        "message": f"{self.endpoint} still loading its model after {timeout_s:g} s",
+                    }
+                )
+            time.sleep(poll_s)
 
     def close(self) -> None:
         """Close the socket; the client reconnects if used again."""

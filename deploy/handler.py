@@ -4,6 +4,9 @@ The ZeroMQ server hands every received payload to ``RequestHandler.handle`` toge
 with a ``reply`` callable; ``metadata``, ``ping`` and ``reset`` are answered before
 ``handle`` returns, ``infer`` is answered later from the batching worker thread. Nothing a
 client sends can raise out of ``handle``: every failure becomes a typed error reply.
+
+A handler made without a core answers ``ping`` with ``state: "loading"`` and every other
+endpoint with a ``loading`` error, so a server can listen while its model loads.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ ReplyFn = Callable[[bytes], None]
 MAX_DEADLINE_MS = 3_600_000.0
 _MAX_SESSION_CHARS = 256
 _MAX_ID_CHARS = 256
+# An unknown endpoint name is echoed in the error reply up to this length.
+_MAX_ENDPOINT_CHARS = 64
 # Undecodable requests are recorded as their first bytes only.
 _RAW_RECORD_BYTES = 4096
 
@@ -64,7 +69,7 @@ class RequestHandler:
 
     def __init__(
         self,
-        core: InferenceCore,
+        core: InferenceCore | None,
         *,
         info: Mapping[str, Any] | None = None,
         recorder: Recorder | None = None,
@@ -74,8 +79,18 @@ class RequestHandler:
         self._info = {**server_info(), **(info or {})}
         self._started = time.monotonic()
 
+    def announce(self, info: Mapping[str, Any]) -> None:
+        """Add ``info`` (e.g. the transport's limits) to the ``metadata`` result."""
+        self._info = {**self._info, **info}
+
+    def ready(self, core: InferenceCore, info: Mapping[str, Any] | None = None) -> None:
+        """Start serving ``core``: requests other than ``ping`` are answered from now on."""
+        self.announce(info or {})
+        self.core = core
+
     def metadata(self) -> dict[str, Any]:
-        """The ``metadata`` endpoint's result."""
+        """The ``metadata`` endpoint's result (only once a core is attached)."""
+        assert self.core is not None
         return {**self.core.metadata(), **self._info}
 
     def handle(
@@ -96,12 +111,26 @@ class RequestHandler:
         try:
             message = decode(payload, attachments)
             request_id = _echoable_id(message)
-            endpoint, session = self._envelope(message, request_id, session)
+            endpoint = _readable_endpoint(message)
+            session = self._envelope(message, request_id, session)
+            if self.core is None and endpoint != "ping":
+                raise RequestError(
+                    ErrorCode.LOADING,
+                    "the server is still loading its model; retry once ping's state is 'ready'",
+                    field="endpoint",
+                    expected="ping while loading",
+                    actual=repr(endpoint),
+                )
             if endpoint == "infer":
                 self._submit(message, request_id, session, received, reply)
                 return
             result = self._answer_now(endpoint, session)
             self._send(reply, ok_reply(endpoint, request_id, result), message, payload, session)
+        except DecodeError as err:
+            # An array was malformed but the envelope may still be readable.
+            readable = err.request
+            reply_to = (_readable_endpoint(readable), _echoable_id(readable))
+            self._send(reply, error_reply(*reply_to, err), message, payload, session)
         except RequestError as err:
             self._send(reply, error_reply(endpoint, request_id, err), message, payload, session)
         except Exception as exc:  # a server bug must still produce an answer, not a dead socket
@@ -109,9 +138,9 @@ class RequestHandler:
             err = RequestError(ErrorCode.INTERNAL_ERROR, f"server error: {type(exc).__name__}: {exc}")
             self._send(reply, error_reply(endpoint, request_id, err), message, payload, session)
 
-    def _envelope(self, message: Any, request_id: Any, default_session: str) -> tuple[str, str]:
+    def _envelope(self, message: Any, request_id: Any, default_session: str) -> str:
         """Check the envelope (``request_id``: its echoable id, from ``_echoable_id``); returns
-        ``(endpoint, session)``."""
+        the session."""
         if not isinstance(message, dict):
             raise DecodeError(
                 "a request must be a msgpack map",
@@ -156,7 +185,7 @@ class RequestHandler:
                 f"1..{_MAX_SESSION_CHARS} chars",
                 repr(session)[:80],
             )
-        return endpoint, session
+        return session
 
     def _answer_now(self, endpoint: str, session: str) -> dict[str, Any]:
         if endpoint == "metadata":
@@ -164,10 +193,11 @@ class RequestHandler:
         if endpoint == "reset":
             return self.core.reset_session(session)
         return {
+            "state": "loading" if self.core is None else "ready",
             "server_time": time.time(),
             "uptime_s": time.monotonic() - self._started,
             "protocol_version": PROTOCOL_VERSION,
-            **self.core.stats(),
+            **(self.core.stats() if self.core is not None else {}),
         }
 
     def _submit(
@@ -223,6 +253,12 @@ class RequestHandler:
             self.recorder.record(
                 {"time": time.time(), "session": session, "request": request, "reply": answer}
             )
+
+
+def _readable_endpoint(message: Any) -> str | None:
+    """The request's ``endpoint`` if it is a string short enough to echo, else None."""
+    endpoint = message.get("endpoint") if isinstance(message, dict) else None
+    return endpoint if isinstance(endpoint, str) and len(endpoint) <= _MAX_ENDPOINT_CHARS else None
 
 
 def _echoable_id(message: Any) -> Any:

@@ -91,6 +91,7 @@ class ErrorCode(str, enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"
+    LOADING = "loading"
 
 
 class RequestError(ValueError):
@@ -124,10 +125,15 @@ class RequestError(ValueError):
 
 
 class DecodeError(RequestError):
-    """Bytes that are not a valid protocol message (truncated msgpack, malformed array, ...)."""
+    """Bytes that are not a valid protocol message (truncated msgpack, malformed array, ...).
+
+    ``request`` is the message read with its arrays left as maps, when the msgpack itself was
+    valid, so that a reply can still echo the request's ``id`` and ``endpoint``.
+    """
 
     def __init__(self, message: str, **details: str | None) -> None:
         super().__init__(ErrorCode.DECODE_ERROR, message, **details)
+        self.request: Any = None
 
 
 def _wire_data(array: np.ndarray) -> tuple[Buffer, str]:
@@ -237,9 +243,47 @@ def _array_hook(attachments: Sequence[Buffer], used: set[int]) -> Callable[[dict
     """msgpack ``object_hook`` turning array maps into arrays; records the attachments they name."""
 
     def hook(obj: dict[str, Any]) -> Any:
-        return _decode_array(obj, attachments, used) if ARRAY_MARKER in obj else obj
+        if ARRAY_MARKER not in obj:
+            return obj
+        if obj[ARRAY_MARKER] is not True:
+            raise DecodeError(
+                f"{ARRAY_MARKER} marks an array only when it is true",
+                field=ARRAY_MARKER,
+                expected="true",
+                actual=repr(obj[ARRAY_MARKER])[:40],
+            )
+        return _decode_array(obj, attachments, used)
 
     return hook
+
+
+def _locate(err: DecodeError, buffer: Buffer, attachments: Sequence[Buffer]) -> DecodeError:
+    """Prefix ``err.field`` with the path of the array it is about (``obs.image.dtype``) and keep
+    the message as a plain map in ``err.request``; runs only on the error path."""
+    try:
+        plain = msgpack.unpackb(buffer, raw=False, use_list=True)
+    except Exception:  # the array was not the only fault; the field stays as it is
+        return err
+    err.request = plain
+    path = _failing_array(plain, _array_hook(attachments, set()), "")
+    if path:
+        err.field = f"{path}.{err.field}"
+    return err
+
+
+def _failing_array(node: Any, hook: Callable[[dict[str, Any]], Any], path: str) -> str | None:
+    """The dotted path of the first array map in ``node`` that ``hook`` refuses, in decode order."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found = _failing_array(child, hook, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    if isinstance(node, dict) and ARRAY_MARKER in node:
+        try:
+            hook(node)
+        except DecodeError:
+            return path
+    return None
 
 
 def encode(obj: Any) -> bytes:
@@ -286,17 +330,19 @@ def decode(buffer: Buffer, attachments: Sequence[Buffer] = ()) -> Any:
         message = msgpack.unpackb(
             buffer, object_hook=_array_hook(attachments, used), raw=False, use_list=True
         )
-    except DecodeError:
-        raise
+    except DecodeError as err:
+        raise _locate(err, buffer, attachments) from None
     except Exception as exc:  # msgpack signals truncation, bad UTF-8, deep nesting... with several types
         raise DecodeError(f"payload is not a valid msgpack message: {exc}", field="payload") from exc
     if len(used) != len(attachments):
-        raise DecodeError(
+        err = DecodeError(
             "every frame after the message must be an array's attachment",
             field="frames",
             expected=f"{len(attachments)} attachments named by arrays",
             actual=f"{len(used)} named",
         )
+        err.request = message
+        raise err
     return message
 
 

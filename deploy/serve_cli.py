@@ -7,8 +7,11 @@
     cogvla serve --curve-dir keys/ --host 0.0.0.0
     cogvla serve --websocket-port 8000            # also answer openpi-client on ws://127.0.0.1:8000
 
-Stops cleanly on SIGINT/SIGTERM: the running batch finishes, queued requests are answered
-``shutting_down``, sockets close.
+The port is bound before the model loads, so a port in use fails at once; until the model
+is ready, ``cogvla ping`` reports ``"state": "loading"`` (``cogvla ping --wait 600`` waits
+for ``ready``). Stops cleanly on SIGINT/SIGTERM: the running batch finishes, queued requests
+are answered ``shutting_down``, sockets close. With ``--curve-dir``, SIGHUP re-reads the
+allow-list (``kill -HUP PID`` after adding a client key) without a restart.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def load_policy(checkpoint: Path | None, device: str = "cpu") -> tuple[Any, str]
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``cogvla serve``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cogvla.cli import check_device
     from deploy.auth import CurveServerKeys, generate_keys
 
     if args.gen_keys is not None:
@@ -102,47 +106,62 @@ def run(args: argparse.Namespace) -> int:
     zmq_config = ZmqServerConfig(
         host=args.host, port=args.port, max_message_bytes=int(args.max_message_mb * 1024 * 1024), curve=curve
     )
-    # Decoded arrays are read-only views on the message; the model only reads them.
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    retain_freed_memory()
-    policy, weights = load_policy(args.checkpoint, args.device)
-    core = InferenceCore(policy, batching)
-    core.warmup()
-    # Everything alive now (torch, the model) lives as long as the process; frozen objects
-    # are skipped by later full collections, whose pauses would land on request latencies.
-    gc.collect()
-    gc.freeze()
-    core.start()
     recorder = Recorder(args.record) if args.record is not None else None
-    handler = RequestHandler(core, info={"weights": weights}, recorder=recorder)
-    server = ZmqPolicyServer(handler, zmq_config)
-    front = None
-    if args.websocket_port is not None:
-        from deploy.websocket_front import WebSocketFront
-
-        front = WebSocketFront(core, args.host, args.websocket_port, zmq_config.max_message_bytes).start()
+    # Bound before the model loads: a port in use fails now, not after a long load, and
+    # `cogvla ping` answers state "loading" meanwhile.
+    handler = RequestHandler(None, recorder=recorder)
+    server = ZmqPolicyServer(handler, zmq_config).start()
+    stopping = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
         logger.info("received %s, shutting down", signal.Signals(signum).name)
-        server.stop()
+        stopping.set()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-    meta = handler.metadata()
-    logger.info(
-        "policy %s (%s), chunk %s, serving on %s",
-        meta.get("name"),
-        weights,
-        meta.get("chunk_size"),
-        server.endpoint,
-    )
+    def reload_keys(_signum: int, _frame: Any) -> None:
+        logger.info("SIGHUP: allow-list reloaded, %d client keys", server.reload_allow_list())
+
+    logger.info("listening on %s; loading the model", server.endpoint)
+    core = front = None
     try:
-        server.serve_forever()
+        check_device(args.device)
+        # Decoded arrays are read-only views on the message; the model only reads them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        retain_freed_memory()
+        policy, weights = load_policy(args.checkpoint, args.device)
+        core = InferenceCore(policy, batching)
+        core.warmup()
+        # Everything alive now (torch, the model) lives as long as the process; frozen objects
+        # are skipped by later full collections, whose pauses would land on request latencies.
+        gc.collect()
+        gc.freeze()
+        core.start()
+        handler.ready(core, {"weights": weights})
+        if args.websocket_port is not None:
+            from deploy.websocket_front import WebSocketFront
+
+            front = WebSocketFront(core, args.host, args.websocket_port, zmq_config.max_message_bytes).start()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, request_stop)
+            signal.signal(signal.SIGTERM, request_stop)
+            if curve is not None:
+                signal.signal(signal.SIGHUP, reload_keys)
+        meta = handler.metadata()
+        logger.info(
+            "ready: policy %s (%s), chunk %s, serving on %s",
+            meta.get("name"),
+            weights,
+            meta.get("chunk_size"),
+            server.endpoint,
+        )
+        # A timed wait: a signal handler runs between the waits, never inside a blocked one.
+        while not stopping.wait(0.5) and server.running():
+            pass
     finally:
+        server.stop()
         if front is not None:
             front.stop()
-        core.stop()
+        if core is not None:
+            core.stop()
         if recorder is not None:
             recorder.close()
             logger.info("recorded %d messages to %s", recorder.written, recorder.path)

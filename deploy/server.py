@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from deploy.auth import CurveServerKeys, start_authenticator
+from deploy.auth import CurveServerKeys, load_allow_list, start_authenticator
 from deploy.handler import RequestHandler
 from deploy.protocol import DecodeError, encode, error_reply
 
@@ -86,8 +86,8 @@ class ZmqPolicyServer:
         config: ZmqServerConfig | None = None,
         context: zmq.Context | None = None,
     ) -> None:
-        self.handler = handler
         self.config = config or ZmqServerConfig()
+        self.set_handler(handler)
         self._context = context or zmq.Context.instance()
         self._auth = start_authenticator(self._context, self.config.curve) if self.config.curve else None
         self._socket = self._context.socket(zmq.ROUTER)
@@ -112,6 +112,17 @@ class ZmqPolicyServer:
         self._io_thread_id: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def set_handler(self, handler: RequestHandler) -> None:
+        """Answer requests with ``handler`` from the next one on (e.g. once a model has loaded)."""
+        handler.announce({"max_message_bytes": self.config.max_message_bytes})
+        self.handler = handler
+
+    def reload_allow_list(self) -> int:
+        """Re-read the CURVE allow-list folder without a restart; returns the number of client keys."""
+        if self._auth is None or self.config.curve is None:
+            raise ValueError("reload_allow_list: this server does not use CURVE (start it with --curve-dir)")
+        return load_allow_list(self._auth, self.config.curve)
 
     # -- lifecycle -----------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -140,6 +151,10 @@ class ZmqPolicyServer:
         self._thread = threading.Thread(target=self.serve_forever, name="cogvla-zmq-io", daemon=True)
         self._thread.start()
         return self
+
+    def running(self) -> bool:
+        """Whether the I/O loop started by ``start`` is still running."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the I/O loop to exit and wait for it (if it runs in a thread started by ``start``)."""

@@ -18,6 +18,10 @@ ORACLE = "oracle"
 # How long a remote query may take before the episode is recorded as an error; CPU
 # inference of the full model takes seconds, so this is generous.
 _REMOTE_TIMEOUT_MS = 120_000
+# The health check before an evaluation: a dead address fails in seconds, not per episode.
+_PING_TIMEOUT_MS = 2_000
+# A server still loading its model (a 7B load takes minutes) is waited for this long.
+_READY_WAIT_S = 600.0
 
 
 class PolicySpecError(ValueError):
@@ -30,13 +34,14 @@ def is_oracle(spec: str) -> bool:
 
 
 def check_policy_spec(spec: str) -> str:
-    """Validate ``spec`` cheaply (nothing is loaded) and return it normalized."""
+    """Validate ``spec`` cheaply (nothing is loaded, a server is pinged) and return it normalized."""
     if is_oracle(spec):
         return spec
     if spec.startswith("tcp://"):
         host, _, port = spec[len("tcp://") :].rpartition(":")
         if not host or not port.isdigit():
             raise PolicySpecError(f"policy: expected tcp://HOST:PORT, got {spec!r}")
+        _check_server(spec)
         return spec
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
@@ -45,6 +50,18 @@ def check_policy_spec(spec: str) -> str:
             f"got {spec!r}"
         )
     return str(path.resolve())
+
+
+def _check_server(endpoint: str) -> None:
+    from deploy.client import ClientError, PolicyClient
+
+    with PolicyClient(endpoint, timeout_ms=_PING_TIMEOUT_MS, retries=1) as client:
+        try:
+            client.wait_ready(_READY_WAIT_S)
+        except ClientError as exc:
+            raise PolicySpecError(
+                f"policy: {endpoint} is not a ready policy server ({exc}); check it with `cogvla ping {endpoint}`"
+            ) from None
 
 
 def load_policy(spec: str) -> Policy:

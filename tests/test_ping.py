@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zmq
 
 from cogvla.cli import main
 from cogvla.policy_api import Policy
-from deploy.client import PolicyClient, ServerTimeout
+from deploy.client import NotReady, PolicyClient, ServerTimeout
 from deploy.core import InferenceCore
 from deploy.handler import RequestHandler
 from deploy.server import ZmqPolicyServer, ZmqServerConfig
@@ -96,7 +97,7 @@ def test_serve_answers_ping_and_stops_cleanly_on_sigterm() -> None:
                     break
                 except ServerTimeout:
                     continue
-        result = cogvla("ping", endpoint, "--timeout-ms", "5000")
+        result = cogvla("ping", endpoint, "--timeout-ms", "5000", "--wait", "120")
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["protocol_version"] == 1 and report["action_dim"] == 7 and report["chunk_size"] >= 1
@@ -109,3 +110,40 @@ def test_serve_answers_ping_and_stops_cleanly_on_sigterm() -> None:
             server.wait()
     assert server.returncode == 0, log
     assert "received SIGTERM, shutting down" in log and "stopped:" in log
+
+
+def test_a_loading_server_answers_ping_loading_and_refuses_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = RequestHandler(None)
+    server = ZmqPolicyServer(handler, ZmqServerConfig(port=0)).start()
+    core = InferenceCore(ZeroPolicy()).start()
+    try:
+        with PolicyClient(server.endpoint, timeout_ms=2000, retries=0) as client:
+            assert client.ping()["state"] == "loading"
+            with pytest.raises(NotReady, match="still loading") as info:
+                client.metadata()
+            assert info.value.code == "loading"
+            assert main(["ping", server.endpoint]) == 3
+            assert json.loads(capsys.readouterr().out)["ping"]["state"] == "loading"
+            handler.ready(core, {"weights": "none"})
+            assert client.ping()["state"] == "ready"
+            assert client.metadata()["max_message_bytes"] == ZmqServerConfig().max_message_bytes
+            image = np.zeros((224, 224, 3), np.uint8)
+            obs = {"image": image, "wrist_image": image, "state": np.zeros(8, np.float32), "prompt": "go"}
+            assert client.infer(obs).shape == (3, 7)
+    finally:
+        server.stop()
+        core.stop()
+
+
+def test_serve_on_a_port_in_use_fails_at_once_in_one_line() -> None:
+    taken = zmq.Context.instance().socket(zmq.ROUTER)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        result = cogvla("serve", "--port", str(port))
+    finally:
+        taken.close(linger=0)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"cogvla serve: error: Address already in use (addr='tcp://127.0.0.1:{port}')"
+    )
+    assert "Traceback" not in result.stderr and "loading the model" not in result.stderr

@@ -74,11 +74,11 @@ def _array_map(**fields: object) -> dict:
 @pytest.mark.parametrize(
     ("message", "attachments", "field", "match"),
     [
-        ({"a": _array_map(attachment=1)}, [b"\0" * 8], "attachment", "does not name a frame"),
-        ({"a": _array_map(attachment=0)}, [], "attachment", "does not name a frame"),
-        ({"a": _array_map(attachment="0")}, [b"\0" * 8], "attachment", "does not name a frame"),
-        ({"a": _array_map(attachment=0, data=b"\0" * 8)}, [b"\0" * 8], "attachment", "not both"),
-        ({"a": _array_map(attachment=0)}, [b"\0" * 7], "data", "length does not match"),
+        ({"a": _array_map(attachment=1)}, [b"\0" * 8], "a.attachment", "does not name a frame"),
+        ({"a": _array_map(attachment=0)}, [], "a.attachment", "does not name a frame"),
+        ({"a": _array_map(attachment="0")}, [b"\0" * 8], "a.attachment", "does not name a frame"),
+        ({"a": _array_map(attachment=0, data=b"\0" * 8)}, [b"\0" * 8], "a.attachment", "not both"),
+        ({"a": _array_map(attachment=0)}, [b"\0" * 7], "a.data", "length does not match"),
         ({"a": _array_map(data=b"\0" * 8)}, [b"\0" * 8], "frames", "must be an array's attachment"),
         ({"a": 1}, [b""] * 65, "frames", "too many frames"),
     ],
@@ -205,3 +205,24 @@ def test_decode_stream_reads_back_to_back_messages() -> None:
     items = list(decode_stream(stream))
     assert [item["i"] for item in items] == [0, 1, 2, 3]
     np.testing.assert_array_equal(items[3]["a"], [3, 3, 3])
+
+
+@pytest.mark.parametrize("marker", [False, 1, 0, "true", None, [True]])
+def test_array_marker_must_be_exactly_true(marker: object) -> None:
+    payload = msgpack.packb({"x": {ARRAY_MARKER: marker, "dtype": "<f4", "shape": [1], "data": b"\0" * 4}})
+    with pytest.raises(DecodeError, match="only when it is true") as info:
+        decode(payload)
+    assert info.value.field == f"x.{ARRAY_MARKER}" and info.value.expected == "true"
+
+
+def test_decode_error_names_the_array_path_and_keeps_the_envelope() -> None:
+    good = {ARRAY_MARKER: True, "dtype": "<f4", "shape": [1], "data": b"\0" * 4}
+    bad = {**good, "dtype": ">f4"}
+    message = {"v": 1, "endpoint": "infer", "id": 9, "obs": {"state": good, "image": bad, "l": [good, bad]}}
+    with pytest.raises(DecodeError, match="send little-endian") as info:
+        decode(msgpack.packb(message))
+    assert info.value.field == "obs.image.dtype"
+    assert info.value.request["endpoint"] == "infer" and info.value.request["id"] == 9
+    with pytest.raises(DecodeError) as info:
+        decode(msgpack.packb({"v": 1, "obs": {"cams": [good, {**good, "shape": [2]}]}}))
+    assert info.value.field == "obs.cams.1.data"

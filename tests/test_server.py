@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -151,13 +152,13 @@ BAD_REQUESTS = {
             b"\0" * (SIDE * SIDE * 3),
         ],
         "decode_error",
-        "attachment",
+        "obs.wrist_image.attachment",
         "1",
     ),
     "attachment_too_short": (
         [*encode_frames({"v": 1, "endpoint": "infer", "obs": make_obs()}, min_bytes=0)[:3], b"\0" * 16],
         "decode_error",
-        "data",
+        "obs.state.data",
         "16 bytes",
     ),
     "unnamed_attachment": ([infer_payload(make_obs()), b"extra"], "decode_error", "frames", "0 named"),
@@ -170,8 +171,14 @@ BAD_REQUESTS = {
             }
         ),
         "decode_error",
-        "dtype",
+        "obs.state.dtype",
         "'>f4'",
+    ),
+    "false_array_marker": (
+        infer_payload({**make_obs(), "state": {"__ndarray__": False, "dtype": "<f4", "shape": [8], "data": b"\0" * 32}}),
+        "decode_error",
+        "obs.state.__ndarray__",
+        "False",
     ),
 }
 
@@ -193,6 +200,12 @@ def test_bad_input_gets_typed_error_then_good_request_works(echo_server: Any, ca
     if actual is not None:
         assert actual in reply["error"]["actual"]
     assert reply["error"]["message"]
+    # The reply names the endpoint whenever the request's envelope could be read.
+    try:
+        sent = msgpack.unpackb(payload[0] if isinstance(payload, list) else payload)
+    except Exception:
+        sent = None
+    assert reply["endpoint"] == (sent.get("endpoint") if isinstance(sent, dict) else None)
     with PolicyClient(server.endpoint, timeout_ms=2000) as client:
         np.testing.assert_array_equal(client.infer(make_obs(3.0, 4.0))[0, :2], [3.0, 4.0])
 
@@ -209,7 +222,7 @@ def test_large_images_travel_as_attachments_to_the_right_arrays(echo_server: Any
     np.testing.assert_array_equal(reply["result"]["actions"][0, :2], [1.0, 2.0])
     # The wrist image is the second attachment: swapping the frames swaps the shapes the server sees.
     swapped = [bytes(frames[0]), bytes(frames[2]), bytes(frames[1])]
-    assert raw_call(server.endpoint, swapped)["error"]["field"] == "data"
+    assert raw_call(server.endpoint, swapped)["error"]["field"] == "obs.image.data"
     with PolicyClient(server.endpoint, timeout_ms=2000) as client:
         np.testing.assert_array_equal(client.infer(obs)[0, :2], [1.0, 2.0])
 
@@ -557,3 +570,17 @@ def test_server_survives_random_garbage(echo_server: Any) -> None:
         sock.close()
     with PolicyClient(server.endpoint, timeout_ms=2000) as client:
         assert client.infer(make_obs(8.0))[0, 0] == 8.0
+
+
+def test_allow_list_reload_admits_a_new_client_without_a_restart(tmp_path: Path) -> None:
+    paths = generate_keys(tmp_path, clients=("robot",))
+    later = generate_keys(tmp_path / "later", clients=("arm",))
+    arm = CurveClientKeys.from_files(paths["server_public"], later["arm_secret"])
+    with serving(EchoPolicy(), curve=CurveServerKeys.from_dir(tmp_path)) as (server, _):
+        with PolicyClient(server.endpoint, timeout_ms=300, retries=0, curve=arm) as client:
+            with pytest.raises(ServerTimeout):
+                client.ping()
+        Path(later["arm_public"]).rename(tmp_path / "authorized_clients" / "arm.key")
+        assert server.reload_allow_list() == 2
+        with PolicyClient(server.endpoint, timeout_ms=3000, curve=arm) as client:
+            assert client.infer(make_obs(5.0))[0, 0] == 5.0
