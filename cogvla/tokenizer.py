@@ -12,7 +12,9 @@ Special ids of trained tokenizers follow Llama where it matters to the model:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +55,9 @@ def libero_instructions(suites: Sequence[str] = LIBERO_SUITES) -> list[str]:
         raise ValueError(f"suites: expected names from {sorted(registry)}, got unknown {unknown}")
     instructions = set()
     for name in suites:
-        suite = registry[name]()
+        # A benchmark prints its task order to stdout, where CLIs write their JSON results.
+        with contextlib.redirect_stdout(sys.stderr):
+            suite = registry[name]()
         instructions.update(suite.get_task(i).language for i in range(suite.n_tasks))
     return sorted(instructions)
 
