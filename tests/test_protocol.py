@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 
+from deploy.handler import RequestHandler
 from deploy.protocol import (
     ARRAY_MARKER,
     PROTOCOL_VERSION,
@@ -226,3 +228,18 @@ def test_decode_error_names_the_array_path_and_keeps_the_envelope() -> None:
     with pytest.raises(DecodeError) as info:
         decode(msgpack.packb({"v": 1, "obs": {"cams": [good, {**good, "shape": [2]}]}}))
     assert info.value.field == "obs.cams.1.data"
+
+
+def _documented_error_reply() -> bytes:
+    text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    section = text[text.index("### An error reply") :]
+    dump = section[section.index("```") + 3 :]
+    return bytes.fromhex(dump[: dump.index("```")].replace("\n", " "))
+
+
+def test_the_documented_error_reply_is_what_the_server_sends() -> None:
+    replies: list[bytes] = []
+    RequestHandler(None).handle(
+        encode({"v": 1, "endpoint": "act", "id": 7}), peer="doc", received=0.0, reply=replies.append
+    )
+    assert replies == [_documented_error_reply()]

@@ -584,3 +584,43 @@ def test_allow_list_reload_admits_a_new_client_without_a_restart(tmp_path: Path)
         assert server.reload_allow_list() == 2
         with PolicyClient(server.endpoint, timeout_ms=3000, curve=arm) as client:
             assert client.infer(make_obs(5.0))[0, 0] == 5.0
+
+
+def test_dealer_replies_can_overtake_and_are_matched_by_id() -> None:
+    policy = EchoPolicy(delay_s=0.3)
+    with serving(policy) as (server, _):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(server.endpoint)
+        try:
+            sock.send_multipart([b"", infer_payload(make_obs(6.0))])
+            assert policy.running.wait(5)
+            sock.send_multipart([b"", encode({"v": 1, "endpoint": "ping", "id": 2})])
+            replies = []
+            for _ in range(2):
+                assert sock.poll(5000)
+                replies.append(decode(sock.recv_multipart()[1]))
+        finally:
+            sock.close()
+    assert [reply["id"] for reply in replies] == [2, 1], "the ping overtakes the infer in flight"
+    assert replies[1]["result"]["actions"][0, 0] == 6.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "field"),
+    [
+        (infer_payload(make_obs(prompt="x" * 2049)), "bad_request", "obs.prompt"),
+        (infer_payload(make_obs(prompt=" \t\n")), "bad_request", "obs.prompt"),
+        (
+            infer_payload({**make_obs(), "state": {"__ndarray__": True, "dtype": "<f4", "shape": [1] * 33, "data": b"\0" * 4}}),
+            "decode_error",
+            "obs.state.shape",
+        ),
+    ],
+    ids=["long-prompt", "blank-prompt", "33-dims"],
+)
+def test_documented_limits_are_enforced(echo_server: Any, payload: bytes, code: str, field: str) -> None:
+    server, _ = echo_server
+    reply = raw_call(server.endpoint, payload)
+    assert reply is not None and reply["error"]["code"] == code and reply["error"]["field"] == field
+    assert raw_call(server.endpoint, infer_payload(make_obs(prompt="x" * 2048)))["status"] == "ok"
