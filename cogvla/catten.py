@@ -70,16 +70,21 @@ def attend(
     *,
     catten: bool,
     impl: Literal["split", "mask"] = "split",
+    padded: bool | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention under the CAtten (or all-to-all) pattern.
 
     Shapes: ``query (B, H, S, d)``, ``key``/``value (B, H_kv, S, d)``, ``valid (B, S)`` bool
     -> ``(B, H, S, d)``.
+
+    ``padded`` says whether ``valid`` has a False entry. False lets the kernels skip the
+    key mask; True is always correct. None reads it from ``valid``, which costs a
+    host-device sync, so the model decides it once per forward and passes it down.
     """
+    all_valid = bool(valid.all()) if padded is None else not padded
     if flash_available(query) and impl == "split":
-        return _flash_attend(query, key, value, valid, num_action, catten=catten)
+        return _flash_attend(query, key, value, valid, num_action, catten=catten, all_valid=all_valid)
     gqa = query.shape[1] != key.shape[1]
-    all_valid = bool(valid.all())
     key_mask = None if all_valid else valid[:, None, None, :]
     if not catten:
         return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, enable_gqa=gqa)
@@ -111,12 +116,13 @@ def _flash_attend(
     num_action: int,
     *,
     catten: bool,
+    all_valid: bool,
 ) -> torch.Tensor:
     # flash-attn wants (B, S, H, d); pads are packed away with the varlen kernels
     q, k, v = (t.transpose(1, 2) for t in (query, key, value))
     batch, seq = valid.shape
     prefix = seq - num_action
-    if bool(valid.all()):
+    if all_valid:
         if not catten:
             out = flash_attn_func(q, k, v, causal=False)
         else:

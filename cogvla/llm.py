@@ -50,6 +50,9 @@ class SequenceLayout:
     # actions + stop, at the very end
     num_action_block: int
     vision_start: int = 1
+    # whether any position is a pad; True is always correct, False lets attention skip the
+    # key mask. A Python bool, so no layer has to read the mask back from the device.
+    padded: bool = True
 
     @property
     def vision(self) -> slice:
@@ -117,7 +120,7 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         valid: torch.Tensor,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
-        num_action_block: int,
+        layout: SequenceLayout,
         mlp_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         attn = self.self_attn
@@ -128,7 +131,16 @@ class DecoderLayer(nn.Module):
         v = attn.v_proj(h).view(shape).transpose(1, 2)
         # RoPE in the projections' dtype, so bf16 autocast keeps q/k/v in one dtype (flash-attn needs it)
         q, k = apply_rotary_pos_emb(q, k, *(table.to(q.dtype) for table in cos_sin))
-        o = attend(q, k, v, valid, num_action_block, catten=self.catten, impl=self.attention_impl)
+        o = attend(
+            q,
+            k,
+            v,
+            valid,
+            layout.num_action_block,
+            catten=self.catten,
+            impl=self.attention_impl,
+            padded=layout.padded,
+        )
         x = x + attn.o_proj(o.transpose(1, 2).flatten(2))
         m = self.mlp(self.post_attention_layernorm(x))
         if mlp_scale is not None:
@@ -138,7 +150,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, inputs: LayerInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         layout = inputs.layout
         if self.router is None:
-            return self._block(x, inputs.valid, inputs.cos_sin, layout.num_action_block), None
+            return self._block(x, inputs.valid, inputs.cos_sin, layout), None
         normed = self.input_layernorm(x)
         cond = masked_mean(normed, inputs.cond_mask)
         probs = self.router(normed, cond, layout.vision)
@@ -148,7 +160,7 @@ class DecoderLayer(nn.Module):
             gather_tokens(x, index),
             valid,
             rotary_cos_sin(positions_from_valid(valid), inputs.inv_freq, x.dtype),
-            layout.num_action_block,
+            layout,
             mlp_scale=torch.gather(probs, 1, index),
         )
         return scatter_tokens(x, index, kept), index

@@ -156,8 +156,18 @@ class CogVLAModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         proprio: torch.Tensor,
+        *,
+        padded: bool | None = None,
     ) -> CogVLAOutput:
+        """One parallel-decoding pass.
+
+        ``padded`` says whether ``attention_mask`` has a 0. Callers that built the mask on
+        the host pass it so that no layer reads the mask back from the device; None reads
+        a CPU mask directly and assumes pads for a device mask (always correct).
+        """
         self._check_inputs(pixel_values, input_ids, attention_mask, proprio)
+        if padded is None:
+            padded = not _host_readable(attention_mask) or not bool(attention_mask.bool().all())
         config = self.config
         batch, prompt_len = input_ids.shape
         text_valid = attention_mask.bool()
@@ -188,6 +198,7 @@ class CogVLAModel(nn.Module):
             cond_start=1 + n_vis,
             cond_end=2 + n_vis + prompt_len,
             num_action_block=n_act + 1,
+            padded=padded,
         )
         hidden, kept_indices = self.llm(embeds, valid, layout)
         seq = embeds.shape[1]
@@ -276,6 +287,8 @@ class CogVLAModel(nn.Module):
                 )
         if input_ids.shape[1] == 0:
             raise InputShapeError("input_ids: expected at least one prompt token, got T=0")
+        if not (_host_readable(input_ids) and _host_readable(attention_mask)):
+            return
         if bool((input_ids < 0).any()) or bool((input_ids >= config.llm.vocab_size).any()):
             raise InputShapeError(
                 f"input_ids: expected ids in [0, {config.llm.vocab_size}), got min {int(input_ids.min())} "
@@ -323,3 +336,13 @@ class CogVLAModel(nn.Module):
         from cogvla.checkpoint import load_checkpoint
 
         return load_checkpoint(directory, device=device, unnorm_key=unnorm_key, dtype=dtype)
+
+
+def _host_readable(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s values can be read without a device sync or a graph break.
+
+    Value checks of inputs on an accelerator would stall its stream every forward, and
+    under ``torch.compile`` they would split the graph; there they are skipped (the policy
+    builds its inputs on the host from checked observations).
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()

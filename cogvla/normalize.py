@@ -5,19 +5,48 @@ Conventions (CogVLA reference, section 6.1):
 - Model units: the gripper dimension is mapped to 1 = open, 0 = close and is not
   quantile-normalized; every other action dimension and every proprio dimension is
   mapped to ``clip(2 (x - q01) / (q99 - q01 + eps) - 1, -1, 1)``.
+
+A checkpoint may hold the stats of several datasets under their keys (a released
+checkpoint's ``dataset_statistics.json`` has one per LIBERO suite, named
+``{suite}_no_noops``); ``suite_norm_key`` picks a suite's key as the reference eval does,
+and ``check_suite_norm_key`` refuses stats that belong to another suite.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["NormStats", "gripper_to_model", "gripper_to_robot"]
+__all__ = [
+    "NORM_TABLE_FILE",
+    "NormKeyError",
+    "NormStats",
+    "check_suite_norm_key",
+    "gripper_to_model",
+    "gripper_to_robot",
+    "load_norm_table",
+    "resolve_norm_key",
+    "save_norm_table",
+    "suite_norm_key",
+    "use_suite_stats",
+]
 
 _EPS = 1e-8
+# checkpoint file holding every dataset's stats by key (next to the default key's norm_stats.json)
+NORM_TABLE_FILE = "norm_stats_by_key.json"
+# suffix of the reference's LIBERO dataset keys (demos with no-op actions removed)
+NO_NOOPS = "_no_noops"
+# dataset keys of LIBERO suites start with this; other keys (a project run's) name no suite
+_SUITE_PREFIX = "libero_"
+
+
+class NormKeyError(ValueError):
+    """A normalization key is unknown, ambiguous, or belongs to another suite than the one asked for."""
 
 
 def gripper_to_model(gripper: np.ndarray) -> np.ndarray:
@@ -83,12 +112,17 @@ class NormStats:
 
     @classmethod
     def load(cls, path: str | Path) -> NormStats:
-        raw = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()), str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> NormStats:
+        """Stats from their JSON fields; ``where`` names the source in errors."""
         expected = set(cls.__dataclass_fields__)
-        if set(raw) != expected:
+        if not isinstance(raw, dict) or set(raw) != expected:
+            found = set(raw) if isinstance(raw, dict) else set()
             raise ValueError(
-                f"{path}: normalization stats must have keys {sorted(expected)}, "
-                f"missing {sorted(expected - set(raw))}, unexpected {sorted(set(raw) - expected)}"
+                f"{where}: normalization stats must have keys {sorted(expected)}, "
+                f"missing {sorted(expected - found)}, unexpected {sorted(found - expected)}"
             )
         return cls(**{key: tuple(value) for key, value in raw.items()})
 
@@ -96,3 +130,61 @@ class NormStats:
 def _to_unit(x: np.ndarray, q01: tuple[float, ...], q99: tuple[float, ...]) -> np.ndarray:
     lo, hi = np.asarray(q01), np.asarray(q99)
     return np.clip(2.0 * (np.asarray(x, dtype=np.float64) - lo) / (hi - lo + _EPS) - 1.0, -1.0, 1.0)
+
+
+def resolve_norm_key(keys: Iterable[str], wanted: str) -> str:
+    """``wanted`` if it is one of ``keys``, else ``wanted + "_no_noops"``; else ``NormKeyError``."""
+    available = sorted(keys)
+    for candidate in (wanted, f"{wanted}{NO_NOOPS}"):
+        if candidate in available:
+            return candidate
+    raise NormKeyError(f"unnorm_key: {wanted!r} not found; available keys: {', '.join(available) or 'none'}")
+
+
+def suite_norm_key(suite: str, keys: Iterable[str]) -> str | None:
+    """The key of ``suite``'s stats among ``keys`` (``{suite}_no_noops`` or ``{suite}``), or None."""
+    try:
+        return resolve_norm_key(keys, suite)
+    except NormKeyError:
+        return None
+
+
+def check_suite_norm_key(suite: str, norm_key: str | None, *, force: bool = False) -> None:
+    """Refuse ``norm_key`` when it names another LIBERO suite than ``suite`` (unless ``force``).
+
+    Keys that name no suite (a project training run's, ``identity``) pass: they say nothing
+    about which suite the stats came from.
+    """
+    if norm_key is None or force:
+        return
+    named = norm_key.removesuffix(NO_NOOPS)
+    if named.startswith(_SUITE_PREFIX) and named != suite:
+        raise NormKeyError(
+            f"unnorm_key: the policy's normalization stats are for {norm_key!r}, not for suite {suite!r}; "
+            "actions would be scaled for another dataset (pass --force-norm-key to run anyway)"
+        )
+
+
+def use_suite_stats(policy: Any, suite: str) -> None:
+    """Switch ``policy`` to ``suite``'s normalization stats when it holds several (others: no-op).
+
+    The evaluation harness calls this before each episode, so one import evaluates every
+    suite with its own stats, as the reference eval does; the refusal of another suite's
+    stats happens once, before the run (``cogvla.policy.check_checkpoint_suites``).
+    """
+    select = getattr(policy, "use_suite", None)
+    if select is not None:
+        select(suite, force=True)
+
+
+def save_norm_table(path: str | Path, table: Mapping[str, NormStats]) -> None:
+    """Write several datasets' stats as ``{key: NormStats fields}``."""
+    Path(path).write_text(json.dumps({key: asdict(stats) for key, stats in sorted(table.items())}, indent=2))
+
+
+def load_norm_table(path: str | Path) -> dict[str, NormStats]:
+    """Inverse of ``save_norm_table``."""
+    raw = json.loads(Path(path).read_text())
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{path}: expected an object keyed by dataset name, got {type(raw).__name__}")
+    return {key: NormStats.from_dict(value, f"{path}: {key}") for key, value in raw.items()}

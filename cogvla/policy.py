@@ -6,10 +6,16 @@ config asks for it) -> [0, 1] floats; state -> ``NormStats.normalize_proprio``; 
 (robot units, binarized gripper). ``infer_batch`` runs a whole list in one forward pass
 and leaves the wall time of its three stages in ``last_timing`` (ms, keys ``STAGE_KEYS``),
 which the serving core reads after every call.
+
+A policy may hold several datasets' stats (an import of a release keeps every LIBERO
+suite's): ``use_norm_key`` picks one for every request, ``use_suite`` picks a suite's own
+(as the reference eval does), and an observation may name its key under ``unnorm_key``.
+A policy with several keys and none picked refuses to guess.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,15 +26,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from cogvla.checkpoint import CheckpointError
+from cogvla.checkpoint import NORM_STATS_FILE, CheckpointError, read_config
+from cogvla.convert.load import is_released_checkpoint
+from cogvla.convert.stats import all_norm_stats, read_dataset_statistics
 from cogvla.config import get_preset
 from cogvla.modeling import CogVLAModel
-from cogvla.normalize import NormStats
+from cogvla.normalize import (
+    NORM_TABLE_FILE,
+    NormKeyError,
+    NormStats,
+    check_suite_norm_key,
+    load_norm_table,
+    resolve_norm_key,
+    suite_norm_key,
+)
 from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE, Policy
 from cogvla.preprocess import ObservationError, center_crop, check_observation, images_to_tensor
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
 
-__all__ = ["STAGE_KEYS", "CogVLAPolicy", "ObservationError", "identity_norm_stats"]
+__all__ = [
+    "OBS_NORM_KEY",
+    "STAGE_KEYS",
+    "CogVLAPolicy",
+    "ObservationError",
+    "check_checkpoint_suites",
+    "checkpoint_norm_keys",
+    "identity_norm_stats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +60,8 @@ logger = logging.getLogger(__name__)
 IMAGE_KEYS = (OBS_IMAGE, OBS_WRIST_IMAGE)
 # stages of one infer_batch call, in order, as recorded in CogVLAPolicy.last_timing
 STAGE_KEYS = ("preprocess_ms", "model_ms", "postprocess_ms")
+# optional observation key naming the dataset stats of this one request
+OBS_NORM_KEY = "unnorm_key"
 
 
 def identity_norm_stats(action_dim: int = 7, proprio_dim: int = 8) -> NormStats:
@@ -56,13 +82,18 @@ class CogVLAPolicy(Policy):
         self,
         model: CogVLAModel,
         tokenizer: PromptTokenizer,
-        norm_stats: NormStats,
+        norm_stats: NormStats | None,
         *,
         device: str | torch.device = "cpu",
         name: str | None = None,
         norm_key: str | None = None,
+        norm_table: Mapping[str, NormStats] | None = None,
         random_weights: bool = False,
     ) -> None:
+        """``norm_stats`` (under ``norm_key``) is the default; ``norm_table`` adds other datasets'.
+
+        ``norm_stats`` may be None only when ``norm_table`` has stats to choose from.
+        """
         config = model.config
         if config.num_images != len(IMAGE_KEYS):
             raise ValueError(
@@ -70,20 +101,26 @@ class CogVLAPolicy(Policy):
                 f"{IMAGE_KEYS}, "
                 f"got a model for {config.num_images}"
             )
-        if (
-            len(norm_stats.action_q01) != config.action_dim
-            or len(norm_stats.proprio_q01) != config.proprio_dim
-        ):
-            raise ValueError(
-                f"norm_stats: expected {config.action_dim} action and {config.proprio_dim} proprio dims, "
-                f"got {len(norm_stats.action_q01)} and {len(norm_stats.proprio_q01)}"
-            )
+        table = dict(norm_table or {})
+        if norm_stats is not None:
+            table[norm_key or "default"] = norm_stats
+        if not table:
+            raise ValueError("norm_stats: expected stats, or a norm_table to choose them from, got neither")
+        for key, stats in table.items():
+            if len(stats.action_q01) != config.action_dim or len(stats.proprio_q01) != config.proprio_dim:
+                raise ValueError(
+                    f"norm_stats[{key!r}]: expected {config.action_dim} action and {config.proprio_dim} "
+                    f"proprio dims, got {len(stats.action_q01)} and {len(stats.proprio_q01)}"
+                )
+        self.norm_table = table
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.norm_stats = norm_stats
         self.name = name or f"cogvla-{config.name}-{config.variant}"
         self.norm_key = norm_key
+        if norm_stats is None and len(table) == 1:
+            self.use_norm_key(next(iter(table)))
         self.random_weights = random_weights
         self.last_timing: dict[str, float] | None = None
 
@@ -98,14 +135,20 @@ class CogVLAPolicy(Policy):
     ) -> CogVLAPolicy:
         """Load a ``CogVLAModel.save_pretrained`` folder or a released OpenVLA-OFT / CogVLA folder.
 
-        ``unnorm_key`` picks a release's dataset statistics; ``dtype`` casts the weights
-        (None: float32 on CPU, else the stored dtype); see ``cogvla.checkpoint.load_checkpoint``.
+        Every dataset's stats the folder holds are kept; ``unnorm_key`` picks the default
+        one. ``dtype`` casts the weights (None: float32 on CPU, else the stored dtype); see
+        ``cogvla.checkpoint.load_checkpoint``.
         """
         if dtype is None and torch.device(device).type == "cpu":
             # CPU half-precision matmuls are slow and lossy; weights shipped in bf16 run in fp32 here.
             dtype = torch.float32
-        model = CogVLAModel.from_pretrained(directory, device=device, unnorm_key=unnorm_key, dtype=dtype)
-        if model.tokenizer is None or model.norm_stats is None:
+        directory = Path(directory)
+        released = is_released_checkpoint(directory)
+        # a release's loader needs one key to start from; the table below keeps them all
+        load_key = (unnorm_key or sorted(read_dataset_statistics(directory))[0]) if released else None
+        model = CogVLAModel.from_pretrained(directory, device=device, unnorm_key=load_key, dtype=dtype)
+        table = _stored_norm_table(directory, model.config, released=released)
+        if model.tokenizer is None or (model.norm_stats is None and not table):
             missing = [
                 name
                 for name, value in (("tokenizer/", model.tokenizer), ("norm_stats.json", model.norm_stats))
@@ -114,14 +157,18 @@ class CogVLAPolicy(Policy):
             raise CheckpointError(
                 f"{directory}: a policy needs the tokenizer and normalization stats, missing {missing}"
             )
-        return cls(
+        policy = cls(
             model,
             model.tokenizer,
-            model.norm_stats,
+            None if released else model.norm_stats,
             device=device,
-            name=f"cogvla-{model.config.name}-{model.config.variant} ({Path(directory).name})",
-            norm_key=model.norm_key,
+            name=f"cogvla-{model.config.name}-{model.config.variant} ({directory.name})",
+            norm_key=None if released else model.norm_key,
+            norm_table=table,
         )
+        if unnorm_key is not None:
+            policy.use_norm_key(unnorm_key)
+        return policy
 
     @classmethod
     def random(
@@ -150,6 +197,44 @@ class CogVLAPolicy(Policy):
             random_weights=True,
         )
 
+    def use_norm_key(self, key: str) -> None:
+        """Normalize every later request with dataset ``key``'s stats (``libero_goal`` finds
+        ``libero_goal_no_noops``); ``NormKeyError`` lists the keys when it is unknown."""
+        resolved = resolve_norm_key(self.norm_table, key)
+        self.norm_key, self.norm_stats = resolved, self.norm_table[resolved]
+
+    def use_suite(self, suite: str, *, force: bool = False) -> None:
+        """Use ``suite``'s own stats when the policy has them; else refuse stats of another
+        suite (``NormKeyError``) unless ``force``."""
+        key = suite_norm_key(suite, self.norm_table)
+        if key is not None:
+            self.use_norm_key(key)
+            return
+        check_suite_norm_key(suite, self.norm_key, force=force)
+        if self.norm_stats is None:
+            raise NormKeyError(
+                f"unnorm_key: no stats for suite {suite!r} and no default; "
+                f"available keys: {', '.join(sorted(self.norm_table))}"
+            )
+
+    def _stats_for(self, obs: Mapping[str, Any]) -> NormStats:
+        """The stats one observation asks for (``unnorm_key``), else the policy's current ones."""
+        key = obs.get(OBS_NORM_KEY)
+        if key is not None:
+            if not isinstance(key, str):
+                raise ObservationError(f"{OBS_NORM_KEY}: expected a str, got {type(key).__name__}")
+            try:
+                return self.norm_table[resolve_norm_key(self.norm_table, key)]
+            except NormKeyError as exc:
+                raise ObservationError(str(exc)) from None
+        if self.norm_stats is None:
+            raise ObservationError(
+                f"{OBS_NORM_KEY}: this policy holds stats for {len(self.norm_table)} datasets and none "
+                f"is chosen; name one per request or when serving (available: "
+                f"{', '.join(sorted(self.norm_table))})"
+            )
+        return self.norm_stats
+
     def metadata(self) -> dict[str, Any]:
         config = self.model.config
         side = config.image_size
@@ -160,6 +245,7 @@ class CogVLAPolicy(Policy):
             "image_keys": {key: [side, side, 3] for key in IMAGE_KEYS},
             "state_dim": config.proprio_dim,
             "norm_key": self.norm_key,
+            "norm_keys": sorted(self.norm_table),
             "random_weights": self.random_weights,
             "preset": config.name,
             "variant": config.variant,
@@ -176,14 +262,15 @@ class CogVLAPolicy(Policy):
             return []
         self.last_timing = None  # stays None when the call fails
         start = time.perf_counter()
-        inputs = self._model_inputs(observations)
+        stats = [self._stats_for(obs) for obs in observations]
+        inputs, padded = self._model_inputs(observations, stats)
         if self.device.type == "cuda":
             # the host-to-device copies are asynchronous: count them as preprocessing
             torch.cuda.synchronize(self.device)
         prepared = time.perf_counter()
-        actions = self._predict(*inputs)
+        actions = self._predict(*inputs, padded=padded)
         predicted = time.perf_counter()
-        chunks = [self.norm_stats.unnormalize_actions(chunk) for chunk in actions]
+        chunks = [norm.unnormalize_actions(chunk) for norm, chunk in zip(stats, actions, strict=True)]
         done = time.perf_counter()
         self.last_timing = {
             "preprocess_ms": (prepared - start) * 1000.0,
@@ -192,8 +279,11 @@ class CogVLAPolicy(Policy):
         }
         return chunks
 
-    def _model_inputs(self, observations: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:
-        """Checked observations -> ``pixel_values, input_ids, attention_mask, proprio`` on the device."""
+    def _model_inputs(
+        self, observations: Sequence[Mapping[str, Any]], stats: Sequence[NormStats]
+    ) -> tuple[tuple[torch.Tensor, ...], bool]:
+        """Checked observations -> ``(pixel_values, input_ids, attention_mask, proprio)`` on the
+        device, and whether the prompts are padded (read on the host, so the model need not)."""
         config = self.model.config
         for obs in observations:
             check_observation(obs, image_keys=IMAGE_KEYS, state_dim=config.proprio_dim)
@@ -205,18 +295,19 @@ class CogVLAPolicy(Policy):
         proprio = torch.from_numpy(
             np.stack(
                 [
-                    self.norm_stats.normalize_proprio(np.asarray(obs[OBS_STATE], dtype=np.float64))
-                    for obs in observations
+                    norm.normalize_proprio(np.asarray(obs[OBS_STATE], dtype=np.float64))
+                    for norm, obs in zip(stats, observations, strict=True)
                 ]
             )
         )
         input_ids, attention_mask = self.tokenizer.encode_batch([obs[OBS_PROMPT] for obs in observations])
-        return (
+        inputs = (
             pixel_values.to(self.device),
             input_ids.to(self.device),
             attention_mask.to(self.device),
             proprio.to(self.device, torch.float32),
         )
+        return inputs, not bool(attention_mask.bool().all())
 
     def _predict(
         self,
@@ -224,11 +315,50 @@ class CogVLAPolicy(Policy):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         proprio: torch.Tensor,
+        *,
+        padded: bool,
     ) -> np.ndarray:
         """One forward pass: ``(B, chunk, action_dim)`` float32 actions in model units, on the host."""
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         )
         with torch.inference_mode(), autocast:
-            out = self.model(pixel_values, input_ids, attention_mask, proprio)
+            out = self.model(pixel_values, input_ids, attention_mask, proprio, padded=padded)
         return out.actions.float().cpu().numpy()
+
+
+def checkpoint_norm_keys(directory: str | Path) -> tuple[str | None, list[str]]:
+    """``(default key, every key)`` of a checkpoint folder's stats, read without its weights."""
+    directory = Path(directory)
+    if is_released_checkpoint(directory):
+        keys = sorted(read_dataset_statistics(directory))
+        return (keys[0] if len(keys) == 1 else None), keys
+    default = read_config(directory)[1]
+    table = directory / NORM_TABLE_FILE
+    keys = set(json.loads(table.read_text())) if table.is_file() else set()
+    if default is not None and (directory / NORM_STATS_FILE).is_file():
+        keys.add(default)
+    return default, sorted(keys)
+
+
+def check_checkpoint_suites(directory: str | Path, suites: Sequence[str], *, force: bool = False) -> None:
+    """Refuse to evaluate ``suites`` with a checkpoint that has no stats of its own for one of
+    them but a default that belongs to another suite (``NormKeyError``), unless ``force``."""
+    default, keys = checkpoint_norm_keys(directory)
+    for suite in suites:
+        if suite_norm_key(suite, keys) is None:
+            check_suite_norm_key(suite, default, force=force)
+
+
+def _stored_norm_table(directory: Path, config: Any, *, released: bool) -> dict[str, NormStats]:
+    """Every dataset's stats a checkpoint folder stores besides its default ``norm_stats.json``."""
+    if released:
+        dims = {"action_dim": config.action_dim, "proprio_dim": config.proprio_dim}
+        return all_norm_stats(read_dataset_statistics(directory), **dims)
+    path = directory / NORM_TABLE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return load_norm_table(path)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid normalization stats: {exc}") from exc

@@ -8,7 +8,9 @@ Usage::
 The output folder is what ``CogVLAModel.from_pretrained`` / ``cogvla serve --checkpoint``
 / ``cogvla eval libero --policy`` read. The full import report (every target tensor with
 its dtype and source keys, every dropped key with the reason) is written to
-``OUT/import_report.json``; a summary is printed as JSON.
+``OUT/import_report.json``; a summary is printed as JSON. Every dataset's statistics are
+kept in ``OUT/norm_stats_by_key.json``, so one import serves all four LIBERO suites. The
+folder is written under a hidden name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["REPORT_FILE", "add_arguments", "run"]
+from cogvla.convert.errors import ImportOutputError
+from cogvla.normalize import NORM_TABLE_FILE, save_norm_table
+
+__all__ = ["REPORT_FILE", "add_arguments", "run", "staging_folder"]
 
 REPORT_FILE = "import_report.json"
 
@@ -31,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--unnorm-key",
         default=None,
-        help="dataset key of dataset_statistics.json, e.g. libero_spatial (needed when it has several)",
+        help="default dataset key of dataset_statistics.json, e.g. libero_spatial; every key is kept, "
+        "and evaluation picks each suite's own",
     )
     parser.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="dtype of the saved weights"
@@ -46,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from cogvla.convert.load import DTYPES, import_released
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = args.out
+    if out.exists():
+        raise ImportOutputError(f"--out: {out} already exists; pass a new folder")
     result = import_released(
         args.directory,
         unnorm_key=args.unnorm_key,
@@ -54,18 +67,21 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         num_images=args.num_images,
         progress=not args.no_progress,
+        keep_all_stats=True,
     )
-    out = result.model.save_pretrained(
-        args.out, tokenizer=result.tokenizer, norm_stats=result.norm_stats, norm_key=result.norm_key
-    )
-    report_path = Path(out) / REPORT_FILE
-    report_path.write_text(json.dumps(result.report, indent=2))
+    with staging_folder(out) as staging:
+        result.model.save_pretrained(
+            staging, tokenizer=result.tokenizer, norm_stats=result.norm_stats, norm_key=result.norm_key
+        )
+        save_norm_table(staging / NORM_TABLE_FILE, result.norm_table)
+        (staging / REPORT_FILE).write_text(json.dumps(result.report, indent=2))
     brief = {
         "out": str(out),
-        "report": str(report_path),
+        "report": str(out / REPORT_FILE),
         "layout": result.report["layout"],
         "variant": result.report["variant"],
         "unnorm_key": result.norm_key,
+        "unnorm_keys": sorted(result.norm_table),
         "source_keys": result.report["source_keys"],
         "weight_keys": result.report["weight_keys"],
         "total_params": result.report["target"]["total_params"],
@@ -74,3 +90,20 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(brief, indent=2))
     return 0
+
+
+@contextmanager
+def staging_folder(out: Path) -> Iterator[Path]:
+    """A hidden sibling of ``out`` that becomes ``out`` only once everything is written.
+
+    A failure (a full disk, an interrupt) removes the sibling, so ``out`` is either
+    complete or absent.
+    """
+    staging = out.with_name(f".{out.name}.importing-{os.getpid()}")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CheckpointFileError",
+    "ImportOutputError",
     "KeyMismatchError",
     "ReleasedCheckpointError",
     "ShapeMismatchError",
@@ -57,3 +58,7 @@ class UnnormKeyError(ReleasedCheckpointError):
 
 class UnsupportedLayoutError(ReleasedCheckpointError):
     """A ``config.json`` field combination this runtime cannot reproduce."""
+
+
+class ImportOutputError(ReleasedCheckpointError):
+    """The output folder of an import cannot be used (it exists already)."""

@@ -29,7 +29,7 @@ from cogvla.convert.model_config import released_model_config
 from cogvla.convert.processor import read_image_preprocessing
 from cogvla.convert.report import build_report, summary
 from cogvla.convert.sources import DDP_PREFIX, LoRAMergedSource, ShardedSafetensors, TensorSource, TorchFile
-from cogvla.convert.stats import read_dataset_statistics, select_norm_stats
+from cogvla.convert.stats import all_norm_stats, read_dataset_statistics, select_norm_stats
 from cogvla.modeling import CogVLAModel
 from cogvla.normalize import NormStats
 from cogvla.tokenizer import PromptTokenizer
@@ -43,10 +43,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class ImportResult:
+    """An imported model with its tokenizer and every dataset's stats.
+
+    ``norm_key``/``norm_stats`` are the default dataset's; both are None when the release
+    holds several and none was asked for (the key is then chosen per suite or request).
+    """
+
     model: CogVLAModel
     tokenizer: PromptTokenizer
-    norm_stats: NormStats
-    norm_key: str
+    norm_stats: NormStats | None
+    norm_key: str | None
+    norm_table: dict[str, NormStats]
     report: dict[str, Any]
 
 
@@ -93,12 +100,15 @@ def import_released(
     chunk_size: int = 8,
     num_images: int = 2,
     progress: bool = True,
+    keep_all_stats: bool = False,
 ) -> ImportResult:
     """Convert a released checkpoint folder; see the module docstring for memory behaviour.
 
     Args:
-        unnorm_key: dataset key in ``dataset_statistics.json`` (``libero_spatial`` also
-            matches ``libero_spatial_no_noops``); optional when the file has one key.
+        unnorm_key: default dataset key in ``dataset_statistics.json`` (``libero_spatial``
+            also matches ``libero_spatial_no_noops``); optional when the file has one key.
+        keep_all_stats: with several keys and no ``unnorm_key``, import with no default
+            key instead of refusing; every key's stats are in ``norm_table`` either way.
         chunk_size, num_images: LIBERO protocol values no released file records.
     """
     start = time.perf_counter()
@@ -111,8 +121,12 @@ def import_released(
         released, sources, preprocessing, chunk_size=chunk_size, num_images=num_images
     )
     stats_all = read_dataset_statistics(directory)
-    norm_key, norm_stats = select_norm_stats(
-        stats_all, unnorm_key, action_dim=config.action_dim, proprio_dim=config.proprio_dim
+    dims = {"action_dim": config.action_dim, "proprio_dim": config.proprio_dim}
+    norm_table = all_norm_stats(stats_all, **dims)
+    norm_key, norm_stats = (
+        select_norm_stats(stats_all, unnorm_key, **dims)
+        if unnorm_key is not None or len(stats_all) == 1 or not keep_all_stats
+        else (None, None)
     )
     tokenizer = load_released_tokenizer(directory, pad_token_id=config.llm.pad_token_id)
     plan = released_plan(config, has_trainables="trainables" in sources)
@@ -149,7 +163,7 @@ def import_released(
         extras=extras,
     )
     log.info("%s", summary(report))
-    return ImportResult(model, tokenizer, norm_stats, norm_key, report)
+    return ImportResult(model, tokenizer, norm_stats, norm_key, norm_table, report)
 
 
 def load_released(directory: str | Path, **kwargs: Any) -> tuple[CogVLAModel, PromptTokenizer, NormStats]:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cogvla.convert.errors import CheckpointFileError, UnnormKeyError
-from cogvla.normalize import NormStats
+from cogvla.normalize import NormKeyError, NormStats, resolve_norm_key
 
-__all__ = ["read_dataset_statistics", "resolve_unnorm_key", "select_norm_stats"]
+__all__ = ["all_norm_stats", "read_dataset_statistics", "resolve_unnorm_key", "select_norm_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,10 @@ def resolve_unnorm_key(stats: dict[str, Any], unnorm_key: str | None) -> str:
             f"{FILE_NAME}: holds statistics for {len(available)} datasets, pick one with --unnorm-key; "
             f"available keys: {', '.join(available)}"
         )
-    for candidate in (unnorm_key, f"{unnorm_key}_no_noops"):
-        if candidate in stats:
-            return candidate
-    raise UnnormKeyError(
-        f"{FILE_NAME}: unnorm key {unnorm_key!r} not found; available keys: {', '.join(available)}"
-    )
+    try:
+        return resolve_norm_key(available, unnorm_key)
+    except NormKeyError as exc:
+        raise UnnormKeyError(f"{FILE_NAME}: {exc}") from exc
 
 
 def select_norm_stats(
@@ -68,7 +66,18 @@ def select_norm_stats(
 ) -> tuple[str, NormStats]:
     """``(resolved key, NormStats)`` for one dataset, with lengths checked against the model."""
     key = resolve_unnorm_key(stats, unnorm_key)
-    entry = stats[key]
+    return key, _entry_stats(stats[key], key, action_dim=action_dim, proprio_dim=proprio_dim)
+
+
+def all_norm_stats(stats: dict[str, Any], *, action_dim: int, proprio_dim: int) -> dict[str, NormStats]:
+    """Every dataset's ``NormStats`` by key, each checked as in :func:`select_norm_stats`."""
+    return {
+        key: _entry_stats(entry, key, action_dim=action_dim, proprio_dim=proprio_dim)
+        for key, entry in stats.items()
+    }
+
+
+def _entry_stats(entry: Any, key: str, *, action_dim: int, proprio_dim: int) -> NormStats:
     action = _block(entry, "action", key)
     proprio = _block(entry, "proprio", key)
     mask = action.get("mask")
@@ -89,7 +98,7 @@ def select_norm_stats(
             raise CheckpointFileError(
                 f"{FILE_NAME}: {key}.{name}: expected {expected} values, got {len(values)}"
             )
-    return key, NormStats(
+    return NormStats(
         action_q01=tuple(float(v) for v in action["q01"]),
         action_q99=tuple(float(v) for v in action["q99"]),
         action_mask=tuple(bool(v) for v in mask),
