@@ -26,6 +26,7 @@ __all__ = [
     "add_arguments",
     "checkpoint_eval_defaults",
     "default_out_dir",
+    "evaluate",
     "parse_int_list",
     "run",
 ]
@@ -212,10 +213,7 @@ def default_out_dir(policy: str, suites: tuple[str, ...]) -> Path:
 
 
 def _run_libero(args: argparse.Namespace) -> int:
-    from envs.suites import UnknownSuiteError
     from eval.libero.config import EvalConfig
-    from eval.libero.harness import OutputExistsError, PlanError, ResumeMismatchError, run_eval
-    from eval.libero.workers import WorkerStartupError
 
     try:
         policy = _resolve_policy(args.policy)
@@ -253,14 +251,36 @@ def _run_libero(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
+    return evaluate(config)
+
+
+def evaluate(config: Any, **factories: Any) -> int:
+    """Run ``run_eval(config, **factories)``, print its summary JSON and return the exit code.
+
+    A SIGTERM or SIGINT stops the workers, keeps ``summary.json`` and prints one line instead,
+    returning 143 or 130.
+    """
+    from envs.suites import UnknownSuiteError
+    from eval.libero.harness import EvalStopped, OutputExistsError, PlanError, ResumeMismatchError, run_eval
+    from eval.libero.workers import WorkerStartupError
+
     try:
-        summary = run_eval(config)
+        summary = run_eval(config, **factories)
     except (OutputExistsError, PlanError, ResumeMismatchError, UnknownSuiteError) as exc:
         logger.error("%s", exc)
         return 2
     except WorkerStartupError as exc:
         logger.error("%s", exc)
         return 1
+    except EvalStopped as exc:
+        overall = exc.summary["overall"]
+        print(
+            f"stopped by {exc.name}: {overall['episodes']} of {exc.summary['planned']} episodes finished "
+            f"({overall['successes']} successes, {overall['errors']} errors); partial summary in "
+            f"{Path(config.out) / 'summary.json'}; --resume continues",
+            flush=True,
+        )
+        return exc.exit_code
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 

@@ -17,9 +17,9 @@ EXECUTIONS: tuple[Execution, ...] = ("open-loop", "ensemble", "async")
 _ACT_ENSEMBLE_COEFF = 0.01
 
 # Fields that change what an episode is; a resumed run must agree on all of them.
-# (tasks/trials/start only change which episodes are planned, so they may differ.)
+# (tasks/trials/start only change which episodes are planned, so they may differ; the
+# policy is compared by its content fingerprint, not by its path.)
 PROTOCOL_FIELDS = (
-    "policy",
     "seed",
     "max_steps",
     "num_wait_steps",

@@ -26,12 +26,15 @@ from typing import Any
 from cogvla.normalize import use_suite_stats
 from eval.libero.config import EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+from eval.libero.fingerprint import policy_fingerprint
 from eval.libero.results import EpisodeLog, episode_key, is_finished, summarize
+from eval.libero.signals import Stopped, stop_on_signals
 from eval.libero.videos import VideoRecorder, remove_partial_videos, video_stem
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
 from eval.policies import is_oracle, load_policy
 
 __all__ = [
+    "EvalStopped",
     "OutputExistsError",
     "PlanError",
     "PlannedEpisode",
@@ -51,6 +54,14 @@ class OutputExistsError(FileExistsError):
 
 class ResumeMismatchError(ValueError):
     """``resume`` was asked for, but the protocol differs from the original run's."""
+
+
+class EvalStopped(Stopped):
+    """SIGTERM or SIGINT stopped the run; ``summary`` (also in ``summary.json``) covers what finished."""
+
+    def __init__(self, signum: int, summary: dict[str, Any]) -> None:
+        super().__init__(signum)
+        self.summary = summary
 
 
 class PlanError(ValueError):
@@ -180,8 +191,9 @@ def _error_result(message: str) -> dict[str, Any]:
     }
 
 
-def _prepare_output(config: EvalConfig, out: Path) -> None:
-    """Refuse to mix runs: an existing run is continued only with ``resume`` and the same protocol."""
+def _prepare_output(config: EvalConfig, out: Path, fingerprint: str) -> None:
+    """Refuse to mix runs: an existing run is continued only with ``resume``, the same protocol
+    and the same policy (by content: a folder whose weights changed is another policy)."""
     log_path, config_path = out / "episodes.jsonl", out / "config.json"
     has_results = log_path.exists() and log_path.stat().st_size > 0
     if has_results and not config.resume:
@@ -196,6 +208,13 @@ def _prepare_output(config: EvalConfig, out: Path) -> None:
                     f"{name}: the run in {out} used {previous.get(name)!r}, this one asks for {value!r}; "
                     "a resumed run must keep the protocol (or use another --out)"
                 )
+        if previous.get("policy_fingerprint") != fingerprint:
+            raise ResumeMismatchError(
+                f"policy: the run in {out} evaluated a policy with fingerprint "
+                f"{previous.get('policy_fingerprint')!r} ({previous.get('policy')}), this one is {fingerprint!r} "
+                f"({config.policy}); its weights or config changed, so a resumed run would mix two "
+                "models (use another --out)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     removed = remove_partial_videos(out / "videos") if (out / "videos").exists() else 0
     if removed:
@@ -219,10 +238,10 @@ def run_eval(
 
     out = Path(config.out)
     plan = plan_episodes(config)
-    _prepare_output(config, out)
-    (out / "config.json").write_text(
-        json.dumps({**config.to_json(), "planned_episodes": len(plan)}, indent=2, sort_keys=True) + "\n"
-    )
+    fingerprint = policy_fingerprint(config.policy)
+    _prepare_output(config, out, fingerprint)
+    record = {**config.to_json(), "planned_episodes": len(plan), "policy_fingerprint": fingerprint}
+    (out / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log = EpisodeLog(out / "episodes.jsonl")
     finished = log.load()
     todo = [job for job in plan if not (job.key in finished and is_finished(finished[job.key]))]
@@ -269,17 +288,25 @@ def run_eval(
         torch_threads=default_torch_threads(config.workers),
     )
     started = time.perf_counter()
-    try:
-        if todo:
-            _make_pool(config, setup).run(
-                todo, write, lambda job, message: write(job, _error_result(message))
-            )
-    finally:
-        bar.close()
-        summary = summarize([job.key for job in plan], log.load())
-        summary["run_wall_time_s"] = round(time.perf_counter() - started, 3)
-        summary["policy"] = config.policy
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    stopped: Stopped | None = None
+    with stop_on_signals():
+        try:
+            if todo:
+                _make_pool(config, setup).run(
+                    todo, write, lambda job, message: write(job, _error_result(message))
+                )
+        except Stopped as exc:
+            stopped = exc
+        finally:
+            bar.close()
+            summary = summarize([job.key for job in plan], log.load())
+            summary["run_wall_time_s"] = round(time.perf_counter() - started, 3)
+            summary["policy"] = config.policy
+            summary["policy_fingerprint"] = fingerprint
+            summary["stopped_by"] = None if stopped is None else stopped.name
+            (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if stopped is not None:
+        raise EvalStopped(stopped.signum, summary)
     logger.info(
         "success %.1f%% over %d episodes (%d errors)",
         100 * summary["overall"]["success_rate"],

@@ -9,7 +9,10 @@ The parent hands out jobs and watches every worker:
 * a job whose worker crashed, hung or raised from the env is retried once on a fresh
   worker, then reported through ``on_error``;
 * a worker that cannot build its policy stops the run (``WorkerStartupError``): that is
-  a configuration error, and every episode would fail the same way.
+  a configuration error, and every episode would fail the same way;
+* workers ignore SIGINT (a Ctrl-C reaches the whole process group; the parent decides what
+  stops), are killed at once when the run ends with an exception, and exit quietly when
+  the parent is gone.
 
 The job itself is a picklable function ``job(env, policy, task, heartbeat) -> result``,
 so evaluation and demo generation share this pool.
@@ -20,7 +23,9 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections import Counter, deque
@@ -135,6 +140,8 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
                 conn.send(("failed", traceback.format_exc(limit=8)))
                 continue
             conn.send(("done", result))
+    except (EOFError, OSError):  # the parent is gone: nobody is left to report to
+        pass
     finally:
         envs.drop()
 
@@ -148,7 +155,7 @@ class _Worker:
         self.process = ctx.Process(
             target=_worker_main, args=(child, setup), name=f"sim-worker-{index}", daemon=True
         )
-        self.process.start()
+        _start_ignoring_sigint(self.process)
         child.close()
         self.ready = False
         self.job: Any = None
@@ -217,11 +224,13 @@ class WorkerPool:
         startup_crashes = 0
         count = self.num_workers if more_jobs is not None else min(self.num_workers, len(queue))
         workers = [self._spawn() for _ in range(count)]
+        completed = False
         try:
             while True:
                 if not queue and more_jobs is not None:
                     queue.extend(more_jobs())
                 if not queue and all(w.job is None for w in workers):
+                    completed = True
                     return
                 for worker in workers:
                     if worker.ready and worker.job is None and queue:
@@ -250,7 +259,10 @@ class WorkerPool:
                         on_error(job, f"{failure.strip()} (gave up after {attempts[job.key]} attempts)")
         finally:
             for worker in workers:
-                worker.stop()
+                if completed:
+                    worker.stop()
+                else:  # an exception or a signal: episodes in flight are dropped, resume runs them
+                    worker.kill()
 
     def _spawn(self) -> _Worker:
         self._spawned += 1
@@ -285,6 +297,20 @@ class WorkerPool:
         if not worker.ready and silent > self.startup_timeout_s:
             return f"worker {worker.index} did not start within {self.startup_timeout_s:.0f} s", True
         return None, False
+
+
+def _start_ignoring_sigint(process: Any) -> None:
+    """Start ``process`` with SIGINT ignored from its first instruction: an ignored signal
+    survives exec, while a Python handler would not, and Python then installs no
+    KeyboardInterrupt handler of its own."""
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def default_torch_threads(num_workers: int) -> int:
