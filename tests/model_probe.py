@@ -84,9 +84,12 @@ def lively_model(config: CogVLAConfig, seed: int = 0) -> CogVLAModel:
     return model
 
 
-def micro_inputs(config: CogVLAConfig) -> dict[str, torch.Tensor]:
-    """Two samples, the second left-padded by 2 of its 5 prompt tokens."""
-    batch = fake_batch(config, batch_size=2, prompt_tokens=5, seed=1, left_pad=[0, 2])
+def micro_inputs(config: CogVLAConfig, *, padded: bool = True) -> dict[str, torch.Tensor]:
+    """Two samples of 5 prompt tokens; with ``padded`` the second is left-padded by 2.
+
+    Both forms are needed: attention takes a different path when no token is a pad.
+    """
+    batch = fake_batch(config, batch_size=2, prompt_tokens=5, seed=1, left_pad=[0, 2] if padded else None)
     inputs = {key: batch[key] for key in FORWARD_KEYS}
     inputs["pixel_values"] = inputs["pixel_values"].double()
     inputs["proprio"] = inputs["proprio"].double()

@@ -16,16 +16,27 @@ from reference_cogvla import VISION, SampleTrace, reference_forward
 VISION_TOL = {"rtol": 0.0, "atol": 1e-10}
 LLM_TOL = {"rtol": 1e-5, "atol": 1e-5}
 
-# (variant, attention implementation): CogVLA in both CAtten forms; "dense" covers the
+# (variant, attention implementation, padded batch): CogVLA in both CAtten forms, with and
+# without pads (attention takes another path when there is none); "dense" covers the
 # OpenVLA-OFT paths (patch tokens, fused projector, all-to-all attention, no routing)
-CASES = [("cogvla", "split"), ("cogvla", "mask"), ("dense", "split")]
+CASES = [
+    ("cogvla", "split", True),
+    ("cogvla", "split", False),
+    ("cogvla", "mask", True),
+    ("dense", "split", True),
+]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=["-".join(case) for case in CASES])
+@pytest.fixture(
+    scope="module",
+    params=CASES,
+    ids=[f"{variant}-{impl}-{'padded' if padded else 'unpadded'}" for variant, impl, padded in CASES],
+)
 def case(request) -> tuple[ModelTrace, list[SampleTrace], CogVLAConfig]:
-    config = micro_config(*request.param)
+    variant, impl, padded = request.param
+    config = micro_config(variant, impl)
     model = lively_model(config)
-    inputs = micro_inputs(config)
+    inputs = micro_inputs(config, padded=padded)
     return trace_model(model, inputs), reference_forward(model.state_dict(), config, **inputs), config
 
 
