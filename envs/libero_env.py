@@ -10,6 +10,9 @@ Usage::
     env.close()
 
 Observations follow ``cogvla.policy_api`` (upright images, 8-D state, ``prompt``).
+Cameras are rendered when an observation is built, and only those asked for: on a CPU a
+camera costs several times the physics of a step, and an open-loop policy or the settle
+steps read no images at all (``step(action, cameras=())``).
 Resets either restore one of the benchmark's fixed init states (evaluation) or, with
 ``options={"randomize": True}``, sample fresh object placements from the BDDL regions
 (demo generation). Episode length is the caller's business: ``truncated`` is always
@@ -19,6 +22,7 @@ False and the robosuite horizon is disabled.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -27,12 +31,15 @@ import numpy as np
 from envs.fast_render import fast_render as fast_render_scope
 from envs.suites import TaskInfo, get_task, init_states
 
-__all__ = ["ActionError", "LiberoEnv", "upright"]
+__all__ = ["IMAGE_KEYS", "ActionError", "LiberoEnv", "upright"]
 
 ACTION_DIM = 7
 STATE_DIM = 8
 AGENTVIEW = "agentview"
 WRIST = "robot0_eye_in_hand"
+# Observation key -> robosuite camera.
+_CAMERAS = {"image": AGENTVIEW, "wrist_image": WRIST}
+IMAGE_KEYS = tuple(_CAMERAS)
 # ASCII printable characters: what a BDDL instruction can contain.
 _PROMPT_CHARSET = frozenset(chr(c) for c in range(32, 127))
 
@@ -121,6 +128,14 @@ class LiberoEnv(gym.Env):
                 # Episode budgets are enforced by the caller, not robosuite's 1000-step horizon.
                 ignore_done=True,
             )
+        robosuite_env = self.raw_env.env
+        # robosuite would render every camera at every step; _observation renders on demand.
+        for camera in _CAMERAS.values():
+            robosuite_env.modify_observable(f"{camera}_image", "enabled", False)
+        from robosuite.utils import macros
+        from robosuite.utils.mjcf_utils import IMAGE_CONVENTION_MAPPING
+
+        self._row_order = IMAGE_CONVENTION_MAPPING[macros.IMAGE_CONVENTION]
 
     @property
     def prompt(self) -> str:
@@ -139,16 +154,21 @@ class LiberoEnv(gym.Env):
             seed: seeds LIBERO's global NumPy RNG (object placement). The first reset
                 seeds with 0 if no seed was ever given.
             options: ``{"init_state_id": k}`` restores fixed init state k (default 0);
-                ``{"randomize": True}`` samples placements from the BDDL regions instead.
+                ``{"randomize": True}`` samples placements from the BDDL regions instead;
+                ``{"cameras": keys}`` renders only those image keys (see ``step``).
+
+        The episode depends only on the seed and options, not on what this env ran before.
         """
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"init_state_id", "randomize"}
+        unknown = set(options) - {"init_state_id", "randomize", "cameras"}
         if unknown:
-            raise ValueError(f"options: expected keys init_state_id/randomize, got {sorted(unknown)}")
+            raise ValueError(f"options: expected keys init_state_id/randomize/cameras, got {sorted(unknown)}")
+        cameras = self._check_cameras(options.get("cameras"))
         if seed is not None or not self._seeded:
             self.raw_env.seed(0 if seed is None else int(seed))
             self._seeded = True
+        self._forget_last_episode()
         raw_obs = self.raw_env.reset()
         if options.get("randomize", False):
             self.init_state_id = None
@@ -162,23 +182,32 @@ class LiberoEnv(gym.Env):
             self.init_state_id = init_state_id
             raw_obs = self.raw_env.set_init_state(self._init_states[init_state_id])
         self._raw_obs = raw_obs
-        return self._observation(raw_obs), self._info(success=False)
+        return self._observation(raw_obs, cameras), self._info(success=False)
 
-    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
-        """Apply one 7-D action (clipped to [-1, 1]); ``terminated`` means the task succeeded."""
+    def step(
+        self, action: Any, *, cameras: Collection[str] | None = None
+    ) -> tuple[dict, float, bool, bool, dict]:
+        """Apply one 7-D action (clipped to [-1, 1]); ``terminated`` means the task succeeded.
+
+        Args:
+            action: (7,) arm deltas and gripper.
+            cameras: image keys (of ``IMAGE_KEYS``) to render into the observation; None
+                renders all. Keys left out are absent from the observation.
+        """
         if self._raw_obs is None:
             raise RuntimeError("step() called before reset()")
         action = self._check_action(action)
+        cameras = self._check_cameras(cameras)
         raw_obs, reward, done, _ = self.raw_env.step(np.clip(action, -1.0, 1.0))
         self._raw_obs = raw_obs
         success = bool(done)
-        return self._observation(raw_obs), float(reward), success, False, self._info(success=success)
+        return self._observation(raw_obs, cameras), float(reward), success, False, self._info(success=success)
 
     def render(self) -> np.ndarray | None:
-        """The last upright agentview frame (``render_mode="rgb_array"``)."""
+        """The current upright agentview frame (``render_mode="rgb_array"``)."""
         if self.render_mode is None or self._raw_obs is None:
             return None
-        return upright(self._raw_obs[f"{AGENTVIEW}_image"])
+        return upright(self._render_camera(AGENTVIEW))
 
     def raw_fields(self) -> dict[str, np.ndarray]:
         """The current step's fields for LIBERO's HDF5 demo schema (copies)."""
@@ -219,15 +248,39 @@ class LiberoEnv(gym.Env):
             raise ActionError(f"action: expected finite values, got {np.array2string(array, precision=3)}")
         return array
 
-    def _observation(self, raw_obs: dict[str, Any]) -> dict[str, Any]:
+    def _check_cameras(self, cameras: Collection[str] | None) -> tuple[str, ...]:
+        if cameras is None:
+            return IMAGE_KEYS
+        if isinstance(cameras, str) or not set(cameras) <= set(IMAGE_KEYS):
+            raise ValueError(f"cameras: expected None or a collection of {IMAGE_KEYS}, got {cameras!r}")
+        return tuple(key for key in IMAGE_KEYS if key in cameras)
+
+    def _forget_last_episode(self) -> None:
+        """Zero what a soft reset would carry over from the previous episode.
+
+        MuJoCo's data reset clears the solver warm-start, controls and applied forces, but
+        the gripper integrates its commands in ``current_action``, which robosuite never
+        resets: the next episode's first steps would close the gripper as the last ended.
+        """
+        robosuite_env = self.raw_env.env
+        data = robosuite_env.sim.data
+        for name in ("qacc_warmstart", "ctrl", "qfrc_applied", "xfrc_applied", "act"):
+            getattr(data, name)[:] = 0.0
+        for robot in robosuite_env.robots:
+            if robot.has_gripper:
+                robot.gripper.current_action = np.zeros(robot.gripper.dof)
+
+    def _render_camera(self, camera: str) -> np.ndarray:
+        """One camera as robosuite's camera observable renders it (upside down)."""
+        side = self.image_size
+        image = self.raw_env.sim.render(camera_name=camera, width=side, height=side)
+        return image[:: self._row_order]
+
+    def _observation(self, raw_obs: dict[str, Any], cameras: tuple[str, ...] = IMAGE_KEYS) -> dict[str, Any]:
         quat = np.asarray(raw_obs["robot0_eef_quat"], dtype=np.float64)
         state = np.concatenate([raw_obs["robot0_eef_pos"], _axis_angle(quat), raw_obs["robot0_gripper_qpos"]])
-        obs: dict[str, Any] = {
-            "image": upright(raw_obs[f"{AGENTVIEW}_image"]),
-            "wrist_image": upright(raw_obs[f"{WRIST}_image"]),
-            "state": state.astype(np.float32),
-            "prompt": self.prompt,
-        }
+        obs: dict[str, Any] = {key: upright(self._render_camera(_CAMERAS[key])) for key in cameras}
+        obs.update({"state": state.astype(np.float32), "prompt": self.prompt})
         if self.privileged:
             from envs.privileged import privileged_state
 

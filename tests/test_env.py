@@ -72,9 +72,17 @@ def test_observation_schema(env):
 
 
 @pytest.mark.libero
-def test_images_are_upright(env):
+def test_images_are_upright_and_rendered_as_robosuite_renders_them(env):
     obs, _ = env.reset(seed=7, options={"init_state_id": 1})
-    rendered = env.raw_env.env._get_observations(force_update=True)
+    robosuite_env = env.raw_env.env
+    names = ("agentview_image", "robot0_eye_in_hand_image")
+    for name in names:
+        robosuite_env.modify_observable(name, "enabled", True)
+    try:
+        rendered = robosuite_env._get_observations(force_update=True)
+    finally:
+        for name in names:
+            robosuite_env.modify_observable(name, "enabled", False)
     np.testing.assert_array_equal(obs["image"], rendered["agentview_image"][::-1, ::-1])
     np.testing.assert_array_equal(obs["wrist_image"], rendered["robot0_eye_in_hand_image"][::-1, ::-1])
     # Agentview looks at the robot across the table: the bright wooden table fills the
@@ -113,6 +121,50 @@ def test_resets_restore_init_states_and_seeded_placements(env):
     assert env.init_state_id is None
     with pytest.raises(ValueError, match="init_state_id: expected 0 <= id < 50"):
         env.reset(options={"init_state_id": 50})
+
+
+@pytest.mark.libero
+def test_only_the_asked_cameras_are_rendered(env):
+    obs, _ = env.reset(seed=7, options={"init_state_id": 0, "cameras": ()})
+    assert set(obs) == {"state", "prompt"}
+    action = np.array([0.3, 0, 0, 0, 0, 0, -1])
+    wrist_only, *_ = env.step(action, cameras=["wrist_image"])
+    assert set(wrist_only) == {"wrist_image", "state", "prompt"}
+    env.reset(seed=7, options={"init_state_id": 0})
+    both, *_ = env.step(action)
+    np.testing.assert_array_equal(wrist_only["wrist_image"], both["wrist_image"])
+    np.testing.assert_array_equal(wrist_only["state"], both["state"])
+    with pytest.raises(ValueError, match=r"cameras: expected None or a collection of \('image', 'wrist_image'\)"):
+        env.step(action, cameras="image")
+
+
+@pytest.mark.libero
+def test_a_reused_env_replays_an_episode_exactly_as_a_fresh_one(env):
+    from envs.libero_env import LiberoEnv
+
+    actions = np.random.default_rng(0).uniform(-1, 1, (4, 7))
+    actions[:, 6] = 1.0  # closing the gripper is what a soft reset used to carry over
+
+    def episode(runner):
+        frames = [runner.reset(seed=3, options={"init_state_id": 2})[0]]
+        frames += [runner.step(action)[0] for action in actions]
+        return frames
+
+    for action in actions:
+        env.reset(seed=5, options={"init_state_id": 4})
+        env.step(action)
+    reused = episode(env)
+    fresh_env = LiberoEnv(SUITE, 0, image_size=SIZE, fast_render=True)
+    try:
+        fresh = episode(fresh_env)
+        from gymnasium.utils.env_checker import check_env
+
+        check_env(fresh_env, skip_render_check=True)
+    finally:
+        fresh_env.close()
+    for got, want in zip(reused, fresh, strict=True):
+        for key in ("image", "wrist_image", "state"):
+            np.testing.assert_array_equal(got[key], want[key])
 
 
 @pytest.mark.libero
