@@ -1,22 +1,47 @@
-"""Scripted skills for articulated fixtures: drawers, doors and stove knobs."""
+"""Scripted skills for articulated fixtures: drawers, doors and stove knobs.
+
+``articulate`` picks the skill from the joint's type and the sub-goal's state, from the
+privileged state alone: slide joints are drawers (pulled open by the handle, pushed
+closed), hinges are knobs when the goal turns them on or off (grasped and twisted) and
+doors otherwise (pushed along their arc). Each skill is Markovian: its phase follows from
+the joint position, the hand pose relative to the handle, door or knob, the finger gap and
+the finger contacts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from envs.oracle_decision import Decision
-from envs.oracle_plan import SubGoal
+from envs.oracle_door import push_door
+from envs.oracle_drawer import pull_drawer, push_drawer
+from envs.oracle_joint import ArticulationConfig
+from envs.oracle_knob import twist_knob
+from envs.oracle_plan import SubGoal, articulation_state
 
-__all__ = ["ArticulationConfig", "articulate"]
+__all__ = ["ArticulationConfig", "ArticulationError", "articulate"]
 
 
-@dataclass(frozen=True)
-class ArticulationConfig:
-    """Geometric thresholds (metres, radians) of the articulation skills."""
+class ArticulationError(ValueError):
+    """A sub-goal the articulation skills cannot carry out."""
 
 
 def articulate(priv: Mapping[str, Any], subgoal: SubGoal, config: ArticulationConfig) -> Decision:
     """The next hand pose towards ``subgoal`` (open/close/turnon/turnoff of ``subgoal.joints``)."""
-    raise NotImplementedError(f"articulation skill for {subgoal.kind!r}")
+    if not subgoal.joints:
+        raise ArticulationError(f"subgoal.joints: expected at least one joint to {subgoal.kind}, got none")
+    for joint in subgoal.joints:
+        if joint not in priv["joints"]:
+            raise ArticulationError(f"subgoal.joints: {joint!r} is not in privileged['joints']")
+    # Several joints (e.g. a double door): work on the first one not yet in the state.
+    pending = [j for j in subgoal.joints if not articulation_state(priv, j, subgoal.kind)]
+    joint = (pending or list(subgoal.joints))[0]
+    kind = priv["joints"][joint]["type"]
+    if subgoal.kind in ("turnon", "turnoff"):
+        return twist_knob(priv, joint, subgoal.kind, config)
+    if kind == "slide":
+        return pull_drawer(priv, joint, config) if subgoal.kind == "open" else push_drawer(priv, joint, config)
+    if subgoal.kind == "close":
+        return push_door(priv, joint, "close", config)
+    raise ArticulationError(f"subgoal {subgoal.kind!r} of hinge {joint!r}: opening doors is not implemented")

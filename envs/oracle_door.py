@@ -1,0 +1,119 @@
+"""Door skill of the scripted oracle: push a hinged door along its arc towards a state.
+
+The door is the largest box of the hinge's moving body. The closed fingers, hand pointing
+down, press on the door's outer face near its free edge and just under its top, so that
+the palm passes over the door; each tick aims a little further along the arc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.oracle_decision import Decision
+from envs.oracle_joint import (
+    ArticulationConfig,
+    JointBoxes,
+    hand_state,
+    horizontal,
+    rotate_about,
+    state_sign,
+    yaw_of_finger_axis,
+)
+
+__all__ = ["DoorFrame", "door_frame", "push_door"]
+
+_UP = np.array([0.0, 0.0, 1.0])
+# Half thickness of the closed fingers across the finger axis (m).
+_FINGER_HALF_WIDTH = 0.011
+
+
+@dataclass(frozen=True)
+class DoorFrame:
+    """A door at this tick: hinge, radial and pushing directions, size (world, metres)."""
+
+    anchor: np.ndarray
+    axis: np.ndarray
+    # Horizontal unit vector from the hinge towards the free edge.
+    radial: np.ndarray
+    # Horizontal unit vector the door's face moves along towards the state.
+    tangent: np.ndarray
+    # +1 if the state lies at larger joint angles (right-handed about ``axis``), else -1.
+    sign: float
+    # Joint angle (rad) now, and in the middle of the state's range.
+    angle: float
+    goal_angle: float
+    # Distance from the hinge to the free edge, half thickness, top height.
+    length: float
+    half_thickness: float
+    top: float
+
+
+def door_frame(priv: Mapping[str, Any], joint: str, state: str) -> DoorFrame:
+    """The door moved by ``joint`` and the direction its face moves towards ``state``."""
+    info = priv["joints"][joint]
+    boxes = JointBoxes.of(info)
+    panel = int(np.argmax(np.prod(np.abs(boxes.half), axis=1)))
+    axis = np.asarray(info["axis"], dtype=np.float64)
+    anchor = np.asarray(info["anchor"], dtype=np.float64)
+    radial = horizontal(boxes.centre[panel] - anchor)
+    sign = state_sign(priv, joint, state)
+    tangent = sign * np.cross(axis, radial)
+    goal = priv["objects"][info["owner"]]["articulation"][state]
+    length = float((boxes.centre[panel] - anchor) @ radial + boxes.extent_along(radial)[panel])
+    return DoorFrame(
+        anchor=anchor,
+        axis=axis,
+        radial=radial,
+        tangent=tangent,
+        sign=sign,
+        angle=float(info["qpos"]),
+        goal_angle=float(np.mean(goal)),
+        length=length,
+        half_thickness=float(boxes.extent_along(tangent)[panel]),
+        top=float(boxes.centre[panel, 2] + boxes.extent_along(_UP)[panel]),
+    )
+
+
+def push_door(priv: Mapping[str, Any], joint: str, state: str, config: ArticulationConfig) -> Decision:
+    """Push the door along its arc towards ``state`` from the side it moves away from."""
+    info = priv["joints"][joint]
+    owner = info["owner"]
+    hand = hand_state(priv, owner)
+    door = door_frame(priv, joint, state)
+    yaw = yaw_of_finger_axis(door.radial)
+    height = door.top - config.finger_depth
+    radius = door.length - 2 * config.finger_depth
+    face = door.half_thickness + _FINGER_HALF_WIDTH
+    contact = door.anchor + door.radial * radius - door.tangent * face
+    contact[2] = height
+
+    rel = hand.pos - door.anchor
+    radial = float(rel @ door.radial)
+    behind = float(rel @ door.tangent)
+    inward = door.sign * np.cross(door.axis, rotate_about(door.radial, np.zeros(3), door.axis, door.goal_angle - door.angle))
+    depth = float(rel @ inward)
+    if depth > 0.0 and _within(priv, owner, hand.pos):
+        # The hand is inside the fixture (e.g. it just put something in): back out past the doorway first.
+        exit_point = hand.pos - inward * (depth + config.push_standoff + door.half_thickness)
+        return Decision.down("withdraw", exit_point, hand.yaw, -1.0)
+    pushing = -(face + config.push_standoff) <= behind <= 0.0 and door.length / 3 <= radial <= door.length
+    if pushing and abs(hand.pos[2] - height) <= config.insert_tolerance:
+        target = rotate_about(contact, door.anchor, door.axis, door.sign * config.door_lead)
+        target[2] = height
+        return Decision.down("push", target, yaw, 1.0)
+    prepush = contact - door.tangent * config.push_standoff
+    if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
+        return Decision.down("descend", prepush, yaw, 1.0)
+    travel = door.top + config.travel_clearance
+    if behind > 0.0 and hand.pos[2] < travel - config.grasp_tolerance:
+        return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], travel]), yaw, 1.0)
+    return Decision.down("approach", np.array([prepush[0], prepush[1], travel]), yaw, 1.0)
+
+
+def _within(priv: Mapping[str, Any], owner: str, point: np.ndarray) -> bool:
+    box = np.asarray(priv["objects"][owner]["aabb"], dtype=np.float64)
+    return bool(np.all(point >= box[0]) and np.all(point <= box[1]))

@@ -1,0 +1,117 @@
+"""Drawer skills of the scripted oracle: pull a drawer open by its handle, push it closed.
+
+The handle is the part of the drawer's moving body that sticks out furthest along the
+opening direction. Pulling grasps it with a horizontal hand pointing into the fixture and
+fingers closing vertically around the bar (a top-down grasp would hit the drawer above);
+pushing presses the closed fingers, hand pointing down, against the handle's front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from envs.oracle_decision import Decision
+from envs.oracle_joint import (
+    ArticulationConfig,
+    Hand,
+    JointBoxes,
+    hand_state,
+    horizontal,
+    pointing_rotation,
+    state_sign,
+    yaw_of_finger_axis,
+)
+
+__all__ = ["pull_drawer", "push_drawer"]
+
+_UP = np.array([0.0, 0.0, 1.0])
+
+
+def _opening(priv: Mapping[str, Any], joint: str) -> np.ndarray:
+    """World direction a drawer's front moves in while it opens."""
+    info = priv["joints"][joint]
+    return np.asarray(info["axis"], dtype=np.float64) * state_sign(priv, joint, "open")
+
+
+def _handle(boxes: JointBoxes, opening: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Handle centre, its reach along ``opening`` and its half thickness along z."""
+    index = boxes.furthest_along(opening)
+    centre = boxes.centre[index]
+    reach = float(boxes.extent_along(opening)[index])
+    thickness = float(boxes.extent_along(_UP)[index])
+    return centre, reach, thickness
+
+
+def _travel_height(priv: Mapping[str, Any], owner: str, config: ArticulationConfig) -> float:
+    """Height at which the hand can move over the fixture and whatever stands next to it."""
+    box = np.asarray(priv["objects"][owner]["aabb"], dtype=np.float64)
+    return float(box[1, 2]) + config.travel_clearance
+
+
+def _over_fixture(priv: Mapping[str, Any], owner: str, hand: Hand, margin: float) -> bool:
+    box = np.asarray(priv["objects"][owner]["aabb"], dtype=np.float64)
+    return bool(np.all(hand.pos[:2] >= box[0, :2] - margin) and np.all(hand.pos[:2] <= box[1, :2] + margin))
+
+
+def pull_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig) -> Decision:
+    """Grasp the drawer's handle from the front and pull it along the opening direction."""
+    info = priv["joints"][joint]
+    owner = info["owner"]
+    hand = hand_state(priv, owner)
+    opening = horizontal(_opening(priv, joint))
+    grasp, _, thickness = _handle(JointBoxes.of(info), opening)
+    rotation = pointing_rotation(-opening, _UP, hand.rot)
+
+    rel = hand.pos - grasp
+    along = float(rel @ opening)
+    off = float(np.linalg.norm(rel - along * opening))
+    tol = config.grasp_tolerance
+    closed_on_bar = config.empty_gap < hand.gap <= 2 * thickness + config.held_gap_margin
+    if hand.contacts >= 1 and closed_on_bar and off <= 2 * tol and abs(along) <= 2 * tol:
+        return Decision("pull", grasp + opening * config.pull_step, rotation, 1.0)
+    closing = config.empty_gap < hand.gap < config.open_gap and off <= 2 * tol and abs(along) <= 2 * tol
+    if (off <= tol and abs(along) <= tol) or closing:
+        return Decision("grip", grasp, rotation, 1.0)
+    aligned = hand.rotation_error(rotation) <= config.rotation_tolerance
+    in_corridor = off <= config.insert_tolerance and -tol <= along <= config.handle_standoff + 2 * tol
+    if in_corridor and aligned and hand.gap >= config.open_gap:
+        return Decision("insert", grasp, rotation, -1.0)
+    pregrasp = grasp + opening * config.handle_standoff
+    if float(np.linalg.norm((hand.pos - pregrasp)[:2])) <= 2 * config.insert_tolerance:
+        return Decision("align", pregrasp, rotation, -1.0)
+    travel = _travel_height(priv, owner, config)
+    # Behind the handle's front (e.g. over the fixture after a placement): go over the top first.
+    behind = along < 0.0
+    if behind and hand.pos[2] < travel - tol and _over_fixture(priv, owner, hand, config.travel_clearance):
+        return Decision("rise", np.array([hand.pos[0], hand.pos[1], travel]), hand.rot, -1.0)
+    hover = pregrasp + np.array([0.0, 0.0, config.travel_clearance])
+    return Decision("approach", hover, rotation, -1.0)
+
+
+def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig) -> Decision:
+    """Press the closed fingers against the handle's front and push the drawer in."""
+    info = priv["joints"][joint]
+    owner = info["owner"]
+    hand = hand_state(priv, owner)
+    opening = horizontal(_opening(priv, joint))
+    centre, reach, _ = _handle(JointBoxes.of(info), opening)
+    front = centre + opening * reach
+    # Closed fingers side by side across the push make a paddle as wide as the handle allows.
+    yaw = yaw_of_finger_axis(np.cross(_UP, opening))
+
+    rel = hand.pos - front
+    along = float(rel @ opening)
+    lateral = float(np.linalg.norm(rel[:2] - along * opening[:2]))
+    in_front = -config.grasp_tolerance <= along <= config.push_standoff + config.grasp_tolerance
+    if in_front and lateral <= 2 * config.insert_tolerance and abs(rel[2]) <= config.insert_tolerance:
+        return Decision.down("push", front - opening * config.push_depth, yaw, 1.0)
+    prepush = front + opening * config.push_standoff
+    if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
+        return Decision.down("descend", prepush, yaw, 1.0)
+    travel = _travel_height(priv, owner, config)
+    if along < config.push_standoff / 2 and hand.pos[2] < travel - config.grasp_tolerance:
+        return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], travel]), yaw, 1.0)
+    return Decision.down("approach", np.array([prepush[0], prepush[1], travel]), yaw, 1.0)
