@@ -10,9 +10,10 @@ Usage::
     env.close()
 
 Observations follow ``cogvla.policy_api`` (upright images, 8-D state, ``prompt``).
-Cameras are rendered when an observation is built, and only those asked for: on a CPU a
-camera costs several times the physics of a step, and an open-loop policy or the settle
-steps read no images at all (``step(action, cameras=())``).
+On a CPU a camera costs several times the physics of a step, yet an open-loop policy reads
+one observation in several, and settle steps none. With ``lazy_images=True`` (a ``step``
+argument, a ``reset`` option) the observation is a ``LazyObservation`` whose images are
+rendered when first read, so a step nobody looks at costs physics only.
 Resets either restore one of the benchmark's fixed init states (evaluation) or, with
 ``options={"randomize": True}``, sample fresh object placements from the BDDL regions
 (demo generation). Episode length is the caller's business: ``truncated`` is always
@@ -22,7 +23,7 @@ False and the robosuite horizon is disabled.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -31,7 +32,7 @@ import numpy as np
 from envs.fast_render import fast_render as fast_render_scope
 from envs.suites import TaskInfo, get_task, init_states
 
-__all__ = ["IMAGE_KEYS", "ActionError", "LiberoEnv", "upright"]
+__all__ = ["IMAGE_KEYS", "ActionError", "LazyObservation", "LiberoEnv", "StaleObservationError", "upright"]
 
 ACTION_DIM = 7
 STATE_DIM = 8
@@ -46,6 +47,42 @@ _PROMPT_CHARSET = frozenset(chr(c) for c in range(32, 127))
 
 class ActionError(ValueError):
     """An action that is not a finite vector of shape (7,)."""
+
+
+class StaleObservationError(RuntimeError):
+    """An image of a lazy observation read after its env moved on."""
+
+
+class LazyObservation(Mapping[str, Any]):
+    """An observation whose camera images are rendered when first read, then kept.
+
+    It is valid until its env steps or resets again: an image first read after that would
+    show a later state, so reading it raises ``StaleObservationError`` instead.
+    """
+
+    def __init__(
+        self, values: dict[str, Any], render: Callable[[str], np.ndarray], is_current: Callable[[], bool]
+    ) -> None:
+        self._values = values
+        self._render = render
+        self._is_current = is_current
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        if key not in IMAGE_KEYS:
+            raise KeyError(key)
+        if not self._is_current():
+            raise StaleObservationError(f"obs[{key!r}]: read after the env stepped past this observation")
+        image = self._values[key] = self._render(key)
+        return image
+
+    def __iter__(self) -> Iterator[str]:
+        yield from IMAGE_KEYS
+        yield from (key for key in self._values if key not in IMAGE_KEYS)
+
+    def __len__(self) -> int:
+        return len(IMAGE_KEYS) + sum(key not in IMAGE_KEYS for key in self._values)
 
 
 def upright(image: np.ndarray) -> np.ndarray:
@@ -99,6 +136,8 @@ class LiberoEnv(gym.Env):
         self._init_states = init_states(suite, task_id)
         self._raw_obs: dict[str, Any] | None = None
         self._seeded = False
+        # Counts resets and steps, so a lazy observation knows whether it is still current.
+        self._tick = 0
         self.init_state_id: int | None = None
 
         image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
@@ -155,19 +194,19 @@ class LiberoEnv(gym.Env):
                 seeds with 0 if no seed was ever given.
             options: ``{"init_state_id": k}`` restores fixed init state k (default 0);
                 ``{"randomize": True}`` samples placements from the BDDL regions instead;
-                ``{"cameras": keys}`` renders only those image keys (see ``step``).
+                ``{"lazy_images": True}`` returns a ``LazyObservation`` (see ``step``).
 
         The episode depends only on the seed and options, not on what this env ran before.
         """
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"init_state_id", "randomize", "cameras"}
+        unknown = set(options) - {"init_state_id", "randomize", "lazy_images"}
         if unknown:
-            raise ValueError(f"options: expected keys init_state_id/randomize/cameras, got {sorted(unknown)}")
-        cameras = self._check_cameras(options.get("cameras"))
+            raise ValueError(f"options: expected keys init_state_id/randomize/lazy_images, got {sorted(unknown)}")
         if seed is not None or not self._seeded:
             self.raw_env.seed(0 if seed is None else int(seed))
             self._seeded = True
+        self._tick += 1
         self._forget_last_episode()
         raw_obs = self.raw_env.reset()
         if options.get("randomize", False):
@@ -182,26 +221,24 @@ class LiberoEnv(gym.Env):
             self.init_state_id = init_state_id
             raw_obs = self.raw_env.set_init_state(self._init_states[init_state_id])
         self._raw_obs = raw_obs
-        return self._observation(raw_obs, cameras), self._info(success=False)
+        return self._observation(raw_obs, bool(options.get("lazy_images", False))), self._info(success=False)
 
-    def step(
-        self, action: Any, *, cameras: Collection[str] | None = None
-    ) -> tuple[dict, float, bool, bool, dict]:
+    def step(self, action: Any, *, lazy_images: bool = False) -> tuple[Mapping, float, bool, bool, dict]:
         """Apply one 7-D action (clipped to [-1, 1]); ``terminated`` means the task succeeded.
 
         Args:
             action: (7,) arm deltas and gripper.
-            cameras: image keys (of ``IMAGE_KEYS``) to render into the observation; None
-                renders all. Keys left out are absent from the observation.
+            lazy_images: return a ``LazyObservation``, which renders a camera only when
+                its image is read, instead of a dict with every image rendered.
         """
         if self._raw_obs is None:
             raise RuntimeError("step() called before reset()")
         action = self._check_action(action)
-        cameras = self._check_cameras(cameras)
+        self._tick += 1
         raw_obs, reward, done, _ = self.raw_env.step(np.clip(action, -1.0, 1.0))
         self._raw_obs = raw_obs
         success = bool(done)
-        return self._observation(raw_obs, cameras), float(reward), success, False, self._info(success=success)
+        return self._observation(raw_obs, lazy_images), float(reward), success, False, self._info(success=success)
 
     def render(self) -> np.ndarray | None:
         """The current upright agentview frame (``render_mode="rgb_array"``)."""
@@ -248,13 +285,6 @@ class LiberoEnv(gym.Env):
             raise ActionError(f"action: expected finite values, got {np.array2string(array, precision=3)}")
         return array
 
-    def _check_cameras(self, cameras: Collection[str] | None) -> tuple[str, ...]:
-        if cameras is None:
-            return IMAGE_KEYS
-        if isinstance(cameras, str) or not set(cameras) <= set(IMAGE_KEYS):
-            raise ValueError(f"cameras: expected None or a collection of {IMAGE_KEYS}, got {cameras!r}")
-        return tuple(key for key in IMAGE_KEYS if key in cameras)
-
     def _forget_last_episode(self) -> None:
         """Zero what a soft reset would carry over from the previous episode.
 
@@ -276,16 +306,22 @@ class LiberoEnv(gym.Env):
         image = self.raw_env.sim.render(camera_name=camera, width=side, height=side)
         return image[:: self._row_order]
 
-    def _observation(self, raw_obs: dict[str, Any], cameras: tuple[str, ...] = IMAGE_KEYS) -> dict[str, Any]:
+    def _image(self, key: str) -> np.ndarray:
+        return upright(self._render_camera(_CAMERAS[key]))
+
+    def _observation(self, raw_obs: dict[str, Any], lazy_images: bool) -> Mapping[str, Any]:
         quat = np.asarray(raw_obs["robot0_eef_quat"], dtype=np.float64)
         state = np.concatenate([raw_obs["robot0_eef_pos"], _axis_angle(quat), raw_obs["robot0_gripper_qpos"]])
-        obs: dict[str, Any] = {key: upright(self._render_camera(_CAMERAS[key])) for key in cameras}
+        obs: dict[str, Any] = {} if lazy_images else {key: self._image(key) for key in IMAGE_KEYS}
         obs.update({"state": state.astype(np.float32), "prompt": self.prompt})
         if self.privileged:
             from envs.privileged import privileged_state
 
             obs["privileged"] = privileged_state(self.raw_env)
-        return obs
+        if not lazy_images:
+            return obs
+        tick = self._tick
+        return LazyObservation(obs, self._image, lambda: self._tick == tick)
 
     def _info(self, *, success: bool) -> dict[str, Any]:
         return {

@@ -124,18 +124,23 @@ def test_resets_restore_init_states_and_seeded_placements(env):
 
 
 @pytest.mark.libero
-def test_only_the_asked_cameras_are_rendered(env):
-    obs, _ = env.reset(seed=7, options={"init_state_id": 0, "cameras": ()})
-    assert set(obs) == {"state", "prompt"}
+def test_lazy_observations_render_on_read_and_refuse_stale_reads(env):
+    from envs.libero_env import StaleObservationError
+
     action = np.array([0.3, 0, 0, 0, 0, 0, -1])
-    wrist_only, *_ = env.step(action, cameras=["wrist_image"])
-    assert set(wrist_only) == {"wrist_image", "state", "prompt"}
     env.reset(seed=7, options={"init_state_id": 0})
-    both, *_ = env.step(action)
-    np.testing.assert_array_equal(wrist_only["wrist_image"], both["wrist_image"])
-    np.testing.assert_array_equal(wrist_only["state"], both["state"])
-    with pytest.raises(ValueError, match=r"cameras: expected None or a collection of \('image', 'wrist_image'\)"):
-        env.step(action, cameras="image")
+    eager, *_ = env.step(action)
+    first, _ = env.reset(seed=7, options={"init_state_id": 0, "lazy_images": True})
+    lazy, *_ = env.step(action, lazy_images=True)
+    assert list(lazy) == list(eager) and len(lazy) == len(eager)
+    np.testing.assert_array_equal(lazy["state"], eager["state"])
+    np.testing.assert_array_equal(lazy["wrist_image"], eager["wrist_image"])
+    with pytest.raises(StaleObservationError, match=r"obs\['image'\]: read after the env stepped"):
+        first["image"]
+    kept = dict(lazy)
+    env.step(action, lazy_images=True)
+    np.testing.assert_array_equal(lazy["image"], kept["image"])
+    np.testing.assert_array_equal(kept["image"], eager["image"])
 
 
 @pytest.mark.libero
@@ -184,3 +189,25 @@ def test_fast_render_env_has_fast_context_and_privileged_obs(env):
     finally:
         env.privileged = False
     assert obs["privileged"]["goal"] == [["on", "akita_black_bowl_1", "plate_1"]]
+
+
+@pytest.mark.libero
+def test_an_episode_renders_only_the_observations_its_policy_reads(env, monkeypatch):
+    from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+
+    class Holds:
+        def reset(self) -> None:
+            """Nothing to forget."""
+
+        def infer(self, obs):
+            assert obs["image"].shape == obs["wrist_image"].shape == (SIZE, SIZE, 3)
+            return np.tile(np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32), (8, 1))
+
+    rendered = []
+    render = env._render_camera
+    monkeypatch.setattr(env, "_render_camera", lambda camera: rendered.append(camera) or render(camera))
+    spec = EpisodeSpec(EnvSpec(SUITE, 0, SIZE, True), init_state_id=0, seed=1, max_steps=16, num_wait_steps=3)
+    result = run_episode(env, Holds(), spec)
+    assert result.num_queries == 2 and result.steps == 16
+    # Two cameras per policy query; none for the reset, the 3 settle steps or the other 14 steps.
+    assert len(rendered) == 4

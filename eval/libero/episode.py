@@ -12,6 +12,7 @@ because the episode says nothing about the policy and must be run again.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -120,6 +121,12 @@ def _seed_policy_rngs(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def _lazy_images(env: Any) -> dict[str, bool]:
+    """``lazy_images=True`` for envs that support it: cameras are then rendered only when a
+    policy or an observer reads the observation, not at every settle or open-loop step."""
+    return {"lazy_images": True} if "lazy_images" in inspect.signature(env.step).parameters else {}
+
+
 def _perturb(action: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """DART: the executed action is the clean one plus Gaussian noise on the arm dims, clipped."""
     if sigma == 0:
@@ -150,13 +157,14 @@ def run_episode(
     beat = heartbeat or (lambda: None)
     noise_rng = np.random.default_rng(spec.seed)
     _seed_policy_rngs(spec.seed)
+    lazy = _lazy_images(env)
     options = {"randomize": True} if spec.init_state_id is None else {"init_state_id": spec.init_state_id}
-    obs, _ = env.reset(seed=spec.seed, options=options)
+    obs, _ = env.reset(seed=spec.seed, options={**options, **lazy})
     chunker = ActionChunker(policy, spec.chunking or _WHOLE_CHUNK)
     chunker.reset()
     beat()
     for _ in range(spec.num_wait_steps):
-        obs, _, _, _, _ = env.step(WAIT_ACTION)
+        obs, _, _, _, _ = env.step(WAIT_ACTION, **lazy)
         beat()
 
     latencies: list[float] = []
@@ -186,7 +194,7 @@ def run_episode(
             latencies.append(chunker.stats.last_query_ms)
         for observer in observers:
             observer(env, obs, action)
-        obs, _, success, _, _ = env.step(_perturb(action, spec.action_noise, noise_rng))
+        obs, _, success, _, _ = env.step(_perturb(action, spec.action_noise, noise_rng), **lazy)
         steps += 1
         beat()
         if success and first_success_step is None:
