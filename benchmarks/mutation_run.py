@@ -32,17 +32,17 @@ __all__ = ["main", "run_mutation"]
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
-# the reference and property tests first: with -x a mutant usually dies within seconds
-DEFAULT_TESTS = (
-    "tests/test_model_reference.py",
-    "tests/test_model_properties.py",
-    "tests/test_model_catten.py",
-    "tests/test_model_efa.py",
-    "tests/test_model_lfp.py",
-    "tests/test_model_inputs.py",
-    "tests/test_model_config.py",
-    "tests/test_model_training.py",
-)
+# every model test; the reference and property tests first (with -x a mutant usually dies
+# within seconds), the overfitting run last (it is the slowest)
+FIRST_TESTS = ("tests/test_model_reference.py", "tests/test_model_properties.py")
+LAST_TESTS = ("tests/test_model_training.py",)
+
+
+def model_tests(root: Path) -> list[str]:
+    """``tests/test_model_*.py`` under ``root``, fastest-killing first."""
+    found = sorted(str(path.relative_to(root)) for path in (root / "tests").glob("test_model_*.py"))
+    middle = [name for name in found if name not in FIRST_TESTS + LAST_TESTS]
+    return [name for name in FIRST_TESTS if name in found] + middle + [n for n in LAST_TESTS if n in found]
 
 
 def export_head(destination: Path) -> str:
@@ -55,18 +55,38 @@ def export_head(destination: Path) -> str:
     return commit
 
 
+def _env(copy: Path) -> dict[str, str]:
+    # no bytecode: a same-sized edit within one second could otherwise run a stale .pyc
+    return dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(copy))
+
+
 def _pytest(copy: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
     """Run the tests in ``copy``: (outcome 'passed' | 'failed' | 'timeout', seconds, first failure)."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(copy))
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     start = time.perf_counter()
     try:
-        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            command, check=False, cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - start, ""
     seconds = time.perf_counter() - start
     failures = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return ("passed" if done.returncode == 0 else "failed"), seconds, (failures[0] if failures else "")
+
+
+def _check_imports_from(copy: Path) -> None:
+    """Fail unless ``cogvla`` resolves to the copy (not an editable install of the working tree)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import cogvla; print(cogvla.__file__)"],
+        cwd=copy,
+        env=_env(copy),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(copy.resolve()):
+        raise SystemExit(f"cogvla imports from {found}, not from the mutated copy {copy}")
 
 
 def run_mutation(copy: Path, mutation: Mutation, tests: list[str], timeout: float) -> dict:
@@ -104,7 +124,9 @@ def summarize(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), help="test files, run in this order")
+    parser.add_argument(
+        "--tests", nargs="+", help="test files, run in this order (default: every model test)"
+    )
     parser.add_argument("--only", nargs="+", help="run just these mutation names")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run before a kill")
     parser.add_argument("--out", type=Path, default=cache_dir("mutation") / "mutation_run.json")
@@ -118,18 +140,27 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="cogvla-mutation-") as folder:
         copy = Path(folder)
         commit = export_head(copy)
-        outcome, baseline_seconds, failure = _pytest(copy, args.tests, args.timeout)
+        tests = args.tests or model_tests(copy)
+        _check_imports_from(copy)
+        outcome, baseline_seconds, failure = _pytest(copy, tests, args.timeout)
         if outcome != "passed":
             raise SystemExit(f"the unmutated tests must pass first; got {outcome}: {failure}")
         logger.info("baseline passed in %.1f s at %s", baseline_seconds, commit[:10])
         rows = []
         for number, mutation in enumerate(mutations, 1):
-            rows.append(run_mutation(copy, mutation, args.tests, args.timeout))
-            logger.info("%2d/%d %-45s %s %s", number, len(mutations), mutation.name, rows[-1]["status"],
-                        rows[-1].get("killed_by", ""))
+            rows.append(run_mutation(copy, mutation, tests, args.timeout))
+            row = rows[-1]
+            logger.info(
+                "%2d/%d %-45s %s %s",
+                number,
+                len(mutations),
+                mutation.name,
+                row["status"],
+                row.get("killed_by", ""),
+            )
     result = {
         "commit": commit,
-        "tests": args.tests,
+        "tests": tests,
         "baseline_seconds": round(baseline_seconds, 1),
         "summary": summarize(rows),
         "mutations": rows,

@@ -76,7 +76,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         "x * (1 + gamma.repeat_interleave(n_images, 0))",
         "x * gamma.repeat_interleave(n_images, 0)",
     ),
-    Mutation("vit_film_of_another_block", VISION, "self.film[index].params(cond)", "self.film[-1 - index].params(cond)"),
+    Mutation(
+        "vit_film_of_another_block",
+        VISION,
+        "self.film[index].params(cond)",
+        "self.film[-1 - index].params(cond)",
+    ),
     Mutation(
         "vit_reads_first_tokens_not_aggregation",
         VISION,
@@ -140,9 +145,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "torch.softmax(self.gate(instruction), dim=0)",
     ),
     Mutation(
-        "efa_gate_sigmoid", EFA, "torch.softmax(self.gate(instruction), dim=-1)", "torch.sigmoid(self.gate(instruction))"
+        "efa_gate_sigmoid",
+        EFA,
+        "torch.softmax(self.gate(instruction), dim=-1)",
+        "torch.sigmoid(self.gate(instruction))",
     ),
-    Mutation("efa_projector_without_gelu", EFA, "return self.fc2(self.act(self.fc1(x)))", "return self.fc2(self.fc1(x))"),
+    Mutation(
+        "efa_projector_without_gelu",
+        EFA,
+        "return self.fc2(self.act(self.fc1(x)))",
+        "return self.fc2(self.fc1(x))",
+    ),
     Mutation(
         "efa_dino_tokens_token_major",
         EFA,
@@ -232,7 +245,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "m = m * (1 - mlp_scale).unsqueeze(-1).to(m.dtype)",
     ),
     Mutation("llm_router_probability_scales_attention", LLM, _LLM_RESIDUALS, _LLM_SCALED_ATTENTION),
-    Mutation("llm_router_probability_unused", LLM, "mlp_scale=torch.gather(probs, 1, index),", "mlp_scale=None,"),
+    Mutation(
+        "llm_router_probability_unused", LLM, "mlp_scale=torch.gather(probs, 1, index),", "mlp_scale=None,"
+    ),
     Mutation(
         "llm_router_condition_before_norm",
         LLM,
@@ -340,6 +355,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return F.scaled_dot_product_attention(query, key, value, enable_gqa=gqa)",
     ),
     Mutation(
+        "catten_padded_flag_ignored",
+        CATTEN,
+        "all_valid = bool(valid.all()) if padded is None else not padded",
+        "all_valid = bool(valid.all())",
+        equivalent="the flag only spares reading the mask back; valid.all() gives the same answer",
+    ),
+    Mutation(
         "catten_mask_form_all_to_all",
         CATTEN,
         "mask = build_attention_mask(valid, num_action, catten=True)",
@@ -401,7 +423,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "vision.to(text.dtype),\n                proprio_token.unsqueeze(1),",
         "proprio_token.unsqueeze(1),\n                vision.to(text.dtype),",
     ),
-    Mutation("model_stop_outside_action_block", MODELING, "num_action_block=n_act + 1,", "num_action_block=n_act,"),
+    Mutation(
+        "model_never_padded",
+        MODELING,
+        "padded = not _host_readable(attention_mask) or not bool(attention_mask.bool().all())",
+        "padded = False",
+    ),
+    Mutation(
+        "model_always_padded",
+        MODELING,
+        "padded = not _host_readable(attention_mask) or not bool(attention_mask.bool().all())",
+        "padded = True",
+        equivalent="padded=True only makes attention apply the key mask, which is all True without pads",
+    ),
+    Mutation(
+        "model_stop_outside_action_block", MODELING, "num_action_block=n_act + 1,", "num_action_block=n_act,"
+    ),
     # ---- action_head.py ----
     Mutation("head_block_without_residual", HEAD, "return x + self.ffn(x)", "return self.ffn(x)"),
     Mutation(

@@ -29,7 +29,13 @@ def micro_config(variant: str = "cogvla", attention_impl: str = "split") -> CogV
         name="micro",
         variant=variant,
         dino=ViTConfig(
-            kind="dinov2", hidden_size=24, num_layers=3, num_heads=2, mlp_dim=48, patch_size=8, num_register_tokens=2
+            kind="dinov2",
+            hidden_size=24,
+            num_layers=3,
+            num_heads=2,
+            mlp_dim=48,
+            patch_size=8,
+            num_register_tokens=2,
         ),
         siglip=ViTConfig(
             kind="siglip",
@@ -41,7 +47,9 @@ def micro_config(variant: str = "cogvla", attention_impl: str = "split") -> CogV
             mean=SIGLIP_MEAN,
             std=SIGLIP_STD,
         ),
-        llm=LLMConfig(hidden_size=32, num_layers=6, num_heads=4, num_kv_heads=2, intermediate_size=48, vocab_size=64),
+        llm=LLMConfig(
+            hidden_size=32, num_layers=6, num_heads=4, num_kv_heads=2, intermediate_size=48, vocab_size=64
+        ),
         efa=efa,
         lfp=lfp,
         catten=catten,

@@ -93,7 +93,9 @@ def _sample(
     dino = torch.stack([_vit(w, "dino", config.dino, image, cond, n_agg) for image in images])
     siglip = torch.stack([_vit(w, "siglip", config.siglip, image, cond, n_agg) for image in images])
     if config.efa:
-        logits = _linear(w, "vision_projector.gate.2", _gelu(_linear(w, "vision_projector.gate.0", instruction)))
+        logits = _linear(
+            w, "vision_projector.gate.2", _gelu(_linear(w, "vision_projector.gate.0", instruction))
+        )
         gate = torch.softmax(logits, dim=0)
         dino_tokens = _stream_projector(w, "vision_projector.dino_proj", dino.flatten(0, 1))
         siglip_tokens = _stream_projector(w, "vision_projector.siglip_proj", siglip.flatten(0, 1))
@@ -104,9 +106,7 @@ def _sample(
         hidden = _gelu(_linear(w, "vision_projector.fc2", _gelu(_linear(w, "vision_projector.fc1", fused))))
         vision = _linear(w, "vision_projector.fc3", hidden)
 
-    proprio_token = _linear(
-        w, "proprio_projector.fc2", _gelu(_linear(w, "proprio_projector.fc1", proprio))
-    )
+    proprio_token = _linear(w, "proprio_projector.fc2", _gelu(_linear(w, "proprio_projector.fc1", proprio)))
     n_act = config.chunk_size * config.action_dim
     rows = [bos, *vision, proprio_token, *text, *([torch.zeros_like(bos)] * n_act), stop]
     kinds = [BOS] + [VISION] * len(vision) + [PROPRIO] + [PROMPT] * len(text) + [ACTION] * n_act + [STOP]
@@ -162,7 +162,10 @@ def _vit(
     grid = pixels.shape[-1] // p
     emb = f"{stream}.vit.embeddings"
     if vit.kind == "dinov2":
-        kernel, kernel_bias = w[f"{emb}.patch_embeddings.projection.weight"], w[f"{emb}.patch_embeddings.projection.bias"]
+        kernel, kernel_bias = (
+            w[f"{emb}.patch_embeddings.projection.weight"],
+            w[f"{emb}.patch_embeddings.projection.bias"],
+        )
     else:
         kernel, kernel_bias = w[f"{emb}.patch_embedding.weight"], w[f"{emb}.patch_embedding.bias"]
     patches = []
@@ -200,7 +203,9 @@ def _vit(
             film = f"{stream}.film.{index}"
             gamma, beta = _linear(w, f"{film}.scale", cond), _linear(w, f"{film}.shift", cond)
             x = x * (1 + gamma) + beta
-        mlp = _linear(w, f"{block}.mlp.fc2", _gelu(_linear(w, f"{block}.mlp.fc1", _layer_norm(w, norm2, x, eps))))
+        mlp = _linear(
+            w, f"{block}.mlp.fc2", _gelu(_linear(w, f"{block}.mlp.fc1", _layer_norm(w, norm2, x, eps)))
+        )
         if vit.kind == "dinov2":
             mlp = mlp * w[f"{block}.layer_scale2.lambda1"]
         x = x + mlp
@@ -269,7 +274,9 @@ def _decoder_layer(
     chosen = sorted(set(best) | {i for i in range(seq) if kinds[i] != VISION})
 
     out = x.clone()
-    out[chosen] = _llama_block(w, config, prefix, x[chosen], [kinds[i] for i in chosen], [probs[i] for i in chosen])
+    out[chosen] = _llama_block(
+        w, config, prefix, x[chosen], [kinds[i] for i in chosen], [probs[i] for i in chosen]
+    )
     return out, chosen
 
 
@@ -283,7 +290,7 @@ def _llama_block(
     """
     llm = config.llm
     eps = llm.rms_norm_eps
-    seq, dim = x.shape
+    seq = x.shape[0]
     heads, kv_heads, d = llm.num_heads, llm.kv_heads, llm.head_dim
     h = _rms_norm(x, w[f"{prefix}.input_layernorm.weight"], eps)
     q = _rope((h @ w[f"{prefix}.self_attn.q_proj.weight"].T).view(seq, heads, d), llm.rope_theta)

@@ -5,8 +5,7 @@ independence, and the stream loop against ``transformers``' own ViT forward."""
 
 import pytest
 import torch
-
-from model_probe import FORWARD_KEYS, lively_model, micro_config, micro_inputs, trace_model
+from model_probe import lively_model, micro_config, micro_inputs, trace_model
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,9 @@ def test_a_one_hot_gate_passes_exactly_one_stream(model, inputs):
     finally:
         with torch.no_grad():
             bias.copy_(saved)
-    assert (streams["dino"] - streams["siglip"]).abs().max() > 0.1, "the two streams must not be interchangeable"
+    assert (streams["dino"] - streams["siglip"]).abs().max() > 0.1, (
+        "the two streams must not be interchangeable"
+    )
 
 
 def test_pruned_tokens_leave_every_routed_layer_unchanged(model, inputs):
@@ -65,7 +66,9 @@ def test_the_prefix_never_sees_the_action_slots(model, inputs):
     def fill_action_block(module, args):
         embeds = args[0].clone()
         generator = torch.Generator().manual_seed(3)
-        embeds[:, -block:] = torch.randn(embeds[:, -block:].shape, generator=generator, dtype=embeds.dtype) * 3
+        embeds[:, -block:] = (
+            torch.randn(embeds[:, -block:].shape, generator=generator, dtype=embeds.dtype) * 3
+        )
         return (embeds, *args[1:])
 
     before = trace_model(model, inputs)
@@ -112,7 +115,10 @@ def test_each_sample_is_computed_as_if_alone(model, inputs):
     for b in range(inputs["input_ids"].shape[0]):
         alone = {key: value[b : b + 1] for key, value in inputs.items()}
         pads = int((alone["attention_mask"] == 0).sum())
-        alone["input_ids"], alone["attention_mask"] = alone["input_ids"][:, pads:], alone["attention_mask"][:, pads:]
+        alone["input_ids"], alone["attention_mask"] = (
+            alone["input_ids"][:, pads:],
+            alone["attention_mask"][:, pads:],
+        )
         single = trace_model(model, alone).out
         torch.testing.assert_close(single.actions[0], batched.actions[b], rtol=0, atol=1e-9)
         torch.testing.assert_close(single.vision_tokens[0], batched.vision_tokens[b], rtol=0, atol=1e-12)

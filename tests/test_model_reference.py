@@ -7,11 +7,11 @@ float32 whatever the dtype, so LLM-side stages agree to about 1e-6, vision-side 
 
 import pytest
 import torch
+from model_probe import ModelTrace, lively_model, micro_config, micro_inputs, trace_model
+from reference_cogvla import VISION, SampleTrace, reference_forward
 
 from cogvla.catten import build_attention_mask
 from cogvla.config import CogVLAConfig
-from model_probe import ModelTrace, lively_model, micro_config, micro_inputs, trace_model
-from reference_cogvla import VISION, SampleTrace, reference_forward
 
 VISION_TOL = {"rtol": 0.0, "atol": 1e-10}
 LLM_TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -43,30 +43,6 @@ def case(request) -> tuple[ModelTrace, list[SampleTrace], CogVLAConfig]:
 def _real(trace: ModelTrace, b: int) -> torch.Tensor:
     """Sequence positions of sample ``b``'s real (non-pad) tokens, in order."""
     return torch.where(trace.valid[b])[0]
-
-
-def test_weights_make_every_branch_matter():
-    config = micro_config()
-    model = lively_model(config)
-    inputs = micro_inputs(config)
-    trace = trace_model(model, inputs)
-    gate = trace.out.gate
-    assert bool(((gate[:, 0] - 0.5).abs() > 0.1).all()), f"gate too close to 0.5: {gate.tolist()}"
-    assert (gate[0] - gate[1]).abs().max() > 0.01, "the gate must depend on the instruction"
-    film = model.dino.film[0]
-    gamma, beta = film.params(trace.instruction)
-    assert gamma.abs().mean() > 0.1 and beta.abs().mean() > 0.1
-    layout_vision = slice(1, 1 + config.num_vision_tokens)
-    for layer, x in zip(model.llm.layers, trace.layer_inputs, strict=True):
-        if layer.router is None:
-            continue
-        normed = layer.input_layernorm(x)
-        cond = normed[:, 1 + config.num_vision_tokens : -config.num_action_tokens - 1].mean(dim=1)
-        probs = layer.router(normed, cond, layout_vision)[:, layout_vision]
-        spread = probs.amax(dim=1) - probs.amin(dim=1)
-        assert bool((spread > 0.1).all()), f"router probabilities barely spread: {spread.tolist()}"
-        film_gamma, _ = layer.router.params(cond)
-        assert film_gamma.abs().mean() > 0.1
 
 
 def test_instruction_vector(case):
@@ -147,3 +123,28 @@ def test_actions(case):
     trace, reference, _ = case
     for b, ref in enumerate(reference):
         torch.testing.assert_close(trace.out.actions[b], ref.actions, **LLM_TOL)
+
+
+def test_weights_make_every_branch_matter():
+    # last in the file: a wrong stage is then reported by the comparison that names it
+    config = micro_config()
+    model = lively_model(config)
+    inputs = micro_inputs(config)
+    trace = trace_model(model, inputs)
+    gate = trace.out.gate
+    assert bool(((gate[:, 0] - 0.5).abs() > 0.1).all()), f"gate too close to 0.5: {gate.tolist()}"
+    assert (gate[0] - gate[1]).abs().max() > 0.01, "the gate must depend on the instruction"
+    film = model.dino.film[0]
+    gamma, beta = film.params(trace.instruction)
+    assert gamma.abs().mean() > 0.1 and beta.abs().mean() > 0.1
+    layout_vision = slice(1, 1 + config.num_vision_tokens)
+    for layer, x in zip(model.llm.layers, trace.layer_inputs, strict=True):
+        if layer.router is None:
+            continue
+        normed = layer.input_layernorm(x)
+        cond = normed[:, 1 + config.num_vision_tokens : -config.num_action_tokens - 1].mean(dim=1)
+        probs = layer.router(normed, cond, layout_vision)[:, layout_vision]
+        spread = probs.amax(dim=1) - probs.amin(dim=1)
+        assert bool((spread > 0.1).all()), f"router probabilities barely spread: {spread.tolist()}"
+        film_gamma, _ = layer.router.params(cond)
+        assert film_gamma.abs().mean() > 0.1
