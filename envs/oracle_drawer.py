@@ -20,9 +20,9 @@ from envs.oracle_joint import (
     JointBoxes,
     hand_state,
     horizontal,
+    leaning_rotation,
     pointing_rotation,
     state_sign,
-    yaw_of_finger_axis,
 )
 
 __all__ = ["pull_drawer", "push_drawer"]
@@ -99,19 +99,18 @@ def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig)
     opening = horizontal(_opening(priv, joint))
     centre, reach, _ = _handle(JointBoxes.of(info), opening)
     front = centre + opening * reach
-    # Closed fingers side by side across the push make a paddle as wide as the handle allows.
-    yaw = yaw_of_finger_axis(np.cross(_UP, opening))
+    rotation = leaning_rotation(-opening, config.push_tilt)
 
     rel = hand.pos - front
     along = float(rel @ opening)
     lateral = float(np.linalg.norm(rel[:2] - along * opening[:2]))
     in_front = -config.grasp_tolerance <= along <= config.push_standoff + config.grasp_tolerance
     if in_front and lateral <= 2 * config.insert_tolerance and abs(rel[2]) <= config.insert_tolerance:
-        return Decision.down("push", front - opening * config.push_depth, yaw, 1.0)
+        return Decision("push", front - opening * config.push_depth, rotation, 1.0)
     prepush = front + opening * config.push_standoff
     if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
-        return Decision.down("descend", prepush, yaw, 1.0)
+        return Decision("descend", prepush, rotation, 1.0)
     travel = _travel_height(priv, owner, config)
     if along < config.push_standoff / 2 and hand.pos[2] < travel - config.grasp_tolerance:
-        return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], travel]), yaw, 1.0)
-    return Decision.down("approach", np.array([prepush[0], prepush[1], travel]), yaw, 1.0)
+        return Decision("rise", np.array([hand.pos[0], hand.pos[1], travel]), rotation, 1.0)
+    return Decision("approach", np.array([prepush[0], prepush[1], travel]), rotation, 1.0)

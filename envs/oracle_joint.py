@@ -22,6 +22,7 @@ __all__ = [
     "box_extent_along",
     "hand_state",
     "horizontal",
+    "leaning_rotation",
     "pointing_rotation",
     "rotate_about",
     "state_sign",
@@ -50,6 +51,9 @@ class ArticulationConfig:
     grasp_tolerance: float = 0.01
     # How far ahead of the handle each pull tick aims.
     pull_step: float = 0.06
+    # Pushing drawers: the hand leans this far (rad) from vertical, fingertips ahead of the
+    # wrist, so that the wrist stays clear of the fixture's face above the drawer.
+    push_tilt: float = 0.5
     # Pushing drawers and doors: standoff before contact, and how far past contact each tick aims.
     push_standoff: float = 0.06
     push_depth: float = 0.05
@@ -175,3 +179,15 @@ def pointing_rotation(approach: np.ndarray, finger: np.ndarray, current: np.ndar
         candidates.append(np.stack([np.cross(y, approach), y, approach], axis=1))
     errors = [np.linalg.norm(rotation_error(rot, current)) for rot in candidates]
     return candidates[int(np.argmin(errors))]
+
+
+def leaning_rotation(push: np.ndarray, tilt: float) -> np.ndarray:
+    """A downward hand leaning ``tilt`` (rad) towards the horizontal ``push`` direction, fingers across it.
+
+    The hand's x axis (the side the wrist does not bulge to) points along the push.
+    """
+    push = horizontal(push)
+    up = np.array([0.0, 0.0, 1.0])
+    x = push * np.cos(tilt) + up * np.sin(tilt)
+    approach = -up * np.cos(tilt) + push * np.sin(tilt)
+    return np.stack([x, np.cross(approach, x), approach], axis=1)
