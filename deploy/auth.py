@@ -23,6 +23,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from cogvla_client.curve import CurveClientKeys
+
 __all__ = [
     "ALLOW_DIR",
     "CurveClientKeys",
@@ -66,32 +68,6 @@ class CurveServerKeys:
         socket.curve_secretkey = self.secret
         socket.curve_publickey = self.public
         socket.curve_server = True
-
-
-@dataclass(frozen=True)
-class CurveClientKeys:
-    """A client's key pair and the public key of the server it trusts."""
-
-    server_public: bytes
-    public: bytes
-    secret: bytes
-
-    @classmethod
-    def from_files(
-        cls, server_key: str | os.PathLike[str], client_secret: str | os.PathLike[str]
-    ) -> CurveClientKeys:
-        """Load ``server.key`` (public) and ``<name>.key_secret``."""
-        server_public, _ = zmq.auth.load_certificate(server_key)
-        public, secret = zmq.auth.load_certificate(client_secret)
-        if secret is None:
-            raise ValueError(f"curve keys: {client_secret} holds no secret key (pass the .key_secret file)")
-        return cls(server_public=server_public, public=public, secret=secret)
-
-    def apply(self, socket: zmq.Socket) -> None:
-        """Make ``socket`` a CURVE client (before connect)."""
-        socket.curve_serverkey = self.server_public
-        socket.curve_publickey = self.public
-        socket.curve_secretkey = self.secret
 
 
 def generate_keys(
