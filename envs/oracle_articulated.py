@@ -16,15 +16,23 @@ from typing import Any
 from envs.oracle_decision import Decision
 from envs.oracle_door import push_door
 from envs.oracle_drawer import pull_drawer, push_drawer
-from envs.oracle_joint import ArticulationConfig
+from envs.oracle_joint import ArticulationConfig, hand_state
 from envs.oracle_knob import twist_knob
 from envs.oracle_plan import SubGoal, articulation_state
 
-__all__ = ["ArticulationConfig", "ArticulationError", "articulate"]
+__all__ = ["ArticulationConfig", "ArticulationError", "articulate", "let_go"]
 
 
 class ArticulationError(ValueError):
     """A sub-goal the articulation skills cannot carry out."""
+
+
+def let_go(priv: Mapping[str, Any], owner: str, config: ArticulationConfig) -> Decision:
+    """Open the fingers where the hand is, then back away along the hand's pointing direction."""
+    hand = hand_state(priv, owner)
+    if hand.gap < config.open_gap:
+        return Decision("release", hand.pos.copy(), hand.rot, -1.0)
+    return Decision("back_off", hand.pos - hand.rot[:, 2] * config.back_off, hand.rot, -1.0)
 
 
 def articulate(priv: Mapping[str, Any], subgoal: SubGoal, config: ArticulationConfig) -> Decision:
@@ -36,12 +44,16 @@ def articulate(priv: Mapping[str, Any], subgoal: SubGoal, config: ArticulationCo
             raise ArticulationError(f"subgoal.joints: {joint!r} is not in privileged['joints']")
     # Several joints (e.g. a double door): work on the first one not yet in the state.
     pending = [j for j in subgoal.joints if not articulation_state(priv, j, subgoal.kind)]
-    joint = (pending or list(subgoal.joints))[0]
+    if not pending:
+        return let_go(priv, priv["joints"][subgoal.joints[0]]["owner"], config)
+    joint = pending[0]
     kind = priv["joints"][joint]["type"]
     if subgoal.kind in ("turnon", "turnoff"):
         return twist_knob(priv, joint, subgoal.kind, config)
     if kind == "slide":
-        return pull_drawer(priv, joint, config) if subgoal.kind == "open" else push_drawer(priv, joint, config)
+        return (
+            pull_drawer(priv, joint, config) if subgoal.kind == "open" else push_drawer(priv, joint, config)
+        )
     if subgoal.kind == "close":
         return push_door(priv, joint, "close", config)
     raise ArticulationError(f"subgoal {subgoal.kind!r} of hinge {joint!r}: opening doors is not implemented")

@@ -94,7 +94,9 @@ def push_door(priv: Mapping[str, Any], joint: str, state: str, config: Articulat
     rel = hand.pos - door.anchor
     radial = float(rel @ door.radial)
     behind = float(rel @ door.tangent)
-    inward = door.sign * np.cross(door.axis, rotate_about(door.radial, np.zeros(3), door.axis, door.goal_angle - door.angle))
+    inward = door.sign * np.cross(
+        door.axis, rotate_about(door.radial, np.zeros(3), door.axis, door.goal_angle - door.angle)
+    )
     depth = float(rel @ inward)
     if depth > 0.0 and _within(priv, owner, hand.pos):
         # The hand is inside the fixture (e.g. it just put something in): back out past the doorway first.

@@ -111,6 +111,7 @@ def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig)
     if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
         return Decision("descend", prepush, rotation, 1.0)
     travel = _travel_height(priv, owner, config)
-    if along < config.push_standoff / 2 and hand.pos[2] < travel - config.grasp_tolerance:
+    low = hand.pos[2] < travel - config.grasp_tolerance
+    if along < config.push_standoff / 2 and low and _over_fixture(priv, owner, hand, config.travel_clearance):
         return Decision("rise", np.array([hand.pos[0], hand.pos[1], travel]), rotation, 1.0)
     return Decision("approach", np.array([prepush[0], prepush[1], travel]), rotation, 1.0)

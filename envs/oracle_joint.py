@@ -63,6 +63,8 @@ class ArticulationConfig:
     door_lead: float = 0.3
     # Knobs: twist aimed ahead per tick (rad) and the margin past LIBERO's threshold.
     twist_step: float = 0.5
+    # How far the hand backs away, against its pointing direction, once the joint is in its state.
+    back_off: float = 0.08
     # Slack over a handle's or fin's thickness for "closed on it".
     held_gap_margin: float = 0.012
 
