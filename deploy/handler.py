@@ -18,6 +18,7 @@ from typing import Any
 
 from deploy.core import InferenceCore, InferenceJob, InferenceOutcome
 from deploy.protocol import (
+    ARRAY_FORMATS,
     ENDPOINTS,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -177,6 +178,14 @@ class RequestHandler:
                 expected=f"one of {', '.join(ENDPOINTS)}",
                 actual=repr(endpoint)[:80],
             )
+        array_format = message.get("array_format", ARRAY_FORMATS[0])
+        if array_format not in ARRAY_FORMATS:
+            raise bad_request(
+                "array_format",
+                "unknown array format for the reply",
+                f"one of {', '.join(ARRAY_FORMATS)}",
+                repr(array_format)[:40],
+            )
         session = message.get("session", default_session)
         if not isinstance(session, str) or not 0 < len(session) <= _MAX_SESSION_CHARS:
             raise bad_request(
@@ -239,7 +248,7 @@ class RequestHandler:
         session: str,
     ) -> None:
         try:
-            data = encode(answer)
+            data = encode(answer, _reply_format(message))
         except TypeError:
             logger.exception("could not encode a reply to %s", session)
             err = RequestError(ErrorCode.INTERNAL_ERROR, "server produced a reply it cannot encode")
@@ -253,6 +262,12 @@ class RequestHandler:
             self.recorder.record(
                 {"time": time.time(), "session": session, "request": request, "reply": answer}
             )
+
+
+def _reply_format(message: Any) -> str:
+    """How the reply writes arrays: the request's valid ``array_format``, else this protocol's."""
+    array_format = message.get("array_format") if isinstance(message, dict) else None
+    return array_format if array_format in ARRAY_FORMATS else ARRAY_FORMATS[0]
 
 
 def _readable_endpoint(message: Any) -> str | None:

@@ -243,3 +243,19 @@ def test_the_documented_error_reply_is_what_the_server_sends() -> None:
         encode({"v": 1, "endpoint": "act", "id": 7}), peer="doc", received=0.0, reply=replies.append
     )
     assert replies == [_documented_error_reply()]
+
+
+def test_openpi_arrays_and_scalars_decode_and_are_checked_like_ours() -> None:
+    from openpi_client import msgpack_numpy
+
+    message = {"a": np.arange(6, dtype=np.int16).reshape(2, 3), "s": np.float32(2.5), "b": np.bool_(True)}
+    out = decode(msgpack_numpy.packb(message))
+    np.testing.assert_array_equal(out["a"], message["a"])
+    assert out["s"].shape == () and out["s"].dtype == np.float32 and float(out["s"]) == 2.5
+    assert out["b"].dtype == np.bool_ and bool(out["b"])
+    with pytest.raises(DecodeError, match="not allowed") as info:
+        decode(msgpack_numpy.packb({"obs": {"x": np.zeros(2, ">f4")}}))
+    assert info.value.field == "obs.x.dtype"
+    assert msgpack_numpy.unpackb(encode(message, array_format="openpi"))["a"].tolist() == message["a"].tolist()
+    with pytest.raises(ValueError, match="array_format: expected one of cogvla, openpi"):
+        encode(message, array_format="json")

@@ -624,3 +624,29 @@ def test_documented_limits_are_enforced(echo_server: Any, payload: bytes, code: 
     reply = raw_call(server.endpoint, payload)
     assert reply is not None and reply["error"]["code"] == code and reply["error"]["field"] == field
     assert raw_call(server.endpoint, infer_payload(make_obs(prompt="x" * 2048)))["status"] == "ok"
+
+
+def test_openpi_msgpack_numpy_requests_and_replies_over_zeromq(echo_server: Any) -> None:
+    from openpi_client import msgpack_numpy
+
+    server, _ = echo_server
+    obs = {**make_obs(2.0, 3.0), "state": np.array([2.0, 3.0, 0, 0, 0, 0, 0, 0], np.float32)}
+    # openpi's codec writes arrays with byte keys; the server reads them like its own.
+    reply = raw_call(server.endpoint, msgpack_numpy.packb({"v": 1, "endpoint": "infer", "id": 3, "obs": obs}))
+    assert reply is not None and reply["status"] == "ok", reply
+    np.testing.assert_array_equal(reply["result"]["actions"][0, :2], [2.0, 3.0])
+    # Asked for, the reply's arrays are written so that openpi's own unpackb reads them.
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.endpoint)
+    try:
+        sock.send(msgpack_numpy.packb({"v": 1, "endpoint": "infer", "id": 4, "obs": obs, "array_format": "openpi"}))
+        assert sock.poll(5000)
+        answer = msgpack_numpy.unpackb(sock.recv())
+    finally:
+        sock.close()
+    actions = answer["result"]["actions"]
+    assert isinstance(actions, np.ndarray) and actions.dtype == np.float32 and actions.shape == (CHUNK, 7)
+    np.testing.assert_array_equal(actions[0, :2], [2.0, 3.0])
+    refused = raw_call(server.endpoint, infer_payload(obs, array_format="pickle"))
+    assert refused["error"]["field"] == "array_format" and refused["error"]["code"] == "bad_request"

@@ -16,6 +16,7 @@ This module imports only numpy and msgpack: robot-side code can use it without t
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ import msgpack
 import numpy as np
 
 __all__ = [
+    "ARRAY_FORMATS",
     "ARRAY_MARKER",
     "ATTACH_MIN_BYTES",
     "ENDPOINTS",
@@ -50,6 +52,11 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 ENDPOINTS = ("infer", "metadata", "ping", "reset")
 ARRAY_MARKER = "__ndarray__"
+# How replies write arrays: this protocol's maps, or openpi-client's msgpack_numpy maps.
+ARRAY_FORMATS = ("cogvla", "openpi")
+# openpi-client's msgpack_numpy marks arrays and numpy scalars with byte-string keys.
+_OPENPI_ARRAY = b"__ndarray__"
+_OPENPI_SCALAR = b"__npgeneric__"
 
 # One byte order on the wire (little-endian, what every current robot CPU uses) keeps
 # foreign clients to a memcpy; object/void/complex/str dtypes are never accepted.
@@ -174,6 +181,14 @@ def _default(obj: Any) -> Any:
     )
 
 
+def _openpi_default(obj: Any) -> Any:
+    if isinstance(obj, (np.ndarray, np.generic)):
+        array = np.asarray(obj)
+        data, dtype = _wire_data(array)
+        return {_OPENPI_ARRAY: True, b"data": data, b"dtype": dtype, b"shape": list(array.shape)}
+    return _default(obj)
+
+
 def _decode_array(obj: dict[str, Any], attachments: Sequence[Buffer], used: set[int]) -> np.ndarray:
     dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
     np_dtype = _NUMPY_DTYPES.get(dtype) if type(dtype) is str else None
@@ -245,6 +260,8 @@ def _array_hook(attachments: Sequence[Buffer], used: set[int]) -> Callable[[dict
 
     def hook(obj: dict[str, Any]) -> Any:
         if ARRAY_MARKER not in obj:
+            if _OPENPI_ARRAY in obj or _OPENPI_SCALAR in obj:
+                return hook(_from_openpi(obj))
             return obj
         if obj[ARRAY_MARKER] is not True:
             raise DecodeError(
@@ -256,6 +273,22 @@ def _array_hook(attachments: Sequence[Buffer], used: set[int]) -> Callable[[dict
         return _decode_array(obj, attachments, used)
 
     return hook
+
+
+def _from_openpi(obj: dict[Any, Any]) -> dict[str, Any]:
+    """An array or numpy scalar as openpi-client's ``msgpack_numpy`` packs it (byte keys), as
+    this protocol's array map, so that one validation serves both."""
+    marker = _OPENPI_ARRAY if _OPENPI_ARRAY in obj else _OPENPI_SCALAR
+    dtype = obj.get(b"dtype")
+    array = {ARRAY_MARKER: obj[marker], "dtype": dtype, "shape": obj.get(b"shape"), "data": obj.get(b"data")}
+    if marker == _OPENPI_SCALAR:
+        # A scalar travels as its Python value; as a 0-d array it is checked like any other.
+        array["shape"] = []
+        np_dtype = _NUMPY_DTYPES.get(dtype) if type(dtype) is str else None
+        if np_dtype is not None:
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                array["data"] = np.asarray(array["data"], np_dtype).tobytes()
+    return array
 
 
 def _locate(err: DecodeError, buffer: Buffer, attachments: Sequence[Buffer]) -> DecodeError:
@@ -279,7 +312,7 @@ def _failing_array(node: Any, hook: Callable[[dict[str, Any]], Any], path: str) 
         found = _failing_array(child, hook, f"{path}.{key}" if path else str(key))
         if found is not None:
             return found
-    if isinstance(node, dict) and ARRAY_MARKER in node:
+    if isinstance(node, dict) and (ARRAY_MARKER in node or _OPENPI_ARRAY in node or _OPENPI_SCALAR in node):
         try:
             hook(node)
         except DecodeError:
@@ -287,15 +320,20 @@ def _failing_array(node: Any, hook: Callable[[dict[str, Any]], Any], path: str) 
     return None
 
 
-def encode(obj: Any) -> bytes:
+def encode(obj: Any, array_format: str = "cogvla") -> bytes:
     """Pack a message (nested dicts/lists of scalars, strings, bytes and arrays) into msgpack bytes.
 
     numpy scalars become 0-d arrays (except ``np.float64``, a ``float`` subclass, which
     travels as a msgpack float); non-contiguous arrays are copied to C order and big-endian
     arrays are converted to little-endian. Unsupported dtypes raise TypeError.
+    ``array_format="openpi"`` writes arrays as openpi-client's ``msgpack_numpy`` does (byte
+    keys), so that its ``unpackb`` reads them.
     """
+    if array_format not in ARRAY_FORMATS:
+        raise ValueError(f"array_format: expected one of {', '.join(ARRAY_FORMATS)}, got {array_format!r}")
+    default = _default if array_format == "cogvla" else _openpi_default
     # A fresh Packer per call keeps encode() safe to call from several threads.
-    return msgpack.Packer(default=_default, use_bin_type=True).pack(obj)
+    return msgpack.Packer(default=default, use_bin_type=True).pack(obj)
 
 
 def encode_frames(obj: Any, min_bytes: int = ATTACH_MIN_BYTES) -> list[Buffer]:
