@@ -41,6 +41,10 @@ SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
 
+# values of CogVLAConfig.image_preprocessing
+IMAGE_PREPROCESSING = ("bicubic", "openvla", "openvla-tf")
+
+
 class ConfigError(ValueError):
     """A configuration field has an invalid value or a config dict has odd keys."""
 
@@ -207,6 +211,10 @@ class CogVLAConfig:
     attention_impl: Literal["split", "mask"] = "split"
     # OpenVLA LIBERO protocol: 90%-area center crop at inference (training: matching random crop)
     center_crop: bool = True
+    # how camera images become model input (cogvla.preprocess.model_images): "bicubic", this
+    # project's resize; or OpenVLA's eval front-end that released weights expect (JPEG round
+    # trip, lanczos3, uint8 crop): "openvla" without TensorFlow, "openvla-tf" with it, exact
+    image_preprocessing: Literal["bicubic", "openvla", "openvla-tf"] = "bicubic"
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -231,6 +239,11 @@ class CogVLAConfig:
         _require(
             self.attention_impl in ("split", "mask"),
             f"attention_impl: expected 'split' or 'mask', got {self.attention_impl!r}",
+        )
+        _require(
+            self.image_preprocessing in IMAGE_PREPROCESSING,
+            f"image_preprocessing: expected one of {', '.join(IMAGE_PREPROCESSING)}, "
+            f"got {self.image_preprocessing!r}",
         )
         for name in ("chunk_size", "action_dim", "proprio_dim", "action_head_blocks"):
             _require(getattr(self, name) >= 1, f"{name}: expected >= 1, got {getattr(self, name)}")

@@ -1,7 +1,7 @@
 """``CogVLAPolicy``: the model behind the ``cogvla.policy_api.Policy`` interface.
 
-Per observation: images -> resize to the model size (+ 90%-area center crop when the
-config asks for it) -> [0, 1] floats; state -> ``NormStats.normalize_proprio``; prompt ->
+Per observation: images -> the config's ``image_preprocessing`` (resize to the model size,
++ 90%-area center crop when the config asks for it) -> [0, 1] floats; state -> ``NormStats.normalize_proprio``; prompt ->
 ``PromptTokenizer``; one forward pass; actions -> ``NormStats.unnormalize_actions``
 (robot units, binarized gripper). ``infer_batch`` runs a whole list in one forward pass
 and leaves the wall time of its three stages in ``last_timing`` (ms, keys ``STAGE_KEYS``),
@@ -41,7 +41,7 @@ from cogvla.normalize import (
     suite_norm_key,
 )
 from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE, Policy
-from cogvla.preprocess import ObservationError, center_crop, check_observation, images_to_tensor
+from cogvla.preprocess import ObservationError, check_observation, model_images
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
 
 __all__ = [
@@ -288,10 +288,8 @@ class CogVLAPolicy(Policy):
         for obs in observations:
             check_observation(obs, image_keys=IMAGE_KEYS, state_dim=config.proprio_dim)
         pixel_values = torch.stack(
-            [images_to_tensor([obs[key] for key in IMAGE_KEYS], config.image_size) for obs in observations]
+            [model_images([obs[key] for key in IMAGE_KEYS], config) for obs in observations]
         )
-        if config.center_crop:
-            pixel_values = center_crop(pixel_values)
         proprio = torch.from_numpy(
             np.stack(
                 [

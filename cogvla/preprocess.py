@@ -4,17 +4,23 @@ OpenVLA's LIBERO protocol (reference section 8): resize every camera image to th
 size, then at inference take the central box of 90% area and resize it back
 (``tf.image.crop_and_resize``, bilinear); training uses a random box of the same area.
 ``crop_resize`` reproduces ``crop_and_resize`` sampling exactly with ``grid_sample``.
+Released checkpoints expect OpenVLA's full eval front-end instead (JPEG round trip and
+lanczos3 resize first, see ``cogvla.openvla_images``); ``model_images`` picks the path a
+model config names.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from cogvla.config import CogVLAConfig
 
 __all__ = [
     "CROP_AREA",
@@ -23,6 +29,7 @@ __all__ = [
     "check_observation",
     "crop_resize",
     "images_to_tensor",
+    "model_images",
     "random_crop",
 ]
 
@@ -49,6 +56,19 @@ def images_to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
             )[0]
         out[i] = pixels.clamp_(0.0, 1.0)
     return out
+
+
+def model_images(images: Sequence[np.ndarray], config: CogVLAConfig) -> torch.Tensor:
+    """One observation's uint8 camera images -> ``(n, 3, S, S)`` model input in [0, 1], by the
+    path ``config.image_preprocessing`` names (and its ``center_crop``)."""
+    size = config.image_size
+    if config.image_preprocessing == "bicubic":
+        pixels = images_to_tensor(images, size)
+        return center_crop(pixels) if config.center_crop else pixels
+    from cogvla.openvla_images import openvla_images
+
+    backend = "tf" if config.image_preprocessing == "openvla-tf" else "torch"
+    return openvla_images(images, size, center_crop=config.center_crop, backend=backend)
 
 
 def crop_resize(images: torch.Tensor, scale: float, offset: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:

@@ -46,7 +46,9 @@ def _observation(side: int) -> dict:
 def test_one_import_keeps_every_suite_and_picks_none(release, imported):
     stored = json.loads((imported / NORM_TABLE_FILE).read_text())
     assert sorted(stored) == sorted(release.unnorm_keys)
-    assert json.loads((imported / "config.json").read_text())["norm_key"] is None
+    header = json.loads((imported / "config.json").read_text())
+    assert header["norm_key"] is None
+    assert header["config"]["image_preprocessing"] == "openvla"
     assert not (imported / "norm_stats.json").exists()
     assert not list(imported.parent.glob(".*importing*"))
 

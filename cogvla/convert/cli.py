@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cogvla.config import IMAGE_PREPROCESSING
 from cogvla.convert.errors import ImportOutputError
 from cogvla.normalize import NORM_TABLE_FILE, save_norm_table
 
@@ -49,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where the model is assembled, e.g. cuda:0")
     parser.add_argument("--chunk-size", type=int, default=8, help="actions per chunk (LIBERO: 8)")
     parser.add_argument("--num-images", type=int, default=2, help="cameras per observation (LIBERO: 2)")
+    parser.add_argument(
+        "--image-preprocessing",
+        choices=IMAGE_PREPROCESSING,
+        default="openvla",
+        help="how images are prepared, recorded in the checkpoint: openvla = the release's JPEG + "
+        "lanczos3 front-end without TensorFlow (within 1 uint8 step), openvla-tf = exact (needs the "
+        "openvla-tf extra), bicubic = this project's",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -68,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         progress=not args.no_progress,
         keep_all_stats=True,
+        image_preprocessing=args.image_preprocessing,
     )
     with staging_folder(out) as staging:
         result.model.save_pretrained(

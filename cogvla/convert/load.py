@@ -101,6 +101,7 @@ def import_released(
     num_images: int = 2,
     progress: bool = True,
     keep_all_stats: bool = False,
+    image_preprocessing: str = "openvla",
 ) -> ImportResult:
     """Convert a released checkpoint folder; see the module docstring for memory behaviour.
 
@@ -109,6 +110,8 @@ def import_released(
             also matches ``libero_spatial_no_noops``); optional when the file has one key.
         keep_all_stats: with several keys and no ``unnorm_key``, import with no default
             key instead of refusing; every key's stats are in ``norm_table`` either way.
+        image_preprocessing: recorded in the model config, so serving, evaluation and
+            training prepare images alike (see ``CogVLAConfig.image_preprocessing``).
         chunk_size, num_images: LIBERO protocol values no released file records.
     """
     start = time.perf_counter()
@@ -118,7 +121,12 @@ def import_released(
     sources, extras = _sources(directory, released, files)
     preprocessing = read_image_preprocessing(directory, released.image_size)
     config = released_model_config(
-        released, sources, preprocessing, chunk_size=chunk_size, num_images=num_images
+        released,
+        sources,
+        preprocessing,
+        chunk_size=chunk_size,
+        num_images=num_images,
+        image_preprocessing=image_preprocessing,
     )
     stats_all = read_dataset_statistics(directory)
     dims = {"action_dim": config.action_dim, "proprio_dim": config.proprio_dim}
@@ -150,7 +158,12 @@ def import_released(
         available_unnorm_keys=sorted(stats_all),
         dtype=str(dtype).removeprefix("torch."),
         device=str(device),
-        protocol={"chunk_size": chunk_size, "num_images": num_images, "center_crop": config.center_crop},
+        protocol={
+            "chunk_size": chunk_size,
+            "num_images": num_images,
+            "center_crop": config.center_crop,
+            "image_preprocessing": config.image_preprocessing,
+        },
         import_seconds=round(time.perf_counter() - start, 3),
     )
     report = build_report(

@@ -75,8 +75,13 @@ def released_model_config(
     *,
     chunk_size: int = 8,
     num_images: int = 2,
+    image_preprocessing: str = "openvla",
 ) -> CogVLAConfig:
-    """The model config for ``released``; ``sources`` as in :func:`~cogvla.convert.mapping.released_plan`."""
+    """The model config for ``released``; ``sources`` as in :func:`~cogvla.convert.mapping.released_plan`.
+
+    ``image_preprocessing`` defaults to OpenVLA's eval front-end, which the released
+    weights were trained and evaluated with (``openvla-tf`` computes it with TensorFlow).
+    """
     cogvla = released.kind == "cogvla"
     vision = sources["vision" if cogvla else "weights"]
     infix = ".block" if cogvla else ""
@@ -148,5 +153,6 @@ def released_model_config(
         action_head_blocks=_indices(head.tensor_keys(), "model.mlp_resnet_blocks.", head),
         action_head_hidden=head_hidden if head_hidden != text.hidden_size else None,
         center_crop=True,
+        image_preprocessing=image_preprocessing,
         **optional,
     )
