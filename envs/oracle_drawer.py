@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 
 from envs.oracle_decision import Decision
+from envs.oracle_handle import HandleGrasp, over_fixture, pull_handle, travel_height
 from envs.oracle_joint import (
     ArticulationConfig,
-    Hand,
     JointBoxes,
     hand_state,
     horizontal,
     leaning_rotation,
-    pointing_rotation,
     state_sign,
 )
 
@@ -45,50 +44,19 @@ def _handle(boxes: JointBoxes, opening: np.ndarray) -> tuple[np.ndarray, float, 
     return centre, reach, thickness
 
 
-def _travel_height(priv: Mapping[str, Any], owner: str, config: ArticulationConfig) -> float:
-    """Height at which the hand can move over the fixture and whatever stands next to it."""
-    box = np.asarray(priv["objects"][owner]["aabb"], dtype=np.float64)
-    return float(box[1, 2]) + config.travel_clearance
-
-
-def _over_fixture(priv: Mapping[str, Any], owner: str, hand: Hand, margin: float) -> bool:
-    box = np.asarray(priv["objects"][owner]["aabb"], dtype=np.float64)
-    return bool(np.all(hand.pos[:2] >= box[0, :2] - margin) and np.all(hand.pos[:2] <= box[1, :2] + margin))
-
-
 def pull_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig) -> Decision:
     """Grasp the drawer's handle from the front and pull it along the opening direction."""
     info = priv["joints"][joint]
-    owner = info["owner"]
-    hand = hand_state(priv, owner)
     opening = horizontal(_opening(priv, joint))
-    grasp, _, thickness = _handle(JointBoxes.of(info), opening)
-    rotation = pointing_rotation(-opening, _UP, hand.rot)
-
-    rel = hand.pos - grasp
-    along = float(rel @ opening)
-    off = float(np.linalg.norm(rel - along * opening))
-    tol = config.grasp_tolerance
-    closed_on_bar = config.empty_gap < hand.gap <= 2 * thickness + config.held_gap_margin
-    if hand.contacts >= 1 and closed_on_bar and off <= 2 * tol and abs(along) <= 2 * tol:
-        return Decision("pull", grasp + opening * config.pull_step, rotation, 1.0)
-    closing = config.empty_gap < hand.gap < config.open_gap and off <= 2 * tol and abs(along) <= 2 * tol
-    if (off <= tol and abs(along) <= tol) or closing:
-        return Decision("grip", grasp, rotation, 1.0)
-    aligned = hand.rotation_error(rotation) <= config.rotation_tolerance
-    in_corridor = off <= config.insert_tolerance and -tol <= along <= config.handle_standoff + 2 * tol
-    if in_corridor and aligned and hand.gap >= config.open_gap:
-        return Decision("insert", grasp, rotation, -1.0)
-    pregrasp = grasp + opening * config.handle_standoff
-    if float(np.linalg.norm((hand.pos - pregrasp)[:2])) <= 2 * config.insert_tolerance:
-        return Decision("align", pregrasp, rotation, -1.0)
-    travel = _travel_height(priv, owner, config)
-    # Behind the handle's front (e.g. over the fixture after a placement): go over the top first.
-    behind = along < 0.0
-    if behind and hand.pos[2] < travel - tol and _over_fixture(priv, owner, hand, config.travel_clearance):
-        return Decision("rise", np.array([hand.pos[0], hand.pos[1], travel]), hand.rot, -1.0)
-    hover = pregrasp + np.array([0.0, 0.0, config.travel_clearance])
-    return Decision("approach", hover, rotation, -1.0)
+    point, _, thickness = _handle(JointBoxes.of(info), opening)
+    handle = HandleGrasp(
+        point=point,
+        outward=opening,
+        finger=_UP,
+        half_thickness=thickness,
+        drag=point + opening * config.pull_step,
+    )
+    return pull_handle(priv, info["owner"], handle, config)
 
 
 def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig) -> Decision:
@@ -110,8 +78,8 @@ def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig)
     prepush = front + opening * config.push_standoff
     if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
         return Decision("descend", prepush, rotation, 1.0)
-    travel = _travel_height(priv, owner, config)
+    travel = travel_height(priv, owner, config)
     low = hand.pos[2] < travel - config.grasp_tolerance
-    if along < config.push_standoff / 2 and low and _over_fixture(priv, owner, hand, config.travel_clearance):
+    if along < config.push_standoff / 2 and low and over_fixture(priv, owner, hand, config.travel_clearance):
         return Decision("rise", np.array([hand.pos[0], hand.pos[1], travel]), rotation, 1.0)
     return Decision("approach", np.array([prepush[0], prepush[1], travel]), rotation, 1.0)

@@ -19,6 +19,7 @@ __all__ = [
     "ArticulationConfig",
     "Hand",
     "JointBoxes",
+    "axis_rotation",
     "box_extent_along",
     "hand_state",
     "horizontal",
@@ -153,13 +154,16 @@ def horizontal(vector: np.ndarray) -> np.ndarray:
     return flat / norm if norm > 1e-9 else flat
 
 
+def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation matrix ``(3, 3)`` of ``angle`` (rad, right-handed) about ``axis``."""
+    x, y, z = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
 def rotate_about(point: np.ndarray, anchor: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """``point`` turned by ``angle`` (rad, right-handed) about the line through ``anchor`` along ``axis``."""
-    axis = axis / np.linalg.norm(axis)
-    rel = point - anchor
-    cos, sin = np.cos(angle), np.sin(angle)
-    turned = rel * cos + np.cross(axis, rel) * sin + axis * float(axis @ rel) * (1 - cos)
-    return anchor + turned
+    return anchor + axis_rotation(axis, angle) @ (np.asarray(point) - anchor)
 
 
 def yaw_of_finger_axis(finger: np.ndarray) -> float:
