@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cogvla.eval_protocol import EVAL_PROTOCOL_FILE
+
 __all__ = [
     "EVAL_PROTOCOL_FILE",
     "add_arguments",
@@ -33,8 +35,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# A checkpoint may carry the protocol it was trained for, used when no flag overrides it.
-EVAL_PROTOCOL_FILE = "eval_protocol.json"
+# A checkpoint may carry the protocol it was trained for (cogvla.eval_protocol), used when no
+# flag overrides it.
 _CHECKPOINT_DEFAULT_KEYS = {"suites", "tasks", "image_size", "fast_render"}
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_harness import SUITE, FakeEnv, ZeroPolicy, _config, _lines, crashing_env, fake_env, fake_policy
 
 from deploy.client import ServerTimeout
 from eval.libero.config import EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.harness import run_eval
 from eval.libero.results import summarize
-from test_harness import SUITE, FakeEnv, ZeroPolicy, _config, _lines, crashing_env, fake_env, fake_policy
 
 
 class ServerDownPolicy(ZeroPolicy):
@@ -45,7 +45,9 @@ def test_unreachable_policy_server_is_an_error_not_a_policy_failure(tmp_path):
 
 def test_resume_runs_episodes_that_ended_in_an_infrastructure_error_again(tmp_path):
     crashed = run_eval(
-        _config(tmp_path, tasks=(0,), trials=4, max_attempts=2), env_factory=crashing_env, policy_factory=fake_policy
+        _config(tmp_path, tasks=(0,), trials=4, max_attempts=2),
+        env_factory=crashing_env,
+        policy_factory=fake_policy,
     )
     assert crashed["overall"]["errors"] == 1 and crashed["partial"]
     resumed = run_eval(
@@ -60,7 +62,10 @@ def test_resume_runs_episodes_that_ended_in_an_infrastructure_error_again(tmp_pa
         "ci95": None,
     }
     assert not resumed["partial"] and resumed["missing"] == 0
-    assert [r["outcome"] for r in _lines(str(tmp_path / "run")) if r["init_state_id"] == 1] == ["error", "failure"]
+    assert [r["outcome"] for r in _lines(str(tmp_path / "run")) if r["init_state_id"] == 1] == [
+        "error",
+        "failure",
+    ]
 
 
 def _record(task_id: int, init: int, outcome: str) -> tuple[str, dict]:
@@ -80,7 +85,12 @@ def _record(task_id: int, init: int, outcome: str) -> tuple[str, dict]:
 
 def test_a_partial_run_says_so_and_gives_the_mean_of_per_task_rates():
     records = dict(
-        [_record(0, 0, "success"), _record(0, 1, "success"), _record(0, 2, "success"), _record(1, 0, "failure")]
+        [
+            _record(0, 0, "success"),
+            _record(0, 1, "success"),
+            _record(0, 2, "success"),
+            _record(1, 0, "failure"),
+        ]
     )
     planned = [f"s/{t}/{i}" for t in (0, 1) for i in range(3)]
     summary = summarize(planned, records)
@@ -152,7 +162,9 @@ class PlanningPolicy(ZeroPolicy):
 
 def _execute(execution: str, policy: PlanningPolicy, **overrides) -> CountingEnv:
     chunking = EvalConfig(out="unused", policy="unused", execution=execution, **overrides).chunking()
-    spec = EpisodeSpec(env=EnvSpec(SUITE, 0), init_state_id=1, seed=0, max_steps=20, num_wait_steps=0, chunking=chunking)
+    spec = EpisodeSpec(
+        env=EnvSpec(SUITE, 0), init_state_id=1, seed=0, max_steps=20, num_wait_steps=0, chunking=chunking
+    )
     env = CountingEnv(spec.env)
     result = run_episode(env, policy, spec)
     assert result.steps == 20 and result.num_queries == len(policy.asked_at)

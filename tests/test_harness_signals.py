@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_harness import REPO, SUITE, TESTS_DIR, _config, fake_env, fake_policy
 
 from eval.libero.harness import ResumeMismatchError, run_eval
-from test_harness import REPO, SUITE, TESTS_DIR, _config, fake_env, fake_policy
 
 
 def _start_run(out: Path, stderr: Path) -> subprocess.Popen:
@@ -107,5 +107,7 @@ def test_resume_compares_the_policys_content_not_its_path(tmp_path):
     assert run_eval(more, env_factory=fake_env, policy_factory=fake_policy)["overall"]["episodes"] == 2
     (checkpoint / "model.safetensors").write_bytes(b"weights v2")
     again = _config(tmp_path, policy=str(checkpoint), tasks=(0,), trials=3, workers=1, resume=True)
-    with pytest.raises(ResumeMismatchError, match="policy: the run .* fingerprint .* weights or config changed"):
+    with pytest.raises(
+        ResumeMismatchError, match="policy: the run .* fingerprint .* weights or config changed"
+    ):
         run_eval(again, env_factory=fake_env, policy_factory=fake_policy)

@@ -4,7 +4,9 @@ The exported model (``save_pretrained`` format) is what serving loads. ``trainer
 is what ``--resume`` needs to continue bit-for-bit: the trained module's own state dict
 (LoRA adapters unmerged), optimizer, scheduler, every rank's RNG states and the data
 position. A checkpoint is written to a ``.partial`` folder and renamed when complete, so
-a crash never leaves a half-written ``step_*`` behind.
+a crash never leaves a half-written ``step_*`` behind, and a checkpoint whose trained
+weights hold NaN/inf is refused before anything is written, so rotation, which deletes only
+after a successful write, never trades the last finite checkpoint for a broken one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 __all__ = [
     "TRAINER_STATE",
+    "NonFiniteCheckpointError",
     "checkpoint_dir",
     "latest_checkpoint",
     "list_checkpoints",
@@ -29,6 +32,18 @@ __all__ = [
 
 TRAINER_STATE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class NonFiniteCheckpointError(ValueError):
+    """The weights to save hold NaN or inf; nothing was written."""
+
+
+def _non_finite_tensors(weights: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, tensor in weights.items()
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -64,9 +79,16 @@ def save_checkpoint(
         run_dir: the run folder.
         step: optimizer steps done.
         export: writes the serving model into the folder it is given.
-        trainer_state: everything ``--resume`` needs; saved with ``torch.save``.
+        trainer_state: everything ``--resume`` needs, its weights under ``"model"``; saved with
+            ``torch.save``. Non-finite weights raise ``NonFiniteCheckpointError``.
         keep: how many checkpoints to keep.
     """
+    broken = _non_finite_tensors(trainer_state["model"])
+    if broken:
+        raise NonFiniteCheckpointError(
+            f"step {step}: {len(broken)} trained tensors hold NaN/inf (e.g. {broken[0]}); not saving it, "
+            f"the newest finite checkpoint stays {latest_checkpoint(run_dir)}"
+        )
     final = checkpoint_dir(run_dir, step)
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

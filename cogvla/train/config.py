@@ -36,6 +36,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     # Global gradient-norm clip; None = off (the reference does not clip).
     max_grad_norm: float | None = 1.0
+    # A step whose loss or gradient is NaN/inf is skipped (and counted); this many in a row stop the run.
+    max_nonfinite_steps: int = 5
     # ||a[:6]|| below this with an unchanged gripper marks a no-op transition (dropped).
     noop_threshold: float = NOOP_THRESHOLD
     # Training-time image augmentation; None = off (a centre crop of the same area is used instead).
@@ -59,7 +61,15 @@ class TrainConfig:
     lora_alpha: int = 16
 
     def __post_init__(self) -> None:
-        positive = ("steps", "global_batch", "grad_accum", "save_every", "log_every", "lora_rank")
+        positive = (
+            "steps",
+            "global_batch",
+            "grad_accum",
+            "save_every",
+            "log_every",
+            "lora_rank",
+            "max_nonfinite_steps",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}: expected >= 1, got {getattr(self, name)}")

@@ -4,8 +4,8 @@ As in the CogVLA recipe (reference section 6.2), the pretrained backbones get Lo
 adapters on every linear layer (both ViTs and the Llama decoder), while the modules
 CogVLA adds are trained fully: FiLM, aggregation tokens, the EFA projectors and gate, the
 LFP routers, the proprio projector and the action head. Backbone norms and embeddings stay
-frozen. Saving merges the adapters into plain weights, so a fine-tuned checkpoint loads
-like any other.
+frozen. Trained parameters are float32 whatever the checkpoint's dtype. Saving merges the
+adapters into plain weights, so a fine-tuned checkpoint loads like any other.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def lora_target_modules(model: nn.Module) -> list[str]:
 
 
 def apply_lora(model: CogVLAModel, rank: int, alpha: int) -> PeftModel:
-    """Wrap ``model`` with LoRA (gaussian init, no dropout) and unfreeze the new modules."""
+    """Wrap ``model`` with LoRA (gaussian init, no dropout) and unfreeze the new modules, in float32."""
     targets = lora_target_modules(model)
     if not targets:
         raise ValueError(f"apply_lora: no linear layer under {BACKBONE_PREFIXES} to adapt")
@@ -53,6 +53,10 @@ def apply_lora(model: CogVLAModel, rank: int, alpha: int) -> PeftModel:
     for name, parameter in wrapped.named_parameters():
         if "lora_" not in name:
             parameter.requires_grad_(not is_backbone_parameter(name))
+        if parameter.requires_grad:
+            # AdamW's updates underflow and its second moments overflow in half precision (a
+            # float16 checkpoint went NaN at step 2), so whatever is trained is float32.
+            parameter.data = parameter.data.float()
     return wrapped
 
 

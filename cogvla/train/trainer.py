@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,8 +33,10 @@ from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, get_preset
 from cogvla.data.dataset import DemoDataset, compute_norm_stats, sample_crop_area, select_training_frames
+from cogvla.data.frame_cache import find_demo_files
 from cogvla.data.loading import load_demo_frames
 from cogvla.data.sampler import StepSampler
+from cogvla.eval_protocol import protocol_of_demos, write_eval_protocol
 from cogvla.modeling import CogVLAModel
 from cogvla.normalize import NormStats
 from cogvla.tokenizer import PromptTokenizer, libero_instructions
@@ -48,6 +51,7 @@ from cogvla.train.distributed import (
     shutdown,
 )
 from cogvla.train.lora import apply_lora, merged_model
+from cogvla.train.nonfinite import NonFiniteStepGuard
 from cogvla.train.optim import build_optimizer, build_scheduler
 from cogvla.train.run_log import RunLog, plot_loss_curve
 
@@ -56,7 +60,9 @@ __all__ = ["RunExistsError", "TrainResult", "train"]
 logger = logging.getLogger(__name__)
 
 # trainer_state fields that may change between a run and its resumption without changing the math.
-_RESUMABLE_CHANGES = frozenset({"num_workers", "save_every", "keep_checkpoints", "log_every"})
+_RESUMABLE_CHANGES = frozenset(
+    {"num_workers", "save_every", "keep_checkpoints", "log_every", "max_nonfinite_steps"}
+)
 
 
 class RunExistsError(FileExistsError):
@@ -74,6 +80,8 @@ class TrainResult:
     checkpoint: str
     num_samples: int
     num_episodes: int
+    # Steps whose update was skipped for a non-finite loss or gradient.
+    skipped_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,6 +151,9 @@ class _Run:
     num_episodes: int
     start_step: int
     resumed_from: Path | None
+    skipped_steps: int = 0
+    # Suites, tasks, camera size and rendering of the demos; None when they do not agree on one.
+    eval_protocol: dict[str, Any] | None = None
 
     @property
     def lora(self) -> bool:
@@ -154,6 +165,8 @@ class _Run:
         plain.save_pretrained(
             folder, tokenizer=self.tokenizer, norm_stats=self.stats, norm_key=self.run_dir.name
         )
+        if self.eval_protocol is not None:
+            write_eval_protocol(folder, self.eval_protocol)
 
     def save(self, step: int) -> Path:
         """Checkpoint ``step`` (a collective: every rank calls it) and redraw the loss curve."""
@@ -170,6 +183,7 @@ class _Run:
                 "config": dataclasses.asdict(self.config),
                 "init_from": str(self.init_from) if self.init_from else None,
                 "world_size": self.info.world_size,
+                "skipped_steps": self.skipped_steps,
             }
             path = ckpt.save_checkpoint(
                 self.run_dir, step, self.export, trainer_state, self.config.keep_checkpoints
@@ -230,6 +244,7 @@ def _run(
         checkpoint=str(final) if final else "",
         num_samples=len(run.dataset),
         num_episodes=run.num_episodes,
+        skipped_steps=run.skipped_steps,
     )
 
 
@@ -275,6 +290,9 @@ def _set_up(
     lora = _uses_lora(config, init_from)
     trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if lora else model
     trainable.to(info.device).train()
+    if info.device.type != "cuda":
+        # Without CUDA's autocast a half-precision frozen base cannot feed float32 trainables.
+        trainable.float()
     if state is not None:
         _load_training_weights(trainable, state["model"], lora=lora)
     parameters = [p for p in trainable.parameters() if p.requires_grad]
@@ -302,6 +320,8 @@ def _set_up(
         num_episodes=len(frames.episode_starts),
         start_step=state["step"] if state else 0,
         resumed_from=checkpoint,
+        skipped_steps=state.get("skipped_steps", 0) if state else 0,
+        eval_protocol=protocol_of_demos(find_demo_files(data)),
     )
 
 
@@ -328,9 +348,11 @@ def _train_steps(
     )
     window_loss, window_steps, window_start = torch.zeros((), device=info.device), 0, time.perf_counter()
     last_loss = last_rate = last_checkpoint = None
+    guard = NonFiniteStepGuard(config.max_nonfinite_steps)
     for step in range(run.start_step, config.steps):
         run.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
+        step_loss = torch.zeros((), device=info.device)
         for micro in range(config.grad_accum):
             last_micro = micro == config.grad_accum - 1
             # Gradients are all-reduced once per step, on the last micro-step.
@@ -339,26 +361,33 @@ def _train_steps(
                 with autocast():
                     loss, micro_metrics = wrapped(next(batches))
                 (loss / config.grad_accum).backward()
-            window_loss += loss.detach() / config.grad_accum
+            step_loss += loss.detach() / config.grad_accum
             for key, value in micro_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + value / config.grad_accum
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(run.parameters, config.max_grad_norm)
-            if config.max_grad_norm
-            else None
-        )
+        # An infinite clip only measures the norm, which the finiteness check needs.
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.parameters, config.max_grad_norm or math.inf)
         step_lr = run.optimizer.param_groups[0]["lr"]
-        run.optimizer.step()
-        run.scheduler.step()
-        window_steps += 1
         done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
+        if guard.allows(done, step_loss, grad_norm, info):
+            run.optimizer.step()
+            window_loss += step_loss
+            window_steps += 1
+        else:
+            run.skipped_steps += 1
+        # A skipped step still uses its place in the schedule, so the LR follows the step count.
+        run.scheduler.step()
+        if window_steps and (done % config.log_every == 0 or done == config.steps):
             last_loss = float(mean_across_ranks(window_loss / window_steps, info))
             last_rate = window_steps * config.global_batch / (time.perf_counter() - window_start)
             if log is not None:
-                record = {"step": done, "loss": last_loss, "lr": step_lr, "samples_per_s": last_rate}
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
+                record = {
+                    "step": done,
+                    "loss": last_loss,
+                    "lr": step_lr,
+                    "samples_per_s": last_rate,
+                    "grad_norm": float(grad_norm),
+                    "skipped_steps": run.skipped_steps,
+                }
                 record.update({key: value for key, value in metrics.items() if key != "l1"})
                 log.write(record)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{step_lr:.2e}", sps=f"{last_rate:.1f}")

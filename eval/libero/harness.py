@@ -8,9 +8,13 @@ Usage::
     summary = run_eval(EvalConfig(out="runs/oracle", policy="oracle", tasks=(0, 1), trials=2))
     summary["overall"]["success_rate"]
 
-Outputs in ``config.out``: ``config.json`` (every protocol value), ``episodes.jsonl``
-(one line per finished episode, written as it finishes), ``summary.json`` (per-task,
-per-suite and overall success with 95% Wilson intervals) and ``videos/``.
+Outputs in ``config.out``: ``config.json`` (every protocol value and the policy's content
+fingerprint), ``episodes.jsonl`` (one line per episode, written as it ends: a success, a
+policy failure, or an infrastructure error that ``resume`` runs again; see
+``eval.libero.results``), ``summary.json`` (per-task, per-suite and overall success over
+finished episodes with 95% Wilson intervals, the mean of per-task rates, errors apart, and
+``partial`` while episodes are missing) and ``videos/``. SIGTERM/SIGINT stop the workers
+and still write ``summary.json`` (``EvalStopped``).
 """
 
 from __future__ import annotations

@@ -78,7 +78,9 @@ class EpisodeLog:
             else:
                 problem = _record_problem(record)
             if problem is not None:
-                logger.warning("%s:%d: skipping a corrupt line (%s); its episode runs again", self.path, number, problem)
+                logger.warning(
+                    "%s:%d: skipping a corrupt line (%s); its episode runs again", self.path, number, problem
+                )
                 continue
             records[record["key"]] = record
         return records
