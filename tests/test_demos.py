@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from cogvla.data.libero_hdf5 import count_episodes, read_episodes
+from cogvla.data.libero_hdf5 import Episode, append_episode, count_episodes, read_episodes
 from eval.libero.demos import DemoConfig, attempt_seed, generate_demos
 from eval.libero.episode import EnvSpec
 
@@ -113,6 +113,10 @@ def test_demos_resume_to_the_requested_count_without_reusing_seeds(tmp_path):
     assert sum(a["success"] for a in attempts) == 4
 
     episodes = list(read_episodes(task["file"]))
+    assert sorted(p.name for p in (folder / f"{task['task_name']}_demo").iterdir()) == [
+        ".lock",
+        *(f"demo_{i}.hdf5" for i in range(4)),
+    ]
     kept_seeds = sorted(int(e.states[0, 0]) for e in episodes)
     assert kept_seeds == sorted(a["seed"] for a in attempts if a["success"])
     for episode in episodes:
@@ -124,6 +128,31 @@ def test_demos_resume_to_the_requested_count_without_reusing_seeds(tmp_path):
             episode.language
             == "pick up the black bowl between the plate and the ramekin and place it on the plate"
         )
+
+
+def test_demos_appended_by_an_earlier_run_count_and_stay_untouched(tmp_path):
+    from envs.suites import get_task
+
+    earlier = tmp_path / SUITE / f"{get_task(SUITE, 0).name}_demo.hdf5"
+    append_episode(
+        earlier,
+        Episode(
+            actions=np.zeros((4, 7)),
+            agentview_rgb=np.zeros((4, 8, 8, 3), np.uint8),
+            eye_in_hand_rgb=np.zeros((4, 8, 8, 3), np.uint8),
+            ee_pos=np.zeros((4, 3)),
+            ee_ori=np.zeros((4, 3)),
+            gripper_states=np.zeros((4, 2)),
+            joint_states=np.zeros((4, 7)),
+            language=get_task(SUITE, 0).language,
+        ),
+    )
+    before = earlier.read_bytes()
+    config = DemoConfig(out=str(tmp_path), suite=SUITE, tasks=(0,), per_task=2, num_wait_steps=1, max_steps=10)
+    report = generate_demos(config, env_factory=fake_demo_env, policy_factory=constant_policy)
+    task = report["tasks"][0]
+    assert task["demos"] == 2 and task["new_demos"] == 1 and count_episodes(task["file"]) == 1
+    assert earlier.read_bytes() == before
 
 
 @pytest.mark.libero
@@ -151,8 +180,8 @@ def test_cogvla_demos_writes_a_readable_file(tmp_path):
         ]
     )
     assert rc == 0
-    files = list((tmp_path / SUITE).glob("*_demo.hdf5"))
-    assert len(files) == 1 and count_episodes(files[0]) == 1
-    (episode,) = read_episodes(files[0])
+    folders = list((tmp_path / SUITE).glob("*_demo"))
+    assert len(folders) == 1 and count_episodes(folders[0]) == 1
+    (episode,) = read_episodes(folders[0])
     assert episode.agentview_rgb.shape[1:] == (64, 64, 3) and episode.actions.shape == (len(episode), 7)
     assert episode.states is not None and episode.state.shape == (len(episode), 8)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
 
 import h5py
 import numpy as np
 import pytest
 
-from cogvla.data.libero_hdf5 import Episode, EpisodeFormatError, append_episode, count_episodes, read_episodes
+from cogvla.data.libero_hdf5 import (
+    Episode,
+    EpisodeFormatError,
+    append_episode,
+    count_episodes,
+    read_episodes,
+    write_episode,
+)
 
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 
@@ -202,3 +212,36 @@ def test_reader_names_a_missing_dataset(tmp_path):
         del handle["data/demo_0/obs/joint_states"]
     with pytest.raises(EpisodeFormatError, match="missing dataset 'joint_states'"):
         list(read_episodes(path))
+
+
+def _killed_while_writing(folder, episode, max_file_bytes: int) -> bool:
+    """Write ``episode`` in a forked child that the kernel kills (SIGXFSZ) once a file it
+    writes would grow past ``max_file_bytes``: a kill at that point of the write."""
+    pid = os.fork()
+    if pid == 0:
+        # Python ignores SIGXFSZ; its default action is to kill.
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+        try:
+            write_episode(folder, episode)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status)
+
+
+def test_a_kill_at_any_point_of_a_write_leaves_the_earlier_demos_readable(tmp_path):
+    folder = tmp_path / "task_demo"
+    for length, seed in ((5, 1), (6, 2)):
+        write_episode(folder, make_episode(length, seed=seed))
+    new = make_episode(7, seed=3, size=16)
+    full_size = write_episode(tmp_path / "scratch", new).stat().st_size
+    limits = np.linspace(0, full_size, 25, endpoint=False).astype(int)[1:]
+    for limit in limits:
+        assert _killed_while_writing(folder, new, int(limit))
+        assert count_episodes(folder) == 2
+        assert [len(episode) for episode in read_episodes(folder)] == [5, 6]
+    # Resuming writes where the killed writers stopped.
+    assert write_episode(folder, new).name == "demo_2.hdf5"
+    assert [len(episode) for episode in read_episodes(folder)] == [5, 6, 7]
+    assert count_episodes(tmp_path / "missing") == 0

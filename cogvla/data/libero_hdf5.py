@@ -19,11 +19,17 @@ datasets (``scripts/create_dataset.py`` upstream)::
 In memory (``Episode``) images are upright, as in the policy's observation schema; the
 180 degree rotation happens here and nowhere else, so official files and the project's
 own demos read the same way.
+
+A kill while HDF5 metadata is being written leaves the whole file unreadable, so demo
+generation never appends to a file that already holds demos: ``write_episode`` puts each
+episode in a file of its own, ``FOLDER/demo_{i}.hdf5`` in the layout above, written under
+another name and renamed when complete. Readers take a file or such a folder alike.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,11 +48,13 @@ __all__ = [
     "append_episode",
     "count_episodes",
     "read_episodes",
+    "write_episode",
 ]
 
 DEFAULT_PROBLEM_NAME = "libero_tabletop_manipulation"
 _DOMAIN_NAME = "robosuite"
 _DEMO_KEY = re.compile(r"^demo_(\d+)$")
+_EPISODE_FILE = re.compile(r"^demo_(\d+)\.hdf5$")
 # Fixed-width per-frame chunks: random access to one frame reads one chunk.
 _IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
 
@@ -111,7 +119,8 @@ def append_episode(path: str | Path, episode: Episode, env_args: dict[str, Any] 
 
     The file and LIBERO's file-level attributes are created on the first call. A file
     holds one task, as in LIBERO, so an episode whose language differs from the file's is
-    refused. Concurrent appenders to the same file are serialized by a lock file.
+    refused. Concurrent appenders to the same file are serialized by a lock file. A kill
+    during the append can leave the file unreadable; ``write_episode`` cannot.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +143,44 @@ def append_episode(path: str | Path, episode: Episode, env_args: dict[str, Any] 
     return key
 
 
+def write_episode(folder: str | Path, episode: Episode, env_args: dict[str, Any] | None = None) -> Path:
+    """Write ``episode`` as the next ``folder/demo_{i}.hdf5`` (a one-demo LIBERO file) and return it.
+
+    The file appears complete or not at all: it is written as ``demo_{i}.hdf5.partial``,
+    synced and renamed, so a kill at any point leaves the folder's earlier demos readable.
+    Concurrent writers to one folder are serialized by a lock file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive(folder / ".lock"):
+        indices = [int(m.group(1)) for m in map(_EPISODE_FILE.match, os.listdir(folder)) if m]
+        path = folder / f"demo_{max(indices, default=-1) + 1}.hdf5"
+        partial = path.with_name(path.name + ".partial")
+        with h5py.File(partial, "w") as handle:
+            data = handle.create_group("data")
+            _write_file_attrs(data, episode, env_args)
+            _write_demo(data.create_group("demo_0"), episode)
+            data.attrs["num_demos"] = 1
+            data.attrs["total"] = len(episode)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    return path
+
+
 def read_episodes(path: str | Path) -> Iterator[Episode]:
-    """Yield the episodes of a LIBERO-schema file (the project's or an official one) in demo order."""
+    """Yield the episodes of a LIBERO-schema file (the project's or an official one), or of a
+    ``write_episode`` folder, in demo order."""
     path = Path(path)
+    if path.is_dir():
+        for file in _episode_files(path):
+            yield from read_episodes(file)
+        return
     with h5py.File(path, "r") as handle:
         if "data" not in handle:
             raise EpisodeFormatError(f"{path}: expected a top-level 'data' group, got {sorted(handle)}")
@@ -148,10 +192,12 @@ def read_episodes(path: str | Path) -> Iterator[Episode]:
 
 
 def count_episodes(path: str | Path) -> int:
-    """Number of demos in ``path``; 0 when the file does not exist yet."""
+    """Number of demos in a file or a ``write_episode`` folder; 0 when it does not exist yet."""
     path = Path(path)
     if not path.exists():
         return 0
+    if path.is_dir():
+        return sum(count_episodes(file) for file in _episode_files(path))
     with h5py.File(path, "r") as handle:
         return len(_demo_keys(handle["data"])) if "data" in handle else 0
 
@@ -245,6 +291,12 @@ def _problem_info(data: h5py.Group, path: Path) -> dict[str, Any]:
     if not info.get("language_instruction"):
         raise EpisodeFormatError(f"{path}: problem_info has no 'language_instruction'; got {info}")
     return info
+
+
+def _episode_files(folder: Path) -> list[Path]:
+    """The complete episode files of a ``write_episode`` folder, in index order."""
+    found = [(int(m.group(1)), folder / m.group(0)) for m in map(_EPISODE_FILE.match, os.listdir(folder)) if m]
+    return [path for _, path in sorted(found)]
 
 
 def _demo_keys(data: h5py.Group) -> list[str]:

@@ -6,11 +6,14 @@ rolls out the oracle and, if the task succeeds, keeps the episode up to a few st
 after success. With ``noise > 0`` the executed action is perturbed (DART) while the
 recorded action is the oracle's clean one.
 
-Files, per task, in ``out/<suite>/``: ``<task_name>_demo.hdf5`` (as LIBERO names them)
-and ``<task_name>_attempts.jsonl`` (every attempt: seed, outcome, steps, time). The
-attempt ledger is what makes a run resumable: attempt ``a`` of a task always uses the
-same seed, a re-run starts after the last recorded attempt, and an attempt is recorded
-before its demo is written, so a kill can lose a demo but never duplicate one.
+Files, per task, in ``out/<suite>/``: ``<task_name>_demo/demo_{i}.hdf5``, one LIBERO-schema
+file per demo (``cogvla.data.libero_hdf5.write_episode``: a kill never damages earlier
+demos), and ``<task_name>_attempts.jsonl`` (every attempt: seed, outcome, steps, time).
+Demos of a ``<task_name>_demo.hdf5`` file (LIBERO's name; earlier runs appended to it)
+count towards the task and stay as they are. The attempt ledger is what makes a run
+resumable: attempt ``a`` of a task always uses the same seed, a re-run starts after the
+last recorded attempt, and an attempt is recorded before its demo is written, so a kill
+can lose a demo but never duplicate one.
 """
 
 from __future__ import annotations
@@ -134,7 +137,10 @@ class _TaskState:
     name: str
     language: str
     bddl_file: str
-    hdf5: Path
+    # Where new demos go, one file each.
+    folder: Path
+    # A single file of demos appended by earlier runs (counted, never written).
+    appended: Path
     ledger: EpisodeLog
     have: int
     next_attempt: int
@@ -151,15 +157,17 @@ def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
     task = get_task(config.suite, task_id)
     folder = Path(config.out) / config.suite
     folder.mkdir(parents=True, exist_ok=True)
-    hdf5 = folder / f"{task.name}_demo.hdf5"
+    appended = folder / f"{task.name}_demo.hdf5"
     ledger = EpisodeLog(folder / f"{task.name}_attempts.jsonl")
     attempts = ledger.load()
     try:
-        have = count_episodes(hdf5)
+        have = count_episodes(appended)
     except OSError as exc:
         raise OSError(
-            f"{hdf5} is unreadable (killed during a write?); move it away to regenerate it: {exc}"
+            f"{appended} is unreadable (killed during a write?); move it away to regenerate it: {exc}"
         ) from exc
+    demo_folder = folder / f"{task.name}_demo"
+    have += count_episodes(demo_folder)
     last = max((int(r["attempt"]) for r in attempts.values()), default=-1)
     return _TaskState(
         suite=config.suite,
@@ -168,7 +176,8 @@ def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
         language=task.language,
         # As LIBERO's datasets store it: relative to site-packages, not this machine's path.
         bddl_file=f"libero/libero/bddl_files/{config.suite}/{Path(task.bddl_file).name}",
-        hdf5=hdf5,
+        folder=demo_folder,
+        appended=appended,
         ledger=ledger,
         have=have,
         next_attempt=last + 1,
@@ -204,7 +213,7 @@ def _env_args(config: DemoConfig, state: _TaskState, problem_name: str) -> dict[
 
 
 def _write_demo(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -> None:
-    from cogvla.data.libero_hdf5 import Episode, append_episode
+    from cogvla.data.libero_hdf5 import Episode, write_episode
 
     arrays = result["arrays"]
     episode = Episode(
@@ -220,7 +229,7 @@ def _write_demo(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -
         problem_name=result["problem_name"],
         bddl_file=state.bddl_file,
     )
-    append_episode(state.hdf5, episode, env_args=_env_args(config, state, result["problem_name"]))
+    write_episode(state.folder, episode, env_args=_env_args(config, state, result["problem_name"]))
 
 
 def generate_demos(
@@ -286,7 +295,8 @@ def generate_demos(
         state.in_flight -= 1
         state.attempts_made += 1
         line = {k: v for k, v in result.items() if k not in ("arrays", "problem_name")}
-        state.ledger.append({"key": job.key, **line})
+        outcome = "success" if result["success"] else "error" if result.get("error") else "failure"
+        state.ledger.append({"key": job.key, "outcome": outcome, **line})
         if result["success"] and result.get("arrays") is not None and state.have < config.per_task:
             _write_demo(config, state, result)
             state.have += 1
@@ -326,6 +336,11 @@ def generate_demos(
     return _report(config, states, time.perf_counter() - started)
 
 
+def _bytes(state: _TaskState) -> int:
+    files = [state.appended, *state.folder.glob("demo_*.hdf5")]
+    return sum(path.stat().st_size for path in files if path.is_file())
+
+
 def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -> dict[str, Any]:
     tasks = []
     for state in states.values():
@@ -338,13 +353,13 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
             {
                 "task_id": state.task_id,
                 "task_name": state.name,
-                "file": str(state.hdf5),
+                "file": str(state.folder),
                 "demos": state.have,
                 "attempts": len(records),
                 "oracle_success_rate": round(sum(bool(r["success"]) for r in records) / len(records), 4)
                 if records
                 else None,
-                "bytes": state.hdf5.stat().st_size if state.hdf5.exists() else 0,
+                "bytes": _bytes(state),
                 "new_demos": state.successes,
                 "mean_seconds_per_new_demo": round(float(np.mean(state.success_seconds)), 3)
                 if state.success_seconds

@@ -5,7 +5,7 @@ Usage::
     cogvla demos --suite libero_spatial --tasks 0,1,2 --per-task 50 --out data/demos \\
         --workers 2 --noise 0.1
 
-Writes ``OUT/<suite>/<task_name>_demo.hdf5`` per task. Re-running the same command
+Writes ``OUT/<suite>/<task_name>_demo/demo_{i}.hdf5``, one file per demo. Re-running the same command
 continues each task up to ``--per-task`` demos with new seeds.
 """
 
