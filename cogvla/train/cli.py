@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data-loader worker processes per rank")
     parser.add_argument("--save-every", type=int, help="checkpoint interval in steps")
     parser.add_argument("--log-every", type=int, help="log interval in steps")
+    parser.add_argument(
+        "--max-nonfinite-steps",
+        type=int,
+        help="steps in a row with a NaN/inf loss or gradient (each skipped) that stop the run (default: 5)",
+    )
     parser.add_argument("--seed", type=int, help="seed of init, data order and augmentation")
     parser.add_argument("--variant", help="model variant: cogvla, dense, no-efa, no-lfp")
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "num_workers": args.workers,
         "save_every": args.save_every,
         "log_every": args.log_every,
+        "max_nonfinite_steps": args.max_nonfinite_steps,
         "seed": args.seed,
         "variant": args.variant,
         "init_mode": args.init_mode,
