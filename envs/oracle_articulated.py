@@ -3,7 +3,8 @@
 ``articulate`` picks the skill from the joint's type and the sub-goal's state, from the
 privileged state alone: slide joints are drawers (pulled open by the handle, pushed
 closed), hinges are knobs when the goal turns them on or off (grasped and twisted) and
-doors otherwise (pushed along their arc). Each skill is Markovian: its phase follows from
+doors otherwise (pushed closed along their arc; pulled open by the handle until there is
+room to push the inner face). Each skill is Markovian: its phase follows from
 the joint position, the hand pose relative to the handle, door or knob, the finger gap and
 the finger contacts.
 """
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from envs.oracle_decision import Decision
-from envs.oracle_door import push_door
+from envs.oracle_door import open_door, push_door
 from envs.oracle_drawer import pull_drawer, push_drawer
 from envs.oracle_joint import ArticulationConfig, hand_state
 from envs.oracle_knob import twist_knob
@@ -56,4 +57,4 @@ def articulate(priv: Mapping[str, Any], subgoal: SubGoal, config: ArticulationCo
         )
     if subgoal.kind == "close":
         return push_door(priv, joint, "close", config)
-    raise ArticulationError(f"subgoal {subgoal.kind!r} of hinge {joint!r}: opening doors is not implemented")
+    return open_door(priv, joint, config)

@@ -1,4 +1,4 @@
-"""Door skill of the scripted oracle: push a hinged door along its arc towards a state.
+"""Door skills of the scripted oracle: push a hinged door along its arc, or pull it by its handle.
 
 The door is the largest box of the hinge's moving body. The closed fingers, hand pointing
 down, press on the door's outer face near its free edge and just under its top, so that
@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from envs.oracle_decision import Decision
+from envs.oracle_geometry import nearest_equivalent_yaw
+from envs.oracle_handle import HandleGrasp, pull_handle
 from envs.oracle_joint import (
     ArticulationConfig,
     JointBoxes,
@@ -24,7 +26,7 @@ from envs.oracle_joint import (
     yaw_of_finger_axis,
 )
 
-__all__ = ["DoorFrame", "door_frame", "push_door"]
+__all__ = ["DoorFrame", "door_frame", "open_door", "pull_door", "push_door"]
 
 _UP = np.array([0.0, 0.0, 1.0])
 # Half thickness of the closed fingers across the finger axis (m).
@@ -84,7 +86,8 @@ def push_door(priv: Mapping[str, Any], joint: str, state: str, config: Articulat
     owner = info["owner"]
     hand = hand_state(priv, owner)
     door = door_frame(priv, joint, state)
-    yaw = yaw_of_finger_axis(door.radial)
+    # Of the two equivalent finger yaws, the one nearer the wrist's middle keeps clear of its limits.
+    yaw = nearest_equivalent_yaw(yaw_of_finger_axis(door.radial), 0.0)
     height = door.top - config.finger_depth
     radius = door.length - 2 * config.finger_depth
     face = door.half_thickness + _FINGER_HALF_WIDTH
@@ -112,10 +115,41 @@ def push_door(priv: Mapping[str, Any], joint: str, state: str, config: Articulat
         return Decision.down("descend", prepush, yaw, 1.0)
     travel = door.top + config.travel_clearance
     if behind > 0.0 and hand.pos[2] < travel - config.grasp_tolerance:
-        return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], travel]), yaw, 1.0)
+        # Open fingers let go of whatever they hold (e.g. the door's handle) on the way up.
+        return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], travel]), yaw, -1.0)
     return Decision.down("approach", np.array([prepush[0], prepush[1], travel]), yaw, 1.0)
 
 
 def _within(priv: Mapping[str, Any], owner: str, point: np.ndarray) -> bool:
     box = np.asarray(priv["objects"][owner]["aabb"], dtype=np.float64)
     return bool(np.all(point >= box[0]) and np.all(point <= box[1]))
+
+
+def open_door(priv: Mapping[str, Any], joint: str, config: ArticulationConfig) -> Decision:
+    """Swing a door open: by its handle while it is nearly shut, then pushing its inner face."""
+    ranges = priv["objects"][priv["joints"][joint]["owner"]]["articulation"]
+    angle = float(priv["joints"][joint]["qpos"])
+    ajar = float(np.min(np.abs(np.asarray(ranges["close"]) - angle)))
+    if ajar >= config.door_push_from:
+        return push_door(priv, joint, "open", config)
+    return pull_door(priv, joint, "open", config)
+
+
+def pull_door(priv: Mapping[str, Any], joint: str, state: str, config: ArticulationConfig) -> Decision:
+    """Grasp the door's handle from outside and swing the door along its arc towards ``state``."""
+    info = priv["joints"][joint]
+    door = door_frame(priv, joint, state)
+    boxes = JointBoxes.of(info)
+    # The handle is what sticks out furthest on the side the door swings towards.
+    index = boxes.furthest_along(door.tangent)
+    point = boxes.centre[index]
+    turn = door.sign * config.door_pull_lead
+    handle = HandleGrasp(
+        point=point,
+        outward=door.tangent,
+        finger=door.radial,
+        half_thickness=float(boxes.extent_along(door.radial)[index]),
+        drag=rotate_about(point, door.anchor, door.axis, turn),
+        drag_turn=turn * float(np.sign(door.axis[2]) or 1.0),
+    )
+    return pull_handle(priv, info["owner"], handle, config)

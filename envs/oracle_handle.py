@@ -62,7 +62,8 @@ def pull_handle(
     tol = config.grasp_tolerance
     near = off <= 2 * tol and abs(along) <= 2 * tol
     on_bar = config.empty_gap < hand.gap <= 2 * handle.half_thickness + config.held_gap_margin
-    if hand.contacts >= 1 and on_bar and near:
+    held = off <= config.held_tolerance and abs(along) <= config.held_tolerance
+    if hand.contacts >= 1 and on_bar and held:
         turned = axis_rotation(np.array([0.0, 0.0, 1.0]), handle.drag_turn) @ rotation
         return Decision("pull", handle.drag, turned, 1.0)
     closing = config.empty_gap < hand.gap < config.open_gap and near

@@ -60,8 +60,13 @@ class ArticulationConfig:
     push_depth: float = 0.05
     # Depth of the fingertips below the top edge of what they push or grasp.
     finger_depth: float = 0.02
-    # Door pushes aim this angle (rad) ahead of the door's current angle.
+    # Door pushes, and pulls by the handle, aim this angle (rad) ahead of the door's current angle.
     door_lead: float = 0.3
+    door_pull_lead: float = 0.12
+    # A door opened this far (rad) from its closed range leaves room to push it open from inside.
+    door_push_from: float = 0.45
+    # Handle vs grip site while dragging it: farther than this means it slipped out.
+    held_tolerance: float = 0.03
     # Knobs: twist aimed ahead per tick (rad) and the margin past LIBERO's threshold.
     twist_step: float = 0.5
     # How far the hand backs away, against its pointing direction, once the joint is in its state.
