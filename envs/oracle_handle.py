@@ -4,7 +4,7 @@ The hand points at the handle (horizontally, against ``outward``) with its finge
 across the bar. Phases, from geometry alone: rise over the fixture if the hand is low above
 it, approach a hover point in front of the handle, align in front of it, move in with the
 fingers open, close on the bar, and drag it while both the gap and the contacts say it is
-held.
+held; fingers that closed on nothing open again.
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ def pull_handle(
     if hand.contacts >= 1 and on_bar and held:
         turned = axis_rotation(np.array([0.0, 0.0, 1.0]), handle.drag_turn) @ rotation
         return Decision("pull", handle.drag, turned, 1.0)
+    pregrasp = handle.point + handle.outward * config.handle_standoff
+    if hand.gap <= config.empty_gap and near:
+        # Closed on nothing (the bar slipped out): open and back out in front of the handle.
+        return Decision("reopen", pregrasp, rotation, -1.0)
     closing = config.empty_gap < hand.gap < config.open_gap and near
     if (off <= tol and abs(along) <= tol) or closing:
         return Decision("grip", handle.point, rotation, 1.0)
@@ -73,7 +77,6 @@ def pull_handle(
     in_corridor = off <= config.insert_tolerance and -tol <= along <= config.handle_standoff + 2 * tol
     if in_corridor and aligned and hand.gap >= config.open_gap:
         return Decision("insert", handle.point, rotation, -1.0)
-    pregrasp = handle.point + handle.outward * config.handle_standoff
     if float(np.linalg.norm((hand.pos - pregrasp)[:2])) <= 2 * config.insert_tolerance:
         return Decision("align", pregrasp, rotation, -1.0)
     travel = travel_height(priv, owner, config)

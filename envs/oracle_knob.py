@@ -77,11 +77,15 @@ def twist_knob(priv: Mapping[str, Any], joint: str, state: str, config: Articula
     on_fin = config.empty_gap < hand.gap <= 2 * fin.half_thickness + config.held_gap_margin
     if hand.contacts >= 1 and on_fin and off <= 3 * tol and abs(error[2]) <= 2 * tol:
         return Decision.down("twist", rotate_about(fin.point, anchor, axis, turn), hand.yaw + turn, 1.0)
-    closing = config.empty_gap < hand.gap < config.open_gap and off <= 2 * tol and abs(error[2]) <= 2 * tol
+    hover = fin.point + np.array([0.0, 0.0, config.travel_clearance])
+    near = off <= 2 * tol and abs(error[2]) <= 2 * tol
+    if hand.gap <= config.empty_gap and near:
+        # Closed on nothing (the fin slipped out): open on the way back up.
+        return Decision.down("reopen", hover, yaw, -1.0)
+    closing = config.empty_gap < hand.gap < config.open_gap and near
     if (off <= tol and abs(error[2]) <= tol) or closing:
         return Decision.down("grip", fin.point, yaw, 1.0)
     aligned = abs(wrap_angle(yaw - hand.yaw)) <= config.rotation_tolerance
-    hover = fin.point + np.array([0.0, 0.0, config.travel_clearance])
     if off <= tol and aligned and hand.gap >= config.open_gap:
         return Decision.down("descend", fin.point, yaw, -1.0)
     if off <= 2 * tol and aligned and hand.pos[2] < hover[2] - tol and hand.gap >= config.open_gap:

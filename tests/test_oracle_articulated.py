@@ -210,9 +210,22 @@ def test_hand_closed_on_handle_pulls_along_opening_direction():
     assert decision.target[1] - HANDLE[1] == pytest.approx(CONFIG.pull_step)
 
 
-def test_hand_closed_on_nothing_at_handle_does_not_pull():
+def test_hand_closed_on_nothing_at_handle_reopens_in_front_of_it():
     scene = _scene(eef=HANDLE, rot=_hand_at_handle(), gap=0.001, contacts={})
-    assert articulate(scene, OPEN_DRAWER, CONFIG).phase != "pull"
+    decision = articulate(scene, OPEN_DRAWER, CONFIG)
+    assert decision.phase == "reopen"
+    assert decision.gripper == -1.0
+    assert decision.target[1] > HANDLE[1]
+
+
+def test_fingers_closed_on_nothing_at_knob_reopen_upwards():
+    scene = _on_fin(0.2)
+    scene["gripper_qpos"] = np.array([0.0005, -0.0005])
+    scene["objects"]["stove"]["finger_contacts"] = 0
+    decision = articulate(scene, TURN_ON, CONFIG)
+    assert decision.phase == "reopen"
+    assert decision.gripper == -1.0
+    assert decision.target[2] > scene["eef_pos"][2]
 
 
 def test_hand_low_over_the_cabinet_rises_before_coming_round_to_the_handle():
