@@ -162,6 +162,9 @@ class LFPConfig:
     average: float = 0.5
     # hidden width of the router's FiLM MLPs; None = half the LLM width (reference: 4096 -> 2048)
     film_hidden: int | None = None
+    # the L in the schedule's cos(i*pi/(L-1)); None = the model's own depth. The reference
+    # code fixes L = 32 whatever the depth, so released checkpoints of other depths need 32.
+    schedule_layers: int | None = None
 
     def __post_init__(self) -> None:
         _require(0.0 < self.min_ratio <= 1.0, f"lfp.min_ratio: expected in (0, 1], got {self.min_ratio}")
@@ -170,13 +173,18 @@ class LFPConfig:
             self.min_ratio <= self.max_ratio,
             f"lfp.min_ratio: expected <= max_ratio={self.max_ratio}, got {self.min_ratio}",
         )
+        _require(
+            self.schedule_layers is None or self.schedule_layers >= 2,
+            f"lfp.schedule_layers: expected None or >= 2, got {self.schedule_layers}",
+        )
 
     def keep_ratios(self, num_layers: int) -> list[float | None]:
         """Per-layer keep ratio, or None for layers that see every vision token."""
         _require(num_layers >= 2, f"llm.num_layers: LFP needs >= 2 layers, got {num_layers}")
+        span = (self.schedule_layers or num_layers) - 1
         ratios: list[float | None] = []
         for i in range(num_layers):
-            ratio = max(math.cos(i * math.pi / (num_layers - 1)) / 2 + self.average, self.min_ratio)
+            ratio = max(math.cos(i * math.pi / span) / 2 + self.average, self.min_ratio)
             ratios.append(ratio if ratio <= self.max_ratio else None)
         return ratios
 

@@ -64,6 +64,8 @@ class SyntheticDims:
     lora_alpha: int = 2
     shards: int = 3
     step: int = 150000
+    # the schedule's average: 0.5 in the release; lower so a 4-layer LLM still has routed layers
+    lfp_average: float = 0.3
 
     @property
     def num_patches(self) -> int:
@@ -85,6 +87,7 @@ def real_depth_dims() -> SyntheticDims:
         vocab=32064,
         image_size=28,
         shards=4,
+        lfp_average=0.5,
     )
 
 
@@ -207,9 +210,10 @@ def _proprio(r: _Rand, d: SyntheticDims) -> dict[str, torch.Tensor]:
     return t
 
 
-def _lfp_layers(d: SyntheticDims, max_ratio=0.85, min_ratio=0.15, average=0.5) -> list[int]:
-    n = d.llm_layers
-    return [i for i in range(n) if max(math.cos(i * math.pi / (n - 1)) / 2 + average, min_ratio) <= max_ratio]
+def _lfp_layers(d: SyntheticDims, max_ratio=0.85, min_ratio=0.15) -> list[int]:
+    # the reference's schedule: cos(i*pi/31) at every depth
+    ratios = [max(math.cos(i * math.pi / 31) / 2 + d.lfp_average, min_ratio) for i in range(d.llm_layers)]
+    return [i for i, ratio in enumerate(ratios) if ratio <= max_ratio]
 
 
 def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -274,7 +278,10 @@ def _config(d: SyntheticDims, cogvla: bool) -> dict:
     if cogvla:
         config.update(vision_aggregate_type="moe", num_vision_aggr=d.num_aggr, use_aggr=True, use_film=True)
         text.update(
-            use_lfp=True, lfp_type="shiftedcos_decay_0.85_0.15", lfp_average_factor=0.5, lfp_enable_film=True
+            use_lfp=True,
+            lfp_type="shiftedcos_decay_0.85_0.15",
+            lfp_average_factor=d.lfp_average,
+            lfp_enable_film=True,
         )
     return config
 

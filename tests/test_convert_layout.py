@@ -61,7 +61,7 @@ def test_cogvla_layout_routes_layers_8_to_31_with_reference_kept_counts():
     released = parse_released_config(COGVLA_CONFIG)
     assert released.kind == "cogvla" and released.num_vision_aggr == 64
     assert released.lfp_layers == tuple(range(8, 32))
-    kept = [int(128 * released.lfp.ratio(i, 32)) for i in range(8, 24)]
+    kept = [int(128 * released.lfp.ratio(i)) for i in range(8, 24)]
     assert kept == [108, 103, 97, 92, 86, 80, 73, 67, 60, 54, 47, 41, 35, 30, 24, 19]
 
 

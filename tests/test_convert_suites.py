@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from synthetic_checkpoints import build_cogvla_checkpoint
 
+from cogvla.checkpoint import read_config
 from cogvla.cli import build_parser
 from cogvla.cli import main as cli_main
 from cogvla.convert.cli import staging_folder
@@ -46,9 +47,9 @@ def _observation(side: int) -> dict:
 def test_one_import_keeps_every_suite_and_picks_none(release, imported):
     stored = json.loads((imported / NORM_TABLE_FILE).read_text())
     assert sorted(stored) == sorted(release.unnorm_keys)
-    header = json.loads((imported / "config.json").read_text())
-    assert header["norm_key"] is None
-    assert header["config"]["image_preprocessing"] == "openvla"
+    config, norm_key = read_config(imported)
+    assert norm_key is None
+    assert config.image_preprocessing == "openvla"
     assert not (imported / "norm_stats.json").exists()
     assert not list(imported.parent.glob(".*importing*"))
 

@@ -81,7 +81,8 @@ def test_config_names_the_path_and_refuses_unknown_ones():
     torch.testing.assert_close(model_images(images, config), expected)
     bicubic = model_images(images, get_preset("tiny"))
     assert (bicubic - expected).abs().max() > 1.0 / 255.0
-    with pytest.raises(ConfigError, match="image_preprocessing: expected one of bicubic, openvla, openvla-tf,"):
+    expected_error = "image_preprocessing: expected one of bicubic, openvla, openvla-tf,"
+    with pytest.raises(ConfigError, match=expected_error):
         get_preset("tiny").replace(image_preprocessing="lanczos")
 
 

@@ -23,6 +23,7 @@ from cogvla.convert.errors import CheckpointFileError, UnsupportedLayoutError
 
 __all__ = [
     "LLAMA_4_40_DEFAULTS",
+    "SCHEDULE_LAYERS",
     "LFPSchedule",
     "LayoutKind",
     "ReleasedConfig",
@@ -52,6 +53,9 @@ LLAMA_4_40_DEFAULTS: dict[str, Any] = {
     "eos_token_id": 2,
 }
 
+# the L of the reference's LFP schedule cos(i*pi/(L-1)): its default, never overridden
+SCHEDULE_LAYERS = 32
+
 _EXPECTED_TIMM_IDS = ("vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224")
 
 
@@ -75,8 +79,10 @@ class TextConfig:
 class LFPSchedule:
     """CogVLA's ``lfp_type`` parsed: ``shiftedcos_decay_MAX_MIN`` with ``lfp_average_factor``.
 
-    Layer ``i`` of ``L`` keeps ``max(cos(i pi / (L-1)) / 2 + average, min_ratio)`` of
-    the vision tokens and is routed iff that ratio is ``<= max_ratio``.
+    Layer ``i`` keeps ``max(cos(i pi / 31) / 2 + average, min_ratio)`` of the vision tokens
+    and is routed iff that ratio is ``<= max_ratio``. The reference code's denominator is
+    fixed for 32 layers (``SCHEDULE_LAYERS``) whatever the LLM's depth: a 16-layer model
+    routes layers 8-15.
     """
 
     max_ratio: float
@@ -84,12 +90,12 @@ class LFPSchedule:
     average: float
     enable_film: bool
 
-    def ratio(self, layer: int, num_layers: int) -> float:
-        return max(math.cos(layer * math.pi / (num_layers - 1)) / 2 + self.average, self.min_ratio)
+    def ratio(self, layer: int) -> float:
+        return max(math.cos(layer * math.pi / (SCHEDULE_LAYERS - 1)) / 2 + self.average, self.min_ratio)
 
     def target_layers(self, num_layers: int) -> tuple[int, ...]:
         """Indices of the routed layers; 8..31 for the LIBERO recipe at 32 layers."""
-        return tuple(i for i in range(num_layers) if self.ratio(i, num_layers) <= self.max_ratio)
+        return tuple(i for i in range(num_layers) if self.ratio(i) <= self.max_ratio)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from cogvla.config import CogVLAConfig, LFPConfig, LLMConfig, ViTConfig
 from cogvla.convert.errors import ShapeMismatchError, UnsupportedLayoutError
-from cogvla.convert.layout import ReleasedConfig
+from cogvla.convert.layout import SCHEDULE_LAYERS, ReleasedConfig
 from cogvla.convert.processor import ImagePreprocessing
 from cogvla.convert.sources import TensorSource
 
@@ -131,6 +131,7 @@ def released_model_config(
             min_ratio=released.lfp.min_ratio,
             average=released.lfp.average,
             film_hidden=film_hidden,
+            schedule_layers=SCHEDULE_LAYERS,
         )
     head, proprio = sources["action_head"], sources["proprio"]
     head_hidden = _shape(head, "model.fc1.weight")[0]
