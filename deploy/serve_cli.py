@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``cogvla serve``."""
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: embedded)")
     parser.add_argument("--device", default="cpu", help="torch device of the model")
+    parser.add_argument(
+        "--unnorm-key",
+        default=None,
+        help="dataset stats to serve with when the checkpoint holds several, e.g. libero_goal",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 exposes the server)")
     parser.add_argument("--port", type=int, default=5555, help="TCP port of the ZeroMQ ROUTER socket")
     parser.add_argument("--max-batch", type=int, default=8, help="most requests per forward pass")
@@ -128,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         retain_freed_memory()
         policy, weights = load_policy(args.checkpoint, args.device)
+        if args.unnorm_key is not None:
+            policy.use_norm_key(args.unnorm_key)
         core = InferenceCore(policy, batching)
         core.warmup()
         # Everything alive now (torch, the model) lives as long as the process; frozen objects
