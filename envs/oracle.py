@@ -36,7 +36,6 @@ from cogvla.policy_api import Policy
 from envs.oracle_articulated import ArticulationConfig, articulate
 from envs.oracle_decision import Decision, osc_command
 from envs.oracle_geometry import (
-    box_half_extents,
     gripper_yaw,
     nearest_equivalent_yaw,
     point_in_box,
@@ -46,6 +45,8 @@ from envs.oracle_geometry import (
 )
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
 from envs.oracle_plan import JOINT_RELATIONS, GoalError, SubGoal, next_subgoal
+from envs.oracle_push import PushConfig, push
+from envs.oracle_regions import Placement, region_placement
 
 __all__ = [
     "Decision",
@@ -115,16 +116,10 @@ class OracleConfig:
     retreat_height: float = 0.1
     # Grasp planning (gripper dimensions, candidate grasps).
     grasp: GraspConfig = field(default_factory=GraspConfig)
+    # Pushing objects too wide to grasp.
+    push: PushConfig = field(default_factory=PushConfig)
     # Drawers, doors and knobs.
     articulation: ArticulationConfig = field(default_factory=ArticulationConfig)
-
-
-@dataclass(frozen=True)
-class _Placement:
-    xy: np.ndarray
-    support_z: float
-    relation: str
-    region: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
@@ -177,13 +172,22 @@ class ScriptedOracle(Policy):
             )
         obj = objects[obj_name]
         _require(obj, _OBJECT_KEYS, f"privileged['objects'][{obj_name!r}]")
-        placement = self._placement(priv, subgoal.kind, subgoal.target)
+        placement = region_placement(priv, obj_name, subgoal.kind, subgoal.target)
+        if placement is None:
+            raise OracleTaskError(
+                f"goal target {subgoal.target!r}: expected an object or a site in privileged state"
+            )
 
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
         current_yaw = gripper_yaw(quat_to_mat(priv["eef_quat"]))
         width = grasp_width_bound(priv, obj_name, self.grasps, self.config.grasp)
+        if width > self.config.grasp.max_width:
+            # Too wide for the fingers (a plate): slide it there instead.
+            return push(priv, obj_name, placement.xy, current_yaw, self.config.push)
         if self._held(obj, eef, gap, width):
+            if subgoal.resting:
+                return Decision.down("release", eef.copy(), current_yaw, -1.0)
             return self._transport(priv, obj_name, placement, eef, current_yaw)
         if self._placed(obj, placement):
             return self._retreat(obj, eef, current_yaw, gap)
@@ -199,27 +203,6 @@ class ScriptedOracle(Policy):
         """Saturated proportional OSC_POSE command ``(7,)`` float32 towards ``decision``."""
         return osc_command(priv, decision, self.config.position_gain, self.config.rotation_gain)
 
-    def _placement(self, priv: Mapping[str, Any], relation: str, target_name: str) -> _Placement:
-        objects, sites = priv["objects"], priv["sites"]
-        if target_name in objects:
-            target = objects[target_name]
-            box = np.asarray(target["aabb"], dtype=np.float64)
-            xy = np.asarray(target["pos"], dtype=np.float64)[:2]
-            return _Placement(xy=xy, support_z=float(box[1, 2]), relation=relation, region=None)
-        if target_name in sites:
-            site = sites[target_name]
-            centre = np.asarray(site["pos"], dtype=np.float64)
-            rot = np.asarray(site["rot"], dtype=np.float64)
-            size = np.asarray(site["size"], dtype=np.float64)
-            half = box_half_extents(rot, size)
-            support = centre[2] - half[2] if relation == "in" else centre[2] + half[2]
-            return _Placement(
-                xy=centre[:2], support_z=float(support), relation=relation, region=(centre, rot, size)
-            )
-        raise OracleTaskError(
-            f"goal target {target_name!r}: expected an object or a site in privileged state"
-        )
-
     def _held(self, obj: Mapping[str, Any], eef: np.ndarray, gap: float, width: float) -> bool:
         cfg = self.config
         box = np.asarray(obj["aabb"], dtype=np.float64)
@@ -233,7 +216,7 @@ class ScriptedOracle(Policy):
         # the object's width, short of fully closed, still shows it is between the fingers.
         return contacts >= 2 or (gap <= width and (contacts >= 1 or gap > 2 * cfg.empty_gap))
 
-    def _placed(self, obj: Mapping[str, Any], placement: _Placement) -> bool:
+    def _placed(self, obj: Mapping[str, Any], placement: Placement) -> bool:
         cfg = self.config
         box = np.asarray(obj["aabb"], dtype=np.float64)
         pos = np.asarray(obj["pos"], dtype=np.float64)
@@ -261,7 +244,7 @@ class ScriptedOracle(Policy):
         return top
 
     def _transport(
-        self, priv: Mapping[str, Any], obj_name: str, placement: _Placement, eef: np.ndarray, yaw: float
+        self, priv: Mapping[str, Any], obj_name: str, placement: Placement, eef: np.ndarray, yaw: float
     ) -> Decision:
         cfg = self.config
         obj = priv["objects"][obj_name]

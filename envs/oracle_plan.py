@@ -24,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
-    "GoalError",
     "JOINT_RELATIONS",
     "PLACE_RELATIONS",
+    "GoalError",
     "SubGoal",
     "articulation_state",
     "container_joints",
@@ -50,6 +50,9 @@ class SubGoal:
     target: str = ""
     # Articulations: the joints to move.
     joints: tuple[str, ...] = ()
+    # Placements: LIBERO already counts the atom as holding, though the fingers still touch
+    # the object (it rests in or on its target): time to let go.
+    resting: bool = False
 
 
 class GoalError(ValueError):
@@ -81,6 +84,11 @@ def container_joints(priv: Mapping[str, Any], name: str) -> tuple[str, ...]:
     if obj is None or not {"open", "close"} & set(obj.get("articulation", {})):
         return ()
     return tuple(obj.get("joints", ()))
+
+
+def _touched(priv: Mapping[str, Any], name: str) -> bool:
+    obj = priv["objects"].get(name)
+    return obj is not None and int(obj.get("finger_contacts", 0)) > 0
 
 
 def _owner(priv: Mapping[str, Any], name: str) -> str:
@@ -115,29 +123,33 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
     for atom, holds in zip(atoms, status):
         kind = atom[0]
         if kind in ("turnon", "turnoff"):
-            knobs.append((atom, holds))
+            knobs.append((_subgoal(priv, atom), holds))
         elif kind == "open":
-            opens.append((atom, holds))
+            opens.append((_subgoal(priv, atom), holds))
         elif kind == "close":
-            closes.append((atom, holds))
+            closes.append((_subgoal(priv, atom), holds))
         else:
-            places.append((atom, holds))
+            # An object the fingers still touch is not placed yet: LIBERO's "in" already
+            # holds while it is lowered into a basket, and letting go is the last step.
+            resting = holds and _touched(priv, atom[1])
+            places.append(
+                (SubGoal(kind=kind, obj=atom[1], target=atom[2], resting=resting), holds and not resting)
+            )
             joints = container_joints(priv, atom[2]) if kind == "in" else ()
             if not holds and joints and not any(articulation_state(priv, j, "open") for j in joints):
-                opens.append((("open", atom[2]), False))
-    for atom, holds in knobs + opens + places:
+                opens.append((_subgoal(priv, ("open", atom[2])), False))
+    for subgoal, holds in knobs + opens + places:
         if not holds:
-            return _subgoal(priv, atom)
-    for atom, holds in closes:
+            return subgoal
+    for subgoal, holds in closes:
         # Closing waits for whatever still has to go into the same drawer or door.
-        joints = set(container_joints(priv, atom[1]))
         waiting = any(
-            not holds_in and joints & set(container_joints(priv, placed[2]))
+            not holds_in and set(subgoal.joints) & set(container_joints(priv, placed.target))
             for placed, holds_in in places
-            if placed[0] == "in"
+            if placed.kind == "in"
         )
         if not holds and not waiting:
-            return _subgoal(priv, atom)
+            return subgoal
     return None
 
 

@@ -1,0 +1,122 @@
+"""Where in a BDDL region the oracle puts an object, and what it rests on there.
+
+A region is a site box (``privileged["sites"][name]``). Placing *on* a region rests the
+object on the highest surface of the region's owner under it (a stove's burner, a
+cabinet's top); placing *in* a region (a drawer, a basket, a caddy compartment) rests it on
+the region's floor, at the point of the region that is open from above: a drawer pulled
+half out is only reachable where it sticks out of the cabinet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.oracle_geometry import box_half_extents
+
+__all__ = ["Placement", "region_placement"]
+
+# Spacing of the candidate grid laid over a region's footprint (m).
+_GRID_STEP = 0.01
+# A body whose bottom is this far above the region's floor counts as a ceiling over it.
+_CEILING_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a carried object goes."""
+
+    # Target of the object's body origin, horizontally (world, metres).
+    xy: np.ndarray
+    # Height of the surface it will rest on.
+    support_z: float
+    # "on" or "in".
+    relation: str
+    # The region box (centre, rotation, half-sizes) for region targets, None for objects.
+    region: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def _other_parts(priv: Mapping[str, Any], exclude: str) -> np.ndarray:
+    """Collision boxes ``(G, 2, 3)`` of every object and fixture but ``exclude``."""
+    parts = [
+        np.asarray(other["parts"], dtype=np.float64).reshape(-1, 2, 3)
+        for name, other in priv["objects"].items()
+        if name != exclude
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 2, 3))
+
+
+def _footprint_grid(centre: np.ndarray, half: np.ndarray, inset: np.ndarray) -> np.ndarray:
+    """Candidate points ``(P, 2)`` over a footprint shrunk by ``inset`` (never below a line)."""
+    reach = np.maximum(half[:2] - inset, 0.0)
+    axes = [
+        np.linspace(-r, r, max(int(np.ceil(2 * r / _GRID_STEP)) + 1, 1)) if r > 0 else np.zeros(1)
+        for r in reach
+    ]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
+    return centre[:2] + grid
+
+
+def _open_point(
+    candidates: np.ndarray, ceilings: np.ndarray, radius: float, centre: np.ndarray
+) -> np.ndarray:
+    """The candidate farthest from every ceiling box (up to ``radius``), nearest the centre on ties."""
+    if len(ceilings) == 0:
+        return centre[:2].copy()
+    lo, hi = ceilings[None, :, 0, :2], ceilings[None, :, 1, :2]
+    gaps = np.maximum(lo - candidates[:, None, :], 0.0) + np.maximum(candidates[:, None, :] - hi, 0.0)
+    room = np.minimum(np.sqrt(np.sum(gaps * gaps, axis=-1)).min(axis=1), radius)
+    off_centre = np.linalg.norm(candidates - centre[:2], axis=1)
+    return candidates[int(np.lexsort((off_centre, -room))[0])].copy()
+
+
+def region_placement(
+    priv: Mapping[str, Any], obj_name: str, relation: str, target_name: str
+) -> Placement | None:
+    """Placement of ``obj_name`` on/in the object or region ``target_name``; None if unknown."""
+    objects, sites = priv["objects"], priv["sites"]
+    if target_name in objects:
+        box = np.asarray(objects[target_name]["aabb"], dtype=np.float64)
+        xy = np.asarray(objects[target_name]["pos"], dtype=np.float64)[:2]
+        return Placement(xy=xy, support_z=float(box[1, 2]), relation=relation, region=None)
+    if target_name not in sites:
+        return None
+    site = sites[target_name]
+    centre = np.asarray(site["pos"], dtype=np.float64)
+    rot = np.asarray(site["rot"], dtype=np.float64)
+    size = np.asarray(site["size"], dtype=np.float64)
+    half = box_half_extents(rot, size)
+    region = (centre, rot, size)
+    parent = objects.get(site["parent"]) if site["parent"] else None
+    if relation == "on":
+        support = centre[2] + half[2]
+        if parent is not None:
+            parts = np.asarray(parent["parts"], dtype=np.float64).reshape(-1, 2, 3)
+            under = np.all(parts[:, 0, :2] <= centre[:2], axis=1) & np.all(
+                parts[:, 1, :2] >= centre[:2], axis=1
+            )
+            if under.any():
+                support = max(support, float(parts[under, 1, 2].max()))
+        return Placement(xy=centre[:2].copy(), support_z=float(support), relation=relation, region=region)
+    floor = float(centre[2] - half[2])
+    obj_box = np.asarray(objects[obj_name]["aabb"], dtype=np.float64)
+    radius = float(np.max(obj_box[1, :2] - obj_box[0, :2]) / 2.0)
+    parts = _other_parts(priv, obj_name)
+    # Anything hanging over the floor, and loose objects already in the region, take room.
+    loose = [
+        np.asarray(other["aabb"], dtype=np.float64)[None]
+        for name, other in objects.items()
+        if name != obj_name and not other["fixture"]
+    ]
+    ceilings = np.concatenate([parts[parts[:, 0, 2] > floor + _CEILING_MARGIN], *loose])
+    inset = np.full(2, min(radius, 0.5 * float(half[:2].min())))
+    candidates = _footprint_grid(centre, half, inset)
+    return Placement(
+        xy=_open_point(candidates, ceilings, radius, centre),
+        support_z=floor,
+        relation=relation,
+        region=region,
+    )
