@@ -20,6 +20,7 @@ from envs.oracle_joint import (
     ArticulationConfig,
     JointBoxes,
     hand_state,
+    holding,
     horizontal,
     rotate_about,
     state_sign,
@@ -113,6 +114,9 @@ def push_door(priv: Mapping[str, Any], joint: str, state: str, config: Articulat
     prepush = contact - door.tangent * config.push_standoff
     if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
         return Decision.down("descend", prepush, yaw, 1.0)
+    if holding(priv, hand, config):
+        # Let go of whatever the fingers hold before travelling.
+        return Decision("release", hand.pos.copy(), hand.rot, -1.0)
     travel = door.top + config.travel_clearance
     if behind > 0.0 and hand.pos[2] < travel - config.grasp_tolerance:
         # Open fingers let go of whatever they hold (e.g. the door's handle) on the way up.

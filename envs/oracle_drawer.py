@@ -19,6 +19,7 @@ from envs.oracle_joint import (
     ArticulationConfig,
     JointBoxes,
     hand_state,
+    holding,
     horizontal,
     leaning_rotation,
     state_sign,
@@ -78,6 +79,9 @@ def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig)
     prepush = front + opening * config.push_standoff
     if float(np.linalg.norm((hand.pos - prepush)[:2])) <= config.insert_tolerance:
         return Decision("descend", prepush, rotation, 1.0)
+    if holding(priv, hand, config):
+        # Let go of whatever the fingers hold before travelling.
+        return Decision("release", hand.pos.copy(), hand.rot, -1.0)
     travel = travel_height(priv, owner, config)
     low = hand.pos[2] < travel - config.grasp_tolerance
     if along < config.push_standoff / 2 and low and over_fixture(priv, owner, hand, config.travel_clearance):

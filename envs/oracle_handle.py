@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from envs.oracle_decision import Decision
-from envs.oracle_joint import ArticulationConfig, Hand, axis_rotation, hand_state, pointing_rotation
+from envs.oracle_joint import ArticulationConfig, Hand, axis_rotation, hand_state, holding, pointing_rotation
 
 __all__ = ["HandleGrasp", "over_fixture", "pull_handle", "travel_height"]
 
@@ -79,6 +79,9 @@ def pull_handle(
         return Decision("insert", handle.point, rotation, -1.0)
     if float(np.linalg.norm((hand.pos - pregrasp)[:2])) <= 2 * config.insert_tolerance:
         return Decision("align", pregrasp, rotation, -1.0)
+    if holding(priv, hand, config):
+        # Let go of whatever the fingers hold before travelling.
+        return Decision("release", hand.pos.copy(), hand.rot, -1.0)
     travel = travel_height(priv, owner, config)
     # Behind the handle (e.g. over the fixture after a placement): go over the top first.
     low = hand.pos[2] < travel - tol

@@ -22,6 +22,7 @@ __all__ = [
     "axis_rotation",
     "box_extent_along",
     "hand_state",
+    "holding",
     "horizontal",
     "leaning_rotation",
     "pointing_rotation",
@@ -92,6 +93,12 @@ class Hand:
     def rotation_error(self, target: np.ndarray) -> float:
         """Angle (rad) between the hand and ``target`` orientation."""
         return float(np.linalg.norm(rotation_error(target, self.rot)))
+
+
+def holding(priv: Mapping[str, Any], hand: Hand, config: ArticulationConfig) -> bool:
+    """Whether the fingers are closed on something (a handle, a knob, an object), not open or empty."""
+    touching = any(int(obj["finger_contacts"]) >= 1 for obj in priv["objects"].values())
+    return touching and config.empty_gap < hand.gap < config.open_gap
 
 
 def hand_state(priv: Mapping[str, Any], owner: str) -> Hand:

@@ -18,6 +18,7 @@ from envs.oracle_joint import (
     ArticulationConfig,
     JointBoxes,
     hand_state,
+    holding,
     horizontal,
     rotate_about,
     state_sign,
@@ -90,4 +91,7 @@ def twist_knob(priv: Mapping[str, Any], joint: str, state: str, config: Articula
         return Decision.down("descend", fin.point, yaw, -1.0)
     if off <= 2 * tol and aligned and hand.pos[2] < hover[2] - tol and hand.gap >= config.open_gap:
         return Decision.down("descend", fin.point, yaw, -1.0)
+    if holding(priv, hand, config):
+        # Let go of whatever the fingers hold before travelling.
+        return Decision("release", hand.pos.copy(), hand.rot, -1.0)
     return Decision.down("approach", hover, yaw, -1.0)

@@ -262,6 +262,18 @@ def test_push_closed_approaches_over_the_cabinet_then_pushes_into_it():
     assert decision.rotation[1, 2] < -0.3
 
 
+@pytest.mark.parametrize("subgoal", [CLOSE_DOOR, TURN_ON])
+def test_hand_still_closed_on_another_fixture_lets_go_before_travelling(subgoal):
+    # Still holding the handle of the drawer it just pulled open.
+    scene = _scene(
+        eef=HANDLE + [0, 0.15, 0], rot=_hand_at_handle(), gap=0.017, contacts={"cabinet": 2}, drawer_q=-0.15
+    )
+    decision = articulate(scene, subgoal, CONFIG)
+    assert decision.phase == "release"
+    assert decision.gripper == -1.0
+    np.testing.assert_allclose(decision.target, scene["eef_pos"])
+
+
 def _on_fin(knob_q: float):
     yaw = knob_q + np.pi / 2  # fingers across a fin that runs along the knob's x axis
     grasp = KNOB_ANCHOR + [0.0, 0.0, 0.05 - CONFIG.finger_depth]
