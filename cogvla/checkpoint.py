@@ -1,11 +1,18 @@
 """One-folder checkpoints: config, safetensors weights, tokenizer and normalization stats.
 
-Layout of a checkpoint folder::
+Layout of a checkpoint folder, as a Hugging Face model repository has it::
 
-    config.json          {"format": "cogvla", "format_version": 1, "norm_key": str | null, "config": {...}}
+    config.json          {"model_type": "cogvla", "format_version": 2, "norm_key": str | null,
+                          "name": ..., "variant": ..., "llm": {...}, ...}  (the CogVLAConfig fields)
     model.safetensors    the model's state dict (HF key names inside the ViT streams and LLM)
     norm_stats.json      cogvla.normalize.NormStats (optional)
-    tokenizer/           cogvla.tokenizer.PromptTokenizer files (optional)
+    tokenizer.json, tokenizer_config.json, prompt_tokenizer.json
+                         cogvla.tokenizer.PromptTokenizer files (optional)
+
+Folders of format version 1 (``{"format": "cogvla", "config": {...}}`` and the tokenizer in
+``tokenizer/``), such as the embedded default, load as before. A folder can also be named
+by a Hugging Face Hub repo id (``owner/name``), resolved through ``huggingface_hub``'s cache
+(``HF_HUB_OFFLINE=1`` works with a populated cache); ``push_to_hub`` uploads a folder.
 
 Loading is strict: a missing, unexpected or mis-shaped weight raises ``CheckpointError``
 naming the keys and shapes, instead of silently leaving random weights in place.
@@ -18,6 +25,7 @@ copy of the model in the target dtype, not a random-init copy plus the whole fil
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -40,15 +48,20 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
+    "MODEL_TYPE",
     "NORM_STATS_FILE",
     "TOKENIZER_DIR",
+    "TOKENIZER_MARKER",
     "WEIGHTS_FILE",
     "CheckpointError",
     "check_state_dict",
     "load_checkpoint",
     "materialize_buffers",
+    "push_to_hub",
     "read_config",
+    "resolve_pretrained",
     "save_checkpoint",
+    "tokenizer_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,8 +69,15 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NORM_STATS_FILE = "norm_stats.json"
+# format version 1 kept the tokenizer in this subfolder; version 2 keeps it at the root
 TOKENIZER_DIR = "tokenizer"
-FORMAT_VERSION = 1
+# the file PromptTokenizer.save writes beside the Hugging Face tokenizer files
+TOKENIZER_MARKER = "prompt_tokenizer.json"
+MODEL_TYPE = "cogvla"
+FORMAT_VERSION = 2
+_LEGACY_FORMAT_VERSION = 1
+# config.json keys besides the CogVLAConfig fields
+_HEADER_KEYS = ("model_type", "format_version", "norm_key")
 _LIST_LIMIT = 10
 
 
@@ -81,19 +101,18 @@ def save_checkpoint(
             f"tokenizer: expected at most {model.config.llm.vocab_size} tokens (llm.vocab_size), "
             f"got {tokenizer.vocab_size}"
         )
-    header = {
-        "format": "cogvla",
-        "format_version": FORMAT_VERSION,
-        "norm_key": norm_key,
-        "config": model.config.to_dict(),
-    }
+    fields = model.config.to_dict()
+    clash = sorted(set(fields) & set(_HEADER_KEYS))
+    if clash:
+        raise CheckpointError(f"config: fields {clash} would overwrite the config.json header keys")
+    header = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "norm_key": norm_key, **fields}
     (directory / CONFIG_FILE).write_text(json.dumps(header, indent=2))
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     if norm_stats is not None:
         norm_stats.save(directory / NORM_STATS_FILE)
     if tokenizer is not None:
-        tokenizer.save(directory / TOKENIZER_DIR)
+        tokenizer.save(directory)
     logger.info("saved checkpoint to %s", directory)
     return directory
 
@@ -107,18 +126,73 @@ def read_config(directory: str | Path) -> tuple[CogVLAConfig, str | None]:
         header = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(header, dict) or header.get("format") != "cogvla":
+    if not isinstance(header, dict):
         raise CheckpointError(
-            f'{path}: expected a cogvla config ("format": "cogvla"), got {str(header)[:80]}'
+            f'{path}: expected a map with "model_type": "{MODEL_TYPE}", got {str(header)[:80]}'
         )
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("model_type") == MODEL_TYPE:
+        version, fields = FORMAT_VERSION, {k: v for k, v in header.items() if k not in _HEADER_KEYS}
+    elif header.get("format") == MODEL_TYPE:
+        version, fields = _LEGACY_FORMAT_VERSION, header.get("config")
+    else:
         raise CheckpointError(
-            f"{path}: expected format_version {FORMAT_VERSION}, got {header.get('format_version')!r}"
+            f'{path}: expected a cogvla config ("model_type": "{MODEL_TYPE}"), got {str(header)[:80]}'
+        )
+    if header.get("format_version") != version:
+        raise CheckpointError(
+            f"{path}: expected format_version {version}, got {header.get('format_version')!r}"
         )
     try:
-        return CogVLAConfig.from_dict(header.get("config")), header.get("norm_key")
+        return CogVLAConfig.from_dict(fields), header.get("norm_key")
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+
+
+def tokenizer_dir(directory: str | Path) -> Path | None:
+    """Where a checkpoint folder keeps its tokenizer (its root, or ``tokenizer/`` in version 1)."""
+    directory = Path(directory)
+    if (directory / TOKENIZER_MARKER).is_file():
+        return directory
+    legacy = directory / TOKENIZER_DIR
+    return legacy if legacy.is_dir() else None
+
+
+def resolve_pretrained(name_or_path: str | Path, *, revision: str | None = None) -> Path:
+    """A checkpoint folder: ``name_or_path`` itself if it is a folder, else a Hub repo id
+    (``owner/name``) fetched into, or found in, the Hugging Face cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    repo_id = str(name_or_path)
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
+        raise CheckpointError(f"checkpoint: expected a folder or a Hub repo id owner/name, got {repo_id!r}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint: {repo_id!r} is neither a folder nor a Hub repo found online or in the "
+            f"Hugging Face cache ({type(exc).__name__})"
+        ) from exc
+
+
+def push_to_hub(
+    directory: str | Path, repo_id: str, *, private: bool = True, commit_message: str | None = None
+) -> str:
+    """Upload a checkpoint folder to the Hub repo ``repo_id`` (created if needed); returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    read_config(directory)
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(directory),
+        commit_message=commit_message or "Upload cogvla checkpoint",
+    )
+    return str(info)
 
 
 def check_state_dict(
@@ -182,10 +256,10 @@ def load_checkpoint(
 
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype: expected a floating torch.dtype or None, got {dtype!r}")
+    directory = resolve_pretrained(directory)
     if is_released_checkpoint(directory):
         options = {} if dtype is None else {"dtype": dtype}
         return load_released(directory, device=device, unnorm_key=unnorm_key, **options)[0]
-    directory = Path(directory)
     config, norm_key = read_config(directory)
     if unnorm_key is not None and norm_key not in (unnorm_key, f"{unnorm_key}_no_noops"):
         raise CheckpointError(
@@ -203,8 +277,10 @@ def load_checkpoint(
             model.norm_stats = NormStats.load(stats_path)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{stats_path}: invalid normalization stats: {exc}") from exc
-    if (directory / TOKENIZER_DIR).is_dir():
-        model.tokenizer = PromptTokenizer.load(directory / TOKENIZER_DIR)
+    tokenizer_path = tokenizer_dir(directory)
+    if tokenizer_path is not None:
+        _register_auto_config()
+        model.tokenizer = PromptTokenizer.load(tokenizer_path)
     model.norm_key = norm_key
     return model
 
@@ -234,6 +310,21 @@ def _stream_weights(
             # loading into the owning submodule keeps this O(1) per key; assign=True puts the
             # tensor in place of the meta one, keeping requires_grad
             model.get_submodule(module_name).load_state_dict({name: value}, strict=False, assign=True)
+
+
+@functools.cache
+def _register_auto_config() -> None:
+    """Let ``transformers`` read our ``config.json`` as a known ``model_type``.
+
+    ``AutoTokenizer`` reads the config.json beside the tokenizer files; an unknown model type
+    makes it warn that the checkpoint may not match the model, which here is wrong.
+    """
+    from transformers import AutoConfig, PretrainedConfig
+
+    class CogVLAHubConfig(PretrainedConfig):
+        model_type = MODEL_TYPE
+
+    AutoConfig.register(MODEL_TYPE, CogVLAHubConfig)
 
 
 def _abbreviate(items: list[Any]) -> str:

@@ -58,7 +58,9 @@ def build_parser(verb: str | None) -> argparse.ArgumentParser:
             module = importlib.import_module(module_name)
             module.add_arguments(verb_parser)
             # SUPPRESS: an absent flag must not reset the top-level one (`cogvla --debug VERB`).
-            verb_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+            verb_parser.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help
+            )
             verb_parser.set_defaults(run=module.run)
     return parser
 
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cogvla {args.verb}: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (every failure ends in one line; --debug re-raises)
         hint = "" if is_user_error(exc) else f" (a bug? --debug or {DEBUG_ENV}=1 shows the traceback)"
         print(f"cogvla {args.verb}: error: {describe(exc)}{hint}", file=sys.stderr)
         return _EXIT_ERROR

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cogvla.checkpoint import NORM_STATS_FILE, CheckpointError, read_config
+from cogvla.checkpoint import NORM_STATS_FILE, CheckpointError, push_to_hub, read_config, resolve_pretrained
 from cogvla.convert.load import is_released_checkpoint
 from cogvla.convert.stats import all_norm_stats, read_dataset_statistics
 from cogvla.config import get_preset
@@ -38,6 +39,7 @@ from cogvla.normalize import (
     check_suite_norm_key,
     load_norm_table,
     resolve_norm_key,
+    save_norm_table,
     suite_norm_key,
 )
 from cogvla.policy_api import OBS_IMAGE, OBS_PROMPT, OBS_STATE, OBS_WRIST_IMAGE, Policy
@@ -133,7 +135,8 @@ class CogVLAPolicy(Policy):
         unnorm_key: str | None = None,
         dtype: torch.dtype | None = None,
     ) -> CogVLAPolicy:
-        """Load a ``CogVLAModel.save_pretrained`` folder or a released OpenVLA-OFT / CogVLA folder.
+        """Load a ``CogVLAModel.save_pretrained`` folder or a released OpenVLA-OFT / CogVLA folder,
+        or either by Hugging Face Hub repo id (``owner/name``, see ``cogvla.checkpoint``).
 
         Every dataset's stats the folder holds are kept; ``unnorm_key`` picks the default
         one. ``dtype`` casts the weights (None: float32 on CPU, else the stored dtype); see
@@ -142,7 +145,7 @@ class CogVLAPolicy(Policy):
         if dtype is None and torch.device(device).type == "cpu":
             # CPU half-precision matmuls are slow and lossy; weights shipped in bf16 run in fp32 here.
             dtype = torch.float32
-        directory = Path(directory)
+        directory = resolve_pretrained(directory)
         released = is_released_checkpoint(directory)
         # a release's loader needs one key to start from; the table below keeps them all
         load_key = (unnorm_key or sorted(read_dataset_statistics(directory))[0]) if released else None
@@ -169,6 +172,22 @@ class CogVLAPolicy(Policy):
         if unnorm_key is not None:
             policy.use_norm_key(unnorm_key)
         return policy
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the model, tokenizer and normalization stats as a folder ``from_pretrained`` loads."""
+        path = self.model.save_pretrained(
+            directory, tokenizer=self.tokenizer, norm_stats=self.norm_stats, norm_key=self.norm_key
+        )
+        default = (self.norm_key or "default") if self.norm_stats is not None else None
+        others = {key: stats for key, stats in self.norm_table.items() if key != default}
+        if others:
+            save_norm_table(path / NORM_TABLE_FILE, others)
+        return path
+
+    def push_to_hub(self, repo_id: str, *, private: bool = True) -> str:
+        """Upload this policy to the Hub repo ``repo_id`` (created if needed); returns the commit URL."""
+        with tempfile.TemporaryDirectory() as staging:
+            return push_to_hub(self.save_pretrained(staging), repo_id, private=private)
 
     @classmethod
     def random(

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-
 from cogvla_client.curve import CurveClientKeys
+from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = [
     "ALLOW_DIR",

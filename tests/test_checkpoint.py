@@ -1,6 +1,10 @@
 """Checkpoint folders: exact round trip, dtype casting, and clear errors for corrupt or mismatched contents."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,7 +118,7 @@ def test_missing_and_unexpected_keys_are_named(saved, tmp_path):
 def test_config_mismatch_names_keys_and_shapes(saved, tmp_path):
     directory = _copy(saved[3], tmp_path)
     header = json.loads((directory / CONFIG_FILE).read_text())
-    header["config"]["llm"]["intermediate_size"] = 512
+    header["llm"]["intermediate_size"] = 512
     (directory / CONFIG_FILE).write_text(json.dumps(header))
     with pytest.raises(
         CheckpointError,
@@ -152,7 +156,121 @@ def test_broken_files_are_named(saved, tmp_path, edit, match):
 def test_unknown_config_field_is_named(saved, tmp_path):
     directory = _copy(saved[3], tmp_path)
     header = json.loads((directory / CONFIG_FILE).read_text())
-    header["config"]["use_magic"] = True
+    header["use_magic"] = True
     (directory / CONFIG_FILE).write_text(json.dumps(header))
     with pytest.raises(CheckpointError, match=r"unknown keys \['use_magic'\]"):
         CogVLAModel.from_pretrained(directory)
+
+
+def test_layout_is_a_hugging_face_model_folder(saved):
+    directory = saved[3]
+    header = json.loads((directory / CONFIG_FILE).read_text())
+    assert header["model_type"] == "cogvla" and header["format_version"] == 2
+    assert header["norm_key"] == "libero_spatial_no_noops"
+    assert header["name"] == "tiny" and header["llm"]["intermediate_size"] == 688, "config fields at the top"
+    assert "config" not in header and "format" not in header
+    assert {"tokenizer.json", "tokenizer_config.json", "prompt_tokenizer.json"} <= {
+        p.name for p in directory.iterdir()
+    }
+    assert not (directory / "tokenizer").exists()
+
+
+def _as_version_1(directory):
+    """The same checkpoint in the layout of format version 1 (nested config, tokenizer/ folder)."""
+    header = json.loads((directory / CONFIG_FILE).read_text())
+    fields = {
+        key: value for key, value in header.items() if key not in ("model_type", "format_version", "norm_key")
+    }
+    legacy = {"format": "cogvla", "format_version": 1, "norm_key": header["norm_key"], "config": fields}
+    (directory / CONFIG_FILE).write_text(json.dumps(legacy))
+    (directory / "tokenizer").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "prompt_tokenizer.json"):
+        (directory / name).rename(directory / "tokenizer" / name)
+    return directory
+
+
+def test_version_1_folders_and_the_shipped_default_still_load(saved, tmp_path):
+    model, tokenizer, stats, directory = saved
+    legacy = _as_version_1(_copy(directory, tmp_path))
+    loaded = CogVLAModel.from_pretrained(legacy)
+    assert loaded.config == model.config and loaded.norm_stats == stats and loaded.tokenizer is not None
+    batch = fake_batch(model.config)
+    inputs = {key: batch[key] for key in FORWARD_KEYS}
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).actions, model(**inputs).actions)
+    from cogvla.paths import default_checkpoint_dir
+
+    shipped = default_checkpoint_dir()
+    assert json.loads((shipped / CONFIG_FILE).read_text())["format_version"] == 1
+    assert CogVLAModel.from_pretrained(shipped).tokenizer is not None
+
+
+HUB_SCRIPT = """
+import json, sys
+import numpy as np
+from cogvla.policy import CogVLAPolicy
+policy = CogVLAPolicy.from_pretrained(sys.argv[1])
+image = np.full((64, 64, 3), 90, np.uint8)
+obs = {"image": image, "wrist_image": image, "state": np.linspace(-1, 1, 8).astype(np.float32), "prompt": "open the top drawer"}
+print(json.dumps(policy.infer(obs).tolist()))
+"""
+
+
+def test_a_repo_id_loads_from_the_offline_hub_cache(tmp_path):
+    from cogvla.policy import CogVLAPolicy
+
+    source = CogVLAPolicy.random("tiny", seed=3)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--cogvla--tiny-test"
+    source.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    run = subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, "cogvla/tiny-test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    image = np.full((64, 64, 3), 90, np.uint8)
+    obs = {
+        "image": image,
+        "wrist_image": image,
+        "state": np.linspace(-1, 1, 8).astype(np.float32),
+        "prompt": "open the top drawer",
+    }
+    # another process may run other thread counts: same values up to float32 rounding
+    np.testing.assert_allclose(np.array(json.loads(run.stdout), np.float32), source.infer(obs), atol=1e-5)
+    missing = subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, "cogvla/not-cached"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert missing.returncode != 0 and "neither a folder nor a Hub repo" in missing.stderr
+
+
+def test_push_to_hub_uploads_the_saved_folder(saved, monkeypatch):
+    import huggingface_hub
+
+    from cogvla.checkpoint import push_to_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **options):
+            calls.append(("create", repo_id, options))
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return f"https://huggingface.co/{repo_id}/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert push_to_hub(saved[3], "me/tiny") == "https://huggingface.co/me/tiny/commit/1"
+    assert calls[0] == ("create", "me/tiny", {"private": True, "exist_ok": True})
+    assert calls[1][0] == "upload" and {"config.json", "model.safetensors", "prompt_tokenizer.json"} <= set(
+        calls[1][2]
+    )

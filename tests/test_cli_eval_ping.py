@@ -23,7 +23,9 @@ def dead_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_a_dead_address_is_refused_before_any_episode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dead_address_is_refused_before_any_episode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     endpoint = dead_endpoint()
     with pytest.raises(PolicySpecError, match=f"{endpoint} is not a ready policy server .*no reply"):
         check_policy_spec(endpoint)

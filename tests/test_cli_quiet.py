@@ -25,6 +25,10 @@ def test_robosuite_macro_advice_is_silenced_in_every_process_that_uses_envs() ->
     assert quiet.returncode == 0, quiet.stderr
     assert "macro" not in quiet.stderr and quiet.stdout == ""
     loud = subprocess.run(
-        [sys.executable, "-c", "import libero.libero.envs"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", "import libero.libero.envs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert "No private macro file found" in loud.stderr, "the advice this test silences must exist"

@@ -44,9 +44,20 @@ def test_client_package_installs_without_torch_and_drives_a_server(tmp_path: Pat
     # A copy: building from the checkout would leave build/ and *.egg-info in it.
     source = shutil.copytree(CLIENT_DIR, tmp_path / "client-src")
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--disable-pip-version-check", str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
     core = InferenceCore(ZeroPolicy()).start()

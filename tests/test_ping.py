@@ -112,7 +112,9 @@ def test_serve_answers_ping_and_stops_cleanly_on_sigterm() -> None:
     assert "received SIGTERM, shutting down" in log and "stopped:" in log
 
 
-def test_a_loading_server_answers_ping_loading_and_refuses_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_loading_server_answers_ping_loading_and_refuses_the_rest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     handler = RequestHandler(None)
     server = ZmqPolicyServer(handler, ZmqServerConfig(port=0)).start()
     core = InferenceCore(ZeroPolicy()).start()

@@ -256,6 +256,8 @@ def test_openpi_arrays_and_scalars_decode_and_are_checked_like_ours() -> None:
     with pytest.raises(DecodeError, match="not allowed") as info:
         decode(msgpack_numpy.packb({"obs": {"x": np.zeros(2, ">f4")}}))
     assert info.value.field == "obs.x.dtype"
-    assert msgpack_numpy.unpackb(encode(message, array_format="openpi"))["a"].tolist() == message["a"].tolist()
+    assert (
+        msgpack_numpy.unpackb(encode(message, array_format="openpi"))["a"].tolist() == message["a"].tolist()
+    )
     with pytest.raises(ValueError, match="array_format: expected one of cogvla, openpi"):
         encode(message, array_format="json")

@@ -29,9 +29,17 @@ from typing import Any
 import numpy as np
 import zmq
 
-from cogvla_client.policy_api import Policy, validate_action_chunk
 from cogvla_client.curve import CurveClientKeys
-from cogvla_client.protocol import PROTOCOL_VERSION, Buffer, DecodeError, ErrorCode, decode, encode_frames, request
+from cogvla_client.policy_api import Policy, validate_action_chunk
+from cogvla_client.protocol import (
+    PROTOCOL_VERSION,
+    Buffer,
+    DecodeError,
+    ErrorCode,
+    decode,
+    encode_frames,
+    request,
+)
 
 __all__ = [
     "BadRequest",
@@ -117,7 +125,9 @@ def _normalize_endpoint(endpoint: str) -> str:
     if address.startswith("tcp://"):
         host, _, port = address[len("tcp://") :].rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"endpoint: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555), got {endpoint!r}")
+            raise ValueError(
+                f"endpoint: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555), got {endpoint!r}"
+            )
     return address
 
 

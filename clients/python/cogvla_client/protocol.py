@@ -80,7 +80,7 @@ _MAX_NDIM = 32
 _NUMPY_DTYPES = {name: np.dtype(name) for name in SUPPORTED_DTYPES}
 _WIRE_NAMES = {dtype: name for name, dtype in _NUMPY_DTYPES.items()}
 # What a message or an attachment may arrive as (a zmq.Frame's buffer is a memoryview).
-Buffer = Union[bytes, memoryview]
+Buffer = Union[bytes, memoryview]  # noqa: UP007  (a runtime alias: `|` needs Python 3.10)
 # encode_frames sends arrays of at least this many bytes as attachments: below it a copy
 # costs less than one more frame.
 ATTACH_MIN_BYTES = 16 * 1024
