@@ -11,7 +11,7 @@ Framing follows openpi's server: on connect the server sends the policy metadata
 binary frame; then every binary frame from the client is one observation and is answered
 by one binary frame ``{"actions", "server_timing", "policy_timing"}``. Arrays use
 openpi-client's msgpack layout (byte-string keys ``__ndarray__``, ``data``, ``dtype``,
-``shape``), read here with the same dtype allow-list as the ZeroMQ protocol, so an
+``shape``), read and written by the ZeroMQ protocol's codec with its checks, so an
 ``object`` array from the wire is refused rather than materialised. Errors are sent as a
 text frame, which openpi-client raises as ``RuntimeError``; unlike openpi the connection
 stays open. ``GET /healthz`` answers 200. Needs the ``websocket`` extra (``websockets``).
@@ -22,17 +22,13 @@ from __future__ import annotations
 import http
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
-import numpy as np
-
 from deploy.core import InferenceCore
-from deploy.protocol import SUPPORTED_DTYPES, RequestError
+from deploy.protocol import DecodeError, RequestError, decode, encode
 
 __all__ = ["OPENPI_KEYS", "WebSocketFront", "openpi_packb", "openpi_unpackb"]
 
@@ -47,43 +43,14 @@ OPENPI_KEYS = {
 }
 
 
-def _pack_default(obj: Any) -> Any:
-    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.str not in SUPPORTED_DTYPES:
-        raise TypeError(f"cannot send dtype {obj.dtype}")
-    if isinstance(obj, np.ndarray):
-        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
-    if isinstance(obj, np.generic):
-        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    raise TypeError(f"cannot encode {type(obj).__name__}")
-
-
-def _unpack_hook(obj: dict[Any, Any]) -> Any:
-    if b"__ndarray__" in obj:
-        dtype, shape, data = obj.get(b"dtype"), obj.get(b"shape"), obj.get(b"data")
-        if dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"array dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise ValueError(f"array shape: expected a list of non-negative ints, got {shape!r}")
-        size = math.prod(shape) * np.dtype(dtype).itemsize
-        if not isinstance(data, bytes) or len(data) != size:
-            raise ValueError(f"array data: expected {size} bytes for {dtype} {shape}")
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
-    if b"__npgeneric__" in obj:
-        dtype = obj.get(b"dtype")
-        if dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"scalar dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {dtype!r}")
-        return np.dtype(dtype).type(obj.get(b"data"))
-    return obj
-
-
 def openpi_packb(obj: Any) -> bytes:
-    """Pack like openpi-client's ``msgpack_numpy.packb``."""
-    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
+    """Pack like openpi-client's ``msgpack_numpy.packb`` (arrays as byte-key maps)."""
+    return encode(obj, array_format="openpi")
 
 
 def openpi_unpackb(data: bytes) -> Any:
-    """Unpack openpi-client's format, refusing dtypes outside the protocol's allow-list."""
-    return msgpack.unpackb(data, object_hook=_unpack_hook, raw=False)
+    """Unpack openpi-client's format with the ZeroMQ protocol's checks (``DecodeError``, a ValueError)."""
+    return decode(data)
 
 
 def _to_project_keys(obs: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,7 +118,7 @@ class WebSocketFront:
             return "decode_error: expected a binary msgpack frame, got a text frame"
         try:
             obs = openpi_unpackb(message)
-        except Exception as exc:  # any malformed frame is the client's problem, not the server's
+        except DecodeError as exc:
             return f"decode_error: {exc}"
         if not isinstance(obs, Mapping):
             return f"decode_error: expected a map of observations, got {type(obs).__name__}"

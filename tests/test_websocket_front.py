@@ -156,3 +156,18 @@ def test_healthz_answers_ok(fronts: Any) -> None:
     front, _ = fronts
     with urllib.request.urlopen(f"http://127.0.0.1:{front.port}/healthz", timeout=5) as response:
         assert response.status == 200 and response.read() == b"OK\n"
+
+
+def test_client_package_websocket_client_reads_actions_and_refusals(fronts: Any) -> None:
+    from cogvla_client.websocket_client import WebSocketPolicyClient, WebSocketRefusal
+
+    front, _ = fronts
+    obs = libero_obs(1)
+    with WebSocketPolicyClient(f"ws://127.0.0.1:{front.port}") as policy:
+        assert policy.metadata()["chunk_size"] == 5
+        actions = policy.infer(obs)
+        assert actions.shape == (5, 7) and actions.dtype == np.float32
+        with pytest.raises(WebSocketRefusal, match="obs.image: wrong image dtype") as info:
+            policy.infer({**obs, "image": obs["image"].astype(np.float32)})
+        assert info.value.code == "bad_request"
+        assert policy.infer(obs).shape == (5, 7), "the connection survives a refusal"

@@ -8,7 +8,9 @@
 
 Modules: ``protocol`` (the wire codec), ``client`` (``PolicyClient``), ``chunker``
 (``ActionChunker``), ``robot_loop`` (``ControlLoop``), ``policy_api`` (the observation
-schema and ``Policy`` interface), ``curve`` (CurveZMQ client keys).
+schema and ``Policy`` interface), ``curve`` (CurveZMQ client keys), and with the
+``websocket`` extra ``websocket_client`` (``WebSocketPolicyClient``, for
+``cogvla serve --websocket-port``).
 """
 
 from cogvla_client.chunker import ActionChunker, ChunkerConfig

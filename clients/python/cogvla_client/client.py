@@ -53,6 +53,7 @@ __all__ = [
     "ServerError",
     "ServerTimeout",
     "UnknownEndpoint",
+    "decode_reply",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,17 @@ _ERRORS: dict[str, type[ServerError]] = {
     ErrorCode.VERSION_MISMATCH.value: ProtocolMismatch,
     ErrorCode.LOADING.value: NotReady,
 }
+
+
+def decode_reply(data: bytes, what: str) -> dict[str, Any]:
+    """``data`` decoded as a map, else ``MalformedReply`` naming ``what`` it was."""
+    try:
+        reply = decode(data)
+    except DecodeError as exc:
+        raise MalformedReply(f"undecodable {what}: {exc}") from exc
+    if not isinstance(reply, dict):
+        raise MalformedReply(f"{what} is a {type(reply).__name__}, expected a map")
+    return reply
 
 
 def _normalize_endpoint(endpoint: str) -> str:
@@ -298,12 +310,7 @@ class PolicyClient(Policy):
 
     @staticmethod
     def _parse(data: bytes, endpoint: str, request_id: int) -> dict[str, Any]:
-        try:
-            reply = decode(data)
-        except DecodeError as exc:
-            raise MalformedReply(f"undecodable reply to {endpoint!r}: {exc}") from exc
-        if not isinstance(reply, dict):
-            raise MalformedReply(f"reply to {endpoint!r} is a {type(reply).__name__}, expected a map")
+        reply = decode_reply(data, f"reply to {endpoint!r}")
         if reply.get("v") != PROTOCOL_VERSION:
             raise ProtocolMismatch(
                 {
