@@ -3,7 +3,8 @@
 The handle is the part of the drawer's moving body that sticks out furthest along the
 opening direction. Pulling grasps it with a horizontal hand pointing into the fixture and
 fingers closing vertically around the bar (a top-down grasp would hit the drawer above);
-pushing presses the closed fingers, hand pointing down, against the handle's front.
+pushing presses the closed fingers against the handle's front, the hand leaning with its
+fingertips ahead so that the wrist stays clear of the drawers above.
 """
 
 from __future__ import annotations
