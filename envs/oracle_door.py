@@ -19,6 +19,7 @@ from envs.oracle_handle import HandleGrasp, pull_handle
 from envs.oracle_joint import (
     ArticulationConfig,
     JointBoxes,
+    axis_rotation,
     hand_state,
     holding,
     horizontal,
@@ -46,9 +47,8 @@ class DoorFrame:
     tangent: np.ndarray
     # +1 if the state lies at larger joint angles (right-handed about ``axis``), else -1.
     sign: float
-    # Joint angle (rad) now, and in the middle of the state's range.
-    angle: float
-    goal_angle: float
+    # Horizontal unit normal of the door's plane when closed, pointing into the fixture.
+    inward: np.ndarray
     # Distance from the hinge to the free edge, half thickness, top height.
     length: float
     half_thickness: float
@@ -65,7 +65,9 @@ def door_frame(priv: Mapping[str, Any], joint: str, state: str) -> DoorFrame:
     radial = horizontal(boxes.centre[panel] - anchor)
     sign = state_sign(priv, joint, state)
     tangent = sign * np.cross(axis, radial)
-    goal = priv["objects"][info["owner"]]["articulation"][state]
+    closing = state_sign(priv, joint, "close")
+    closed = float(np.mean(priv["objects"][info["owner"]]["articulation"]["close"]))
+    shut = axis_rotation(axis, closed - float(info["qpos"])) @ radial
     length = float((boxes.centre[panel] - anchor) @ radial + boxes.extent_along(radial)[panel])
     return DoorFrame(
         anchor=anchor,
@@ -73,8 +75,7 @@ def door_frame(priv: Mapping[str, Any], joint: str, state: str) -> DoorFrame:
         radial=radial,
         tangent=tangent,
         sign=sign,
-        angle=float(info["qpos"]),
-        goal_angle=float(np.mean(goal)),
+        inward=closing * np.cross(axis, shut),
         length=length,
         half_thickness=float(boxes.extent_along(tangent)[panel]),
         top=float(boxes.centre[panel, 2] + boxes.extent_along(_UP)[panel]),
@@ -96,17 +97,15 @@ def push_door(priv: Mapping[str, Any], joint: str, state: str, config: Articulat
     contact[2] = height
 
     rel = hand.pos - door.anchor
-    radial = float(rel @ door.radial)
+    out_along = float(rel @ door.radial)
     behind = float(rel @ door.tangent)
-    inward = door.sign * np.cross(
-        door.axis, rotate_about(door.radial, np.zeros(3), door.axis, door.goal_angle - door.angle)
-    )
-    depth = float(rel @ inward)
+    depth = float(rel @ door.inward)
     if depth > 0.0 and _within(priv, owner, hand.pos):
         # The hand is inside the fixture (e.g. it just put something in): back out past the doorway first.
-        exit_point = hand.pos - inward * (depth + config.push_standoff + door.half_thickness)
+        exit_point = hand.pos - door.inward * (depth + config.push_standoff + door.half_thickness)
         return Decision.down("withdraw", exit_point, hand.yaw, -1.0)
-    pushing = -(face + config.push_standoff) <= behind <= 0.0 and door.length / 3 <= radial <= door.length
+    on_door = door.length / 3 <= out_along <= door.length
+    pushing = -(face + config.push_standoff) <= behind <= 0.0 and on_door
     if pushing and abs(hand.pos[2] - height) <= config.insert_tolerance:
         target = rotate_about(contact, door.anchor, door.axis, door.sign * config.door_lead)
         target[2] = height
@@ -119,7 +118,7 @@ def push_door(priv: Mapping[str, Any], joint: str, state: str, config: Articulat
         return Decision("release", hand.pos.copy(), hand.rot, -1.0)
     travel = door.top + config.travel_clearance
     if behind > 0.0 and hand.pos[2] < travel - config.grasp_tolerance:
-        # Open fingers let go of whatever they hold (e.g. the door's handle) on the way up.
+        # Fingers stay open on the way up, so that they cannot close on the handle again.
         return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], travel]), yaw, -1.0)
     return Decision.down("approach", np.array([prepush[0], prepush[1], travel]), yaw, 1.0)
 
