@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     curve = CurveClientKeys.from_files(args.server_key, args.client_key) if args.server_key else None
     # The client's per-attempt warning would repeat the one line printed below.
-    logging.getLogger("deploy.client").setLevel(logging.ERROR)
+    logging.getLogger("cogvla_client.client").setLevel(logging.ERROR)
     # One attempt per request: a health check should fail fast, not retry.
     client = PolicyClient(args.endpoint, timeout_ms=args.timeout_ms, retries=0, curve=curve)
     started = time.perf_counter()

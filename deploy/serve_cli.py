@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "load_policy", "run"]
+__all__ = ["add_arguments", "check_checkpoint_arg", "load_policy", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_checkpoint_arg(checkpoint: Path | None) -> None:
+    """Refuse a ``--checkpoint`` that is not a folder, before anything slow happens."""
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise FileNotFoundError(f"--checkpoint: expected a checkpoint folder, got {checkpoint}")
+
+
 def load_policy(checkpoint: Path | None, device: str = "cpu") -> tuple[Any, str]:
     """The policy to serve and a label saying where its weights come from.
 
     ``checkpoint`` if given; else the embedded default checkpoint; else, until one is
     shipped, a random-weight ``tiny`` model, labelled as such everywhere.
     """
+    check_checkpoint_arg(checkpoint)
     from cogvla.paths import default_checkpoint_dir
     from cogvla.policy import CogVLAPolicy
 
     if checkpoint is not None:
-        if not checkpoint.is_dir():
-            raise FileNotFoundError(f"--checkpoint: expected a checkpoint folder, got {checkpoint}")
         return CogVLAPolicy.from_pretrained(checkpoint, device=device), f"checkpoint {checkpoint}"
     default = default_checkpoint_dir()
     if default is not None:
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from deploy.recorder import Recorder
     from deploy.server import ZmqPolicyServer, ZmqServerConfig
 
+    check_checkpoint_arg(args.checkpoint)
     curve = CurveServerKeys.from_dir(args.curve_dir) if args.curve_dir is not None else None
     batching = BatchingConfig(
         max_batch=args.max_batch,

@@ -19,7 +19,7 @@ ORACLE = "oracle"
 # inference of the full model takes seconds, so this is generous.
 _REMOTE_TIMEOUT_MS = 120_000
 # The health check before an evaluation: a dead address fails in seconds, not per episode.
-_PING_TIMEOUT_MS = 2_000
+_PING_TIMEOUT_MS = 3_000
 # A server still loading its model (a 7B load takes minutes) is waited for this long.
 _READY_WAIT_S = 600.0
 
@@ -55,7 +55,7 @@ def check_policy_spec(spec: str) -> str:
 def _check_server(endpoint: str) -> None:
     from deploy.client import ClientError, PolicyClient
 
-    with PolicyClient(endpoint, timeout_ms=_PING_TIMEOUT_MS, retries=1) as client:
+    with PolicyClient(endpoint, timeout_ms=_PING_TIMEOUT_MS, retries=0) as client:
         try:
             client.wait_ready(_READY_WAIT_S)
         except ClientError as exc:

@@ -63,7 +63,10 @@ def test_ping_against_nothing_exits_nonzero_with_a_clear_message() -> None:
     result = cogvla("ping", endpoint, "--timeout-ms", "200")
     assert result.returncode == 2
     assert result.stdout == ""
-    assert f"cogvla ping: no reply from {endpoint} within 200 ms" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"cogvla ping: no reply from {endpoint} within 200 ms "
+        "(server down, unreachable, or refusing this client's key)"
+    ]
 
 
 def test_ping_needs_both_curve_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
