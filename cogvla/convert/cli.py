@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "lanczos3 front-end without TensorFlow (within 1 uint8 step), openvla-tf = exact (needs the "
         "openvla-tf extra), bicubic = this project's",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="for an unmerged LoRA training folder: the model it was fine-tuned from (openvla-7b); "
+        "its LLM adapter is merged with peft",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         keep_all_stats=True,
         image_preprocessing=args.image_preprocessing,
+        base=args.base,
     )
     with staging_folder(out) as staging:
         result.model.save_pretrained(

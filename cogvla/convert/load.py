@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from cogvla.checkpoint import materialize_buffers
+from cogvla.convert.adapter import AdapterMergedSource, has_unmerged_adapter
 from cogvla.convert.errors import CheckpointFileError, ReleasedCheckpointError
 from cogvla.convert.execute import assign_tensor, run_plan
 from cogvla.convert.files import locate_files, read_lora_settings
@@ -68,13 +69,36 @@ def is_released_checkpoint(directory: str | Path) -> bool:
         return False
 
 
-def _sources(directory: Path, released, files) -> tuple[dict[str, TensorSource], dict[str, Any]]:
+def _sources(
+    directory: Path, released, files, base: Path | None
+) -> tuple[dict[str, TensorSource], dict[str, Any]]:
     sources: dict[str, TensorSource] = {
-        "weights": ShardedSafetensors(directory),
         "action_head": TorchFile(files.action_head, strip_prefix=DDP_PREFIX),
         "proprio": TorchFile(files.proprio_projector, strip_prefix=DDP_PREFIX),
     }
-    extras: dict[str, Any] = {"lora": None}
+    extras: dict[str, Any] = {"lora": None, "llm_lora": None}
+    if has_unmerged_adapter(directory):
+        if base is None:
+            raise CheckpointFileError(
+                f"{directory}: an unmerged LoRA training folder (lora_adapter/adapter_model.safetensors, "
+                "no model-*.safetensors); pass --base with the model it was fine-tuned from (openvla-7b)"
+            )
+        trainables = TorchFile(files.non_lora_trainables) if files.non_lora_trainables is not None else None
+        merged = AdapterMergedSource(
+            ShardedSafetensors(base),
+            directory / "lora_adapter",
+            trainables=trainables,
+            skip_wrapped_vision=released.use_film,
+        )
+        sources["weights"] = merged
+        extras["llm_lora"] = {
+            "base": str(base),
+            "merged_modules": merged.num_merged,
+            "skipped_adapter_keys": len(merged.skipped),
+            "dropped_base_keys": merged.dropped,
+        }
+    else:
+        sources["weights"] = ShardedSafetensors(directory)
     if files.vision_backbone is not None:
         lora = read_lora_settings(files.adapter_config)
         vision = LoRAMergedSource(TorchFile(files.vision_backbone), rank=lora.rank, scaling=lora.scaling)
@@ -86,7 +110,8 @@ def _sources(directory: Path, released, files) -> tuple[dict[str, TensorSource],
             "scaling": lora.scaling,
             "merged_modules": vision.num_merged,
         }
-    if files.non_lora_trainables is not None:
+    if files.non_lora_trainables is not None and extras["llm_lora"] is None:
+        # (an unmerged folder's trainables are already part of its merged weights source)
         sources["trainables"] = TorchFile(files.non_lora_trainables)
     return sources, extras
 
@@ -102,6 +127,7 @@ def import_released(
     progress: bool = True,
     keep_all_stats: bool = False,
     image_preprocessing: str = "openvla",
+    base: str | Path | None = None,
 ) -> ImportResult:
     """Convert a released checkpoint folder; see the module docstring for memory behaviour.
 
@@ -112,13 +138,15 @@ def import_released(
             key instead of refusing; every key's stats are in ``norm_table`` either way.
         image_preprocessing: recorded in the model config, so serving, evaluation and
             training prepare images alike (see ``CogVLAConfig.image_preprocessing``).
+        base: the model an unmerged LoRA training folder was fine-tuned from; its LLM
+            adapter is merged into these weights (``cogvla.convert.adapter``).
         chunk_size, num_images: LIBERO protocol values no released file records.
     """
     start = time.perf_counter()
     directory = Path(directory)
     released = read_released_config(directory)
     files = locate_files(directory, released)
-    sources, extras = _sources(directory, released, files)
+    sources, extras = _sources(directory, released, files, Path(base) if base is not None else None)
     preprocessing = read_image_preprocessing(directory, released.image_size)
     config = released_model_config(
         released,
