@@ -38,7 +38,8 @@ _DROPPED_BASE_PREFIX = "projector."
 def has_unmerged_adapter(directory: str | Path) -> bool:
     """True for a training folder that has LoRA adapter weights but no merged HF weights."""
     directory = Path(directory)
-    merged = any((directory / name).is_file() for name in ("model.safetensors.index.json", "model.safetensors"))
+    merged_files = ("model.safetensors.index.json", "model.safetensors")
+    merged = any((directory / name).is_file() for name in merged_files)
     return not merged and (directory / ADAPTER_WEIGHTS).is_file()
 
 
