@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
     def reload_keys(_signum: int, _frame: Any) -> None:
         logger.info("SIGHUP: allow-list reloaded, %d client keys", server.reload_allow_list())
 
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and curve is not None:
+        signal.signal(signal.SIGHUP, reload_keys)
     logger.info("listening on %s; loading the model", server.endpoint)
     core = front = None
     try:
@@ -148,16 +151,16 @@ def run(args: argparse.Namespace) -> int:
         gc.collect()
         gc.freeze()
         core.start()
+        # Until here an interrupt aborts the load; from now on it stops the server cleanly,
+        # and the handler is in place before any client can see "ready".
+        if in_main_thread:
+            signal.signal(signal.SIGINT, request_stop)
+            signal.signal(signal.SIGTERM, request_stop)
         handler.ready(core, {"weights": weights})
         if args.websocket_port is not None:
             from deploy.websocket_front import WebSocketFront
 
             front = WebSocketFront(core, args.host, args.websocket_port, zmq_config.max_message_bytes).start()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, request_stop)
-            signal.signal(signal.SIGTERM, request_stop)
-            if curve is not None:
-                signal.signal(signal.SIGHUP, reload_keys)
         meta = handler.metadata()
         logger.info(
             "ready: policy %s (%s), chunk %s, serving on %s",

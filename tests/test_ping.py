@@ -152,3 +152,47 @@ def test_serve_on_a_port_in_use_fails_at_once_in_one_line() -> None:
         f"cogvla serve: error: Address already in use (addr='tcp://127.0.0.1:{port}')"
     )
     assert "Traceback" not in result.stderr and "loading the model" not in result.stderr
+
+
+def test_serve_reloads_its_allow_list_on_sighup(tmp_path: Path) -> None:
+    from deploy.auth import CurveClientKeys, generate_keys
+
+    paths = generate_keys(tmp_path / "keys", clients=("robot",))
+    later = generate_keys(tmp_path / "later", clients=("arm",))
+    robot = CurveClientKeys.from_files(paths["server_public"], paths["robot_secret"])
+    arm = CurveClientKeys.from_files(paths["server_public"], later["arm_secret"])
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cogvla.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--curve-dir",
+            str(tmp_path / "keys"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with PolicyClient(endpoint, timeout_ms=2000, retries=0, curve=robot) as client:
+            assert client.wait_ready(timeout_s=120)["state"] == "ready"
+        with PolicyClient(endpoint, timeout_ms=300, retries=0, curve=arm) as client:
+            with pytest.raises(ServerTimeout):
+                client.ping()
+        Path(later["arm_public"]).rename(tmp_path / "keys" / "authorized_clients" / "arm.key")
+        server.send_signal(signal.SIGHUP)
+        with PolicyClient(endpoint, timeout_ms=2000, retries=2, curve=arm) as client:
+            assert client.ping()["state"] == "ready"
+        server.send_signal(signal.SIGTERM)
+        log, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, log
+    assert "SIGHUP: allow-list reloaded, 2 client keys" in log
