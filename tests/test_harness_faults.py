@@ -16,7 +16,7 @@ from test_harness import SUITE, FakeEnv, ZeroPolicy, _config, _lines, crashing_e
 from deploy.client import ServerTimeout
 from eval.libero.config import EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
-from eval.libero.harness import run_eval
+from eval.libero.harness import ResumeMismatchError, run_eval
 from eval.libero.results import summarize
 
 
@@ -66,6 +66,22 @@ def test_resume_runs_episodes_that_ended_in_an_infrastructure_error_again(tmp_pa
         "error",
         "failure",
     ]
+
+
+def test_a_run_recorded_before_a_protocol_field_existed_resumes_with_its_default(tmp_path):
+    config = _config(tmp_path, tasks=(0,), trials=1, workers=1)
+    run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
+    recorded = Path(config.out, "config.json")
+    older = {k: v for k, v in json.loads(recorded.read_text()).items() if k != "execution"}
+    recorded.write_text(json.dumps(older))
+    resumed = _config(tmp_path, tasks=(0,), trials=2, workers=1, resume=True)
+    assert run_eval(resumed, env_factory=fake_env, policy_factory=fake_policy)["overall"]["episodes"] == 2
+    with pytest.raises(ResumeMismatchError, match="execution: the run .* used 'open-loop'"):
+        run_eval(
+            _config(tmp_path, tasks=(0,), trials=2, workers=1, resume=True, execution="ensemble"),
+            env_factory=fake_env,
+            policy_factory=fake_policy,
+        )
 
 
 def _record(task_id: int, init: int, outcome: str) -> tuple[str, dict]:

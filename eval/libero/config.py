@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from deploy.chunker import ChunkerConfig
 from envs.suites import MAX_STEPS, NUM_WAIT_STEPS, SUITES
 
-__all__ = ["EXECUTIONS", "PROTOCOL_FIELDS", "Backend", "EvalConfig", "Execution"]
+__all__ = ["EXECUTIONS", "PROTOCOL_DEFAULTS", "PROTOCOL_FIELDS", "Backend", "EvalConfig", "Execution"]
 
 Backend = Literal["process", "ray"]
 Execution = Literal["open-loop", "ensemble", "async"]
@@ -143,3 +143,9 @@ class EvalConfig:
         """The fields a resumed run must share with the original one."""
         data = self.to_json()
         return {name: data[name] for name in PROTOCOL_FIELDS}
+
+
+# What a protocol field was before it was recorded: its default.
+PROTOCOL_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(EvalConfig) if f.name in PROTOCOL_FIELDS
+}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cogvla.normalize import use_suite_stats
-from eval.libero.config import EvalConfig
+from eval.libero.config import PROTOCOL_DEFAULTS, EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.fingerprint import policy_fingerprint
 from eval.libero.results import EpisodeLog, episode_key, is_finished, summarize
@@ -205,11 +205,12 @@ def _prepare_output(config: EvalConfig, out: Path, fingerprint: str) -> None:
             f"out: {out} already holds episode results; pass --resume or choose another --out"
         )
     if config.resume and config_path.exists():
-        previous = json.loads(config_path.read_text())
+        # A run recorded before a protocol field existed ran with that field's default.
+        previous = {**PROTOCOL_DEFAULTS, **json.loads(config_path.read_text())}
         for name, value in config.protocol().items():
-            if previous.get(name) != value:
+            if previous[name] != value:
                 raise ResumeMismatchError(
-                    f"{name}: the run in {out} used {previous.get(name)!r}, this one asks for {value!r}; "
+                    f"{name}: the run in {out} used {previous[name]!r}, this one asks for {value!r}; "
                     "a resumed run must keep the protocol (or use another --out)"
                 )
         if previous.get("policy_fingerprint") != fingerprint:
