@@ -35,13 +35,19 @@ def is_oracle(spec: str) -> bool:
 
 def check_policy_spec(spec: str) -> str:
     """Validate ``spec`` cheaply (nothing is loaded, a server is pinged) and return it normalized."""
+    spec = _normalized(spec)
+    if spec.startswith("tcp://"):
+        _check_server(spec)
+    return spec
+
+
+def _normalized(spec: str) -> str:
     if is_oracle(spec):
         return spec
     if spec.startswith("tcp://"):
         host, _, port = spec[len("tcp://") :].rpartition(":")
         if not host or not port.isdigit():
             raise PolicySpecError(f"policy: expected tcp://HOST:PORT, got {spec!r}")
-        _check_server(spec)
         return spec
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
@@ -65,8 +71,12 @@ def _check_server(endpoint: str) -> None:
 
 
 def load_policy(spec: str) -> Policy:
-    """Build the policy named by ``spec`` (see the module docstring)."""
-    spec = check_policy_spec(spec)
+    """Build the policy named by ``spec`` (see the module docstring).
+
+    A server is not pinged here: workers build their policies after ``check_policy_spec``
+    did, and a server restarting later is an episode's infrastructure error, not a bad spec.
+    """
+    spec = _normalized(spec)
     if is_oracle(spec):
         from envs.oracle import ScriptedOracle
 
