@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train and print the JSON summary; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cogvla.data.frame_cache import find_demo_files
+
+    # A mistyped --data fails here, not after the seconds torch and the trainer take to import.
+    find_demo_files(args.data)
     import torch
 
     from cogvla.train.config import get_train_preset
