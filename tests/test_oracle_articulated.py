@@ -69,6 +69,18 @@ def _boxes(centres, halves, rots=None):
     return {"centre": centres, "rot": rots, "half": np.asarray(halves, dtype=np.float64)}
 
 
+def _joint(owner, kind, qpos, limits, axis, anchor, boxes):
+    return {
+        "owner": owner,
+        "type": kind,
+        "qpos": qpos,
+        "range": np.array(limits),
+        "axis": axis,
+        "anchor": anchor,
+        "boxes": boxes,
+    }
+
+
 def _yaw_matrix(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -112,38 +124,39 @@ def _scene(
             parts=obj["aabb"][None],
             finger_contacts=contacts.get(name, 0),
         )
+    up = np.array([0.0, 0.0, 1.0])
     joints = {
-        "drawer": {
-            "owner": "cabinet",
-            "type": "slide",
-            "qpos": drawer_q,
-            "range": np.array([-0.16, 0.01]),
-            "axis": np.array([0.0, -1.0, 0.0]),
-            "anchor": np.array([0.04, -0.234, 0.905]),
-            "boxes": _boxes([PANEL + shift, HANDLE + shift], [[0.109, 0.003, 0.034], [0.044, 0.008, 0.008]]),
-        },
-        "knob": {
-            "owner": "stove",
-            "type": "hinge",
-            "qpos": knob_q,
-            "range": np.array([-0.005, 2.1]),
-            "axis": np.array([0.0, 0.0, 1.0]),
-            "anchor": KNOB_ANCHOR,
-            "boxes": _boxes(
+        "drawer": _joint(
+            "cabinet",
+            "slide",
+            drawer_q,
+            (-0.16, 0.01),
+            np.array([0.0, -1.0, 0.0]),
+            np.array([0.04, -0.234, 0.905]),
+            _boxes([PANEL + shift, HANDLE + shift], [[0.109, 0.003, 0.034], [0.044, 0.008, 0.008]]),
+        ),
+        "knob": _joint(
+            "stove",
+            "hinge",
+            knob_q,
+            (-0.005, 2.1),
+            up,
+            KNOB_ANCHOR,
+            _boxes(
                 [KNOB_ANCHOR + [0, 0, 0.007], KNOB_ANCHOR + knob_rot @ [-0.018, 0, 0.026]],
                 [[0.034, 0.034, 0.006], [0.035, 0.012, 0.024]],
                 [knob_rot, knob_rot],
             ),
-        },
-        "door": {
-            "owner": "oven",
-            "type": "hinge",
-            "qpos": door_q,
-            "range": np.array([-2.094, 0.0]),
-            "axis": np.array([0.0, 0.0, 1.0]),
-            "anchor": DOOR_ANCHOR,
-            "boxes": _boxes([door_centre], [[0.13, 0.012, 0.092]], [door_rot]),
-        },
+        ),
+        "door": _joint(
+            "oven",
+            "hinge",
+            door_q,
+            (-2.094, 0.0),
+            up,
+            DOOR_ANCHOR,
+            _boxes([door_centre], [[0.13, 0.012, 0.092]], [door_rot]),
+        ),
     }
     for name, joint in joints.items():
         objects[joint["owner"]]["joints"] = [name]
