@@ -1,16 +1,17 @@
 """Where and at which yaw the scripted oracle grasps an object, from its current pose alone.
 
-Two grasp kinds, chosen per object category (``GRASP_SPECS``):
+Three grasp kinds, chosen per object category (``GRASP_SPECS``):
 
-- ``"rim"``: pinch the wall of an open vessel (the bowls), one finger inside, one outside.
+- ``"rim"``: pinch the wall of an open vessel (bowls, mugs), one finger inside, one outside.
   Inside a container (a drawer) it pinches the end of the container's long axis that faces
   the robot.
 - ``"top"``: straddle the body from above across its narrow horizontal side (cans,
   bottles, cartons, boxes).
+- ``"handle"``: straddle a handle at a fixed point of the object's frame (moka pots).
 
 Among a few candidate sides/yaws/offsets, the planner keeps the one whose open fingers and
-hand stay clear of neighbouring objects; among clear ones it prefers little wrist turn from
-the home yaw and a comfortable reach.
+hand stay clear of neighbouring objects (and of the vessel's own handle); among clear ones it
+prefers little wrist turn from the home yaw and a comfortable reach.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ __all__ = [
 class GraspSpec:
     """How to grasp one object category."""
 
-    # "rim": pinch the wall of an open vessel; "top": straddle the body from above.
-    kind: Literal["rim", "top"] = "top"
+    # "rim": pinch the wall of an open vessel; "top": straddle the body from above;
+    # "handle": straddle a handle at a fixed point of the object's frame.
+    kind: Literal["rim", "top", "handle"] = "top"
     # rim: distance of the grasp point from the vessel's axis (m).
     rim_radius: float = 0.0
     # rim: grasp height above the body origin along the vessel's up axis;
@@ -47,11 +49,30 @@ class GraspSpec:
     height: float = 0.03
     # rim: finger gap when pinching the wall (m); top grasps use the object's width.
     rim_thickness: float = 0.0
+    # rim: the vessel's axis in the object's frame (x, y), when the body origin is off it (mugs).
+    axis_offset: tuple[float, float] = (0.0, 0.0)
+    # handle: grip-site point and finger axis (x, y) in the object's frame, and the handle's thickness.
+    handle_point: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    handle_axis: tuple[float, float] = (1.0, 0.0)
+    handle_width: float = 0.0
 
 
 # The bowl's wall is ~3 mm thick, 5.1 cm tall and 5.35 cm in radius: pinch it 1 cm below the rim.
+# The mugs' walls are 2-4 mm plates on a ~4 cm circle whose centre is off the body origin (the
+# handle side is heavier); pinch them 1 cm below the rim, away from the handle.
 GRASP_SPECS: dict[str, GraspSpec] = {
     "akita_black_bowl": GraspSpec(kind="rim", rim_radius=0.05, height=0.041, rim_thickness=0.01),
+    "white_yellow_mug": GraspSpec(
+        kind="rim", rim_radius=0.042, height=0.092, rim_thickness=0.005, axis_offset=(-0.018, 0.0)
+    ),
+    "porcelain_mug": GraspSpec(
+        kind="rim", rim_radius=0.04, height=0.098, rim_thickness=0.005, axis_offset=(0.017, 0.0)
+    ),
+    # The moka pot is 8 cm across its body, too wide to straddle; its handle loop (1.4 cm thick,
+    # 6-9 cm out along the frame's +y, up to 6.8 cm above the origin) is gripped 2 cm below its top.
+    "moka_pot": GraspSpec(
+        kind="handle", handle_point=(0.0, 0.072, 0.048), handle_axis=(1.0, 0.0), handle_width=0.016
+    ),
 }
 DEFAULT_GRASP = GraspSpec(kind="top", height=0.03)
 
@@ -86,6 +107,8 @@ class GraspConfig:
     min_grasp_height: float = 0.014
     # Horizontal extents within this ratio count as round.
     round_ratio: float = 1.15
+    # Rim grasps: parts of the vessel this far outside its rim circle are appendages (a handle).
+    appendage_margin: float = 0.012
     # Rim grasps: candidate sides (world angle of the grasp point around the vessel, rad).
     rim_angles: tuple[float, ...] = tuple(np.deg2rad(np.arange(0.0, 360.0, 15.0)).tolist())
     # Top grasps: yaw offsets from "across the narrow side" (rad) and slides along the long side (m).
@@ -190,8 +213,9 @@ def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     obj = priv["objects"][obj_name]
     box = np.asarray(obj["aabb"], dtype=np.float64)
     centre = (box[0] + box[1]) / 2.0
-    pos = np.asarray(obj["pos"], dtype=np.float64)
-    up = quat_to_mat(obj["quat"])[:, 2]
+    frame = quat_to_mat(obj["quat"])
+    up = frame[:, 2]
+    pos = np.asarray(obj["pos"], dtype=np.float64) + frame @ np.array([*spec.axis_offset, 0.0])
 
     def rim_point(direction: np.ndarray) -> np.ndarray:
         # Follow a tilted vessel (e.g. a bowl resting on a ramekin): radial and height in its own frame.
@@ -208,7 +232,12 @@ def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     directions = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1)
     points = np.stack([rim_point(direction) for direction in directions])
     yaws = [_axis_yaw(direction) for direction in directions]
-    room = _footprint_clearance(_nearby_parts(priv, obj_name, cfg), points, directions[:, :2], cfg)
+    # The vessel's own appendages (a mug's handle) are in the way as much as its neighbours.
+    own = np.asarray(obj["parts"], dtype=np.float64).reshape(-1, 2, 3)
+    own_centres = (own[:, 0, :2] + own[:, 1, :2]) / 2.0
+    handle = own[np.linalg.norm(own_centres - pos[:2], axis=1) > spec.rim_radius + cfg.appendage_margin]
+    obstacles = np.concatenate([_nearby_parts(priv, obj_name, cfg), handle])
+    room = _footprint_clearance(obstacles, points, directions[:, :2], cfg)
     scores = [min(r, cfg.clearance_cap) - _grasp_cost(y, p, priv, cfg) for r, y, p in zip(room, yaws, points)]
     best = int(np.argmax(scores))
     return Grasp(points[best], yaws[best], spec.rim_thickness)
@@ -258,6 +287,14 @@ def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     return Grasp(point, _axis_yaw(direction), width)
 
 
+def _handle_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec) -> Grasp:
+    obj = priv["objects"][obj_name]
+    frame = quat_to_mat(obj["quat"])
+    point = np.asarray(obj["pos"], dtype=np.float64) + frame @ np.asarray(spec.handle_point)
+    axis = frame @ np.array([*spec.handle_axis, 0.0])
+    return Grasp(point, _axis_yaw(axis[:2]), spec.handle_width)
+
+
 def grasp_width_bound(
     priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
 ) -> float:
@@ -266,6 +303,8 @@ def grasp_width_bound(
     spec = specs.get(obj["category"], DEFAULT_GRASP)
     if spec.kind == "rim":
         return spec.rim_thickness
+    if spec.kind == "handle":
+        return spec.handle_width
     return max(width for _, width in _top_widths(np.asarray(obj["aabb"], dtype=np.float64), cfg))
 
 
@@ -276,4 +315,6 @@ def plan_grasp(
     spec = specs.get(priv["objects"][obj_name]["category"], DEFAULT_GRASP)
     if spec.kind == "rim":
         return _rim_grasp(priv, obj_name, spec, cfg)
+    if spec.kind == "handle":
+        return _handle_grasp(priv, obj_name, spec)
     return _top_grasp(priv, obj_name, spec, cfg)

@@ -21,6 +21,8 @@ __all__ = ["Placement", "region_placement"]
 
 # Spacing of the candidate grid laid over a region's footprint (m).
 _GRID_STEP = 0.01
+# Several objects on one region are spread over this fraction of its half-size.
+_SLOT_SPREAD = 2.0 / 3.0
 # A body whose bottom is this far above the region's floor counts as a ceiling over it.
 _CEILING_MARGIN = 0.02
 
@@ -73,6 +75,21 @@ def _open_point(
     return candidates[int(np.lexsort((off_centre, -room))[0])].copy()
 
 
+def _slot_offset(priv: Mapping[str, Any], obj_name: str, target_name: str, half: np.ndarray) -> np.ndarray:
+    """Offset ``(2,)`` of ``obj_name``'s slot when the goal puts several objects on one region.
+
+    The objects go side by side along the region's longer axis, in the goal's order, spread
+    over the middle two thirds of it so that each origin stays well inside.
+    """
+    names = [str(atom[1]) for atom in priv["goal"] if str(atom[0]).lower() == "on" and atom[2] == target_name]
+    offset = np.zeros(2)
+    if len(names) < 2 or obj_name not in names:
+        return offset
+    axis = 0 if half[0] >= half[1] else 1
+    offset[axis] = np.linspace(-1.0, 1.0, len(names))[names.index(obj_name)] * half[axis] * _SLOT_SPREAD
+    return offset
+
+
 def region_placement(
     priv: Mapping[str, Any], obj_name: str, relation: str, target_name: str
 ) -> Placement | None:
@@ -100,7 +117,8 @@ def region_placement(
             )
             if under.any():
                 support = max(support, float(parts[under, 1, 2].max()))
-        return Placement(xy=centre[:2].copy(), support_z=float(support), relation=relation, region=region)
+        xy = centre[:2] + _slot_offset(priv, obj_name, target_name, half)
+        return Placement(xy=xy, support_z=float(support), relation=relation, region=region)
     floor = float(centre[2] - half[2])
     obj_box = np.asarray(objects[obj_name]["aabb"], dtype=np.float64)
     radius = float(np.max(obj_box[1, :2] - obj_box[0, :2]) / 2.0)
