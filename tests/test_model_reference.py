@@ -1,8 +1,9 @@
 """Every CogVLA stage against the float64 reference in ``reference_cogvla``, on a micro model
 whose weights make every branch matter (see ``model_probe.lively_model``).
 
-The model runs in float64 too; ``transformers``' RMSNorm and the RoPE tables are computed in
-float32 whatever the dtype, so LLM-side stages agree to about 1e-6, vision-side ones to 1e-13.
+The model runs in float64 too; the Llama RMSNorm (``transformers``) and the RoPE tables
+(``cogvla.llm``) are computed in float32 whatever the dtype, so LLM-side stages agree to
+about 1e-6, vision-side ones to about 1e-13.
 """
 
 import pytest
