@@ -208,49 +208,47 @@ def test_version_1_folders_and_the_shipped_default_still_load(saved, tmp_path):
 HUB_SCRIPT = """
 import json, sys
 import numpy as np
+from cogvla.checkpoint import CheckpointError
 from cogvla.policy import CogVLAPolicy
 policy = CogVLAPolicy.from_pretrained(sys.argv[1])
 image = np.full((64, 64, 3), 90, np.uint8)
-obs = {"image": image, "wrist_image": image, "state": np.linspace(-1, 1, 8).astype(np.float32), "prompt": "open the top drawer"}
-print(json.dumps(policy.infer(obs).tolist()))
+state = np.linspace(-1, 1, 8).astype(np.float32)
+obs = {"image": image, "wrist_image": image, "state": state, "prompt": "open the top drawer"}
+try:
+    CogVLAPolicy.from_pretrained(sys.argv[2])
+    missing = "loaded"
+except CheckpointError as exc:
+    missing = str(exc)
+print(json.dumps({"actions": policy.infer(obs).tolist(), "missing": missing}))
 """
 
 
-def test_a_repo_id_loads_from_the_offline_hub_cache(tmp_path):
+def test_a_repo_id_loads_from_the_offline_hub_cache(saved, tmp_path):
     from cogvla.policy import CogVLAPolicy
 
-    source = CogVLAPolicy.random("tiny", seed=3)
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--cogvla--tiny-test"
-    source.save_pretrained(repo / "snapshots" / commit)
+    _copy(saved[3], repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     run = subprocess.run(
-        [sys.executable, "-c", HUB_SCRIPT, "cogvla/tiny-test"],
+        [sys.executable, "-c", HUB_SCRIPT, "cogvla/tiny-test", "cogvla/not-cached"],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
     image = np.full((64, 64, 3), 90, np.uint8)
-    obs = {
-        "image": image,
-        "wrist_image": image,
-        "state": np.linspace(-1, 1, 8).astype(np.float32),
-        "prompt": "open the top drawer",
-    }
+    state = np.linspace(-1, 1, 8).astype(np.float32)
+    obs = {"image": image, "wrist_image": image, "state": state, "prompt": "open the top drawer"}
+    expected = CogVLAPolicy.from_pretrained(saved[3]).infer(obs)
     # another process may run other thread counts: same values up to float32 rounding
-    np.testing.assert_allclose(np.array(json.loads(run.stdout), np.float32), source.infer(obs), atol=1e-5)
-    missing = subprocess.run(
-        [sys.executable, "-c", HUB_SCRIPT, "cogvla/not-cached"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert missing.returncode != 0 and "neither a folder nor a Hub repo" in missing.stderr
+    np.testing.assert_allclose(np.array(report["actions"], np.float32), expected, atol=1e-5)
+    assert "'cogvla/not-cached' is neither a folder nor a Hub repo" in report["missing"]
 
 
 def test_push_to_hub_uploads_the_saved_folder(saved, monkeypatch):
