@@ -193,7 +193,9 @@ def test_version_1_folders_and_the_shipped_default_still_load(saved, tmp_path):
     model, tokenizer, stats, directory = saved
     legacy = _as_version_1(_copy(directory, tmp_path))
     loaded = CogVLAModel.from_pretrained(legacy)
-    assert loaded.config == model.config and loaded.norm_stats == stats and loaded.tokenizer is not None
+    assert loaded.config == model.config and loaded.norm_stats == stats
+    prompt = ["open the top drawer"]
+    assert torch.equal(loaded.tokenizer.encode_batch(prompt)[0], tokenizer.encode_batch(prompt)[0])
     batch = fake_batch(model.config)
     inputs = {key: batch[key] for key in FORWARD_KEYS}
     with torch.no_grad():
