@@ -42,6 +42,7 @@ from envs.oracle_geometry import (
     quat_to_mat,
     segment_box_overlap,
     wrap_angle,
+    xy_distance_to_box,
 )
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
 from envs.oracle_plan import JOINT_RELATIONS, GoalError, SubGoal, next_subgoal
@@ -112,6 +113,8 @@ class OracleConfig:
     release_clearance: dict[str, float] = field(default_factory=lambda: {"on": 0.02, "in": 0.03})
     # Horizontal tolerance for opening over the target.
     release_tolerance: float = 0.015
+    # Horizontal step towards the robot that takes a held object out from under an overhang.
+    slide_step: float = 0.04
     # Height of the grip site over the placed object's top when retreating.
     retreat_height: float = 0.1
     # Grasp planning (gripper dimensions, candidate grasps).
@@ -261,6 +264,9 @@ class ScriptedOracle(Policy):
         rise = carry_bottom - bottom
         if distance > cfg.hold_tolerance:
             if rise > 0.02:
+                out = self._out_from_under(priv, obj_name, eef, rise)
+                if out is not None:
+                    return Decision.down("slide_out", eef + np.array([*out, 0.0]), yaw, 1.0)
                 return Decision.down("lift", eef + np.array([0.0, 0.0, rise]), yaw, 1.0)
             return Decision.down("carry", eef + np.array([offset_xy[0], offset_xy[1], rise]), yaw, 1.0)
         # A funnel over the target: the closer to centred, the lower the object may go, so
@@ -271,6 +277,25 @@ class ScriptedOracle(Policy):
         floor = placement.support_z + openness * (carry_bottom - placement.support_z)
         target = eef + np.array([offset_xy[0], offset_xy[1], floor - bottom])
         return Decision.down("lower", target, yaw, 1.0)
+
+    def _out_from_under(
+        self, priv: Mapping[str, Any], obj_name: str, eef: np.ndarray, rise: float
+    ) -> np.ndarray | None:
+        """A horizontal step ``(2,)`` towards the robot if something hangs over the hand (an open
+        drawer above a bowl), so that lifting would hit it; None when the way up is clear."""
+        cfg = self.config
+        hand_bottom = eef[2] + cfg.grasp.hand_bottom
+        overhead = []
+        for name, other in priv["objects"].items():
+            if name == obj_name:
+                continue
+            parts = np.asarray(other["parts"], dtype=np.float64).reshape(-1, 2, 3)
+            above = (parts[:, 0, 2] > hand_bottom) & (parts[:, 0, 2] < eef[2] + rise + cfg.grasp.hand_bottom)
+            overhead.extend(parts[above])
+        if not any(xy_distance_to_box(eef, box) < cfg.grasp.hand_half_length for box in overhead):
+            return None
+        towards_robot = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2] - eef[:2]
+        return cfg.slide_step * towards_robot / np.linalg.norm(towards_robot)
 
     def _retreat(self, obj: Mapping[str, Any], eef: np.ndarray, yaw: float, gap: float) -> Decision:
         cfg = self.config
