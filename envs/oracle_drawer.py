@@ -24,6 +24,7 @@ from envs.oracle_joint import (
     horizontal,
     leaning_rotation,
     state_sign,
+    via_home,
 )
 
 __all__ = ["pull_drawer", "push_drawer"]
@@ -86,5 +87,9 @@ def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig)
     travel = travel_height(priv, owner, config)
     low = hand.pos[2] < travel - config.grasp_tolerance
     if along < config.push_standoff / 2 and low and over_fixture(priv, owner, hand, config.travel_clearance):
-        return Decision("rise", np.array([hand.pos[0], hand.pos[1], travel]), rotation, 1.0)
-    return Decision("approach", np.array([prepush[0], prepush[1], travel]), rotation, 1.0)
+        return Decision(
+            "rise", np.array([hand.pos[0], hand.pos[1], travel]), via_home(rotation, hand, config), 1.0
+        )
+    return Decision(
+        "approach", np.array([prepush[0], prepush[1], travel]), via_home(rotation, hand, config), 1.0
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.oracle_geometry import gripper_yaw, quat_to_mat, rotation_error
+from envs.oracle_geometry import down_rotation, gripper_yaw, quat_to_mat, rotation_error
 
 __all__ = [
     "ArticulationConfig",
@@ -28,6 +28,7 @@ __all__ = [
     "pointing_rotation",
     "rotate_about",
     "state_sign",
+    "via_home",
     "yaw_of_finger_axis",
 ]
 
@@ -72,6 +73,9 @@ class ArticulationConfig:
     twist_step: float = 0.5
     # How far the hand backs away, against its pointing direction, once the joint is in its state.
     back_off: float = 0.08
+    # A hand this far (rad) from its target orientation turns back to LIBERO's home
+    # orientation first: the shortest turn from far away can run the wrist into its limit.
+    max_direct_turn: float = 2.2
     # Slack over a handle's or fin's thickness for "closed on it".
     held_gap_margin: float = 0.012
 
@@ -209,3 +213,10 @@ def leaning_rotation(push: np.ndarray, tilt: float) -> np.ndarray:
     x = push * np.cos(tilt) + up * np.sin(tilt)
     approach = -up * np.cos(tilt) + push * np.sin(tilt)
     return np.stack([x, np.cross(approach, x), approach], axis=1)
+
+
+def via_home(target: np.ndarray, hand: Hand, config: ArticulationConfig) -> np.ndarray:
+    """``target`` orientation, or the home orientation (pointing down, yaw 0) while ``target`` is too far."""
+    if hand.rotation_error(target) <= config.max_direct_turn:
+        return target
+    return down_rotation(0.0)
