@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_train.py --preset tiny --batch 16 --threads 1 --out bench_train.json
     .venv/bin/python benchmarks/bench_train.py --threads 1 2 --steps 3          # quick run, thread sweep
+    .venv/bin/python benchmarks/bench_train.py --baseline ../baseline --steps 8 --rounds 2   # A/B
 
 Three measurements, each after warm-up steps:
 
@@ -13,6 +14,11 @@ Three measurements, each after warm-up steps:
   prompt encoding, normalization) in one process, i.e. what one loader worker delivers;
 - ``trainer``: ``cogvla.train.trainer.train`` end to end on synthetic 128 px demos, with
   its data-loader workers; the samples/s it logs is what a real run sees.
+
+With ``--baseline CHECKOUT`` it measures only ``trainer``, with the train preset's own
+settings and torch's default threads, in that checkout and in this tree (or
+``--candidate``), interleaved (``benchmarks/side_by_side.py``), on the same synthetic demos
+and seed, and compares samples/s and the two loss curves step by step.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +50,10 @@ from cogvla.tokenizer import PromptTokenizer
 from cogvla.train.config import get_train_preset
 from cogvla.train.run_log import read_log
 from cogvla.train.trainer import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from side_by_side import THIS_TREE, compare_rounds  # noqa: E402
 
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 
@@ -132,14 +143,43 @@ def bench_trainer(
     start = time.perf_counter()
     train(config, [demos], run_dir, cache_root=cache, progress=False)
     wall = time.perf_counter() - start
-    rates = [record["samples_per_s"] for record in read_log(run_dir / "log.jsonl")]
+    records = read_log(run_dir / "log.jsonl")
+    rates = [record["samples_per_s"] for record in records]
     return {
         "batch": batch,
         "steps": steps,
         "workers": workers,
         "samples_per_s": statistics.median(rates[len(rates) // 2 :]),
         "wall_s_including_setup": wall,
+        "losses": [round(record["loss"], 5) for record in records],
     }
+
+
+def side_by_side(args: argparse.Namespace) -> dict:
+    """Baseline and candidate ``trainer`` runs, interleaved, with their loss curves compared."""
+    side_args = ["--preset", args.preset, "--batch", str(args.batch), "--steps", str(args.warmup + args.steps)]
+    result = compare_rounds(
+        str(Path(__file__).resolve()),
+        args.baseline.resolve(),
+        args.candidate.resolve(),
+        [*side_args, "--workers", str(args.workers)],
+        args.rounds,
+        rate=lambda side: side["samples_per_s"],
+    )
+    for run in result["rounds"]:
+        base, new = np.array(run["baseline"]["losses"]), np.array(run["candidate"]["losses"])
+        run["loss_max_relative_difference"] = round(float(np.max(np.abs(new - base) / np.abs(base))), 4)
+    return result
+
+
+def run_side(args: argparse.Namespace) -> dict:
+    """One side of ``side_by_side``: the trainer on fresh synthetic demos, in this process's tree."""
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        write_synthetic_demos(scratch / "demos", episodes=4, length=100, size=128)
+        return bench_trainer(
+            scratch / "demos", scratch / "cache", scratch / "run", args.preset, args.batch, args.steps, args.workers
+        )
 
 
 def main() -> None:
@@ -154,8 +194,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers of the trainer run")
     parser.add_argument("--skip-trainer", action="store_true", help="only the model and data measurements")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--baseline", type=Path, help="checkout to compare the trainer against (A/B mode)")
+    parser.add_argument("--candidate", type=Path, default=THIS_TREE, help="checkout measured against it")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds in A/B mode")
+    parser.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.side:
+        print(json.dumps(run_side(args)))
+        return
+    if args.baseline is not None:
+        text = json.dumps({"benchmark": "train", "preset": args.preset, **side_by_side(args)}, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
 
     result = {
         "preset": args.preset,

@@ -53,6 +53,7 @@ from cogvla.train.distributed import (
 from cogvla.train.lora import apply_lora, merged_model
 from cogvla.train.nonfinite import NonFiniteStepGuard
 from cogvla.train.optim import build_optimizer, build_scheduler
+from cogvla.train.precision import step_autocast
 from cogvla.train.run_log import RunLog, plot_loss_curve
 
 __all__ = ["RunExistsError", "TrainResult", "train"]
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 # trainer_state fields that may change between a run and its resumption without changing the math.
 _RESUMABLE_CHANGES = frozenset(
-    {"num_workers", "save_every", "keep_checkpoints", "log_every", "max_nonfinite_steps"}
+    {"num_workers", "save_every", "keep_checkpoints", "log_every", "max_nonfinite_steps", "cpu_autocast"}
 )
 
 
@@ -335,9 +336,7 @@ def _train_steps(
     wrapped: nn.Module = (
         DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
     )
-    autocast = partial(
-        torch.autocast, device_type="cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda"
-    )
+    autocast = partial(step_autocast, config.cpu_autocast, info.device)
     log = RunLog(run.run_dir / "log.jsonl", run.start_step) if info.is_main else None
     bar = tqdm(
         total=config.steps,
