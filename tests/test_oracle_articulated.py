@@ -275,6 +275,15 @@ def test_push_closed_approaches_over_the_cabinet_then_pushes_into_it():
     assert decision.rotation[1, 2] < -0.3
 
 
+def test_push_approach_turns_through_home_when_the_wrist_is_far_round():
+    # The push wants the hand's x axis along the push (-y here); a hand turned the other way
+    # goes back to the home orientation first instead of taking the shortest turn.
+    far = articulate(_scene(rot=down_rotation(np.pi / 2 + 0.3), drawer_q=-0.146), CLOSE_DRAWER, CONFIG)
+    np.testing.assert_allclose(far.rotation, down_rotation(0.0))
+    near = articulate(_scene(drawer_q=-0.146), CLOSE_DRAWER, CONFIG)
+    assert near.rotation[1, 0] < -0.8
+
+
 @pytest.mark.parametrize("subgoal", [CLOSE_DOOR, TURN_ON])
 def test_hand_still_closed_on_another_fixture_lets_go_before_travelling(subgoal):
     # Still holding the handle of the drawer it just pulled open.
