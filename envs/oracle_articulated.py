@@ -6,7 +6,8 @@ closed), hinges are knobs when the goal turns them on or off (grasped and twiste
 doors otherwise (pushed closed along their arc; pulled open by the handle until there is
 room to push the inner face). Each skill is Markovian: its phase follows from
 the joint position, the hand pose relative to the handle, door or knob, the finger gap and
-the finger contacts.
+the finger contacts. A sub-goal whose joints are all in their state already gets ``let_go``:
+open the fingers, then back away.
 """
 
 from __future__ import annotations
