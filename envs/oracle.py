@@ -1,21 +1,28 @@
-"""A Markovian scripted pick-and-place oracle for LIBERO, driven by privileged simulator state.
+"""A Markovian scripted oracle for LIBERO, driven by the task's BDDL goal and privileged state.
 
 The oracle reads ``obs["privileged"]`` (see ``envs.privileged``) and answers with one
 OSC_POSE delta action. It keeps no memory: every decision is a function of the current
-geometry and gripper opening, so a policy that sees the scene can imitate it. One tick:
+geometry, joint positions and gripper opening, so a policy that sees the scene can imitate
+it, and a slip (DART noise, a dropped object, a drawer bumped shut) just changes what the
+next tick does. One tick:
 
-1. Parse the single BDDL goal atom: ``(on OBJ TARGET)`` or ``(in OBJ REGION)``.
-2. Decide the phase from geometry alone:
+1. Plan: ``envs.oracle_plan.next_subgoal`` orders the goal's atoms (knobs, then opening
+   drawers/doors, including the implicit opening an ``in`` needs, then placements, then
+   closing) and picks the first that does not hold.
+2. Decide the phase of that sub-goal's skill from geometry alone:
 
-   - *held* (both fingers touch the object, the gap is no wider than the object and the
-     hand is inside its box): lift straight up to a
-     carry height that clears everything between the object and the target, carry over
-     the target, lower, and open once the object is centred and its bottom is within a
-     few centimetres of the support surface;
-   - *placed* (object resting on/in the target, not held): finish opening, then retreat up;
-   - otherwise: hover above the grasp point (defined relative to the object), turn the
-     fingers to the grasp yaw, descend with the gripper open, close on arrival.
-3. Turn the phase's target pose into a saturated proportional command.
+   - drawers, doors and knobs: ``envs.oracle_articulated``;
+   - an object too wide for the fingers: pushed there (``envs.oracle_push``);
+   - pick and place, on or in an object or region (``envs.oracle_regions`` says where):
+     *held* (the fingers rest on the object and the hand is inside its box): slide out
+     from under anything overhead, lift to a carry height that clears everything between
+     the object and the target, carry over the target, lower, and open once LIBERO counts
+     the object placed or its bottom is within a few centimetres of the support surface;
+     *placed*: finish opening, then retreat up; otherwise hover above the grasp point
+     (``envs.oracle_grasp``, relative to the object), turn the fingers to the grasp yaw,
+     descend with the gripper open, close on arrival.
+3. Turn the phase's target pose into a saturated proportional command
+   (``envs.oracle_decision``).
 
 Example::
 
