@@ -12,12 +12,15 @@ own ``run_episode`` on the same (task, init state, seed) episodes, one torch thr
 env reused across episodes as eval workers reuse it. The rate is episodes per hour of
 episode time (env creation excluded, it is paid once per worker). ``same_outcomes`` checks
 that both sides scored every episode alike (success and step count).
+
+``--baseline-eager`` runs the baseline side with every camera rendered at every step (the
+env's ``lazy_images`` hidden from ``run_episode``): with the same checkout on both sides
+that isolates lazy rendering from every other difference between two checkouts.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,11 +28,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import THIS_TREE, compare_rounds  # noqa: E402
+from side_by_side import add_arguments, compare_rounds, emit, parse_or_run_side
 
 __all__ = ["main"]
 
 POLICY = "cogvla/assets/default"
+
+
+class EagerEnv:
+    """An env seen without its ``lazy_images`` option: every observation renders every camera."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        return self.env.step(action)
 
 
 def run_side(args: argparse.Namespace) -> dict[str, Any]:
@@ -53,7 +69,7 @@ def run_side(args: argparse.Namespace) -> dict[str, Any]:
                     env=spec, init_state_id=init_state_id, seed=init_state_id, max_steps=MAX_STEPS[args.suite]
                 )
                 start = time.perf_counter()
-                result = run_episode(env, policy, episode)
+                result = run_episode(EagerEnv(env) if args.eager else env, policy, episode)
                 episodes.append(
                     {
                         "task_id": task_id,
@@ -67,7 +83,11 @@ def run_side(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             env.close()
     seconds = sum(e["seconds"] for e in episodes)
-    return {"episodes": episodes, "episode_seconds": round(seconds, 3), "episodes_per_hour": 3600 * len(episodes) / seconds}
+    return {
+        "episodes": episodes,
+        "episode_seconds": round(seconds, 3),
+        "episodes_per_hour": 3600 * len(episodes) / seconds,
+    }
 
 
 def _outcomes(result: dict[str, Any]) -> list[tuple]:
@@ -76,21 +96,19 @@ def _outcomes(result: dict[str, Any]) -> list[tuple]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, help="checkout of the code to compare against")
-    parser.add_argument("--candidate", type=Path, default=THIS_TREE, help="checkout measured against it")
+    add_arguments(parser)
+    parser.add_argument(
+        "--baseline-eager", action="store_true", help="render every step on the baseline side"
+    )
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--tasks", type=int, nargs="+", default=[0])
     parser.add_argument("--init-states", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved baseline/candidate rounds")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    parser.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.side:
-        print(json.dumps(run_side(args)))
+    parser.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)
+    args = parse_or_run_side(parser, run_side)
+    if args is None:
         return
-    if args.baseline is None:
-        parser.error("--baseline: expected the path of a baseline checkout")
     side_args = [
         "--suite", args.suite,
         "--tasks", *map(str, args.tasks),
@@ -104,14 +122,14 @@ def main() -> None:
         side_args,
         args.rounds,
         rate=lambda side: side["episodes_per_hour"],
+        baseline_args=["--eager"] if args.baseline_eager else [],
     )
     result["same_outcomes"] = all(
         _outcomes(run["baseline"]) == _outcomes(run["candidate"]) for run in result["rounds"]
     )
-    text = json.dumps({"benchmark": "eval", "suite": args.suite, **result}, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(
+        {"benchmark": "eval", "suite": args.suite, "baseline_eager": args.baseline_eager, **result}, args.out
+    )
 
 
 if __name__ == "__main__":

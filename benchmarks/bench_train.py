@@ -53,7 +53,7 @@ from cogvla.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import THIS_TREE, compare_rounds  # noqa: E402
+from side_by_side import add_arguments, compare_rounds, emit
 
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 
@@ -157,7 +157,14 @@ def bench_trainer(
 
 def side_by_side(args: argparse.Namespace) -> dict:
     """Baseline and candidate ``trainer`` runs, interleaved, with their loss curves compared."""
-    side_args = ["--preset", args.preset, "--batch", str(args.batch), "--steps", str(args.warmup + args.steps)]
+    side_args = [
+        "--preset",
+        args.preset,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.warmup + args.steps),
+    ]
     result = compare_rounds(
         str(Path(__file__).resolve()),
         args.baseline.resolve(),
@@ -178,7 +185,13 @@ def run_side(args: argparse.Namespace) -> dict:
         scratch = Path(scratch)
         write_synthetic_demos(scratch / "demos", episodes=4, length=100, size=128)
         return bench_trainer(
-            scratch / "demos", scratch / "cache", scratch / "run", args.preset, args.batch, args.steps, args.workers
+            scratch / "demos",
+            scratch / "cache",
+            scratch / "run",
+            args.preset,
+            args.batch,
+            args.steps,
+            args.workers,
         )
 
 
@@ -194,20 +207,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers of the trainer run")
     parser.add_argument("--skip-trainer", action="store_true", help="only the model and data measurements")
     parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--baseline", type=Path, help="checkout to compare the trainer against (A/B mode)")
-    parser.add_argument("--candidate", type=Path, default=THIS_TREE, help="checkout measured against it")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds in A/B mode")
-    parser.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
+    add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.side:
         print(json.dumps(run_side(args)))
         return
     if args.baseline is not None:
-        text = json.dumps({"benchmark": "train", "preset": args.preset, **side_by_side(args)}, indent=2)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text + "\n")
+        emit({"benchmark": "train", "preset": args.preset, **side_by_side(args)}, args.out)
         return
 
     result = {

@@ -10,6 +10,7 @@ per round. Each side runs in a fresh process whose ``PYTHONPATH`` starts with it
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -19,9 +20,39 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["THIS_TREE", "compare_rounds", "run_side"]
+__all__ = ["THIS_TREE", "add_arguments", "compare_rounds", "emit", "parse_or_run_side", "run_side"]
 
 THIS_TREE = Path(__file__).resolve().parent.parent
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every side-by-side bench takes, and the hidden ``--side`` its sides run with."""
+    parser.add_argument("--baseline", type=Path, help="checkout of the code to compare against")
+    parser.add_argument("--candidate", type=Path, default=THIS_TREE, help="checkout measured against it")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved baseline/candidate rounds")
+    parser.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
+
+
+def parse_or_run_side(
+    parser: argparse.ArgumentParser, side: Callable[[argparse.Namespace], dict[str, Any]]
+) -> argparse.Namespace | None:
+    """The parsed arguments of a side-by-side run, or None after running ``side`` and printing
+    its JSON when this process is one of the sides."""
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(side(args)))
+        return None
+    if args.baseline is None:
+        parser.error("--baseline: expected the path of a baseline checkout")
+    return args
+
+
+def emit(result: dict[str, Any], out: str | Path | None) -> None:
+    """Print ``result`` as JSON and also write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 def run_side(script: str, tree: Path, args: Sequence[str]) -> dict[str, Any]:
@@ -29,7 +60,12 @@ def run_side(script: str, tree: Path, args: Sequence[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
     env.setdefault("MUJOCO_GL", "egl")
     done = subprocess.run(
-        [sys.executable, script, "--side", *args], env=env, cwd=tree, capture_output=True, text=True, check=False
+        [sys.executable, script, "--side", *args],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{script} in {tree} failed (rc {done.returncode}):\n{done.stderr[-3000:]}")
@@ -43,14 +79,16 @@ def compare_rounds(
     args: Sequence[str],
     rounds: int,
     rate: Callable[[dict[str, Any]], float],
+    baseline_args: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``rounds`` interleaved runs of each side; ``rate(result)`` is the throughput compared (higher is better)."""
+    """``rounds`` interleaved runs of each side; ``rate(result)`` is the throughput compared (higher
+    is better); ``baseline_args`` are passed to the baseline side only."""
     runs: list[dict[str, Any]] = []
     for index in range(rounds):
-        order = [("baseline", baseline), ("candidate", candidate)]
+        order = [("baseline", baseline, [*args, *baseline_args]), ("candidate", candidate, list(args))]
         if index % 2:
             order.reverse()
-        results = {name: run_side(script, tree, args) for name, tree in order}
+        results = {name: run_side(script, tree, side_args) for name, tree, side_args in order}
         ratio = rate(results["candidate"]) / rate(results["baseline"])
         runs.append({"first": order[0][0], "speedup": round(ratio, 3), **results})
     speedups = [run["speedup"] for run in runs]

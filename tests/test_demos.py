@@ -148,7 +148,9 @@ def test_demos_appended_by_an_earlier_run_count_and_stay_untouched(tmp_path):
         ),
     )
     before = earlier.read_bytes()
-    config = DemoConfig(out=str(tmp_path), suite=SUITE, tasks=(0,), per_task=2, num_wait_steps=1, max_steps=10)
+    config = DemoConfig(
+        out=str(tmp_path), suite=SUITE, tasks=(0,), per_task=2, num_wait_steps=1, max_steps=10
+    )
     report = generate_demos(config, env_factory=fake_demo_env, policy_factory=constant_policy)
     task = report["tasks"][0]
     assert task["demos"] == 2 and task["new_demos"] == 1 and count_episodes(task["file"]) == 1

@@ -335,11 +335,18 @@ def test_train_config_rejects_bad_values():
 def test_cpu_bf16_autocast_keeps_the_loss_curve(demos, tmp_path, frame_cache):
     curves = {}
     for setting in ("off", "bf16"):
-        run(small_train_config(cpu_autocast=setting, steps=8, save_every=8), demos, tmp_path / setting, frame_cache)
+        run(
+            small_train_config(cpu_autocast=setting, steps=8, save_every=8),
+            demos,
+            tmp_path / setting,
+            frame_cache,
+        )
         curves[setting] = np.array([record["loss"] for record in read_log(tmp_path / setting / "log.jsonl")])
     assert len(curves["bf16"]) == 8 and not np.array_equal(curves["off"], curves["bf16"]), "bf16 was not used"
     # Rounding differences compound, so steps agree closely at first and the curves on average.
     np.testing.assert_allclose(curves["bf16"][:3], curves["off"][:3], rtol=0.02)
     assert abs(curves["bf16"].mean() / curves["off"].mean() - 1) < 0.03
-    with pytest.raises(ValueError, match="TrainConfig.cpu_autocast: expected 'auto', 'bf16' or 'off', got 'fp8'"):
+    with pytest.raises(
+        ValueError, match="TrainConfig.cpu_autocast: expected 'auto', 'bf16' or 'off', got 'fp8'"
+    ):
         small_train_config(cpu_autocast="fp8")

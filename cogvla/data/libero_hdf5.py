@@ -295,7 +295,9 @@ def _problem_info(data: h5py.Group, path: Path) -> dict[str, Any]:
 
 def _episode_files(folder: Path) -> list[Path]:
     """The complete episode files of a ``write_episode`` folder, in index order."""
-    found = [(int(m.group(1)), folder / m.group(0)) for m in map(_EPISODE_FILE.match, os.listdir(folder)) if m]
+    found = [
+        (int(m.group(1)), folder / m.group(0)) for m in map(_EPISODE_FILE.match, os.listdir(folder)) if m
+    ]
     return [path for _, path in sorted(found)]
 
 
