@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from envs.fast_render import fast_render as fast_render_scope
+from envs.perturb import Perturbation, PerturbedTask, perturb_task
 from envs.suites import TaskInfo, get_task, init_states
 
 __all__ = ["IMAGE_KEYS", "ActionError", "LazyObservation", "LiberoEnv", "StaleObservationError", "upright"]
@@ -110,6 +112,8 @@ class LiberoEnv(gym.Env):
         privileged: add ``obs["privileged"] = envs.privileged.privileged_state(raw_env)``
             for the scripted oracle.
         render_mode: ``"rgb_array"`` or None.
+        perturbation: a LIBERO-PRO perturbation of the task (``envs.perturb``); one that
+            changes the scene only takes randomized resets.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -123,12 +127,18 @@ class LiberoEnv(gym.Env):
         fast_render: bool = False,
         privileged: bool = False,
         render_mode: str | None = None,
+        perturbation: Perturbation | None = None,
     ) -> None:
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
         self.task: TaskInfo = get_task(suite, task_id)
+        self.perturbed: PerturbedTask | None = None
+        if perturbation is not None:
+            self.perturbed = perturb_task(self.task, perturbation)
+            variant = self.perturbed
+            self.task = replace(self.task, language=variant.language, bddl_file=variant.bddl_file)
         self.image_size = image_size
         self.fast_render = fast_render
         self.privileged = privileged
@@ -211,6 +221,11 @@ class LiberoEnv(gym.Env):
         raw_obs = self.raw_env.reset()
         if options.get("randomize", False):
             self.init_state_id = None
+        elif self.perturbed is not None and self.perturbed.perturbation.changes_scene:
+            raise ValueError(
+                f"options: the {self.perturbed.perturbation.kind} perturbation changes the scene, so the "
+                "benchmark's fixed init states do not fit it; expected {'randomize': True}"
+            )
         else:
             init_state_id = int(options.get("init_state_id", 0))
             if not 0 <= init_state_id < self.num_init_states:

@@ -89,6 +89,12 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue a run in --out, skipping finished episodes"
     )
+    parser.add_argument(
+        "--perturb",
+        default="",
+        help="also evaluate LIBERO-PRO variants of each task: one or more of "
+        "language,object,position,environment,task (default: none)",
+    )
     protocol = parser.add_argument_group("protocol (recorded in config.json)")
     protocol.add_argument("--seed", type=int, default=7, help="episode seed = SEED + init state (default: 7)")
     protocol.add_argument(
@@ -215,6 +221,7 @@ def default_out_dir(policy: str, suites: tuple[str, ...]) -> Path:
 
 
 def _run_libero(args: argparse.Namespace) -> int:
+    from envs.perturb import parse_perturbations
     from eval.libero.config import EvalConfig
 
     try:
@@ -249,6 +256,7 @@ def _run_libero(args: argparse.Namespace) -> int:
             episode_timeout_s=args.episode_timeout,
             ray_address=args.ray_address,
             resume=args.resume,
+            perturb=parse_perturbations(args.perturb),
         )
     except ValueError as exc:
         logger.error("%s", exc)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from deploy.chunker import ChunkerConfig
+from envs.perturb import PERTURBATIONS
 from envs.suites import MAX_STEPS, NUM_WAIT_STEPS, SUITES
 
 __all__ = ["EXECUTIONS", "PROTOCOL_DEFAULTS", "PROTOCOL_FIELDS", "Backend", "EvalConfig", "Execution"]
@@ -77,9 +78,12 @@ class EvalConfig:
     episode_timeout_s: float = 3600.0
     ray_address: str | None = None
     resume: bool = False
+    # LIBERO-PRO perturbations (envs.perturb.PERTURBATIONS) evaluated beside the nominal
+    # task; each variant is drawn once per task with `seed`.
+    perturb: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("suites", "tasks"):
+        for name in ("suites", "tasks", "perturb"):
             values = getattr(self, name) or ()
             repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
             if repeated:
@@ -90,6 +94,9 @@ class EvalConfig:
         for suite in self.suites:
             if suite not in SUITES:
                 raise ValueError(f"suites: expected names from {', '.join(SUITES)}, got {suite!r}")
+        for kind in self.perturb:
+            if kind not in PERTURBATIONS:
+                raise ValueError(f"perturb: expected names from {', '.join(PERTURBATIONS)}, got {kind!r}")
         if not self.suites:
             raise ValueError("suites: expected at least one suite, got none")
         for name in ("trials", "workers", "image_size", "video_fps", "max_attempts"):
@@ -136,6 +143,7 @@ class EvalConfig:
         data = asdict(self)
         data["suites"] = list(self.suites)
         data["tasks"] = None if self.tasks is None else list(self.tasks)
+        data["perturb"] = list(self.perturb)
         data["max_steps_per_suite"] = {suite: self.steps_for(suite) for suite in self.suites}
         return data
 

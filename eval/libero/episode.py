@@ -24,6 +24,7 @@ import numpy as np
 from cogvla.policy_api import PolicyOutputError
 from deploy.chunker import ActionChunker, ChunkerConfig
 from deploy.client import ClientError
+from envs.perturb import Perturbation
 
 __all__ = [
     "WAIT_ACTION",
@@ -56,6 +57,8 @@ class EnvSpec:
     image_size: int = 256
     fast_render: bool = False
     privileged: bool = False
+    # A LIBERO-PRO variant of the task (envs.perturb), or None for the nominal task.
+    perturbation: Perturbation | None = None
 
 
 @dataclass(frozen=True)

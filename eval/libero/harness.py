@@ -32,6 +32,7 @@ from eval.libero.config import PROTOCOL_DEFAULTS, EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.fingerprint import policy_fingerprint
 from eval.libero.results import EpisodeLog, episode_key, is_finished, summarize
+from eval.libero.robustness import NOMINAL, plot_robustness, robustness_summary
 from eval.libero.signals import Stopped, stop_on_signals
 from eval.libero.videos import VideoRecorder, remove_partial_videos, video_stem
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
@@ -96,11 +97,18 @@ def make_libero_env(spec: EnvSpec) -> Any:
         image_size=spec.image_size,
         fast_render=spec.fast_render,
         privileged=spec.privileged,
+        perturbation=spec.perturbation,
     )
 
 
 def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
-    """Every episode of the run, task by task; trial k uses init state ``start + k``."""
+    """Every episode of the run, task by task; trial k uses init state ``start + k``.
+
+    With ``config.perturb``, each task's nominal trials are followed by the same trials of
+    each LIBERO-PRO variant (keys end in ``/KIND``); a variant that changes the scene samples
+    its placements with the trial's seed instead of restoring a fixed init state.
+    """
+    from envs.perturb import Perturbation
     from envs.suites import get_task, num_tasks
 
     plan = []
@@ -113,33 +121,38 @@ def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
                     f"trials: start + trials must be <= {task.num_init_states} init states of "
                     f"{suite} task {task_id}, got {config.start} + {config.trials}"
                 )
-            env_spec = EnvSpec(
-                suite=suite,
-                task_id=task_id,
-                image_size=config.image_size,
-                fast_render=config.fast_render,
-                privileged=is_oracle(config.policy),
-            )
-            for trial in range(config.trials):
-                init_state_id = config.start + trial
-                plan.append(
-                    PlannedEpisode(
-                        key=episode_key(suite, task_id, init_state_id),
-                        env_spec=env_spec,
-                        episode=EpisodeSpec(
-                            env=env_spec,
-                            init_state_id=init_state_id,
-                            seed=config.seed + init_state_id,
-                            max_steps=config.steps_for(suite),
-                            num_wait_steps=config.num_wait_steps,
-                            chunking=config.chunking(),
-                        ),
-                        task_name=task.name,
-                        trial=trial,
-                        video_dir=str(Path(config.out) / "videos") if trial < config.videos else None,
-                        video_fps=config.video_fps,
-                    )
+            for perturbation in (None, *(Perturbation(kind, config.seed) for kind in config.perturb)):
+                env_spec = EnvSpec(
+                    suite=suite,
+                    task_id=task_id,
+                    image_size=config.image_size,
+                    fast_render=config.fast_render,
+                    privileged=is_oracle(config.policy),
+                    perturbation=perturbation,
                 )
+                sampled = perturbation is not None and perturbation.changes_scene
+                videos = Path(config.out) / "videos" / (perturbation.kind if perturbation else "")
+                for trial in range(config.trials):
+                    init_state_id = config.start + trial
+                    key = episode_key(suite, task_id, init_state_id)
+                    plan.append(
+                        PlannedEpisode(
+                            key=key if perturbation is None else f"{key}/{perturbation.kind}",
+                            env_spec=env_spec,
+                            episode=EpisodeSpec(
+                                env=env_spec,
+                                init_state_id=None if sampled else init_state_id,
+                                seed=config.seed + init_state_id,
+                                max_steps=config.steps_for(suite),
+                                num_wait_steps=config.num_wait_steps,
+                                chunking=config.chunking(),
+                            ),
+                            task_name=task.name,
+                            trial=trial,
+                            video_dir=str(videos) if trial < config.videos else None,
+                            video_fps=config.video_fps,
+                        )
+                    )
     return plan
 
 
@@ -164,11 +177,16 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
     record["outcome"] = "success" if result.success else "failure"
     record["error"] = None
     record["video"] = recorder.finish(record["outcome"]) if recorder is not None else None
+    perturbed = getattr(env, "perturbed", None)
+    if perturbed is not None:
+        record["perturbation"] = perturbed.record()
     return record
 
 
 def _record(job: PlannedEpisode, result: dict[str, Any]) -> dict[str, Any]:
+    perturbation = job.env_spec.perturbation
     return {
+        "perturbation": None if perturbation is None else {"kind": perturbation.kind, "seed": perturbation.seed},
         "key": job.key,
         "suite": job.env_spec.suite,
         "task_id": job.env_spec.task_id,
@@ -309,6 +327,8 @@ def run_eval(
             summary["policy"] = config.policy
             summary["policy_fingerprint"] = fingerprint
             summary["stopped_by"] = None if stopped is None else stopped.name
+            if config.perturb:
+                summary["robustness"] = _robustness(config, out, plan, log.load())
             (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if stopped is not None:
         raise EvalStopped(stopped.signum, summary)
@@ -319,6 +339,15 @@ def run_eval(
         summary["overall"]["errors"],
     )
     return summary
+
+
+def _robustness(
+    config: EvalConfig, out: Path, plan: list[PlannedEpisode], records: dict[str, Any]
+) -> dict[str, Any]:
+    """The nominal-against-perturbed table, also drawn to ``robustness.png``."""
+    table = robustness_summary([job.key for job in plan], records, (NOMINAL, *config.perturb))
+    plot_robustness(table, out / "robustness.png", title=f"{config.policy}: LIBERO-PRO perturbations")
+    return {**table, "plot": "robustness.png"}
 
 
 def _make_pool(config: EvalConfig, setup: WorkerSetup) -> Any:

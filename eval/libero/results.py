@@ -121,15 +121,16 @@ def summarize(planned_keys: Iterable[str], records: Mapping[str, Mapping[str, An
     planned = list(planned_keys)
     logged = [records[key] for key in planned if key in records]
     by_suite: dict[str, list[Mapping[str, Any]]] = {}
-    by_task: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    by_task: dict[tuple[str, int, str], list[Mapping[str, Any]]] = {}
     for record in logged:
         by_suite.setdefault(record["suite"], []).append(record)
-        by_task.setdefault((record["suite"], record["task_id"]), []).append(record)
+        # A LIBERO-PRO variant of a task is rated apart from the nominal task ("" sorts first).
+        kind = (record.get("perturbation") or {}).get("kind", "")
+        by_task.setdefault((record["suite"], record["task_id"], kind), []).append(record)
     per_task = []
-    for (suite, task_id), items in sorted(by_task.items()):
-        per_task.append(
-            {"suite": suite, "task_id": task_id, "task_name": items[0]["task_name"], **rate_block(items)}
-        )
+    for (suite, task_id, kind), items in sorted(by_task.items()):
+        task = {"suite": suite, "task_id": task_id, "task_name": items[0]["task_name"]}
+        per_task.append({**task, **({"perturbation": kind} if kind else {}), **rate_block(items)})
     done = [r for r in logged if is_finished(r)]
     task_rates = [t["success_rate"] for t in per_task if t["episodes"]]
     latencies = [r["latency_ms"]["mean"] for r in done if r.get("latency_ms", {}).get("mean") is not None]
