@@ -7,6 +7,7 @@ Usage::
     cogvla eval libero --policy tcp://127.0.0.1:5555 --suite libero_object --trials 50 --out runs/obj
     cogvla eval libero --suite libero_spatial --trials 50 --out runs/default --resume
     cogvla eval libero          # the shipped checkpoint, with the protocol it ships in eval_protocol.json
+    cogvla eval libero --policy oracle --tasks 0,1,2 --trials 20 --perturb language,position
 
 ``libero`` is the only simulator so far; each simulator is a sub-target of ``eval``.
 Without ``--policy`` the checkpoint shipped with the package is evaluated.

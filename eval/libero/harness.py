@@ -13,7 +13,9 @@ fingerprint), ``episodes.jsonl`` (one line per episode, written as it ends: a su
 policy failure, or an infrastructure error that ``resume`` runs again; see
 ``eval.libero.results``), ``summary.json`` (per-task, per-suite and overall success over
 finished episodes with 95% Wilson intervals, the mean of per-task rates, errors apart, and
-``partial`` while episodes are missing) and ``videos/``. SIGTERM/SIGINT stop the workers
+``partial`` while episodes are missing; with ``perturb``, a ``robustness`` table of each
+task's nominal rate against each LIBERO-PRO variant's, drawn to ``robustness.png``) and
+``videos/``. SIGTERM/SIGINT stop the workers
 and still write ``summary.json`` (``EvalStopped``).
 """
 
