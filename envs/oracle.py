@@ -289,8 +289,18 @@ class ScriptedOracle(Policy):
         self, priv: Mapping[str, Any], obj_name: str, eef: np.ndarray, rise: float
     ) -> np.ndarray | None:
         """A horizontal step ``(2,)`` towards the robot if something hangs over the hand (an open
-        drawer above a bowl), so that lifting would hit it; None when the way up is clear."""
+        drawer above a bowl), so that lifting would hit it; None when the way up is clear.
+
+        An object inside a fixture's region (a bowl in a drawer) is lifted straight out: sliding
+        it would drag the drawer along.
+        """
         cfg = self.config
+        pos = np.asarray(priv["objects"][obj_name]["pos"], dtype=np.float64)
+        for site in priv["sites"].values():
+            if site["parent"] and site["parent"] != obj_name and point_in_box(
+                pos, np.asarray(site["pos"]), np.asarray(site["rot"]), np.asarray(site["size"])
+            ):
+                return None
         hand_bottom = eef[2] + cfg.grasp.hand_bottom
         overhead = []
         for name, other in priv["objects"].items():
