@@ -5,10 +5,12 @@ A BDDL goal is an unordered conjunction of atoms (``on``, ``in``, ``open``, ``cl
 returns the first one that does not hold yet:
 
 1. ``turnon`` / ``turnoff``: knobs first, before pots crowd the stove;
-2. ``open`` atoms, and the implicit ``open`` of a closed drawer or door that an unmet
+2. ``close`` atoms of containers nothing goes into: an open drawer is in the way of the
+   one above or below it;
+3. ``open`` atoms, and the implicit ``open`` of a closed drawer or door that an unmet
    ``in`` atom puts something into;
-3. ``on`` / ``in`` placements, in the goal's order;
-4. ``close`` atoms, once every ``in`` atom into that container holds.
+4. ``on`` / ``in`` placements, in the goal's order;
+5. the other ``close`` atoms, once every ``in`` atom into that container holds.
 
 Nothing is remembered between calls: the plan is recomputed from LIBERO's own verdict on
 each atom (``privileged["goal_status"]``) and the joint positions, so a slip that undoes an
@@ -138,10 +140,19 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
             joints = container_joints(priv, atom[2]) if kind == "in" else ()
             if not holds and joints and not any(articulation_state(priv, j, "open") for j in joints):
                 opens.append((_subgoal(priv, ("open", atom[2])), False))
-    for subgoal, holds in knobs + opens + places:
+    # A container something goes into is closed last; any other is closed before anything
+    # is opened, since an open drawer is in the way of the one above or below it.
+    fillings = [placed for placed, _ in places if placed.kind == "in"]
+    early = [
+        (c, h)
+        for c, h in closes
+        if not any(set(c.joints) & set(container_joints(priv, p.target)) for p in fillings)
+    ]
+    late = [(c, h) for c, h in closes if (c, h) not in early]
+    for subgoal, holds in knobs + early + opens + places:
         if not holds:
             return subgoal
-    for subgoal, holds in closes:
+    for subgoal, holds in late:
         # Closing waits for whatever still has to go into the same drawer or door.
         waiting = any(
             not holds_in and set(subgoal.joints) & set(container_joints(priv, placed.target))

@@ -188,3 +188,14 @@ def test_two_objects_on_one_region_get_separate_spots_inside_it():
     assert np.linalg.norm(first.xy - second.xy) >= 0.09
     for placement in (first, second):
         assert np.all(np.abs(placement.xy - centre[:2]) < size[:2])
+
+
+def test_a_drawer_nothing_goes_into_is_closed_before_another_is_opened():
+    priv = _kitchen([["open", "cabinet_1_top_region"], ["close", "cabinet_1_low_region"]], [False, False])
+    priv["sites"]["cabinet_1_low_region"] = {
+        **priv["sites"]["cabinet_1_top_region"],
+        "joints": ["cabinet_1_low"],
+    }
+    priv["joints"]["cabinet_1_low"] = _joint("cabinet_1", -0.15)
+    priv["objects"]["cabinet_1"]["joints"].append("cabinet_1_low")
+    assert next_subgoal(priv) == SubGoal(kind="close", obj="cabinet_1_low_region", joints=("cabinet_1_low",))
