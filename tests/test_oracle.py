@@ -6,10 +6,10 @@ Budget: ~1 s for the hand-built scenes, ~15 s for the rollout (env creation domi
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 import pytest
+from libero_physics import physics_only_env
 
 from envs.oracle import OracleTaskError, PrivilegedObservationError, ScriptedOracle
 from envs.oracle_geometry import down_rotation, quat_to_mat, rotation_error
@@ -227,32 +227,12 @@ def _plain(value) -> bool:
     return isinstance(value, (str, bool, int, float, np.ndarray))
 
 
-def _physics_only_env(suite_name: str, task_id: int, init_state: int):
-    """LIBERO env without cameras, reset to a fixed init state and settled for 10 steps."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from libero.libero import benchmark, get_libero_path
-    from libero.libero.envs import OffScreenRenderEnv
-
-    suite = benchmark.get_benchmark_dict()[suite_name]()
-    task = suite.get_task(task_id)
-    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-    env = OffScreenRenderEnv(
-        bddl_file_name=bddl, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False
-    )
-    env.seed(0)
-    env.reset()
-    env.set_init_state(suite.get_task_init_states(task_id)[init_state])
-    for _ in range(10):
-        env.step([0.0] * 6 + [-1.0])
-    return env
-
-
 @pytest.mark.libero
 def test_oracle_puts_the_first_of_two_objects_in_the_basket_then_turns_to_the_second():
     from envs.oracle_plan import next_subgoal
     from envs.privileged import privileged_state
 
-    env = _physics_only_env("libero_10", 0, 0)  # alphabet soup and tomato sauce in the basket
+    env = physics_only_env("libero_10", 0, 0)  # alphabet soup and tomato sauce in the basket
     try:
         oracle = ScriptedOracle()
         first, second = (atom[1] for atom in privileged_state(env)["goal"])
@@ -272,7 +252,7 @@ def test_oracle_puts_the_first_of_two_objects_in_the_basket_then_turns_to_the_se
 def test_oracle_solves_libero_spatial_task0_init0_without_rendering():
     from envs.privileged import privileged_state
 
-    env = _physics_only_env("libero_spatial", 0, 0)
+    env = physics_only_env("libero_spatial", 0, 0)
     try:
         oracle = ScriptedOracle()
         priv = privileged_state(env)

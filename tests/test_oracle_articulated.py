@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from libero_physics import physics_only_env
 
 from envs.oracle_articulated import ArticulationConfig, ArticulationError, articulate
 from envs.oracle_geometry import down_rotation, gripper_yaw, quat_to_mat
@@ -352,32 +351,13 @@ def test_unknown_joint_is_a_typed_error():
         articulate(_scene(), SubGoal(kind="open", obj="x", joints=("nope",)), CONFIG)
 
 
-def _libero_env(suite_name: str, task_id: int):
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from libero.libero import benchmark, get_libero_path
-    from libero.libero.envs import OffScreenRenderEnv
-
-    suite = benchmark.get_benchmark_dict()[suite_name]()
-    task = suite.get_task(task_id)
-    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-    env = OffScreenRenderEnv(
-        bddl_file_name=bddl, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False
-    )
-    env.seed(0)
-    env.reset()
-    env.set_init_state(suite.get_task_init_states(task_id)[0])
-    for _ in range(10):
-        env.step([0.0] * 6 + [-1.0])
-    return env
-
-
 @pytest.mark.libero
 @pytest.mark.parametrize(("task_id", "steps"), [(0, 150), (7, 150)])
 def test_oracle_opens_drawer_and_turns_on_stove_in_libero_goal(task_id, steps):
     from envs.oracle import ScriptedOracle
     from envs.privileged import privileged_state
 
-    env = _libero_env("libero_goal", task_id)
+    env = physics_only_env("libero_goal", task_id)
     try:
         oracle = ScriptedOracle()
         for _ in range(steps):
