@@ -305,6 +305,20 @@ def test_episode_log_drops_a_partial_last_line(tmp_path):
     assert list(log.load()) == ["a", "c"]
 
 
+def test_episode_log_reads_lines_written_before_records_had_an_outcome(tmp_path):
+    log = EpisodeLog(tmp_path / "attempts.jsonl")
+    with open(log.path, "w") as handle:
+        for key, success, error in (("a", True, None), ("b", False, None), ("c", False, "worker died")):
+            handle.write(json.dumps({"key": key, "success": success, "error": error}) + "\n")
+        handle.write("{}\n")
+    records = log.load()
+    assert {key: record["outcome"] for key, record in records.items()} == {
+        "a": "success",
+        "b": "failure",
+        "c": "error",
+    }
+
+
 def test_resume_after_kill_gives_no_duplicates_and_no_missing_episodes(tmp_path):
     out = tmp_path / "killed"
     script = textwrap.dedent(

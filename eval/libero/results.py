@@ -39,6 +39,14 @@ def is_finished(record: Mapping[str, Any]) -> bool:
     return record.get("outcome") in ("success", "failure")
 
 
+def _upgrade(record: Any) -> Any:
+    """A line written before records carried ``outcome`` (demo ledgers of earlier runs)."""
+    if isinstance(record, dict) and "outcome" not in record and isinstance(record.get("success"), bool):
+        outcome = "success" if record["success"] else "error" if record.get("error") else "failure"
+        return {**record, "outcome": outcome}
+    return record
+
+
 def _record_problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
@@ -72,7 +80,7 @@ class EpisodeLog:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line.decode("utf-8"))
+                record = _upgrade(json.loads(line.decode("utf-8")))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 problem: str | None = f"not UTF-8 JSON ({type(exc).__name__})"
             else:
