@@ -30,7 +30,9 @@ __all__ = [
     "Grasp",
     "GraspConfig",
     "GraspSpec",
+    "grasp_spec",
     "grasp_width_bound",
+    "lowest_part_top",
     "plan_grasp",
 ]
 
@@ -107,6 +109,13 @@ class GraspConfig:
     min_grasp_height: float = 0.014
     # Horizontal extents within this ratio count as round.
     round_ratio: float = 1.15
+    # Unknown vessels: a middle this much below the top makes one; the rim grasp's radius as a
+    # fraction of the half-width, its depth below the top and the wall it expects (the known
+    # bowl's spec in proportion).
+    vessel_depth: float = 0.005
+    vessel_rim_ratio: float = 0.93
+    vessel_rim_depth: float = 0.01
+    vessel_wall: float = 0.01
     # Rim grasps: parts of the vessel this far outside its rim circle are appendages (a handle).
     appendage_margin: float = 0.012
     # Rim grasps: candidate sides (world angle of the grasp point around the vessel, rad).
@@ -295,12 +304,34 @@ def _handle_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec) -> Gr
     return Grasp(point, _axis_yaw(axis[:2]), spec.handle_width)
 
 
+def lowest_part_top(obj: Mapping[str, Any]) -> float:
+    """Top of the object's lowest collision part: below the object's top for a dish or a bowl."""
+    return float(np.asarray(obj["parts"], dtype=np.float64).reshape(-1, 2, 3)[:, 1, 2].min())
+
+
+def grasp_spec(obj: Mapping[str, Any], specs: Mapping[str, GraspSpec], cfg: GraspConfig) -> GraspSpec:
+    """How to grasp ``obj``: its category's spec; else, for a round open vessel too wide to
+    straddle (an unknown bowl), a rim grasp scaled from its size; else a top grasp."""
+    if obj["category"] in specs:
+        return specs[obj["category"]]
+    box = np.asarray(obj["aabb"], dtype=np.float64)
+    extent = box[1] - box[0]
+    narrow, long = sorted((float(extent[0]), float(extent[1])))
+    vessel = lowest_part_top(obj) < box[1, 2] - cfg.vessel_depth and long <= narrow * cfg.round_ratio
+    if not vessel or narrow <= cfg.max_width:
+        return DEFAULT_GRASP
+    height = box[1, 2] - float(np.asarray(obj["pos"], dtype=np.float64)[2]) - cfg.vessel_rim_depth
+    return GraspSpec(
+        kind="rim", rim_radius=cfg.vessel_rim_ratio * long / 2.0, height=height, rim_thickness=cfg.vessel_wall
+    )
+
+
 def grasp_width_bound(
     priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
 ) -> float:
     """Widest finger gap any planned grasp of ``obj_name`` would rest at (cheap; no search)."""
     obj = priv["objects"][obj_name]
-    spec = specs.get(obj["category"], DEFAULT_GRASP)
+    spec = grasp_spec(obj, specs, cfg)
     if spec.kind == "rim":
         return spec.rim_thickness
     if spec.kind == "handle":
@@ -312,7 +343,7 @@ def plan_grasp(
     priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
 ) -> Grasp:
     """The grasp of ``obj_name`` for the current privileged state."""
-    spec = specs.get(priv["objects"][obj_name]["category"], DEFAULT_GRASP)
+    spec = grasp_spec(priv["objects"][obj_name], specs, cfg)
     if spec.kind == "rim":
         return _rim_grasp(priv, obj_name, spec, cfg)
     if spec.kind == "handle":

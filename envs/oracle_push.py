@@ -21,6 +21,7 @@ import numpy as np
 
 from envs.oracle_decision import Decision
 from envs.oracle_geometry import nearest_equivalent_yaw
+from envs.oracle_grasp import lowest_part_top
 
 __all__ = ["PushConfig", "push"]
 
@@ -68,7 +69,9 @@ def push(
     # Boxes overstate a round body's reach along a diagonal; its radius bounds it.
     radius = float(np.max(box[1, :2] - box[0, :2]) / 2.0)
     front, back = min(_reach(parts, pos, along), radius), min(_reach(parts, pos, -along), radius)
-    floor = _middle_top(obj, pos)
+    # Capped halfway up from the origin: the estimate stays steady while the pushed object
+    # tilts (every part's box then grows).
+    floor = min(lowest_part_top(obj), pos[2] + (top - pos[2]) / 2.0)
     if floor < top - cfg.dish_depth:
         offset_along, push_z = front - cfg.rim_inset, floor + cfg.floor_clearance
     else:
@@ -97,13 +100,3 @@ def _reach(parts: np.ndarray, pos: np.ndarray, direction: np.ndarray) -> float:
     half = (parts[:, 1, :2] - parts[:, 0, :2]) / 2.0
     centre = (parts[:, 1, :2] + parts[:, 0, :2]) / 2.0
     return float(np.max((centre - pos[:2]) @ direction + half @ np.abs(direction)))
-
-
-def _middle_top(obj: Mapping[str, Any], pos: np.ndarray) -> float:
-    """Top of the object's lowest collision part, at most halfway up from its origin.
-
-    The cap keeps the estimate steady while the pushed object tilts (every part's box then grows).
-    """
-    parts = np.asarray(obj["parts"], dtype=np.float64).reshape(-1, 2, 3)
-    top = float(np.asarray(obj["aabb"], dtype=np.float64)[1, 2])
-    return min(float(parts[:, 1, 2].min()), pos[2] + (top - pos[2]) / 2.0)

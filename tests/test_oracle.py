@@ -13,7 +13,7 @@ from libero_physics import physics_only_env
 
 from envs.oracle import OracleTaskError, PrivilegedObservationError, ScriptedOracle
 from envs.oracle_geometry import down_rotation, quat_to_mat, rotation_error
-from envs.oracle_grasp import GRASP_SPECS, GraspConfig, plan_grasp
+from envs.oracle_grasp import GRASP_SPECS, GraspConfig, grasp_spec, plan_grasp
 
 TABLE_Z = 0.9
 BOWL_RADIUS, BOWL_HEIGHT = 0.0535, 0.051
@@ -267,3 +267,29 @@ def test_oracle_solves_libero_spatial_task0_init0_without_rendering():
         assert success
     finally:
         env.close()
+
+
+def _vessel(half_xy: float, height: float, floor: float) -> dict:
+    """A round object of the given size; ``floor`` < ``height`` makes its middle lower than its rim."""
+    body = _body("unknown_bowl", [0.0, 0.0, TABLE_Z], half_xy, height)
+    wall = body["aabb"].copy()
+    bottom = body["aabb"].copy()
+    bottom[1, 2] = TABLE_Z + floor
+    body["parts"] = np.stack([wall, bottom])
+    return body
+
+
+def test_an_unknown_bowl_too_wide_to_straddle_gets_a_rim_grasp_scaled_from_its_size():
+    cfg = GraspConfig()
+    spec = grasp_spec(_vessel(0.079, 0.06, 0.01), GRASP_SPECS, cfg)
+    assert spec.kind == "rim"
+    assert 0.06 < spec.rim_radius < 0.079
+    assert spec.height == pytest.approx(0.06 - cfg.vessel_rim_depth)
+
+
+def test_narrow_or_solid_unknown_objects_keep_the_top_grasp():
+    cfg = GraspConfig()
+    assert grasp_spec(_vessel(0.03, 0.06, 0.01), GRASP_SPECS, cfg).kind == "top"  # narrow enough
+    assert grasp_spec(_vessel(0.079, 0.06, 0.06), GRASP_SPECS, cfg).kind == "top"  # no hollow
+    bowl = _body("akita_black_bowl", [0.0, 0.0, TABLE_Z], BOWL_RADIUS, BOWL_HEIGHT)
+    assert grasp_spec(bowl, GRASP_SPECS, cfg) == GRASP_SPECS["akita_black_bowl"]
