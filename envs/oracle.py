@@ -6,9 +6,9 @@ geometry, joint positions and gripper opening, so a policy that sees the scene c
 it, and a slip (DART noise, a dropped object, a drawer bumped shut) just changes what the
 next tick does. One tick:
 
-1. Plan: ``envs.oracle_plan.next_subgoal`` orders the goal's atoms (knobs, then opening
-   drawers/doors, including the implicit opening an ``in`` needs, then placements, then
-   closing) and picks the first that does not hold.
+1. Plan: ``envs.oracle_plan.next_subgoal`` orders the goal's atoms (knobs, closing what
+   nothing goes into, opening drawers/doors including the implicit opening an ``in`` needs,
+   placements, the remaining closing) and picks the first that does not hold.
 2. Decide the phase of that sub-goal's skill from geometry alone:
 
    - drawers, doors and knobs: ``envs.oracle_articulated``;
@@ -43,6 +43,7 @@ from cogvla.policy_api import Policy
 from envs.oracle_articulated import ArticulationConfig, articulate
 from envs.oracle_decision import Decision, osc_command
 from envs.oracle_geometry import (
+    fixture_region_at,
     gripper_yaw,
     nearest_equivalent_yaw,
     point_in_box,
@@ -52,7 +53,7 @@ from envs.oracle_geometry import (
     xy_distance_to_box,
 )
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
-from envs.oracle_plan import JOINT_RELATIONS, GoalError, SubGoal, next_subgoal
+from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, SubGoal, next_subgoal
 from envs.oracle_push import PushConfig, push
 from envs.oracle_regions import Placement, region_placement
 
@@ -80,10 +81,6 @@ _OBJECT_KEYS = ("category", "fixture", "pos", "quat", "aabb", "parts", "finger_c
 
 class PrivilegedObservationError(ValueError):
     """The observation lacks the privileged simulator state the oracle needs."""
-
-
-class OracleTaskError(GoalError):
-    """The BDDL goal is not one the oracle knows how to achieve."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +160,7 @@ class ScriptedOracle(Policy):
     def decide(self, priv: Mapping[str, Any]) -> Decision:
         """The phase and target pose for one privileged state (see the module docstring)."""
         _require(priv, _REQUIRED_KEYS, "privileged")
-        try:
-            subgoal = next_subgoal(priv)
-        except GoalError as exc:
-            raise OracleTaskError(str(exc)) from exc
+        subgoal = next_subgoal(priv)
         if subgoal is None:
             return self._done(priv)
         if subgoal.kind in JOINT_RELATIONS:
@@ -296,11 +290,8 @@ class ScriptedOracle(Policy):
         """
         cfg = self.config
         pos = np.asarray(priv["objects"][obj_name]["pos"], dtype=np.float64)
-        for site in priv["sites"].values():
-            if site["parent"] and site["parent"] != obj_name and point_in_box(
-                pos, np.asarray(site["pos"]), np.asarray(site["rot"]), np.asarray(site["size"])
-            ):
-                return None
+        if fixture_region_at(priv["sites"], pos, exclude=obj_name) is not None:
+            return None
         hand_bottom = eef[2] + cfg.grasp.hand_bottom
         overhead = []
         for name, other in priv["objects"].items():

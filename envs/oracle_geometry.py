@@ -7,11 +7,15 @@ angle of the gripper's finger axis from world +y about world +z.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 __all__ = [
     "box_half_extents",
     "down_rotation",
+    "fixture_region_at",
     "gripper_yaw",
     "nearest_equivalent_yaw",
     "point_in_box",
@@ -98,6 +102,26 @@ def point_in_box(point: np.ndarray, centre: np.ndarray, rot: np.ndarray, size: n
     """Whether ``point`` lies inside the oriented box (``rot`` maps box frame to world)."""
     local = rot.T @ (np.asarray(point) - np.asarray(centre))
     return bool(np.all(np.abs(local) <= np.abs(size)))
+
+
+def fixture_region_at(
+    sites: Mapping[str, Mapping[str, Any]], point: np.ndarray, exclude: str
+) -> Mapping[str, Any] | None:
+    """The first region site owned by a fixture or object other than ``exclude`` that holds
+    ``point`` (a drawer's interior holding a bowl), or None."""
+    for site in sites.values():
+        if (
+            site["parent"]
+            and site["parent"] != exclude
+            and point_in_box(
+                point,
+                np.asarray(site["pos"], dtype=np.float64),
+                np.asarray(site["rot"], dtype=np.float64),
+                np.asarray(site["size"], dtype=np.float64),
+            )
+        ):
+            return site
+    return None
 
 
 def segment_box_overlap(start: np.ndarray, end: np.ndarray, box: np.ndarray, margin: float) -> bool:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from envs.oracle_geometry import point_in_box, quat_to_mat, rectangle_clearance, wrap_angle
+from envs.oracle_geometry import fixture_region_at, quat_to_mat, rectangle_clearance, wrap_angle
 
 __all__ = [
     "DEFAULT_GRASP",
@@ -202,20 +202,17 @@ def _grasp_cost(yaw: float, point: np.ndarray, priv: Mapping[str, Any], cfg: Gra
 def _container_side(priv: Mapping[str, Any], obj_name: str, centre: np.ndarray) -> np.ndarray | None:
     """For an object in a fixture region (a drawer): the end of the region's long horizontal
     axis that faces the robot. None if the object is in no such region."""
-    for site in priv["sites"].values():
-        if not site["parent"] or site["parent"] == obj_name:
-            continue
-        rot = np.asarray(site["rot"], dtype=np.float64)
-        size = np.asarray(site["size"], dtype=np.float64)
-        if not point_in_box(centre, np.asarray(site["pos"], dtype=np.float64), rot, size):
-            continue
-        horizontal = [i for i in range(3) if abs(rot[2, i]) < 0.5]
-        axis = rot[:, max(horizontal, key=lambda i: size[i])].copy()
-        axis[2] = 0.0
-        axis /= np.linalg.norm(axis)
-        towards_robot = np.asarray(priv["robot_base_pos"], dtype=np.float64) - centre
-        return axis if float(axis[:2] @ towards_robot[:2]) >= 0.0 else -axis
-    return None
+    site = fixture_region_at(priv["sites"], centre, exclude=obj_name)
+    if site is None:
+        return None
+    rot = np.asarray(site["rot"], dtype=np.float64)
+    size = np.asarray(site["size"], dtype=np.float64)
+    horizontal = [i for i in range(3) if abs(rot[2, i]) < 0.5]
+    axis = rot[:, max(horizontal, key=lambda i: size[i])].copy()
+    axis[2] = 0.0
+    axis /= np.linalg.norm(axis)
+    towards_robot = np.asarray(priv["robot_base_pos"], dtype=np.float64) - centre
+    return axis if float(axis[:2] @ towards_robot[:2]) >= 0.0 else -axis
 
 
 def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: GraspConfig) -> Grasp:

@@ -28,7 +28,7 @@ import numpy as np
 __all__ = [
     "JOINT_RELATIONS",
     "PLACE_RELATIONS",
-    "GoalError",
+    "OracleTaskError",
     "SubGoal",
     "articulation_state",
     "container_joints",
@@ -57,18 +57,18 @@ class SubGoal:
     resting: bool = False
 
 
-class GoalError(ValueError):
-    """A goal atom the oracle cannot plan for."""
+class OracleTaskError(ValueError):
+    """The BDDL goal is not one the oracle knows how to achieve."""
 
 
 def _atom(raw: Any) -> tuple[str, ...]:
     atom = tuple(str(token) for token in raw)
     if not atom:
-        raise GoalError("privileged['goal']: expected non-empty atoms, got an empty one")
+        raise OracleTaskError("privileged['goal']: expected non-empty atoms, got an empty one")
     atom = (atom[0].lower(), *atom[1:])
     arity = 3 if atom[0] in PLACE_RELATIONS else 2 if atom[0] in JOINT_RELATIONS else 0
     if len(atom) != arity:
-        raise GoalError(
+        raise OracleTaskError(
             f"privileged['goal']: expected ('on'|'in', object, target) or "
             f"('open'|'close'|'turnon'|'turnoff', object), got {list(raw)!r}"
         )
@@ -118,7 +118,7 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
     atoms = [_atom(raw) for raw in priv["goal"]]
     status = [bool(s) for s in priv["goal_status"]]
     if len(status) != len(atoms):
-        raise GoalError(
+        raise OracleTaskError(
             f"privileged['goal_status']: expected {len(atoms)} entries (one per goal atom), got {len(status)}"
         )
     knobs, opens, places, closes = [], [], [], []
@@ -172,5 +172,5 @@ def _subgoal(priv: Mapping[str, Any], atom: tuple[str, ...]) -> SubGoal:
     if not joints:
         joints = tuple(priv["objects"].get(_owner(priv, atom[1]), {}).get("joints", ()))
     if not joints:
-        raise GoalError(f"goal atom {list(atom)!r}: {atom[1]!r} has no joint to {kind}")
+        raise OracleTaskError(f"goal atom {list(atom)!r}: {atom[1]!r} has no joint to {kind}")
     return SubGoal(kind=kind, obj=atom[1], joints=joints)  # type: ignore[arg-type]

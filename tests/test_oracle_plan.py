@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.oracle_plan import GoalError, SubGoal, articulation_state, next_subgoal
+from envs.oracle_plan import OracleTaskError, SubGoal, articulation_state, next_subgoal
 from envs.oracle_regions import region_placement
 
 TABLE_Z = 0.9
@@ -160,11 +160,11 @@ def test_articulation_states_follow_libero_thresholds(joint, qpos, state, expect
 
 
 def test_malformed_goals_raise_typed_errors():
-    with pytest.raises(GoalError, match="goal_status"):
+    with pytest.raises(OracleTaskError, match="goal_status"):
         next_subgoal(_kitchen([IN_DRAWER], [False, False]))
-    with pytest.raises(GoalError, match="expected"):
+    with pytest.raises(OracleTaskError, match="expected"):
         next_subgoal(_kitchen([["in", "bowl_1"]], [False]))
-    with pytest.raises(GoalError, match="no joint"):
+    with pytest.raises(OracleTaskError, match="no joint"):
         next_subgoal(_kitchen([["open", "bowl_1"]], [False]))
 
 
