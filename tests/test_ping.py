@@ -105,14 +105,22 @@ def test_serve_answers_ping_and_stops_cleanly_on_sigterm() -> None:
         report = json.loads(result.stdout)
         assert report["protocol_version"] == 1 and report["action_dim"] == 7 and report["chunk_size"] >= 1
         assert "weights" in report and report["image_keys"]
-        server.send_signal(signal.SIGTERM)
-        log, _ = server.communicate(timeout=30)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        log = _stop(server)
     assert server.returncode == 0, log
     assert "received SIGTERM, shutting down" in log and "stopped:" in log
+
+
+def _stop(server: subprocess.Popen) -> str:
+    """SIGTERM a serve process (killed if it hangs) and return what it logged."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    try:
+        log, _ = server.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        log, _ = server.communicate()
+    return log
 
 
 def test_a_loading_server_answers_ping_loading_and_refuses_the_rest(
@@ -188,11 +196,7 @@ def test_serve_reloads_its_allow_list_on_sighup(tmp_path: Path) -> None:
         server.send_signal(signal.SIGHUP)
         with PolicyClient(endpoint, timeout_ms=2000, retries=2, curve=arm) as client:
             assert client.ping()["state"] == "ready"
-        server.send_signal(signal.SIGTERM)
-        log, _ = server.communicate(timeout=30)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        log = _stop(server)
     assert server.returncode == 0, log
     assert "SIGHUP: allow-list reloaded, 2 client keys" in log
