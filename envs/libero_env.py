@@ -16,7 +16,8 @@ argument, a ``reset`` option) the observation is a ``LazyObservation`` whose ima
 rendered when first read, so a step nobody looks at costs physics only.
 Resets either restore one of the benchmark's fixed init states (evaluation) or, with
 ``options={"randomize": True}``, sample fresh object placements from the BDDL regions
-(demo generation). Episode length is the caller's business: ``truncated`` is always
+(demo generation), re-placing what LIBERO's sampler puts off a fixture's region until the
+task's ``:init`` holds (``envs.initial_state``). Episode length is the caller's business: ``truncated`` is always
 False and the robosuite horizon is disabled.
 """
 
@@ -31,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.fast_render import fast_render as fast_render_scope
+from envs.initial_state import settle_initial_conditions
 from envs.perturb import Perturbation, PerturbedTask, perturb_task
 from envs.suites import TaskInfo, get_task, init_states
 
@@ -45,6 +47,9 @@ _CAMERAS = {"image": AGENTVIEW, "wrist_image": WRIST}
 IMAGE_KEYS = tuple(_CAMERAS)
 # ASCII printable characters: what a BDDL instruction can contain.
 _PROMPT_CHARSET = frozenset(chr(c) for c in range(32, 127))
+# Arm still, gripper open: what the scene settles under after a randomized reset is repaired.
+_REST_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+_REPAIR_SETTLE_STEPS = 5
 
 
 class ActionError(ValueError):
@@ -212,7 +217,9 @@ class LiberoEnv(gym.Env):
         options = dict(options or {})
         unknown = set(options) - {"init_state_id", "randomize", "lazy_images"}
         if unknown:
-            raise ValueError(f"options: expected keys init_state_id/randomize/lazy_images, got {sorted(unknown)}")
+            raise ValueError(
+                f"options: expected keys init_state_id/randomize/lazy_images, got {sorted(unknown)}"
+            )
         if seed is not None or not self._seeded:
             self.raw_env.seed(0 if seed is None else int(seed))
             self._seeded = True
@@ -221,6 +228,7 @@ class LiberoEnv(gym.Env):
         raw_obs = self.raw_env.reset()
         if options.get("randomize", False):
             self.init_state_id = None
+            raw_obs = settle_initial_conditions(self.raw_env, self._settle, self.np_random, raw_obs=raw_obs)
         elif self.perturbed is not None and self.perturbed.perturbation.changes_scene:
             raise ValueError(
                 f"options: the {self.perturbed.perturbation.kind} perturbation changes the scene, so the "
@@ -253,7 +261,13 @@ class LiberoEnv(gym.Env):
         raw_obs, reward, done, _ = self.raw_env.step(np.clip(action, -1.0, 1.0))
         self._raw_obs = raw_obs
         success = bool(done)
-        return self._observation(raw_obs, lazy_images), float(reward), success, False, self._info(success=success)
+        return (
+            self._observation(raw_obs, lazy_images),
+            float(reward),
+            success,
+            False,
+            self._info(success=success),
+        )
 
     def render(self) -> np.ndarray | None:
         """The current upright agentview frame (``render_mode="rgb_array"``)."""
@@ -323,6 +337,12 @@ class LiberoEnv(gym.Env):
 
     def _image(self, key: str) -> np.ndarray:
         return upright(self._render_camera(_CAMERAS[key]))
+
+    def _settle(self) -> dict[str, Any]:
+        """A few control steps at rest; the last raw observation."""
+        for _ in range(_REPAIR_SETTLE_STEPS):
+            raw_obs, _, _, _ = self.raw_env.step(_REST_ACTION)
+        return raw_obs
 
     def _observation(self, raw_obs: dict[str, Any], lazy_images: bool) -> Mapping[str, Any]:
         quat = np.asarray(raw_obs["robot0_eef_quat"], dtype=np.float64)

@@ -9,15 +9,16 @@ Usage::
 Every stage is one ``cogvla`` command, each resumable, so re-running the recipe continues
 where it stopped and a finished stage costs nothing:
 
-1. ``demos``: ``cogvla demos`` with DART noise from randomized resets of libero_spatial
-   tasks (default 0, 1, 2), until each task has ``--per-task`` successful demos;
+1. ``demos``: ``cogvla demos`` with DART noise from randomized resets of one suite's tasks
+   (default libero_spatial 0, 1, 2; ``--tasks all`` for the whole suite), until each task
+   has ``--per-task`` successful demos;
 2. ``train``: ``cogvla train --preset tiny`` on them, ``--resume``-ing its checkpoints,
    from scratch or (``--init-from``) continuing an earlier checkpoint such as the
    embedded default;
 3. ``eval``: ``cogvla serve`` of the final checkpoint in the background and
    ``cogvla eval libero --policy tcp://...`` on the 50 fixed init states per task.
 
-Everything lives under ``cogvla.paths.cache_dir("recipe")`` (``$COGVLA_CACHE/recipe``):
+Everything lives under ``cogvla.paths.cache_dir("recipe", suite)`` (``$COGVLA_CACHE/recipe/<suite>``):
 ``demos/``, ``frames/`` (decoded training frames), ``run/``, ``eval/``, ``recipe.log``,
 ``serve.log`` and ``status.json`` (per-stage outcome and the settings it ran with). Delete that folder and the same command rebuilds it all.
 Without ``--resume`` the recipe refuses to continue a folder that already holds results.
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from cogvla.paths import cache_dir
+from envs.suites import SUITES, num_tasks
 
 __all__ = ["RecipeConfig", "RecipeError", "main", "run_recipe"]
 
@@ -59,7 +61,9 @@ class RecipeError(RuntimeError):
 class RecipeConfig:
     """Settings of one recipe run (recorded in status.json)."""
 
-    # libero_spatial task indices; task 0 must be among them.
+    # The LIBERO suite of demos and evaluation.
+    suite: str = "libero_spatial"
+    # Task indices within the suite; task 0 must be among them.
     tasks: tuple[int, ...] = (0, 1, 2)
     # Successful demos per task (>= 40; the learn probe suggests well over 100).
     per_task: int = 100
@@ -87,6 +91,8 @@ class RecipeConfig:
     port: int = 0
 
     def __post_init__(self) -> None:
+        if self.suite not in SUITES:
+            raise ValueError(f"suite: expected one of {', '.join(SUITES)}, got {self.suite!r}")
         if 0 not in self.tasks:
             raise ValueError(f"tasks: expected task 0 among the tasks, got {self.tasks}")
         if self.per_task < 1 or self.steps < 1 or self.trials < 1 or self.workers < 1:
@@ -130,7 +136,7 @@ class Recipe:
         report = self._cogvla(
             "demos",
             "--suite",
-            "libero_spatial",
+            c.suite,
             "--tasks",
             self.task_list,
             "--per-task",
@@ -198,7 +204,7 @@ class Recipe:
                 "--policy",
                 endpoint,
                 "--suite",
-                "libero_spatial",
+                c.suite,
                 "--tasks",
                 self.task_list,
                 "--trials",
@@ -327,8 +333,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resume", action="store_true", help="continue the results already in the recipe folder"
     )
     parser.add_argument("--background", action="store_true", help="detach; output goes to recipe.log")
+    parser.add_argument("--suite", choices=SUITES, default=defaults.suite, help="LIBERO suite")
     parser.add_argument(
-        "--tasks", default=",".join(map(str, defaults.tasks)), help="libero_spatial task indices"
+        "--tasks",
+        default=",".join(map(str, defaults.tasks)),
+        help="task indices within the suite, e.g. 0,1,2, or 'all'",
     )
     parser.add_argument("--per-task", type=int, default=defaults.per_task, help="successful demos per task")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="DART noise std on arm deltas")
@@ -358,9 +367,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m eval.recipe``."""
     args = _parse_args(argv)
-    root = cache_dir("recipe")
+    root = cache_dir("recipe", args.suite)
+    tasks = (
+        range(num_tasks(args.suite)) if args.tasks == "all" else (int(task) for task in args.tasks.split(","))
+    )
     config = RecipeConfig(
-        tasks=tuple(int(task) for task in args.tasks.split(",")),
+        suite=args.suite,
+        tasks=tuple(tasks),
         per_task=args.per_task,
         noise=args.noise,
         demo_seed=args.demo_seed,

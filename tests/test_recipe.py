@@ -35,10 +35,19 @@ def _flag(command: tuple[str, ...], name: str) -> str:
 
 
 def test_stages_pass_their_settings_and_record_status(tmp_path: Path, commands: list) -> None:
-    config = RecipeConfig(tasks=(0, 2), per_task=5, demo_seed=3, steps=40, init_from="/ckpt", train_threads=2)
+    config = RecipeConfig(
+        suite="libero_object",
+        tasks=(0, 2),
+        per_task=5,
+        demo_seed=3,
+        steps=40,
+        init_from="/ckpt",
+        train_threads=2,
+    )
     status = run_recipe(config, ("demos", "train"), tmp_path, resume=False)
     demos, train = commands
     assert demos[0] == "demos" and _flag(demos, "--tasks") == "0,2" and _flag(demos, "--seed") == "3"
+    assert _flag(demos, "--suite") == "libero_object"
     assert _flag(demos, "--per-task") == "5" and _flag(demos, "--out") == str(tmp_path / "demos")
     assert train[0] == "train" and "--resume" in train
     assert _flag(train, "--init-from") == "/ckpt" and _flag(train, "--threads") == "2"
@@ -74,7 +83,9 @@ def test_a_second_instance_is_refused(tmp_path: Path, commands: list) -> None:
         run_recipe(RecipeConfig(), ("demos",), tmp_path, resume=True)
 
 
-def test_config_requires_task_zero_and_positive_counts() -> None:
+def test_config_requires_a_suite_task_zero_and_positive_counts() -> None:
+    with pytest.raises(ValueError, match="suite: expected one of .* got 'libero_nope'"):
+        RecipeConfig(suite="libero_nope")
     with pytest.raises(ValueError, match="task 0"):
         RecipeConfig(tasks=(1, 2))
     with pytest.raises(ValueError, match="per_task"):
