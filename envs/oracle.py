@@ -16,7 +16,8 @@ next tick does. One tick:
    - pick and place, on or in an object or region (``envs.oracle_regions`` says where):
      *held* (the fingers rest on the object and the hand is inside its box): slide out
      from under anything overhead, lift to a carry height that clears everything between
-     the object and the target, carry over the target, lower, and open once LIBERO counts
+     the object and the target, carry over the target (turning it in line with a region too
+     narrow for it as it lies, a book for a caddy's slot), lower, and open once LIBERO counts
      the object placed or its bottom is within a few centimetres of the support surface;
      *placed*: finish opening, then retreat up; otherwise hover above the grasp point
      (``envs.oracle_grasp``, relative to the object), turn the fingers to the grasp yaw,
@@ -41,7 +42,7 @@ import numpy as np
 
 from cogvla.policy_api import Policy
 from envs.oracle_articulated import ArticulationConfig, articulate
-from envs.oracle_decision import Decision, osc_command
+from envs.oracle_decision import Decision, closing_on, osc_command
 from envs.oracle_geometry import (
     fixture_region_at,
     gripper_yaw,
@@ -55,7 +56,7 @@ from envs.oracle_geometry import (
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
 from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, SubGoal, next_subgoal
 from envs.oracle_push import PushConfig, push
-from envs.oracle_regions import Placement, region_placement
+from envs.oracle_regions import Placement, fitting_turn, region_placement
 
 __all__ = [
     "Decision",
@@ -263,6 +264,9 @@ class ScriptedOracle(Policy):
         obstacles = self._corridor_top(priv, obj_name, pos, placement.xy)
         carry_bottom = max(obstacles, placement.support_z) + cfg.carry_clearance
         rise = carry_bottom - bottom
+        # The held object turns with the hand: line it up with a narrow region on the way there.
+        turn = fitting_turn(obj, placement)
+        yaw += turn
         if distance > cfg.hold_tolerance:
             if rise > 0.02:
                 out = self._out_from_under(priv, obj_name, eef, rise)
@@ -275,6 +279,8 @@ class ScriptedOracle(Policy):
         openness = np.clip(
             (distance - cfg.lower_tolerance) / (cfg.hold_tolerance - cfg.lower_tolerance), 0.0, 1.0
         )
+        if abs(turn) > cfg.yaw_tolerance:
+            openness = 1.0
         floor = placement.support_z + openness * (carry_bottom - placement.support_z)
         target = eef + np.array([offset_xy[0], offset_xy[1], floor - bottom])
         return Decision.down("lower", target, yaw, 1.0)
@@ -331,13 +337,7 @@ class ScriptedOracle(Policy):
         hover[2] = max(hover[2], obstacles + cfg.carry_clearance)
         if gap <= cfg.empty_gap:
             return Decision.down("reopen", hover, yaw, -1.0)
-        at_grasp = error_xy <= cfg.grasp_tolerance_xy and abs(error[2]) <= cfg.grasp_tolerance_z
-        closing = (
-            gap < cfg.open_gap
-            and error_xy <= 2 * cfg.grasp_tolerance_xy
-            and abs(error[2]) <= 2 * cfg.grasp_tolerance_z
-        )
-        if at_grasp or closing:
+        if closing_on(error, gap, cfg.grasp_tolerance_xy, cfg.grasp_tolerance_z, cfg.open_gap):
             return Decision.down("close", grasp_point, yaw, 1.0)
         aligned = abs(wrap_angle(yaw - current_yaw)) <= cfg.yaw_tolerance
         # Once on the way down, a small sideways drift is corrected in place rather than by climbing back.

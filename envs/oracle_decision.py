@@ -11,7 +11,7 @@ import numpy as np
 from cogvla.policy_api import ACTION_DIM
 from envs.oracle_geometry import down_rotation, quat_to_mat, rotation_error
 
-__all__ = ["Decision", "osc_command"]
+__all__ = ["Decision", "closing_on", "osc_command"]
 
 # LIBERO's OSC_POSE maps an action of 1 to a 5 cm / 0.5 rad goal offset.
 _POS_SCALE = 0.05
@@ -56,3 +56,13 @@ def osc_command(
     out[3:6] = np.clip(rotation, -1.0, 1.0)
     out[6] = decision.gripper
     return out
+
+
+def closing_on(error: np.ndarray, gap: float, tol_xy: float, tol_z: float, open_gap: float) -> bool:
+    """Whether to close the fingers on a grasp point ``error`` (target - hand) away: the hand is
+    there, or the fingers are already closing (``gap`` < ``open_gap``) within twice the
+    tolerance, so a grasp in progress is not abandoned for a small drift."""
+    error_xy = float(np.linalg.norm(error[:2]))
+    if error_xy <= tol_xy and abs(error[2]) <= tol_z:
+        return True
+    return gap < open_gap and error_xy <= 2 * tol_xy and abs(error[2]) <= 2 * tol_z

@@ -16,6 +16,7 @@ __all__ = [
     "box_half_extents",
     "down_rotation",
     "fixture_region_at",
+    "footprint_frame",
     "gripper_yaw",
     "nearest_equivalent_yaw",
     "point_in_box",
@@ -122,6 +123,24 @@ def fixture_region_at(
         ):
             return site
     return None
+
+
+# A body whose up axis is within this cosine of world up counts as standing upright.
+_UPRIGHT_COS = 0.9
+
+
+def footprint_frame(obj: Mapping[str, Any]) -> tuple[float, np.ndarray]:
+    """Yaw of an object's own horizontal frame and its box ``[lo, hi]`` ``(2, 3)`` in that frame,
+    relative to its origin.
+
+    A rotated book's own frame gives its true width and thickness where the world box only
+    gives a square. A body tipped over, or without a ``frame_box``, is taken along the world axes.
+    """
+    pos = np.asarray(obj["pos"], dtype=np.float64)
+    rot = quat_to_mat(obj["quat"])
+    if "frame_box" not in obj or rot[2, 2] < _UPRIGHT_COS:
+        return 0.0, np.asarray(obj["aabb"], dtype=np.float64) - pos
+    return float(np.arctan2(rot[1, 0], rot[0, 0])), np.asarray(obj["frame_box"], dtype=np.float64)
 
 
 def segment_box_overlap(start: np.ndarray, end: np.ndarray, box: np.ndarray, margin: float) -> bool:

@@ -5,8 +5,8 @@ Three grasp kinds, chosen per object category (``GRASP_SPECS``):
 - ``"rim"``: pinch the wall of an open vessel (bowls, mugs), one finger inside, one outside.
   Inside a container (a drawer) it pinches the end of the container's long axis that faces
   the robot.
-- ``"top"``: straddle the body from above across its narrow horizontal side (cans,
-  bottles, cartons, boxes).
+- ``"top"``: straddle the body from above across the narrow side of its own horizontal
+  footprint (cans, bottles, cartons, boxes, a book lying turned).
 - ``"handle"``: straddle a handle at a fixed point of the object's frame (moka pots).
 
 Among a few candidate sides/yaws/offsets, the planner keeps the one whose open fingers and
@@ -22,7 +22,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from envs.oracle_geometry import fixture_region_at, quat_to_mat, rectangle_clearance, wrap_angle
+from envs.oracle_geometry import (
+    fixture_region_at,
+    footprint_frame,
+    quat_to_mat,
+    rectangle_clearance,
+    wrap_angle,
+)
 
 __all__ = [
     "DEFAULT_GRASP",
@@ -113,6 +119,9 @@ class GraspConfig:
     # fraction of the half-width, its depth below the top and the wall it expects (the known
     # bowl's spec in proportion).
     vessel_depth: float = 0.005
+    # Shallower than this is a dish (a plate, 1.9 cm), whose sloped rim slips out of a pinch
+    # when lifted: it is too wide to grasp and gets dragged instead (a bowl is 5 cm).
+    vessel_min_height: float = 0.03
     vessel_rim_ratio: float = 0.93
     vessel_rim_depth: float = 0.01
     vessel_wall: float = 0.01
@@ -249,9 +258,9 @@ def _rim_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: Gra
     return Grasp(points[best], yaws[best], spec.rim_thickness)
 
 
-def _top_widths(box: np.ndarray, cfg: GraspConfig) -> list[tuple[float, float]]:
-    """``(yaw offset, finger gap across the object)`` for each allowed top-grasp yaw offset."""
-    extent = box[1] - box[0]
+def _top_widths(extent: np.ndarray, cfg: GraspConfig) -> list[tuple[float, float]]:
+    """``(yaw offset, finger gap across the object)`` for each allowed top-grasp yaw offset, for
+    a footprint ``extent`` ``(>=2,)`` in the object's own frame."""
     narrow, long = sorted((float(extent[0]), float(extent[1])))
     round_body = long <= narrow * cfg.round_ratio
     widths = []
@@ -263,24 +272,30 @@ def _top_widths(box: np.ndarray, cfg: GraspConfig) -> list[tuple[float, float]]:
 
 
 def _top_grasp(priv: Mapping[str, Any], obj_name: str, spec: GraspSpec, cfg: GraspConfig) -> Grasp:
-    box = np.asarray(priv["objects"][obj_name]["aabb"], dtype=np.float64)
-    extent = box[1] - box[0]
-    centre = (box[0] + box[1]) / 2.0
+    obj = priv["objects"][obj_name]
+    box = np.asarray(obj["aabb"], dtype=np.float64)
+    # Across the narrow side of the object's own footprint: a book lying turned is thin along
+    # its own axis, not along the world's.
+    frame_yaw, local = footprint_frame(obj)
+    c, s = np.cos(frame_yaw), np.sin(frame_yaw)
+    turn = np.array([[c, -s], [s, c]])
+    extent = local[1] - local[0]
+    centre = np.asarray(obj["pos"], dtype=np.float64)[:2] + turn @ ((local[0, :2] + local[1, :2]) / 2.0)
     z = max(box[1, 2] - spec.height, box[0, 2] + cfg.min_grasp_height)
     narrow_axis = 1 if extent[1] <= extent[0] else 0
     narrow, long = extent[narrow_axis], extent[1 - narrow_axis]
     round_body = long <= narrow * cfg.round_ratio
     # Straddling round bodies along world y keeps the hand at its home yaw.
-    base = np.array([0.0, 1.0]) if round_body or narrow_axis == 1 else np.array([1.0, 0.0])
+    base = np.array([0.0, 1.0]) if round_body else turn[:, narrow_axis]
     long_dir = np.array([base[1], -base[0]])
     slide_limit = 0.0 if round_body else max(long / 2.0 - cfg.slide_margin, 0.0)
     candidates = []
-    for yaw_offset, width in _top_widths(box, cfg):
+    for yaw_offset, width in _top_widths(extent, cfg):
         c, s = np.cos(yaw_offset), np.sin(yaw_offset)
         direction = np.array([c * base[0] - s * base[1], s * base[0] + c * base[1]])
         for slide in cfg.top_slides:
             if abs(slide) <= slide_limit:
-                point = np.array([*(centre[:2] + slide * long_dir), z])
+                point = np.array([*(centre + slide * long_dir), z])
                 candidates.append((point, direction, float(width), abs(slide)))
     points = np.stack([c[0] for c in candidates])
     directions = np.stack([c[1] for c in candidates])
@@ -314,7 +329,11 @@ def grasp_spec(obj: Mapping[str, Any], specs: Mapping[str, GraspSpec], cfg: Gras
     box = np.asarray(obj["aabb"], dtype=np.float64)
     extent = box[1] - box[0]
     narrow, long = sorted((float(extent[0]), float(extent[1])))
-    vessel = lowest_part_top(obj) < box[1, 2] - cfg.vessel_depth and long <= narrow * cfg.round_ratio
+    vessel = (
+        lowest_part_top(obj) < box[1, 2] - cfg.vessel_depth
+        and long <= narrow * cfg.round_ratio
+        and extent[2] >= cfg.vessel_min_height
+    )
     if not vessel or narrow <= cfg.max_width:
         return DEFAULT_GRASP
     height = box[1, 2] - float(np.asarray(obj["pos"], dtype=np.float64)[2]) - cfg.vessel_rim_depth
@@ -333,7 +352,8 @@ def grasp_width_bound(
         return spec.rim_thickness
     if spec.kind == "handle":
         return spec.handle_width
-    return max(width for _, width in _top_widths(np.asarray(obj["aabb"], dtype=np.float64), cfg))
+    local = footprint_frame(obj)[1]
+    return max(width for _, width in _top_widths(local[1] - local[0], cfg))
 
 
 def plan_grasp(

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.oracle_geometry import box_half_extents
+from envs.oracle_geometry import box_half_extents, footprint_frame, wrap_angle
 
-__all__ = ["Placement", "region_placement"]
+__all__ = ["Placement", "fitting_turn", "region_placement"]
 
 # Spacing of the candidate grid laid over a region's footprint (m).
 _GRID_STEP = 0.01
@@ -138,3 +138,21 @@ def region_placement(
         relation=relation,
         region=region,
     )
+
+
+def fitting_turn(obj: Mapping[str, Any], placement: Placement) -> float:
+    """Yaw turn (rad, within a quarter turn) that makes ``obj``'s footprint fit the region it
+    goes into: 0 when it fits already (or the target is no region), else the turn that lines its
+    long side up with the region's (a book into a slot of a caddy)."""
+    if placement.region is None or placement.relation != "in":
+        return 0.0
+    _, rot, size = placement.region
+    room = box_half_extents(rot, size)[:2]
+    yaw, local = footprint_frame(obj)
+    half = (local[1, :2] - local[0, :2]) / 2.0
+    c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
+    if c * half[0] + s * half[1] <= room[0] and s * half[0] + c * half[1] <= room[1]:
+        return 0.0
+    long_yaw = yaw + (0.0 if half[0] >= half[1] else np.pi / 2)
+    room_yaw = 0.0 if room[0] >= room[1] else np.pi / 2
+    return wrap_angle(2.0 * (room_yaw - long_yaw)) / 2.0

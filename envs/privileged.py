@@ -15,6 +15,8 @@
                         "quat":     (4,),    body orientation (x, y, z, w)
                         "aabb":     (2, 3),  world axis-aligned box [lo, hi] of its collision geoms
                         "parts":    (G, 2, 3), the same box for each collision geom (finer shape)
+                        "frame_box": (2, 3), box [lo, hi] of its collision geoms in its own frame
+                                     (relative to "pos", along the axes of "quat")
                         "finger_contacts": int,  how many of the two fingers touch it (0, 1, 2)
                         "joints":   list[str],  its hinge/slide joints (drawers, doors, knobs)
                         "articulation": {str: (2,)},  LIBERO's joint ranges per state, e.g.
@@ -76,24 +78,29 @@ def _wxyz_to_xyzw(quat: np.ndarray) -> np.ndarray:
     return np.array([quat[1], quat[2], quat[3], quat[0]], dtype=np.float64)
 
 
-def _collision_boxes(model: Any, data: Any, root_ids: list[int]) -> dict[int, np.ndarray]:
-    """World AABBs ``(G, 2, 3)`` of each collision geom under each root body id (``G >= 1``)."""
+def _collision_corners(model: Any, data: Any, root_ids: list[int]) -> dict[int, np.ndarray]:
+    """World corners ``(G, 8, 3)`` of each collision geom's box under each root body id (``G >= 1``)."""
     collide = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
     geom_root = model.body_rootid[model.geom_bodyid]
-    boxes: dict[int, np.ndarray] = {}
+    corners: dict[int, np.ndarray] = {}
     for root in root_ids:
         geoms = np.flatnonzero(collide & (geom_root == root))
         if geoms.size == 0:
-            pos = np.asarray(data.xpos[root], dtype=np.float64)
-            boxes[root] = np.stack([pos, pos])[None]
+            corners[root] = np.repeat(np.asarray(data.xpos[root], dtype=np.float64)[None, None], 8, axis=1)
             continue
         centre = model.geom_aabb[geoms, :3]
         half = model.geom_aabb[geoms, 3:]
         local = centre[:, None, :] + _BOX_CORNERS[None, :, :] * half[:, None, :]  # (G, 8, 3)
         rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
         world = np.einsum("gij,gkj->gki", rot, local) + data.geom_xpos[geoms][:, None, :]
-        boxes[root] = np.stack([world.min(axis=1), world.max(axis=1)], axis=1).astype(np.float64)
-    return boxes
+        corners[root] = world.astype(np.float64)
+    return corners
+
+
+def _frame_box(corners: np.ndarray, pos: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Box ``(2, 3)`` ``[lo, hi]`` in the body frame ``(pos, rot)`` around world corners ``(G, 8, 3)``."""
+    local = (corners.reshape(-1, 3) - pos) @ rot
+    return np.stack([local.min(axis=0), local.max(axis=0)])
 
 
 def _union(boxes: np.ndarray) -> np.ndarray:
@@ -173,19 +180,24 @@ def privileged_state(raw_env: Any) -> dict[str, Any]:
                 categories[name] = category
 
     body_ids = {name: int(body) for name, body in env.obj_body_id.items()}
-    parts = _collision_boxes(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
+    corners = _collision_corners(model, data, [int(model.body_rootid[b]) for b in body_ids.values()])
     contacts = _finger_contacts(model, data, robot.gripper)
     joints = _joints(model, data, env)
     objects = {}
     for name, body in body_ids.items():
+        root = int(model.body_rootid[body])
+        parts = np.stack([corners[root].min(axis=1), corners[root].max(axis=1)], axis=1)
         objects[name] = {
             "category": categories.get(name, name),
             "fixture": name in env.fixtures_dict,
             "pos": np.array(data.xpos[body], dtype=np.float64),
             "quat": _wxyz_to_xyzw(data.xquat[body]),
-            "aabb": _union(parts[int(model.body_rootid[body])]),
-            "parts": parts[int(model.body_rootid[body])],
-            "finger_contacts": contacts.get(int(model.body_rootid[body]), 0),
+            "aabb": _union(parts),
+            "parts": parts,
+            "frame_box": _frame_box(
+                corners[root], data.xpos[body], np.asarray(data.xmat[body], dtype=np.float64).reshape(3, 3)
+            ),
+            "finger_contacts": contacts.get(root, 0),
             "joints": [j for j in joints if joints[j]["owner"] == name],
             "articulation": _articulation(env.get_object(name)),
         }

@@ -291,5 +291,6 @@ def test_narrow_or_solid_unknown_objects_keep_the_top_grasp():
     cfg = GraspConfig()
     assert grasp_spec(_vessel(0.03, 0.06, 0.01), GRASP_SPECS, cfg).kind == "top"  # narrow enough
     assert grasp_spec(_vessel(0.079, 0.06, 0.06), GRASP_SPECS, cfg).kind == "top"  # no hollow
+    assert grasp_spec(_vessel(0.079, 0.019, 0.005), GRASP_SPECS, cfg).kind == "top"  # a dish: dragged
     bowl = _body("akita_black_bowl", [0.0, 0.0, TABLE_Z], BOWL_RADIUS, BOWL_HEIGHT)
     assert grasp_spec(bowl, GRASP_SPECS, cfg) == GRASP_SPECS["akita_black_bowl"]
