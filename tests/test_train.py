@@ -25,9 +25,9 @@ from cogvla.tokenizer import PromptTokenizer
 from cogvla.train.checkpoint import latest_checkpoint, list_checkpoints, load_trainer_state
 from cogvla.train.config import TrainConfig, get_train_preset
 from cogvla.train.lora import apply_lora
-from cogvla.train.optim import WarmupCosine
+from cogvla.train.optim import WarmupCosine, build_optimizer
 from cogvla.train.run_log import read_log
-from cogvla.train.trainer import RunExistsError, train
+from cogvla.train.trainer import LossModule, RunExistsError, train
 
 TASKS = (
     "pick up the black bowl between the plate and the ramekin and place it on the plate",
@@ -350,3 +350,35 @@ def test_cpu_bf16_autocast_keeps_the_loss_curve(demos, tmp_path, frame_cache):
         ValueError, match="TrainConfig.cpu_autocast: expected 'auto', 'bf16' or 'off', got 'fp8'"
     ):
         small_train_config(cpu_autocast="fp8")
+
+
+def test_the_step_runs_with_the_configured_threads_and_restores_the_callers(
+    demos, frame_cache, tmp_path, monkeypatch
+):
+    seen = []
+    forward = LossModule.forward
+
+    def recording(self, batch):
+        seen.append(torch.get_num_threads())
+        return forward(self, batch)
+
+    monkeypatch.setattr(LossModule, "forward", recording)
+    run(
+        small_train_config(steps=2, warmup_steps=1, save_every=2, intra_op_threads=2),
+        demos,
+        tmp_path / "run",
+        frame_cache,
+    )
+    assert seen == [2, 2]
+    # The autouse fixture's setting, which the run must not leave changed.
+    assert torch.get_num_threads() == 1
+    assert get_train_preset("tiny").intra_op_threads == 1
+    with pytest.raises(ValueError, match="TrainConfig.intra_op_threads: expected None or >= 1, got 0"):
+        small_train_config(intra_op_threads=0)
+
+
+def test_adamw_is_fused_where_torch_has_the_kernel():
+    on_cpu = build_optimizer([torch.nn.Parameter(torch.zeros(3))], 1e-3, 0.01, (0.9, 0.999))
+    assert on_cpu.param_groups[0]["fused"] is True
+    on_meta = build_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], 1e-3, 0.01, (0.9, 0.999))
+    assert not on_meta.param_groups[0]["fused"]

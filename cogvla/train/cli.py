@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of init, data order and augmentation")
     parser.add_argument("--variant", help="model variant: cogvla, dense, no-efa, no-lfp")
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads of the training process")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads of the training process (overrides the preset)"
+    )
     parser.add_argument("--cache", default=None, help="frame-cache folder (default: the cogvla cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -71,14 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     # A mistyped --data fails here, not after the seconds torch and the trainer take to import.
     find_demo_files(args.data)
-    import torch
-
     from cogvla.train.config import get_train_preset
     from cogvla.train.trainer import train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     overrides = {
+        "intra_op_threads": args.threads,
         "steps": args.steps,
         "global_batch": args.batch,
         "grad_accum": args.grad_accum,

@@ -42,6 +42,11 @@ class TrainConfig:
     # bfloat16 autocast of the training step on CPU (CUDA always uses it): "auto" = where the
     # CPU computes bf16 natively (cogvla.train.precision), about 1.5x faster steps there.
     cpu_autocast: CpuAutocast = "auto"
+    # torch intra-op threads of the training process; None = torch's default (one per core).
+    # OpenMP's threads spin at every op's barrier, so on a CPU shared with other busy processes
+    # a step with one thread per core stalls whenever one of its threads is descheduled (tiny,
+    # 2 cores under load: steps 5-10x slower with 2 threads than with 1).
+    intra_op_threads: int | None = None
     # ||a[:6]|| below this with an unchanged gripper marks a no-op transition (dropped).
     noop_threshold: float = NOOP_THRESHOLD
     # Training-time image augmentation; None = off (a centre crop of the same area is used instead).
@@ -95,6 +100,10 @@ class TrainConfig:
             )
         if self.init_mode not in ("lora", "full"):
             raise ValueError(f"TrainConfig.init_mode: expected 'lora' or 'full', got {self.init_mode!r}")
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise ValueError(
+                f"TrainConfig.intra_op_threads: expected None or >= 1, got {self.intra_op_threads}"
+            )
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers: expected >= 0, got {self.num_workers}")
 
@@ -110,9 +119,17 @@ class TrainConfig:
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    # From scratch on scripted-oracle demos, sized for a shared 2-core CPU: the tiny model
-    # trains at ~4-6 samples/s there, so 4,000 steps of 16 take about 3-4 hours.
-    "tiny": TrainConfig(steps=4_000, global_batch=16, warmup_steps=200, save_every=250, init_mode="full"),
+    # From scratch on scripted-oracle demos, sized for a shared 2-core CPU (the embedded default
+    # trained at ~19 samples/s with 2 threads on an otherwise idle machine). One intra-op
+    # thread: the other core runs the data-loader worker and the machine's other jobs.
+    "tiny": TrainConfig(
+        steps=4_000,
+        global_batch=16,
+        warmup_steps=200,
+        save_every=250,
+        init_mode="full",
+        intra_op_threads=1,
+    ),
     # The paper's LIBERO recipe (scripts-sh/finetune.sh), for LoRA fine-tuning on GPUs.
     "cogvla-libero": TrainConfig(
         model_preset="cogvla-7b",

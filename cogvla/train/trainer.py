@@ -55,6 +55,7 @@ from cogvla.train.nonfinite import NonFiniteStepGuard
 from cogvla.train.optim import build_optimizer, build_scheduler
 from cogvla.train.precision import step_autocast
 from cogvla.train.run_log import RunLog, plot_loss_curve
+from cogvla.train.threads import intra_op_threads
 
 __all__ = ["RunExistsError", "TrainResult", "train"]
 
@@ -62,7 +63,15 @@ logger = logging.getLogger(__name__)
 
 # trainer_state fields that may change between a run and its resumption without changing the math.
 _RESUMABLE_CHANGES = frozenset(
-    {"num_workers", "save_every", "keep_checkpoints", "log_every", "max_nonfinite_steps", "cpu_autocast"}
+    {
+        "num_workers",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "max_nonfinite_steps",
+        "cpu_autocast",
+        "intra_op_threads",
+    }
 )
 
 
@@ -129,7 +138,10 @@ def train(
     """
     info = init_distributed()
     try:
-        return _run(config, data, Path(run_dir), resume, init_from, model_config, cache_root, progress, info)
+        with intra_op_threads(config.intra_op_threads):
+            return _run(
+                config, data, Path(run_dir), resume, init_from, model_config, cache_root, progress, info
+            )
     finally:
         shutdown()
 
