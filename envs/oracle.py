@@ -54,6 +54,7 @@ from envs.oracle_geometry import (
     xy_distance_to_box,
 )
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
+from envs.oracle_insert import Entry, InsertConfig, at_opening, hand_behind, push_in, roofed_entry, slide_in
 from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, SubGoal, next_subgoal
 from envs.oracle_push import PushConfig, push
 from envs.oracle_regions import Placement, fitting_turn, region_placement
@@ -122,10 +123,14 @@ class OracleConfig:
     slide_step: float = 0.04
     # Height of the grip site over the placed object's top when retreating.
     retreat_height: float = 0.1
+    # Height of the fingertips over a just-placed object's top before another skill turns the wrist.
+    let_go_clearance: float = 0.01
     # Grasp planning (gripper dimensions, candidate grasps).
     grasp: GraspConfig = field(default_factory=GraspConfig)
     # Pushing objects too wide to grasp.
     push: PushConfig = field(default_factory=PushConfig)
+    # Sliding objects into roofed regions (a microwave).
+    insert: InsertConfig = field(default_factory=InsertConfig)
     # Drawers, doors and knobs.
     articulation: ArticulationConfig = field(default_factory=ArticulationConfig)
 
@@ -165,7 +170,7 @@ class ScriptedOracle(Policy):
         if subgoal is None:
             return self._done(priv)
         if subgoal.kind in JOINT_RELATIONS:
-            return articulate(priv, subgoal, self.config.articulation)
+            return self._let_go(priv) or articulate(priv, subgoal, self.config.articulation)
         return self._place(priv, subgoal)
 
     def _place(self, priv: Mapping[str, Any], subgoal: SubGoal) -> Decision:
@@ -186,18 +191,52 @@ class ScriptedOracle(Policy):
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
         current_yaw = gripper_yaw(quat_to_mat(priv["eef_quat"]))
-        width = grasp_width_bound(priv, obj_name, self.grasps, self.config.grasp)
+        # Under a roof the hand cannot follow the object in: hold it from behind (by a handle).
+        entry = roofed_entry(priv, priv["sites"].get(subgoal.target), placement, self.config.insert)
+        width = grasp_width_bound(priv, obj_name, self.grasps, self.config.grasp, entry is not None)
         if width > self.config.grasp.max_width:
             # Too wide for the fingers (a plate): slide it there instead.
             return push(priv, obj_name, placement.xy, current_yaw, self.config.push)
-        if self._held(obj, eef, gap, width):
+        # Set down at a roofed opening short of the region: the closed fingers behind it push it
+        # the rest of the way (touching it, they would otherwise look like holding it).
+        opening = entry is not None and at_opening(priv, obj_name, entry, self.config.insert)
+        pushing = opening and hand_behind(priv, obj_name, entry, self.config.insert)
+        if not pushing and self._held(obj, eef, gap, width):
             if subgoal.resting:
                 return Decision.down("release", eef.copy(), current_yaw, -1.0)
+            if entry is not None:
+                return self._insert(priv, obj_name, entry, eef, current_yaw)
             return self._transport(priv, obj_name, placement, eef, current_yaw)
         if self._placed(obj, placement):
             return self._retreat(obj, eef, current_yaw, gap)
-        grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp)
+        if opening:
+            phase, target = push_in(priv, obj_name, entry, self.config.insert, self.config.grasp)
+            return Decision.down(phase, target, current_yaw, -1.0 if phase == "clear" else 1.0)
+        grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp, entry is not None)
         return self._pick(priv, obj_name, grasp.point, grasp.yaw, eef, current_yaw, gap)
+
+    def _let_go(self, priv: Mapping[str, Any]) -> Decision | None:
+        """Fingers still around a loose object (one just slid into a microwave by its handle):
+        open them and lift them straight up clear of its top, since the next skill may turn the
+        wrist, which would catch the fingers on it. None when the hand is clear of every object."""
+        cfg = self.config
+        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
+        gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
+        yaw = gripper_yaw(quat_to_mat(priv["eef_quat"]))
+        for obj in priv["objects"].values():
+            box = np.asarray(obj["aabb"], dtype=np.float64)
+            clear_z = box[1, 2] + cfg.grasp.fingertip_depth + cfg.let_go_clearance
+            within = np.all(eef[:2] >= box[0, :2] - cfg.held_box_margin) and np.all(
+                eef[:2] <= box[1, :2] + cfg.held_box_margin
+            )
+            if obj["fixture"] or not within or not box[0, 2] <= eef[2] < clear_z:
+                continue
+            if gap < cfg.open_gap:
+                return Decision.down("release", eef.copy(), yaw, -1.0)
+            return Decision.down(
+                "clear", np.array([eef[0], eef[1], clear_z + cfg.let_go_clearance]), yaw, -1.0
+            )
+        return None
 
     def _done(self, priv: Mapping[str, Any]) -> Decision:
         """Every goal atom holds: open the hand and hold still."""
@@ -248,8 +287,26 @@ class ScriptedOracle(Policy):
                 top = max(top, float(box[1, 2]))
         return top
 
+    def _insert(
+        self, priv: Mapping[str, Any], obj_name: str, entry: Entry, eef: np.ndarray, yaw: float
+    ) -> Decision:
+        """Held, bound for a roofed region: set it down low in front of the opening, slide it in."""
+        phase, point = slide_in(priv, obj_name, entry, self.config.insert, self.config.grasp)
+        if phase == "release":
+            return Decision.down("release", point, yaw, -1.0)
+        if phase == "insert":
+            return Decision.down("insert", point, yaw, 1.0)
+        stage = Placement(xy=point[:2], support_z=float(point[2]), relation="in", region=None)
+        return self._transport(priv, obj_name, stage, eef, yaw, release=False)
+
     def _transport(
-        self, priv: Mapping[str, Any], obj_name: str, placement: Placement, eef: np.ndarray, yaw: float
+        self,
+        priv: Mapping[str, Any],
+        obj_name: str,
+        placement: Placement,
+        eef: np.ndarray,
+        yaw: float,
+        release: bool = True,
     ) -> Decision:
         cfg = self.config
         obj = priv["objects"][obj_name]
@@ -259,7 +316,8 @@ class ScriptedOracle(Policy):
         offset_xy = placement.xy - pos[:2]
         distance = float(np.linalg.norm(offset_xy))
         above_support = bottom - placement.support_z
-        if distance <= cfg.release_tolerance and above_support <= cfg.release_clearance[placement.relation]:
+        near = distance <= cfg.release_tolerance
+        if release and near and above_support <= cfg.release_clearance[placement.relation]:
             return Decision.down("release", eef.copy(), yaw, -1.0)
         obstacles = self._corridor_top(priv, obj_name, pos, placement.xy)
         carry_bottom = max(obstacles, placement.support_z) + cfg.carry_clearance

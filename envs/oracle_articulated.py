@@ -17,10 +17,10 @@ from typing import Any
 
 from envs.oracle_decision import Decision
 from envs.oracle_door import open_door, push_door
-from envs.oracle_drawer import pull_drawer, push_drawer
+from envs.oracle_drawer import pull_drawer, push_drawer, push_drawer_out
 from envs.oracle_joint import ArticulationConfig, hand_state
 from envs.oracle_knob import twist_knob
-from envs.oracle_plan import SubGoal, articulation_state
+from envs.oracle_plan import SubGoal, articulation_state, joint_done
 
 __all__ = ["ArticulationConfig", "ArticulationError", "articulate", "let_go"]
 
@@ -45,13 +45,16 @@ def articulate(priv: Mapping[str, Any], subgoal: SubGoal, config: ArticulationCo
         if joint not in priv["joints"]:
             raise ArticulationError(f"subgoal.joints: {joint!r} is not in privileged['joints']")
     # Several joints (e.g. a double door): work on the first one not yet in the state.
-    pending = [j for j in subgoal.joints if not articulation_state(priv, j, subgoal.kind)]
+    pending = [j for j in subgoal.joints if not joint_done(priv, j, subgoal)]
     if not pending:
         return let_go(priv, priv["joints"][subgoal.joints[0]]["owner"], config)
     joint = pending[0]
     kind = priv["joints"][joint]["type"]
     if subgoal.kind in ("turnon", "turnoff"):
         return twist_knob(priv, joint, subgoal.kind, config)
+    if kind == "slide" and subgoal.kind == "open" and articulation_state(priv, joint, "open"):
+        # Open, but not far enough for what goes in (``joint_done``): push it further out.
+        return push_drawer_out(priv, joint, subgoal.obj, config)
     if kind == "slide":
         return (
             pull_drawer(priv, joint, config) if subgoal.kind == "open" else push_drawer(priv, joint, config)

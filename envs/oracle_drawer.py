@@ -4,7 +4,10 @@ The handle is the part of the drawer's moving body that sticks out furthest alon
 opening direction. Pulling grasps it with a horizontal hand pointing into the fixture and
 fingers closing vertically around the bar (a top-down grasp would hit the drawer above);
 pushing presses the closed fingers against the handle's front, the hand leaning with its
-fingertips ahead so that the wrist stays clear of the drawers above.
+fingertips ahead so that the wrist stays clear of the drawers above. A drawer that is open
+already but not far enough is pushed further out from inside, the closed fingers pointing
+down behind its front: its handle then sticks so far out that the arm, pointing in at it,
+would run into whatever stands in front of the fixture.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from envs.oracle_decision import Decision
+from envs.oracle_geometry import box_half_extents, wrap_angle
 from envs.oracle_handle import HandleGrasp, over_fixture, pull_handle, travel_height
 from envs.oracle_joint import (
     ArticulationConfig,
@@ -25,9 +29,10 @@ from envs.oracle_joint import (
     leaning_rotation,
     state_sign,
     via_home,
+    yaw_of_finger_axis,
 )
 
-__all__ = ["pull_drawer", "push_drawer"]
+__all__ = ["pull_drawer", "push_drawer", "push_drawer_out"]
 
 _UP = np.array([0.0, 0.0, 1.0])
 
@@ -93,3 +98,38 @@ def push_drawer(priv: Mapping[str, Any], joint: str, config: ArticulationConfig)
     return Decision(
         "approach", np.array([prepush[0], prepush[1], travel]), via_home(rotation, hand, config), 1.0
     )
+
+
+def push_drawer_out(priv: Mapping[str, Any], joint: str, region: str, config: ArticulationConfig) -> Decision:
+    """Lower the closed fingers into the open drawer whose inside is the site ``region``, just
+    behind its front, and push the front further out."""
+    info = priv["joints"][joint]
+    hand = hand_state(priv, info["owner"])
+    opening = horizontal(_opening(priv, joint))
+    site = priv["sites"][region]
+    centre = np.asarray(site["pos"], dtype=np.float64)
+    half = box_half_extents(
+        np.asarray(site["rot"], dtype=np.float64), np.asarray(site["size"], dtype=np.float64)
+    )
+    reach = float(np.abs(opening) @ half) - config.inside_gap
+    contact = centre + opening * reach
+    contact[2] = centre[2] + half[2] - config.inside_depth
+    # Fingers side by side along the front, so that both press on it.
+    yaw = yaw_of_finger_axis(np.cross(_UP, opening))
+    rel = hand.pos - contact
+    along = float(rel @ opening)
+    lateral = float(np.linalg.norm(rel[:2] - along * opening[:2]))
+    inside = hand.pos[2] < centre[2] + half[2] and lateral <= config.insert_tolerance
+    if inside and -2 * config.inside_gap <= along <= config.inside_gap:
+        return Decision.down("push_out", contact + opening * config.push_depth, yaw, 1.0)
+    if holding(priv, hand, config):
+        # Let go of whatever the fingers hold before travelling.
+        return Decision("release", hand.pos.copy(), hand.rot, -1.0)
+    aligned = abs(wrap_angle(2.0 * (hand.yaw - yaw))) / 2.0 <= config.rotation_tolerance
+    if float(np.linalg.norm(rel[:2])) <= config.insert_tolerance and aligned:
+        return Decision.down("descend", contact, yaw, 1.0)
+    above = contact + np.array([0.0, 0.0, travel_height(priv, info["owner"], config) - contact[2]])
+    if inside:
+        # Stuck low in the drawer, off the push line: come up before moving over.
+        return Decision.down("rise", np.array([hand.pos[0], hand.pos[1], above[2]]), yaw, 1.0)
+    return Decision.down("approach", above, yaw, 1.0)

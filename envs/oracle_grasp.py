@@ -7,7 +7,9 @@ Three grasp kinds, chosen per object category (``GRASP_SPECS``):
   the robot.
 - ``"top"``: straddle the body from above across the narrow side of its own horizontal
   footprint (cans, bottles, cartons, boxes, a book lying turned).
-- ``"handle"``: straddle a handle at a fixed point of the object's frame (moka pots).
+- ``"handle"``: straddle a handle at a fixed point of the object's frame (moka pots). A rim
+  spec may carry a handle too (a mug's), used when the caller asks for it: sliding the mug
+  into a roofed region, the hand must stay behind it.
 
 Among a few candidate sides/yaws/offsets, the planner keeps the one whose open fingers and
 hand stay clear of neighbouring objects (and of the vessel's own handle); among clear ones it
@@ -59,7 +61,8 @@ class GraspSpec:
     rim_thickness: float = 0.0
     # rim: the vessel's axis in the object's frame (x, y), when the body origin is off it (mugs).
     axis_offset: tuple[float, float] = (0.0, 0.0)
-    # handle: grip-site point and finger axis (x, y) in the object's frame, and the handle's thickness.
+    # handle (or a rim spec's optional handle, when handle_width > 0): grip-site point and finger
+    # axis (x, y) in the object's frame, and the handle's thickness.
     handle_point: tuple[float, float, float] = (0.0, 0.0, 0.0)
     handle_axis: tuple[float, float] = (1.0, 0.0)
     handle_width: float = 0.0
@@ -70,8 +73,17 @@ class GraspSpec:
 # handle side is heavier); pinch them 1 cm below the rim, away from the handle.
 GRASP_SPECS: dict[str, GraspSpec] = {
     "akita_black_bowl": GraspSpec(kind="rim", rim_radius=0.05, height=0.041, rim_thickness=0.01),
+    # Its handle loop (1.8 cm thick, 1.5-6.8 cm out along the frame's +x, up to 8.6 cm high) is
+    # straddled at its outer bar, with the hand's bottom just over the loop's top.
     "white_yellow_mug": GraspSpec(
-        kind="rim", rim_radius=0.042, height=0.092, rim_thickness=0.005, axis_offset=(-0.018, 0.0)
+        kind="rim",
+        rim_radius=0.042,
+        height=0.092,
+        rim_thickness=0.005,
+        axis_offset=(-0.018, 0.0),
+        handle_point=(0.06, 0.0, 0.062),
+        handle_axis=(0.0, 1.0),
+        handle_width=0.018,
     ),
     "porcelain_mug": GraspSpec(
         kind="rim", rim_radius=0.04, height=0.098, rim_thickness=0.005, axis_offset=(0.017, 0.0)
@@ -343,11 +355,18 @@ def grasp_spec(obj: Mapping[str, Any], specs: Mapping[str, GraspSpec], cfg: Gras
 
 
 def grasp_width_bound(
-    priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
+    priv: Mapping[str, Any],
+    obj_name: str,
+    specs: Mapping[str, GraspSpec],
+    cfg: GraspConfig,
+    by_handle: bool = False,
 ) -> float:
-    """Widest finger gap any planned grasp of ``obj_name`` would rest at (cheap; no search)."""
+    """Widest finger gap any planned grasp of ``obj_name`` would rest at (cheap; no search);
+    ``by_handle`` as in ``plan_grasp``."""
     obj = priv["objects"][obj_name]
     spec = grasp_spec(obj, specs, cfg)
+    if by_handle and spec.handle_width > 0.0:
+        return spec.handle_width
     if spec.kind == "rim":
         return spec.rim_thickness
     if spec.kind == "handle":
@@ -357,12 +376,17 @@ def grasp_width_bound(
 
 
 def plan_grasp(
-    priv: Mapping[str, Any], obj_name: str, specs: Mapping[str, GraspSpec], cfg: GraspConfig
+    priv: Mapping[str, Any],
+    obj_name: str,
+    specs: Mapping[str, GraspSpec],
+    cfg: GraspConfig,
+    by_handle: bool = False,
 ) -> Grasp:
-    """The grasp of ``obj_name`` for the current privileged state."""
+    """The grasp of ``obj_name`` for the current privileged state; ``by_handle`` takes its
+    handle if its spec has one."""
     spec = grasp_spec(priv["objects"][obj_name], specs, cfg)
+    if spec.kind == "handle" or (by_handle and spec.handle_width > 0.0):
+        return _handle_grasp(priv, obj_name, spec)
     if spec.kind == "rim":
         return _rim_grasp(priv, obj_name, spec, cfg)
-    if spec.kind == "handle":
-        return _handle_grasp(priv, obj_name, spec)
     return _top_grasp(priv, obj_name, spec, cfg)

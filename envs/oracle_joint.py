@@ -60,6 +60,10 @@ class ArticulationConfig:
     # Pushing drawers and doors: standoff before contact, and how far past contact each tick aims.
     push_standoff: float = 0.06
     push_depth: float = 0.05
+    # Opening an open drawer further from inside: the closed fingers go this far behind the
+    # inner face of its front, and this far below the top of its walls.
+    inside_gap: float = 0.02
+    inside_depth: float = 0.035
     # Depth of the fingertips below the top edge of what they push or grasp.
     finger_depth: float = 0.02
     # Door pushes, and pulls by the handle, aim this angle (rad) ahead of the door's current angle.

@@ -20,10 +20,12 @@ earlier step simply makes it the current step again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+
+from envs.oracle_regions import fits_open_part
 
 __all__ = [
     "JOINT_RELATIONS",
@@ -32,11 +34,15 @@ __all__ = [
     "SubGoal",
     "articulation_state",
     "container_joints",
+    "joint_done",
     "next_subgoal",
 ]
 
 PLACE_RELATIONS = ("on", "in")
 JOINT_RELATIONS = ("open", "close", "turnon", "turnoff")
+_OPPOSITE = {"open": "close", "close": "open", "turnon": "turnoff", "turnoff": "turnon"}
+# A joint this close (m or rad) to the end of its range counts as being at that end.
+_LIMIT_SLACK = 0.005
 
 Kind = Literal["on", "in", "open", "close", "turnon", "turnoff"]
 
@@ -55,6 +61,9 @@ class SubGoal:
     # Placements: LIBERO already counts the atom as holding, though the fingers still touch
     # the object (it rests in or on its target): time to let go.
     resting: bool = False
+    # The implicit opening of a drawer an object goes into: that object, which must fit in
+    # the part of the drawer open from above.
+    fit: str = ""
 
 
 class OracleTaskError(ValueError):
@@ -106,11 +115,34 @@ def articulation_state(priv: Mapping[str, Any], joint: str, state: str) -> bool:
     """
     info = priv["joints"][joint]
     ranges = priv["objects"][info["owner"]]["articulation"]
-    opposite = {"open": "close", "close": "open", "turnon": "turnoff", "turnoff": "turnon"}[state]
-    mine, other = np.asarray(ranges[state]), np.asarray(ranges[opposite])
+    mine, other = np.asarray(ranges[state]), np.asarray(ranges[_OPPOSITE[state]])
     direction = float(np.sign(mine.mean() - other.mean()))
     threshold = mine.min() if direction > 0 else mine.max()
     return bool((info["qpos"] - threshold) * direction > 0)
+
+
+def _at_limit(priv: Mapping[str, Any], joint: str, state: str) -> bool:
+    """Whether ``joint`` is at the end of its range on the side of ``state``."""
+    info = priv["joints"][joint]
+    ranges = priv["objects"][info["owner"]]["articulation"]
+    limits = np.asarray(info["range"], dtype=np.float64)
+    if np.mean(ranges[state]) > np.mean(ranges[_OPPOSITE[state]]):
+        return info["qpos"] >= limits.max() - _LIMIT_SLACK
+    return info["qpos"] <= limits.min() + _LIMIT_SLACK
+
+
+def joint_done(priv: Mapping[str, Any], joint: str, subgoal: SubGoal) -> bool:
+    """Whether ``joint`` is where ``subgoal`` wants it: in LIBERO's state and, for a drawer
+    opened to put ``subgoal.fit`` in, open until that object fits or the drawer stops.
+
+    LIBERO's "open" threshold can leave the part of a bottom drawer that sticks out from under
+    the one above shorter than a bowl; a bowl dropped there lands tilted on the drawer's wall.
+    """
+    if not articulation_state(priv, joint, subgoal.kind):
+        return False
+    if not subgoal.fit:
+        return True
+    return fits_open_part(priv, subgoal.fit, subgoal.obj) or _at_limit(priv, joint, subgoal.kind)
 
 
 def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
@@ -137,9 +169,10 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
             places.append(
                 (SubGoal(kind=kind, obj=atom[1], target=atom[2], resting=resting), holds and not resting)
             )
-            joints = container_joints(priv, atom[2]) if kind == "in" else ()
-            if not holds and joints and not any(articulation_state(priv, j, "open") for j in joints):
-                opens.append((_subgoal(priv, ("open", atom[2])), False))
+            if kind == "in" and not holds and container_joints(priv, atom[2]):
+                opening = _opening(priv, atom[1], atom[2])
+                if not any(joint_done(priv, j, opening) for j in opening.joints):
+                    opens.append((opening, False))
     # A container something goes into is closed last; any other is closed before anything
     # is opened, since an open drawer is in the way of the one above or below it.
     fillings = [placed for placed, _ in places if placed.kind == "in"]
@@ -174,3 +207,13 @@ def _subgoal(priv: Mapping[str, Any], atom: tuple[str, ...]) -> SubGoal:
     if not joints:
         raise OracleTaskError(f"goal atom {list(atom)!r}: {atom[1]!r} has no joint to {kind}")
     return SubGoal(kind=kind, obj=atom[1], joints=joints)  # type: ignore[arg-type]
+
+
+def _opening(priv: Mapping[str, Any], obj: str, container: str) -> SubGoal:
+    """The implicit opening of ``container`` that putting ``obj`` in it needs; a drawer (a
+    region its own joints move) must open until ``obj`` fits in its open part."""
+    opening = _subgoal(priv, ("open", container))
+    site = priv["sites"].get(container)
+    if site is not None and site.get("joints"):
+        return replace(opening, fit=obj)
+    return opening

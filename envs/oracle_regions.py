@@ -17,7 +17,7 @@ import numpy as np
 
 from envs.oracle_geometry import box_half_extents, footprint_frame, wrap_angle
 
-__all__ = ["Placement", "fitting_turn", "region_placement"]
+__all__ = ["Placement", "fits_open_part", "fitting_turn", "region_placement"]
 
 # Spacing of the candidate grid laid over a region's footprint (m).
 _GRID_STEP = 0.01
@@ -25,6 +25,8 @@ _GRID_STEP = 0.01
 _SLOT_SPREAD = 2.0 / 3.0
 # A body whose bottom is this far above the region's floor counts as a ceiling over it.
 _CEILING_MARGIN = 0.02
+# Clearance an object put into a drawer needs from whatever hangs over the drawer.
+_FIT_MARGIN = 0.005
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,58 @@ def _footprint_grid(centre: np.ndarray, half: np.ndarray, inset: np.ndarray) -> 
     return centre[:2] + grid
 
 
+def _floor_room(
+    priv: Mapping[str, Any], obj_name: str, centre: np.ndarray, half: np.ndarray
+) -> tuple[float, float, np.ndarray]:
+    """A region's floor height, ``obj_name``'s footprint radius and the boxes ``(G, 2, 3)`` that
+    take room over the floor: anything hanging over it, and loose objects already there (not
+    those below it, a plate on the table under an open drawer)."""
+    objects = priv["objects"]
+    floor = float(centre[2] - half[2])
+    obj_box = np.asarray(objects[obj_name]["aabb"], dtype=np.float64)
+    radius = float(np.max(obj_box[1, :2] - obj_box[0, :2]) / 2.0)
+    parts = _other_parts(priv, obj_name)
+    loose = [
+        np.asarray(other["aabb"], dtype=np.float64)[None]
+        for name, other in objects.items()
+        if name != obj_name and not other["fixture"] and other["aabb"][1][2] > floor
+    ]
+    ceilings = np.concatenate([parts[parts[:, 0, 2] > floor + _CEILING_MARGIN], *loose])
+    return floor, radius, ceilings
+
+
+def _room(candidates: np.ndarray, ceilings: np.ndarray, radius: float) -> np.ndarray:
+    """Horizontal distance ``(P,)`` from each candidate to the nearest ceiling box, capped at ``radius``."""
+    if len(ceilings) == 0:
+        return np.full(len(candidates), radius)
+    lo, hi = ceilings[None, :, 0, :2], ceilings[None, :, 1, :2]
+    gaps = np.maximum(lo - candidates[:, None, :], 0.0) + np.maximum(candidates[:, None, :] - hi, 0.0)
+    return np.minimum(np.sqrt(np.sum(gaps * gaps, axis=-1)).min(axis=1), radius)
+
+
 def _open_point(
     candidates: np.ndarray, ceilings: np.ndarray, radius: float, centre: np.ndarray
 ) -> np.ndarray:
     """The candidate farthest from every ceiling box (up to ``radius``), nearest the centre on ties."""
     if len(ceilings) == 0:
         return centre[:2].copy()
-    lo, hi = ceilings[None, :, 0, :2], ceilings[None, :, 1, :2]
-    gaps = np.maximum(lo - candidates[:, None, :], 0.0) + np.maximum(candidates[:, None, :] - hi, 0.0)
-    room = np.minimum(np.sqrt(np.sum(gaps * gaps, axis=-1)).min(axis=1), radius)
     off_centre = np.linalg.norm(candidates - centre[:2], axis=1)
-    return candidates[int(np.lexsort((off_centre, -room))[0])].copy()
+    return candidates[int(np.lexsort((off_centre, -_room(candidates, ceilings, radius)))[0])].copy()
+
+
+def fits_open_part(priv: Mapping[str, Any], obj_name: str, region: str) -> bool:
+    """Whether ``obj_name``'s whole footprint fits in the part of the region site ``region`` that
+    is open from above (a drawer pulled out far enough for a bowl)."""
+    site = priv["sites"][region]
+    centre = np.asarray(site["pos"], dtype=np.float64)
+    half = box_half_extents(
+        np.asarray(site["rot"], dtype=np.float64), np.asarray(site["size"], dtype=np.float64)
+    )
+    _, radius, ceilings = _floor_room(priv, obj_name, centre, half)
+    if np.any(half[:2] < radius):
+        return False
+    candidates = _footprint_grid(centre, half, np.full(2, radius))
+    return bool(_room(candidates, ceilings, radius + _FIT_MARGIN).max() >= radius + _FIT_MARGIN)
 
 
 def _slot_offset(priv: Mapping[str, Any], obj_name: str, target_name: str, half: np.ndarray) -> np.ndarray:
@@ -119,17 +162,7 @@ def region_placement(
                 support = max(support, float(parts[under, 1, 2].max()))
         xy = centre[:2] + _slot_offset(priv, obj_name, target_name, half)
         return Placement(xy=xy, support_z=float(support), relation=relation, region=region)
-    floor = float(centre[2] - half[2])
-    obj_box = np.asarray(objects[obj_name]["aabb"], dtype=np.float64)
-    radius = float(np.max(obj_box[1, :2] - obj_box[0, :2]) / 2.0)
-    parts = _other_parts(priv, obj_name)
-    # Anything hanging over the floor, and loose objects already in the region, take room.
-    loose = [
-        np.asarray(other["aabb"], dtype=np.float64)[None]
-        for name, other in objects.items()
-        if name != obj_name and not other["fixture"]
-    ]
-    ceilings = np.concatenate([parts[parts[:, 0, 2] > floor + _CEILING_MARGIN], *loose])
+    floor, radius, ceilings = _floor_room(priv, obj_name, centre, half)
     inset = np.full(2, min(radius, 0.5 * float(half[:2].min())))
     candidates = _footprint_grid(centre, half, inset)
     return Placement(

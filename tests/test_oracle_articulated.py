@@ -368,3 +368,43 @@ def test_oracle_opens_drawer_and_turns_on_stove_in_libero_goal(task_id, steps):
         assert all(privileged_state(env)["goal_status"])
     finally:
         env.close()
+
+
+def _too_short(eef=(-0.21, 0.0, 1.17), gap=0.079):
+    """The drawer open by LIBERO's threshold, its region open from above too short for a bowl."""
+    scene = _scene(eef=eef, gap=gap, drawer_q=-0.145)
+    # The region spans y in [-0.3, -0.15] (front inside at -0.15); the panel above covers y < -0.2.
+    scene["sites"]["cabinet_region"] = {
+        "parent": "cabinet",
+        "pos": np.array([0.04, -0.225, 0.98]),
+        "rot": np.eye(3),
+        "size": np.array([0.1, 0.075, 0.03]),
+        "joints": ["drawer"],
+    }
+    scene["objects"]["cabinet"]["parts"] = np.array([[[-0.09, -0.35, 1.05], [0.16, -0.2, 1.13]]])
+    bowl = np.array([[-0.3, 0.1, 0.9], [-0.2, 0.2, 0.95]])
+    scene["objects"]["bowl"] = {
+        **scene["objects"]["stove"],
+        "fixture": False,
+        "aabb": bowl,
+        "parts": bowl[None],
+    }
+    scene["objects"]["bowl"]["finger_contacts"] = 0
+    return scene
+
+
+def test_a_drawer_open_too_little_is_pushed_further_out_from_inside():
+    subgoal = SubGoal(kind="open", obj="cabinet_region", joints=("drawer",), fit="bowl")
+    decision = articulate(_too_short(), subgoal, CONFIG)
+    assert decision.phase == "approach"
+    # Over the inside of the front, above the cabinet, fingers closed and pointing down.
+    assert decision.target[1] == pytest.approx(-0.15 - CONFIG.inside_gap)
+    assert decision.target[2] > 1.13
+    assert decision.gripper == 1.0
+    assert decision.rotation[2, 2] < -0.99
+    inside = (0.04, -0.15 - CONFIG.inside_gap, 1.01 - CONFIG.inside_depth)
+    decision = articulate(_too_short(eef=inside, gap=0.0), subgoal, CONFIG)
+    assert decision.phase == "push_out"
+    assert decision.target[1] > inside[1] + 0.03
+    # Without an object to fit, LIBERO's threshold is enough: let go.
+    assert articulate(_too_short(), OPEN_DRAWER, CONFIG).phase == "back_off"

@@ -103,7 +103,9 @@ CLOSE_DRAWER = ["close", "cabinet_1_top_region"]
 
 def test_a_closed_drawer_is_opened_before_something_goes_in():
     priv = _kitchen([IN_DRAWER], [False], drawer=0.0)
-    assert next_subgoal(priv) == SubGoal(kind="open", obj="cabinet_1_top_region", joints=("cabinet_1_top",))
+    assert next_subgoal(priv) == SubGoal(
+        kind="open", obj="cabinet_1_top_region", joints=("cabinet_1_top",), fit="bowl_1"
+    )
 
 
 def test_an_open_drawer_gets_the_object():
@@ -199,3 +201,30 @@ def test_a_drawer_nothing_goes_into_is_closed_before_another_is_opened():
     priv["joints"]["cabinet_1_low"] = _joint("cabinet_1", -0.15)
     priv["objects"]["cabinet_1"]["joints"].append("cabinet_1_low")
     assert next_subgoal(priv) == SubGoal(kind="close", obj="cabinet_1_low_region", joints=("cabinet_1_low",))
+
+
+def test_a_drawer_open_too_little_for_the_bowl_is_opened_further_up_to_its_end():
+    # The panel above covers the drawer region but for a strip 7 cm deep (y > -0.095): a
+    # 10 cm bowl does not fit there, though LIBERO already counts the drawer open.
+    panel = np.array([[[0.0, -0.35, 1.12], [0.25, -0.095, 1.13]]])
+    priv = _kitchen([IN_DRAWER], [False], drawer=-0.145)
+    priv["objects"]["cabinet_1"]["parts"] = panel
+    assert next_subgoal(priv) == SubGoal(
+        kind="open", obj="cabinet_1_top_region", joints=("cabinet_1_top",), fit="bowl_1"
+    )
+    # Pulled out as far as it goes: the bowl goes in where there is room.
+    priv["joints"]["cabinet_1_top"]["qpos"] = -0.158
+    assert next_subgoal(priv).kind == "in"
+    # A strip wide enough for the bowl needs no further opening.
+    priv = _kitchen([IN_DRAWER], [False], drawer=-0.145)
+    priv["objects"]["cabinet_1"]["parts"] = panel - np.array([0.0, 0.04, 0.0])
+    assert next_subgoal(priv).kind == "in"
+
+
+def test_a_loose_object_under_the_drawer_takes_no_room_in_it():
+    panel = np.array([[[0.0, -0.35, 1.12], [0.25, -0.135, 1.13]]])
+    priv = _kitchen([IN_DRAWER], [False], drawer=-0.145)
+    priv["objects"]["cabinet_1"]["parts"] = panel
+    # A pot on the table right under the open part of the drawer, below its floor.
+    priv["objects"]["pot_1"]["aabb"] = _box([0.05, -0.09, TABLE_Z], [0.2, 0.0, 1.0])
+    assert next_subgoal(priv).kind == "in"
