@@ -111,3 +111,20 @@ def test_resume_compares_the_policys_content_not_its_path(tmp_path):
         ResumeMismatchError, match="policy: the run .* fingerprint .* weights or config changed"
     ):
         run_eval(again, env_factory=fake_env, policy_factory=fake_policy)
+
+
+class _OrphanedPipe:
+    """A worker's end of the pipe after its parent died: every send fails."""
+
+    def send(self, message):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def recv(self):
+        raise EOFError
+
+
+def test_a_worker_whose_parent_died_before_it_was_ready_exits_quietly():
+    from eval.libero.workers import WorkerSetup, _worker_main
+
+    setup = WorkerSetup(policy_spec="zero", policy_factory=lambda spec: object(), env_factory=None, job=None)
+    assert _worker_main(_OrphanedPipe(), setup) is None

@@ -113,6 +113,16 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
     """Body of a worker process: build the policy, then serve jobs until told to stop."""
     logging.basicConfig(level=logging.WARNING)
     try:
+        _serve(conn, setup)
+    # The parent is gone (killed while this worker was still starting, or between jobs):
+    # nobody is left to report to.
+    except (EOFError, OSError):
+        pass
+
+
+def _serve(conn: Connection, setup: WorkerSetup) -> None:
+    """Build the policy, say ready, then run jobs until the parent says stop."""
+    try:
         policy = setup.policy_factory(setup.policy_spec)
     except Exception:  # reported to the parent, which stops the run
         conn.send(("fatal", traceback.format_exc()))
@@ -140,8 +150,6 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
                 conn.send(("failed", traceback.format_exc(limit=8)))
                 continue
             conn.send(("done", result))
-    except (EOFError, OSError):  # the parent is gone: nobody is left to report to
-        pass
     finally:
         envs.drop()
 
