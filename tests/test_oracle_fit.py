@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from oracle_scenes import hand, still_body
 
 from envs.oracle import ScriptedOracle
 from envs.oracle_geometry import gripper_yaw, wrap_angle
@@ -46,29 +47,14 @@ def _scene(book: dict, eef, yaw: float, gap: float = 0.078) -> dict:
     caddy_parts = np.array(
         [[[-0.466, -0.359, 0.888], [-0.315, 0.075, 0.901]], [[-0.462, -0.352, 0.892], [-0.453, 0.067, 1.055]]]
     )
-    caddy_box = np.array([caddy_parts[:, 0].min(axis=0), caddy_parts[:, 1].max(axis=0)])
     return {
         "language": "pick up the book and place it in the back compartment of the caddy",
         "goal": [["in", "black_book_1", "desk_caddy_1_back_contain_region"]],
         "goal_status": [False],
-        "eef_pos": np.asarray(eef, dtype=np.float64),
-        # Hand pointing down with the finger axis at ``yaw``.
-        "eef_quat": np.array([np.cos(yaw / 2), np.sin(yaw / 2), 0.0, 0.0]),
-        "gripper_qpos": np.array([gap / 2, -gap / 2]),
-        "robot_base_pos": np.array([-0.75, 0.0, 0.912]),
+        **hand(eef, yaw, gap, [-0.75, 0.0, 0.912]),
         "objects": {
             "black_book_1": book,
-            "desk_caddy_1": {
-                "category": "desk_caddy",
-                "fixture": False,
-                "pos": np.array([-0.391, -0.142, 0.887]),
-                "quat": np.array([0.0, 0.0, 0.0, 1.0]),
-                "aabb": caddy_box,
-                "parts": caddy_parts,
-                "finger_contacts": 0,
-                "joints": [],
-                "articulation": {},
-            },
+            "desk_caddy_1": still_body("desk_caddy", [-0.391, -0.142, 0.887], caddy_parts, fixture=False),
         },
         "sites": {
             "desk_caddy_1_back_contain_region": {

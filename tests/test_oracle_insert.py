@@ -7,6 +7,7 @@ from behind, set down low in front of the opening, slid in and, if short, pushed
 from __future__ import annotations
 
 import numpy as np
+from oracle_scenes import hand, still_body
 
 from envs.oracle import ScriptedOracle
 from envs.oracle_grasp import GraspConfig
@@ -52,23 +53,10 @@ def _scene(mug: dict, eef, gap: float, yaw: float = np.pi / 2) -> dict:
         "language": "put the yellow and white mug in the microwave",
         "goal": [["in", "white_yellow_mug_1", "microwave_1_heating_region"]],
         "goal_status": [False],
-        "eef_pos": np.asarray(eef, dtype=np.float64),
-        "eef_quat": np.array([np.cos(yaw / 2), np.sin(yaw / 2), 0.0, 0.0]),
-        "gripper_qpos": np.array([gap / 2, -gap / 2]),
-        "robot_base_pos": np.array([-0.66, 0.0, 0.912]),
+        **hand(eef, yaw, gap, [-0.66, 0.0, 0.912]),
         "objects": {
             "white_yellow_mug_1": mug,
-            "microwave_1": {
-                "category": "microwave",
-                "fixture": True,
-                "pos": np.array([-0.001, 0.359, 0.919]),
-                "quat": np.array([0.0, 0.0, 0.0, 1.0]),
-                "aabb": np.array([MICROWAVE_PARTS[:, 0].min(axis=0), MICROWAVE_PARTS[:, 1].max(axis=0)]),
-                "parts": MICROWAVE_PARTS,
-                "finger_contacts": 0,
-                "joints": [],
-                "articulation": {},
-            },
+            "microwave_1": still_body("microwave", [-0.001, 0.359, 0.919], MICROWAVE_PARTS, fixture=True),
         },
         "sites": {
             "microwave_1_heating_region": {
