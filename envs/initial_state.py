@@ -121,12 +121,12 @@ def settle_initial_conditions(
         InitialConditionError: no sample satisfied the atoms in ``max_tries`` tries.
     """
     domain_env = raw_env.env
-    atoms = checked_atoms(domain_env.parsed_problem["initial_state"], privileged_state(raw_env))
+    priv = privileged_state(raw_env)
+    atoms = checked_atoms(domain_env.parsed_problem["initial_state"], priv)
     if not atoms:
         return raw_obs
     failing = atoms
     for _ in range(max_tries):
-        priv = privileged_state(raw_env)
         for atom in failing:
             region = atom[2] if len(atom) == 3 else None
             if region in priv["sites"] and priv["sites"][region]["parent"]:
@@ -136,6 +136,7 @@ def settle_initial_conditions(
         failing = [atom for atom in atoms if not domain_env._eval_predicate(atom)]
         if not failing:
             return raw_obs
+        priv = privileged_state(raw_env)
     raise InitialConditionError(
         f"{domain_env.parsed_problem['problem_name']}: after {max_tries} sampled placements these "
         f":init atoms still fail: {failing}"

@@ -17,8 +17,8 @@ rendered when first read, so a step nobody looks at costs physics only.
 Resets either restore one of the benchmark's fixed init states (evaluation) or, with
 ``options={"randomize": True}``, sample fresh object placements from the BDDL regions
 (demo generation), re-placing what LIBERO's sampler puts off a fixture's region until the
-task's ``:init`` holds (``envs.initial_state``). Episode length is the caller's business: ``truncated`` is always
-False and the robosuite horizon is disabled.
+task's ``:init`` holds (``envs.initial_state``). Episode length is the caller's business:
+``truncated`` is always False and the robosuite horizon is disabled.
 """
 
 from __future__ import annotations
@@ -34,9 +34,16 @@ import numpy as np
 from envs.fast_render import fast_render as fast_render_scope
 from envs.initial_state import settle_initial_conditions
 from envs.perturb import Perturbation, PerturbedTask, perturb_task
-from envs.suites import TaskInfo, get_task, init_states
+from envs.suites import WAIT_ACTION, TaskInfo, get_task, init_states
 
-__all__ = ["IMAGE_KEYS", "ActionError", "LazyObservation", "LiberoEnv", "StaleObservationError", "upright"]
+__all__ = [
+    "IMAGE_KEYS",
+    "ActionError",
+    "LazyObservation",
+    "LiberoEnv",
+    "StaleObservationError",
+    "upright",
+]
 
 ACTION_DIM = 7
 STATE_DIM = 8
@@ -47,8 +54,7 @@ _CAMERAS = {"image": AGENTVIEW, "wrist_image": WRIST}
 IMAGE_KEYS = tuple(_CAMERAS)
 # ASCII printable characters: what a BDDL instruction can contain.
 _PROMPT_CHARSET = frozenset(chr(c) for c in range(32, 127))
-# Arm still, gripper open: what the scene settles under after a randomized reset is repaired.
-_REST_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+# Control steps a repaired randomized reset settles for before LIBERO checks its :init.
 _REPAIR_SETTLE_STEPS = 5
 
 
@@ -341,7 +347,7 @@ class LiberoEnv(gym.Env):
     def _settle(self) -> dict[str, Any]:
         """A few control steps at rest; the last raw observation."""
         for _ in range(_REPAIR_SETTLE_STEPS):
-            raw_obs, _, _, _ = self.raw_env.step(_REST_ACTION)
+            raw_obs, _, _, _ = self.raw_env.step(WAIT_ACTION)
         return raw_obs
 
     def _observation(self, raw_obs: dict[str, Any], lazy_images: bool) -> Mapping[str, Any]:

@@ -135,6 +135,11 @@ class OracleConfig:
     articulation: ArticulationConfig = field(default_factory=ArticulationConfig)
 
 
+def _within(point: np.ndarray, box: np.ndarray, margin: float) -> bool:
+    """Whether ``point`` lies in the box ``[lo, hi]`` grown by ``margin`` (any number of axes)."""
+    return bool(np.all(point >= box[0] - margin) and np.all(point <= box[1] + margin))
+
+
 def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
     for key in keys:
         if key not in mapping:
@@ -226,10 +231,8 @@ class ScriptedOracle(Policy):
         for obj in priv["objects"].values():
             box = np.asarray(obj["aabb"], dtype=np.float64)
             clear_z = box[1, 2] + cfg.grasp.fingertip_depth + cfg.let_go_clearance
-            within = np.all(eef[:2] >= box[0, :2] - cfg.held_box_margin) and np.all(
-                eef[:2] <= box[1, :2] + cfg.held_box_margin
-            )
-            if obj["fixture"] or not within or not box[0, 2] <= eef[2] < clear_z:
+            over = _within(eef[:2], box[:, :2], cfg.held_box_margin)
+            if obj["fixture"] or not over or not box[0, 2] <= eef[2] < clear_z:
                 continue
             if gap < cfg.open_gap:
                 return Decision.down("release", eef.copy(), yaw, -1.0)
@@ -250,10 +253,7 @@ class ScriptedOracle(Policy):
     def _held(self, obj: Mapping[str, Any], eef: np.ndarray, gap: float, width: float) -> bool:
         cfg = self.config
         box = np.asarray(obj["aabb"], dtype=np.float64)
-        inside = bool(
-            np.all(eef >= box[0] - cfg.held_box_margin) and np.all(eef <= box[1] + cfg.held_box_margin)
-        )
-        if not inside or gap > width + cfg.held_gap_margin:
+        if not _within(eef, box, cfg.held_box_margin) or gap > width + cfg.held_gap_margin:
             return False
         contacts = int(obj["finger_contacts"])
         # A finger can lose contact for a tick while the object swings; a gap that stopped at

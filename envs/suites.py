@@ -21,6 +21,7 @@ __all__ = [
     "NUM_WAIT_STEPS",
     "TaskInfo",
     "UnknownSuiteError",
+    "WAIT_ACTION",
     "get_task",
     "init_states",
     "num_tasks",
@@ -41,9 +42,11 @@ MAX_STEPS: dict[str, int] = {
     "libero_90": 400,
 }
 
-# No-op steps ([0, 0, 0, 0, 0, 0, -1]) at the start of every episode (0.5 s at 20 Hz),
-# so that objects settle after the reset before the policy acts.
+# No-op steps at the start of every episode (0.5 s at 20 Hz), so that objects settle after
+# the reset before the policy acts.
 NUM_WAIT_STEPS = 10
+# The no-op: arm still, gripper open.
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 
 
 class UnknownSuiteError(ValueError):

@@ -25,6 +25,7 @@ from cogvla.policy_api import PolicyOutputError
 from deploy.chunker import ActionChunker, ChunkerConfig
 from deploy.client import ClientError
 from envs.perturb import Perturbation
+from envs.suites import WAIT_ACTION
 
 __all__ = [
     "WAIT_ACTION",
@@ -36,8 +37,6 @@ __all__ = [
     "run_episode",
 ]
 
-# The settle action: hold still with the gripper open.
-WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 # Re-query only when the current chunk runs out.
 _WHOLE_CHUNK = ChunkerConfig(execute_steps=sys.maxsize)
 # Dims that DART noise perturbs: the 6 arm deltas, never the binary gripper.
