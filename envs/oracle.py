@@ -42,6 +42,7 @@ import numpy as np
 
 from cogvla.policy_api import Policy
 from envs.oracle_articulated import ArticulationConfig, articulate
+from envs.oracle_clear import clearing_spot, table_top
 from envs.oracle_decision import Decision, closing_on, osc_command
 from envs.oracle_geometry import (
     fixture_region_at,
@@ -55,6 +56,7 @@ from envs.oracle_geometry import (
 )
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspSpec, grasp_width_bound, plan_grasp
 from envs.oracle_insert import Entry, InsertConfig, at_opening, hand_behind, push_in, roofed_entry, slide_in
+from envs.oracle_joint import JointBoxes
 from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, SubGoal, next_subgoal
 from envs.oracle_push import PushConfig, push
 from envs.oracle_regions import Placement, fitting_turn, region_placement
@@ -135,6 +137,12 @@ class OracleConfig:
     articulation: ArticulationConfig = field(default_factory=ArticulationConfig)
 
 
+# A hand whose pointing direction is less than 45 degrees from straight down points down.
+_SIDEWAYS_COS = float(np.cos(np.pi / 4))
+# Horizontal distance (m) from the robot's base within which a sideways hand may turn down.
+_TURN_RADIUS = 0.6
+
+
 def _within(point: np.ndarray, box: np.ndarray, margin: float) -> bool:
     """Whether ``point`` lies in the box ``[lo, hi]`` grown by ``margin`` (any number of axes)."""
     return bool(np.all(point >= box[0] - margin) and np.all(point <= box[1] + margin))
@@ -176,7 +184,7 @@ class ScriptedOracle(Policy):
             return self._done(priv)
         if subgoal.kind in JOINT_RELATIONS:
             return self._let_go(priv) or articulate(priv, subgoal, self.config.articulation)
-        return self._place(priv, subgoal)
+        return self._leave_fixture(priv) or self._place(priv, subgoal)
 
     def _place(self, priv: Mapping[str, Any], subgoal: SubGoal) -> Decision:
         obj_name = subgoal.obj
@@ -187,7 +195,7 @@ class ScriptedOracle(Policy):
             )
         obj = objects[obj_name]
         _require(obj, _OBJECT_KEYS, f"privileged['objects'][{obj_name!r}]")
-        placement = region_placement(priv, obj_name, subgoal.kind, subgoal.target)
+        placement = self._placement(priv, subgoal)
         if placement is None:
             raise OracleTaskError(
                 f"goal target {subgoal.target!r}: expected an object or a site in privileged state"
@@ -220,6 +228,17 @@ class ScriptedOracle(Policy):
         grasp = plan_grasp(priv, obj_name, self.grasps, self.config.grasp, entry is not None)
         return self._pick(priv, obj_name, grasp.point, grasp.yaw, eef, current_yaw, gap)
 
+    @staticmethod
+    def _placement(priv: Mapping[str, Any], subgoal: SubGoal) -> Placement | None:
+        """Where the sub-goal puts its object: on/in its target, or aside on the table."""
+        if subgoal.kind != "clear":
+            return region_placement(priv, subgoal.obj, subgoal.kind, subgoal.target)
+        spot = clearing_spot(priv, subgoal.obj, subgoal.joints)
+        height = None if spot is None else table_top(priv, spot)
+        if spot is None or height is None:
+            return None
+        return Placement(xy=spot, support_z=height, relation="on", region=None)
+
     def _let_go(self, priv: Mapping[str, Any]) -> Decision | None:
         """Fingers still around a loose object (one just slid into a microwave by its handle):
         open them and lift them straight up clear of its top, since the next skill may turn the
@@ -240,6 +259,38 @@ class ScriptedOracle(Policy):
                 "clear", np.array([eef[0], eef[1], clear_z + cfg.let_go_clearance]), yaw, -1.0
             )
         return None
+
+    def _leave_fixture(self, priv: Mapping[str, Any]) -> Decision | None:
+        """A hand a joint skill left pointing sideways (at the handle of a drawer it just pulled
+        open): open the fingers, then back away along the pointing direction and in towards the
+        robot, until it is clear of every fixture's moving part and near enough the robot to
+        turn down. Turning it down at the handle hooks the fingers on it; farther out the elbow
+        is nearly straight, and turning down there and rising over the fixture stretches the arm
+        to its limit, where it stalls. None once the hand points down or is clear and near."""
+        eef = np.asarray(priv["eef_pos"], dtype=np.float64)
+        rot = quat_to_mat(priv["eef_quat"])
+        pointing = rot[:, 2]
+        if -pointing[2] >= _SIDEWAYS_COS:
+            return None
+        back_off = self.config.articulation.back_off
+        near = False
+        for info in priv["joints"].values():
+            boxes = JointBoxes.of(info)
+            extent = np.stack([boxes.extent_along(axis) for axis in np.eye(3)], axis=1)  # (G, 3)
+            outside = np.maximum(np.abs(eef - boxes.centre) - extent, 0.0)
+            near = near or float(np.linalg.norm(outside, axis=1).min()) < back_off
+        base = np.asarray(priv["robot_base_pos"], dtype=np.float64)
+        outwards = eef[:2] - base[:2]
+        radius = float(np.linalg.norm(outwards))
+        if not near and radius <= _TURN_RADIUS:
+            return None
+        gap = float(priv["gripper_qpos"][0] - priv["gripper_qpos"][1])
+        if near and gap < self.config.open_gap:
+            return Decision("release", eef.copy(), rot, -1.0)
+        target = eef - pointing * back_off if near else eef.copy()
+        if radius > _TURN_RADIUS:
+            target[:2] -= outwards * (1.0 - _TURN_RADIUS / radius)
+        return Decision("back_off", target, rot, -1.0)
 
     def _done(self, priv: Mapping[str, Any]) -> Decision:
         """Every goal atom holds: open the hand and hold still."""

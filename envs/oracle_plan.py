@@ -7,10 +7,12 @@ returns the first one that does not hold yet:
 1. ``turnon`` / ``turnoff``: knobs first, before pots crowd the stove;
 2. ``close`` atoms of containers nothing goes into: an open drawer is in the way of the
    one above or below it;
-3. ``open`` atoms, and the implicit ``open`` of a closed drawer or door that an unmet
+3. ``clear``: an object bound for a closed drawer that stands where the drawer will be
+   once open is set aside first (``envs.oracle_clear``);
+4. ``open`` atoms, and the implicit ``open`` of a closed drawer or door that an unmet
    ``in`` atom puts something into;
-4. ``on`` / ``in`` placements, in the goal's order;
-5. the other ``close`` atoms, once every ``in`` atom into that container holds.
+5. ``on`` / ``in`` placements, in the goal's order;
+6. the other ``close`` atoms, once every ``in`` atom into that container holds.
 
 Nothing is remembered between calls: the plan is recomputed from LIBERO's own verdict on
 each atom (``privileged["goal_status"]``) and the joint positions, so a slip that undoes an
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from envs.oracle_clear import in_the_way
 from envs.oracle_regions import fits_open_part
 
 __all__ = [
@@ -44,19 +47,20 @@ _OPPOSITE = {"open": "close", "close": "open", "turnon": "turnoff", "turnoff": "
 # A joint this close (m or rad) to the end of its range counts as being at that end.
 _LIMIT_SLACK = 0.005
 
-Kind = Literal["on", "in", "open", "close", "turnon", "turnoff"]
+Kind = Literal["on", "in", "open", "close", "turnon", "turnoff", "clear"]
 
 
 @dataclass(frozen=True)
 class SubGoal:
-    """One step of the plan: place ``obj`` on/in ``target``, or move ``obj``'s joints."""
+    """One step of the plan: place ``obj`` on/in ``target``, move ``obj``'s joints, or set
+    ``obj`` aside out of the way of the drawers of ``joints`` (``clear``)."""
 
     kind: Kind
     # The object to move, or the articulated object or region (a drawer's region site).
     obj: str
     # Placements: the supporting object or region.
     target: str = ""
-    # Articulations: the joints to move.
+    # Articulations: the joints to move; clearing: the drawers whose way to keep clear.
     joints: tuple[str, ...] = ()
     # Placements: LIBERO already counts the atom as holding, though the fingers still touch
     # the object (it rests in or on its target): time to let go.
@@ -153,7 +157,7 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
         raise OracleTaskError(
             f"privileged['goal_status']: expected {len(atoms)} entries (one per goal atom), got {len(status)}"
         )
-    knobs, opens, places, closes = [], [], [], []
+    knobs, clears, opens, places, closes = [], [], [], [], []
     for atom, holds in zip(atoms, status):
         kind = atom[0]
         if kind in ("turnon", "turnoff"):
@@ -173,6 +177,8 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
                 opening = _opening(priv, atom[1], atom[2])
                 if not any(joint_done(priv, j, opening) for j in opening.joints):
                     opens.append((opening, False))
+                    if opening.fit and in_the_way(priv, atom[1], opening.joints):
+                        clears.append((SubGoal(kind="clear", obj=atom[1], joints=opening.joints), False))
     # A container something goes into is closed last; any other is closed before anything
     # is opened, since an open drawer is in the way of the one above or below it.
     fillings = [placed for placed, _ in places if placed.kind == "in"]
@@ -182,7 +188,7 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
         if not any(set(c.joints) & set(container_joints(priv, p.target)) for p in fillings)
     ]
     late = [(c, h) for c, h in closes if (c, h) not in early]
-    for subgoal, holds in knobs + early + opens + places:
+    for subgoal, holds in knobs + early + clears + opens + places:
         if not holds:
             return subgoal
     for subgoal, holds in late:
