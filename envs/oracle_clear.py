@@ -50,9 +50,9 @@ _FOREARM_LENGTH = 0.3
 _FOREARM_CLEARANCE = 0.1
 
 
-def open_footprint(priv: Mapping[str, Any], joints: tuple[str, ...]) -> np.ndarray:
+def open_footprint(priv: Mapping[str, Any], joints: tuple[str, ...]) -> np.ndarray | None:
     """Box ``(2, 3)`` ``[lo, hi]`` around the drawers' moving bodies from where they are now
-    to where they stop fully open."""
+    to where they stop fully open; None if they have no collision geoms."""
     corners = []
     for joint in joints:
         info = priv["joints"][joint]
@@ -65,6 +65,8 @@ def open_footprint(priv: Mapping[str, Any], joints: tuple[str, ...]) -> np.ndarr
         for offset in (np.zeros(3), shift):
             corners.extend([boxes.centre + offset - extent, boxes.centre + offset + extent])
     stacked = np.concatenate(corners)
+    if len(stacked) == 0:
+        return None
     return np.stack([stacked.min(axis=0), stacked.max(axis=0)])
 
 
@@ -80,6 +82,8 @@ def in_the_way(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...]) 
     obj = priv["objects"][obj_name]
     box = np.asarray(obj["aabb"], dtype=np.float64)
     footprint = open_footprint(priv, joints)
+    if footprint is None:
+        return False
     touched = int(obj.get("finger_contacts", 0)) > 0
     table = table_top(priv, np.asarray(obj["pos"], dtype=np.float64)[:2])
     eef = np.asarray(priv["eef_pos"], dtype=np.float64)
@@ -100,7 +104,9 @@ def table_top(priv: Mapping[str, Any], xy: np.ndarray) -> float | None:
         if site["parent"]:
             continue
         centre = np.asarray(site["pos"], dtype=np.float64)
-        half = box_half_extents(np.asarray(site["rot"], dtype=np.float64), np.asarray(site["size"], dtype=np.float64))
+        half = box_half_extents(
+            np.asarray(site["rot"], dtype=np.float64), np.asarray(site["size"], dtype=np.float64)
+        )
         distance = float(np.linalg.norm(np.maximum(np.abs(xy - centre[:2]) - half[:2], 0.0)))
         if distance < best:
             best, height = distance, float(centre[2] + half[2])
@@ -121,6 +127,8 @@ def clearing_spot(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...
     box = np.asarray(obj["aabb"], dtype=np.float64)
     half = float(np.max(box[1, :2] - box[0, :2]) / 2.0)
     footprint = open_footprint(priv, joints)
+    if footprint is None:
+        return None
     obstacles, margins = [footprint[None]], [_TARGET_MARGIN]
     for name, other in priv["objects"].items():
         if name != obj_name:
@@ -129,7 +137,8 @@ def clearing_spot(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...
             margins.extend([_OBSTACLE_MARGIN] * len(parts))
     boxes, room = np.concatenate(obstacles), np.asarray(margins)
     axes = [
-        np.arange(footprint[0, i] - _MAX_SHIFT, footprint[1, i] + _MAX_SHIFT + _STEP / 2, _STEP) for i in range(2)
+        np.arange(footprint[0, i] - _MAX_SHIFT, footprint[1, i] + _MAX_SHIFT + _STEP / 2, _STEP)
+        for i in range(2)
     ]
     spots = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)  # (P, 2)
     base = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2]
@@ -166,13 +175,17 @@ def clearing_spot(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...
     return spots[int(np.argmin(way))]
 
 
-def _climb(start: np.ndarray, ends: np.ndarray, boxes: np.ndarray, heights: np.ndarray, half: float) -> np.ndarray:
+def _climb(
+    start: np.ndarray, ends: np.ndarray, boxes: np.ndarray, heights: np.ndarray, half: float
+) -> np.ndarray:
     """Highest of ``heights`` ``(B,)`` over the boxes ``(B, 2, 3)`` that a square of half-size
     ``half`` passes within ``_OBSTACLE_MARGIN`` of on its way from ``start`` to each of ``ends``
     ``(P, 2)``: ``(P,)``, 0 where it passes none. Sampled every few centimetres."""
     fractions = np.linspace(0.0, 1.0, _CORRIDOR_SAMPLES)[None, :, None]
     points = start + fractions * (ends[:, None, :] - start)  # (P, S, 2)
     lo, hi = points[:, :, None, :] - half, points[:, :, None, :] + half  # (P, S, 1, 2)
-    gaps = np.maximum(boxes[None, None, :, 0, :2] - hi, 0.0) + np.maximum(lo - boxes[None, None, :, 1, :2], 0.0)
+    gaps = np.maximum(boxes[None, None, :, 0, :2] - hi, 0.0) + np.maximum(
+        lo - boxes[None, None, :, 1, :2], 0.0
+    )
     passes = np.any(np.linalg.norm(gaps, axis=-1) <= _OBSTACLE_MARGIN, axis=1)  # (P, B)
     return np.max(np.where(passes, heights[None, :], 0.0), axis=1)

@@ -294,3 +294,51 @@ def test_narrow_or_solid_unknown_objects_keep_the_top_grasp():
     assert grasp_spec(_vessel(0.079, 0.019, 0.005), GRASP_SPECS, cfg).kind == "top"  # a dish: dragged
     bowl = _body("akita_black_bowl", [0.0, 0.0, TABLE_Z], BOWL_RADIUS, BOWL_HEIGHT)
     assert grasp_spec(bowl, GRASP_SPECS, cfg) == GRASP_SPECS["akita_black_bowl"]
+
+
+def _hand_at_a_drawer_handle(eef, gap: float, pointing_down: bool = False) -> dict:
+    """The bowl-on-plate scene plus a drawer whose front (the handle) is at ``(0.04, 0.0, 1.09)``,
+    and a hand pointing sideways into it (along -y), as a drawer pull leaves it."""
+    priv = _scene([-0.25, 0.0, TABLE_Z], eef, gap=gap)
+    if not pointing_down:
+        priv["eef_quat"] = np.array([np.sin(np.pi / 4), 0.0, 0.0, np.cos(np.pi / 4)])
+    priv["joints"] = {
+        "cabinet_1_top": {
+            "owner": "cabinet_1",
+            "type": "slide",
+            "qpos": -0.15,
+            "range": np.array([-0.16, 0.01]),
+            "axis": np.array([0.0, -1.0, 0.0]),
+            "anchor": np.zeros(3),
+            "boxes": {
+                "centre": np.array([[0.04, -0.1, 1.09]]),
+                "rot": np.eye(3)[None],
+                "half": np.array([[0.1, 0.1, 0.03]]),
+            },
+        }
+    }
+    return priv
+
+
+def test_a_sideways_hand_at_a_handle_lets_go_backs_off_and_comes_in_before_turning_down():
+    oracle = ScriptedOracle()
+    at_handle = [0.04, 0.01, 1.09]
+    assert np.allclose(quat_to_mat(_hand_at_a_drawer_handle(at_handle, 0.02)["eef_quat"])[:, 2], [0, -1, 0])
+    assert oracle.decide(_hand_at_a_drawer_handle(at_handle, 0.02)).phase == "release"
+    decision = oracle.decide(_hand_at_a_drawer_handle(at_handle, OPEN_GAP))
+    assert decision.phase == "back_off"
+    # Away from the drawer, against the pointing direction, and in towards the robot's base.
+    assert decision.target[1] > at_handle[1] + 0.05
+    assert decision.target[0] < at_handle[0] - 0.05
+    # Clear of the drawer but still far out: only in towards the robot.
+    far_out = [0.0, 0.15, 1.09]
+    decision = oracle.decide(_hand_at_a_drawer_handle(far_out, OPEN_GAP))
+    assert decision.phase == "back_off"
+    np.testing.assert_allclose(np.linalg.norm(decision.target[:2] - [-0.66, 0.0]), 0.6, atol=1e-6)
+    # Clear and near: the pick-and-place skill takes over and turns the hand down.
+    near = [-0.2, 0.15, 1.09]
+    assert oracle.decide(_hand_at_a_drawer_handle(near, OPEN_GAP)).phase == "approach"
+    # A hand pointing down at the handle is left to the skill.
+    assert (
+        oracle.decide(_hand_at_a_drawer_handle(at_handle, OPEN_GAP, pointing_down=True)).phase == "approach"
+    )

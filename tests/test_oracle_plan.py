@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.oracle_clear import clearing_spot, open_footprint
 from envs.oracle_plan import OracleTaskError, SubGoal, articulation_state, next_subgoal
 from envs.oracle_regions import region_placement
 
@@ -228,3 +229,73 @@ def test_a_loose_object_under_the_drawer_takes_no_room_in_it():
     # A pot on the table right under the open part of the drawer, below its floor.
     priv["objects"]["pot_1"]["aabb"] = _box([0.05, -0.09, TABLE_Z], [0.2, 0.0, 1.0])
     assert next_subgoal(priv).kind == "in"
+
+
+def _bowl_in_the_drawers_way(**kwargs) -> dict:
+    """The kitchen with a drawer body (travel 0.16 m along +y, out to y = 0.04) and the bowl
+    on the table in front of the cabinet, under where the open drawer will be."""
+    priv = _kitchen([IN_DRAWER], [False], **kwargs)
+    priv["joints"]["cabinet_1_top"]["boxes"] = {
+        "centre": np.array([[0.12, -0.23, 1.09]]),
+        "rot": np.eye(3)[None],
+        "half": np.array([[0.1, 0.11, 0.03]]),
+    }
+    priv["sites"]["table_region"] = {
+        "parent": "",
+        "pos": np.array([-0.1, 0.0, TABLE_Z - 0.005]),
+        "rot": np.eye(3),
+        "size": np.array([0.1, 0.1, 0.005]),
+        "joints": [],
+    }
+    _move(priv["objects"]["bowl_1"], [0.05, -0.02])
+    return priv
+
+
+def _move(obj: dict, xy, z: float = TABLE_Z) -> None:
+    shift = np.array([xy[0], xy[1], z]) - obj["pos"]
+    obj["pos"] = obj["pos"] + shift
+    obj["aabb"] = obj["aabb"] + shift
+    obj["parts"] = obj["parts"] + shift
+
+
+def test_an_object_where_the_drawer_will_open_is_set_aside_first():
+    priv = _bowl_in_the_drawers_way()
+    assert next_subgoal(priv) == SubGoal(kind="clear", obj="bowl_1", joints=("cabinet_1_top",))
+    spot = clearing_spot(priv, "bowl_1", ("cabinet_1_top",))
+    footprint = open_footprint(priv, ("cabinet_1_top",))
+    np.testing.assert_allclose(footprint[:, :2], [[0.02, -0.34], [0.22, 0.04]], atol=1e-9)
+    # The bowl's 10 cm footprint at the spot keeps clear of the open drawer and the pots.
+    bowl = np.array([spot - 0.05, spot + 0.05])
+    for box in (footprint, *(priv["objects"][n]["aabb"] for n in ("pot_1", "pot_2", "cabinet_1", "stove_1"))):
+        gap = np.maximum(box[0, :2] - bowl[1], 0.0) + np.maximum(bowl[0] - box[1, :2], 0.0)
+        assert np.linalg.norm(gap) > 0.0099
+    assert np.linalg.norm(spot - priv["robot_base_pos"][:2]) <= 0.72
+    # Put down there, the bowl is out of the way: the drawer opens next.
+    _move(priv["objects"]["bowl_1"], spot)
+    assert next_subgoal(priv).kind == "open"
+
+
+def test_the_spot_stays_put_while_the_object_is_carried_there():
+    priv = _bowl_in_the_drawers_way()
+    start = priv["objects"]["bowl_1"]["pos"][:2].copy()
+    spot = clearing_spot(priv, "bowl_1", ("cabinet_1_top",))
+    for fraction in (0.3, 0.6, 0.9):
+        xy = start + fraction * (spot - start)
+        _move(priv["objects"]["bowl_1"], xy, TABLE_Z + 0.1)
+        priv["eef_pos"] = np.array([xy[0], xy[1], TABLE_Z + 0.13])
+        priv["objects"]["bowl_1"]["finger_contacts"] = 2
+        np.testing.assert_allclose(clearing_spot(priv, "bowl_1", ("cabinet_1_top",)), spot, atol=0.011)
+        # Lifted in the hand it is still being set aside, even once it is out of the way.
+        assert next_subgoal(priv).kind == "clear"
+
+
+def test_nothing_is_set_aside_when_the_drawer_misses_it_or_is_open_already():
+    priv = _bowl_in_the_drawers_way()
+    _move(priv["objects"]["bowl_1"], [-0.2, 0.0])
+    assert next_subgoal(priv).kind == "open"
+    priv = _bowl_in_the_drawers_way(drawer=-0.155)
+    assert next_subgoal(priv).kind == "in"
+    # A drawer with no collision geoms sweeps nothing.
+    priv = _bowl_in_the_drawers_way()
+    priv["joints"]["cabinet_1_top"]["boxes"] = _joint("cabinet_1", 0.0)["boxes"]
+    assert next_subgoal(priv).kind == "open"
