@@ -7,13 +7,16 @@ it, and a slip (DART noise, a dropped object, a drawer bumped shut) just changes
 next tick does. One tick:
 
 1. Plan: ``envs.oracle_plan.next_subgoal`` orders the goal's atoms (knobs, closing what
-   nothing goes into, opening drawers/doors including the implicit opening an ``in`` needs,
-   placements, the remaining closing) and picks the first that does not hold.
+   nothing goes into, setting aside an object a closed drawer would open over, opening
+   drawers/doors including the implicit opening an ``in`` needs, placements, the remaining
+   closing) and picks the first that does not hold.
 2. Decide the phase of that sub-goal's skill from geometry alone:
 
-   - drawers, doors and knobs: ``envs.oracle_articulated``;
+   - drawers, doors and knobs: ``envs.oracle_articulated``; before any other skill, a hand
+     they left pointing sideways lets go, backs away and comes in towards the robot;
    - an object too wide for the fingers: pushed there (``envs.oracle_push``);
-   - pick and place, on or in an object or region (``envs.oracle_regions`` says where):
+   - pick and place, on or in an object or region (``envs.oracle_regions`` says where), or
+     onto a free spot of the table out of a drawer's way (``envs.oracle_clear``):
      *held* (the fingers rest on the object and the hand is inside its box): slide out
      from under anything overhead, lift to a carry height that clears everything between
      the object and the target, carry over the target (turning it in line with a region too
