@@ -5,22 +5,27 @@ Usage::
     .venv/bin/python -m eval.recipe --background           # everything, detached; follow recipe.log
     .venv/bin/python -m eval.recipe --stage train --resume  # one stage, continuing earlier work
     .venv/bin/python -m eval.recipe --stage eval --resume --trials 5   # quick look at a checkpoint
+    .venv/bin/python -m eval.recipe --suite libero_spatial,libero_object --tasks all --resume  # one model
 
-Every stage is one ``cogvla`` command, each resumable, so re-running the recipe continues
-where it stopped and a finished stage costs nothing:
+Every stage is one ``cogvla`` command (the demos stage one per suite), each resumable, so
+re-running the recipe continues where it stopped and a finished stage costs nothing:
 
-1. ``demos``: ``cogvla demos`` with DART noise from randomized resets of one suite's tasks
-   (default libero_spatial 0, 1, 2; ``--tasks all`` for the whole suite), until each task
-   has ``--per-task`` successful demos;
-2. ``train``: ``cogvla train --preset tiny`` on them, ``--resume``-ing its checkpoints,
-   from scratch or (``--init-from``) continuing an earlier checkpoint such as the
-   embedded default;
+1. ``demos``: ``cogvla demos`` with DART noise from randomized resets of each suite's tasks
+   (default libero_spatial 0, 1, 2; ``--tasks all`` for every task of each suite), until each
+   task has ``--per-task`` successful demos;
+2. ``train``: ``cogvla train --preset tiny`` on the demos of all the suites, ``--resume``-ing
+   its checkpoints, from scratch or (``--init-from``) continuing an earlier checkpoint such
+   as the embedded default;
 3. ``eval``: ``cogvla serve`` of the final checkpoint in the background and
-   ``cogvla eval libero --policy tcp://...`` on the 50 fixed init states per task.
+   ``cogvla eval libero --policy tcp://...`` on the 50 fixed init states per task of every suite.
 
-Everything lives under ``cogvla.paths.cache_dir("recipe", suite)`` (``$COGVLA_CACHE/recipe/<suite>``):
-``demos/``, ``frames/`` (decoded training frames), ``run/``, ``eval/``, ``recipe.log``,
-``serve.log`` and ``status.json`` (per-stage outcome and the settings it ran with). Delete that folder and the same command rebuilds it all.
+A recipe lives under ``cogvla.paths.cache_dir("recipe", name)`` (``$COGVLA_CACHE/recipe/<name>``),
+its name the suite, or the suites joined by ``+`` (``recipe/libero_spatial+libero_object``):
+``frames/`` (decoded training frames), ``run/``, ``eval/``, ``recipe.log``, ``serve.log`` and
+``status.json`` (per-stage outcome, the settings it ran with, and its wall time in this run and
+over all runs). Demos belong to their suite, in ``recipe/<suite>/demos/<suite>/``, so every recipe
+with that suite shares them: a multi-suite recipe reuses (and tops up) the single-suite ones.
+Delete a recipe's folder and the same command rebuilds it all.
 Without ``--resume`` the recipe refuses to continue a folder that already holds results.
 """
 
@@ -37,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ from typing import Any
 from cogvla.paths import cache_dir
 from envs.suites import SUITES, num_tasks
 
-__all__ = ["RecipeConfig", "RecipeError", "main", "run_recipe"]
+__all__ = ["RecipeConfig", "RecipeError", "main", "recipe_root", "run_recipe"]
 
 logger = logging.getLogger("eval.recipe")
 
@@ -61,10 +66,11 @@ class RecipeError(RuntimeError):
 class RecipeConfig:
     """Settings of one recipe run (recorded in status.json)."""
 
-    # The LIBERO suite of demos and evaluation.
-    suite: str = "libero_spatial"
-    # Task indices within the suite; task 0 must be among them.
-    tasks: tuple[int, ...] = (0, 1, 2)
+    # The LIBERO suites of demos and evaluation; one model trains on all of them.
+    suites: tuple[str, ...] = ("libero_spatial",)
+    # Task indices, the same within every suite; task 0 must be among them. None: every task
+    # of each suite (suites differ in their number of tasks).
+    tasks: tuple[int, ...] | None = (0, 1, 2)
     # Successful demos per task (>= 40; the learn probe suggests well over 100).
     per_task: int = 100
     # DART: std of the Gaussian noise on executed arm deltas while the oracle records clean actions.
@@ -91,15 +97,56 @@ class RecipeConfig:
     port: int = 0
 
     def __post_init__(self) -> None:
-        if self.suite not in SUITES:
-            raise ValueError(f"suite: expected one of {', '.join(SUITES)}, got {self.suite!r}")
-        if 0 not in self.tasks:
-            raise ValueError(f"tasks: expected task 0 among the tasks, got {self.tasks}")
+        _check_suites(self.suites)
+        if self.tasks is not None:
+            _check_tasks(self.tasks, self.suites)
         if self.per_task < 1 or self.steps < 1 or self.trials < 1 or self.workers < 1:
             raise ValueError(
                 f"per_task, steps, trials and workers: expected >= 1, got {self.per_task}, {self.steps}, "
                 f"{self.trials}, {self.workers}"
             )
+
+
+def _check_suites(suites: tuple[str, ...]) -> None:
+    """Known suites, each once (a repeat would train and evaluate on it twice)."""
+    if not suites:
+        raise ValueError("suites: expected at least one suite, got none")
+    unknown = [suite for suite in suites if suite not in SUITES]
+    if unknown:
+        raise ValueError(
+            f"suites: expected names from {', '.join(SUITES)}, got {', '.join(map(repr, unknown))}"
+        )
+    repeated = _repeated(suites)
+    if repeated:
+        raise ValueError(f"suites: expected each suite once, got {', '.join(repeated)} more than once")
+
+
+def _check_tasks(tasks: tuple[int, ...], suites: tuple[str, ...]) -> None:
+    """Task 0 among ``tasks``, each once, and every one a task of every suite."""
+    if 0 not in tasks:
+        raise ValueError(f"tasks: expected task 0 among the tasks, got {tasks}")
+    repeated = _repeated(tasks)
+    if repeated:
+        raise ValueError(
+            f"tasks: expected each task once, got {', '.join(map(str, repeated))} more than once"
+        )
+    for suite in suites:
+        count = num_tasks(suite)
+        outside = [task for task in tasks if not 0 <= task < count]
+        if outside:
+            raise ValueError(
+                f"tasks: expected indices from 0 to {count - 1} (the tasks apply to every suite), "
+                f"got {', '.join(map(str, outside))}, which {suite} does not have"
+            )
+
+
+def _repeated(values: tuple[Any, ...]) -> list[Any]:
+    return sorted({value for value in values if values.count(value) > 1})
+
+
+def recipe_root(suites: tuple[str, ...]) -> Path:
+    """A recipe's folder: ``recipe/<suite>``, or ``recipe/<a>+<b>`` for several suites."""
+    return cache_dir("recipe", "+".join(suites))
 
 
 class Recipe:
@@ -108,62 +155,92 @@ class Recipe:
     def __init__(self, config: RecipeConfig, root: Path) -> None:
         self.config = config
         self.root = root
-        self.demos = root / "demos"
+        # Demos belong to their suite's own recipe folder, so that every recipe with the suite
+        # shares them; a single-suite recipe is that folder, wherever it runs.
+        self.demo_homes = {
+            suite: root if config.suites == (suite,) else recipe_root((suite,)) for suite in config.suites
+        }
         self.run_dir = root / "run"
         self.eval_dir = root / "eval"
         self.status_path = root / "status.json"
         self.log_path = root / "recipe.log"
 
-    @property
-    def task_list(self) -> str:
-        return ",".join(str(task) for task in self.config.tasks)
+    def demos_out(self, suite: str) -> Path:
+        """The ``--out`` of the suite's ``cogvla demos``, which writes into ``<out>/<suite>/``."""
+        return self.demo_homes[suite] / "demos"
+
+    def task_list(self, suite: str) -> str:
+        """The suite's task indices as ``cogvla`` takes them, e.g. "0,1,2"."""
+        tasks = range(num_tasks(suite)) if self.config.tasks is None else self.config.tasks
+        return ",".join(str(task) for task in tasks)
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.status_path.read_text()) if self.status_path.is_file() else {}
 
-    def record(self, stage: str, outcome: dict[str, Any]) -> None:
-        """Make ``outcome`` the stage's latest result; every run of a stage stays in ``history``
-        (a resumed stage that had nothing left to do must not hide what the first run cost)."""
+    def record(self, stage: str, wall_s: float, outcome: dict[str, Any]) -> None:
+        """Make ``outcome`` the stage's latest result, with this run's ``wall_s`` and ``wall_s_total``
+        over all its runs; every run of a stage stays in ``history`` (a resumed stage that had
+        nothing left to do must not hide what the first run cost)."""
         status = self.status()
-        entry = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **outcome}
+        previous = status.get(stage, {})
+        # Entries written before wall_s_total existed know only their own run's time.
+        total = previous.get("wall_s_total", previous.get("wall_s", 0.0)) + wall_s
+        entry = {
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "wall_s": wall_s,
+            "wall_s_total": round(total, 1),
+            **outcome,
+        }
         status[stage] = entry
         status.setdefault("history", []).append({"stage": stage, "config": asdict(self.config), **entry})
         status["config"] = asdict(self.config)
         self.status_path.write_text(json.dumps(status, indent=2))
 
     def stage_demos(self) -> dict[str, Any]:
+        """One ``cogvla demos`` per suite, into the suite's shared demos folder."""
         c = self.config
-        report = self._cogvla(
-            "demos",
-            "--suite",
-            c.suite,
-            "--tasks",
-            self.task_list,
-            "--per-task",
-            str(c.per_task),
-            "--noise",
-            str(c.noise),
-            "--seed",
-            str(c.demo_seed),
-            "--out",
-            str(self.demos),
-            "--workers",
-            str(c.workers),
-            "--image-size",
-            str(c.image_size),
-        )
-        return {"report": report}
+        reports = {}
+        with ExitStack() as borrowed:
+            # A single-suite recipe may be writing the same demos in its folder right now.
+            for home in [home for home in self.demo_homes.values() if home != self.root]:
+                borrowed.enter_context(_only_instance(home))
+            for suite in c.suites:
+                reports[suite] = self._cogvla(
+                    "demos",
+                    "--suite",
+                    suite,
+                    "--tasks",
+                    self.task_list(suite),
+                    "--per-task",
+                    str(c.per_task),
+                    "--noise",
+                    str(c.noise),
+                    "--seed",
+                    str(c.demo_seed),
+                    "--out",
+                    str(self.demos_out(suite)),
+                    "--workers",
+                    str(c.workers),
+                    "--image-size",
+                    str(c.image_size),
+                )
+        return {"reports": reports}
 
     def stage_train(self) -> dict[str, Any]:
+        """``cogvla train`` on every suite's demos."""
         c = self.config
-        if not any(self.demos.rglob("*.hdf5")):
-            raise RecipeError(f"{self.demos}: no demos yet; run the demos stage first")
+        # Each suite's own folder rather than its demos root: `cogvla demos` writes there only,
+        # so nothing else that lands in a shared demos root joins the training set.
+        folders = [self.demos_out(suite) / suite for suite in c.suites]
+        missing = [str(folder) for folder in folders if not any(folder.rglob("*.hdf5"))]
+        if missing:
+            raise RecipeError(f"{', '.join(missing)}: no demos yet; run the demos stage first")
         result = self._cogvla(
             "train",
             "--preset",
             "tiny",
             "--data",
-            str(self.demos),
+            *map(str, folders),
             "--out",
             str(self.run_dir),
             "--resume",
@@ -204,9 +281,9 @@ class Recipe:
                 "--policy",
                 endpoint,
                 "--suite",
-                c.suite,
-                "--tasks",
-                self.task_list,
+                ",".join(c.suites),
+                # Without --tasks, every task of each suite (a tcp:// policy brings no defaults).
+                *(("--tasks", ",".join(map(str, c.tasks))) if c.tasks is not None else ()),
                 "--trials",
                 str(c.trials),
                 "--out",
@@ -261,7 +338,7 @@ def run_recipe(config: RecipeConfig, stages: tuple[str, ...], root: Path, *, res
             logger.info("stage %s: starting", stage)
             started = time.perf_counter()
             outcome = getattr(recipe, f"stage_{stage}")()
-            recipe.record(stage, {"wall_s": round(time.perf_counter() - started, 1), **outcome})
+            recipe.record(stage, round(time.perf_counter() - started, 1), outcome)
             logger.info("stage %s: done in %.0f s", stage, time.perf_counter() - started)
         return recipe.status()
 
@@ -325,7 +402,25 @@ def _wait_for_server(endpoint: str, server: subprocess.Popen) -> None:
     )
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _suite_list(text: str) -> tuple[str, ...]:
+    """Parse "libero_spatial,libero_object" for argparse; RecipeConfig checks the names."""
+    return tuple(item.strip() for item in text.split(","))
+
+
+def _task_list(text: str) -> tuple[int, ...] | None:
+    """Parse "0,1,2" for argparse; "all" is None, every task of each suite."""
+    if text.strip() == "all":
+        return None
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or comma-separated task indices like 0,1,2, got {text!r}"
+        ) from None
+
+
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RecipeConfig]:
+    """The command line's options and the recipe settings they give."""
     defaults = RecipeConfig()
     parser = argparse.ArgumentParser(prog="python -m eval.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("all", *STAGES), default="all", help="which stage(s) to run")
@@ -333,11 +428,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resume", action="store_true", help="continue the results already in the recipe folder"
     )
     parser.add_argument("--background", action="store_true", help="detach; output goes to recipe.log")
-    parser.add_argument("--suite", choices=SUITES, default=defaults.suite, help="LIBERO suite")
+    parser.add_argument(
+        "--suite",
+        type=_suite_list,
+        default=defaults.suites,
+        help="LIBERO suite, or several comma-separated to train one model on all of them, e.g. "
+        "libero_spatial,libero_object (folder recipe/<a>+<b>; demos stay shared per suite); "
+        f"from {','.join(SUITES)}",
+    )
     parser.add_argument(
         "--tasks",
-        default=",".join(map(str, defaults.tasks)),
-        help="task indices within the suite, e.g. 0,1,2, or 'all'",
+        type=_task_list,
+        default=defaults.tasks,
+        help="task indices within every suite, e.g. 0,1,2, or 'all' (every task of each suite)",
     )
     parser.add_argument("--per-task", type=int, default=defaults.per_task, help="successful demos per task")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="DART noise std on arm deltas")
@@ -361,32 +464,34 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--trials", type=int, default=defaults.trials, help="evaluation episodes per task")
     parser.add_argument("--port", type=int, default=defaults.port, help="policy-server port (0: a free one)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        config = RecipeConfig(
+            suites=args.suite,
+            tasks=args.tasks,
+            per_task=args.per_task,
+            noise=args.noise,
+            demo_seed=args.demo_seed,
+            image_size=args.image_size,
+            workers=args.workers,
+            init_from=args.init_from,
+            steps=args.steps,
+            batch=args.batch,
+            train_threads=args.train_threads,
+            threads=args.threads,
+            trials=args.trials,
+            port=args.port,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args, config
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m eval.recipe``."""
-    args = _parse_args(argv)
-    root = cache_dir("recipe", args.suite)
-    tasks = (
-        range(num_tasks(args.suite)) if args.tasks == "all" else (int(task) for task in args.tasks.split(","))
-    )
-    config = RecipeConfig(
-        suite=args.suite,
-        tasks=tuple(tasks),
-        per_task=args.per_task,
-        noise=args.noise,
-        demo_seed=args.demo_seed,
-        image_size=args.image_size,
-        workers=args.workers,
-        init_from=args.init_from,
-        steps=args.steps,
-        batch=args.batch,
-        train_threads=args.train_threads,
-        threads=args.threads,
-        trials=args.trials,
-        port=args.port,
-    )
+    args, config = _parse_args(argv)
+    # Only now: cache_dir creates the folder, which a mistyped suite must not leave behind.
+    root = recipe_root(config.suites)
     if args.background:
         forwarded = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--background"]
         with (root / "recipe.log").open("a") as log:
