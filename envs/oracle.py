@@ -140,10 +140,11 @@ class OracleConfig:
     articulation: ArticulationConfig = field(default_factory=ArticulationConfig)
 
 
-# A hand whose pointing direction is less than 45 degrees from straight down points down.
-_SIDEWAYS_COS = float(np.cos(np.pi / 4))
 # Horizontal distance (m) from the robot's base within which a sideways hand may turn down.
-_TURN_RADIUS = 0.6
+_TURN_RADIUS = 0.66
+_COME_IN_MARGIN = 0.02
+# A hand pointing less than 20 degrees off the horizontal is level (as a pull leaves it).
+_LEVEL_SIN = float(np.sin(np.radians(20.0)))
 
 
 def _within(point: np.ndarray, box: np.ndarray, margin: float) -> bool:
@@ -264,16 +265,17 @@ class ScriptedOracle(Policy):
         return None
 
     def _leave_fixture(self, priv: Mapping[str, Any]) -> Decision | None:
-        """A hand a joint skill left pointing sideways (at the handle of a drawer it just pulled
-        open): open the fingers, then back away along the pointing direction and in towards the
-        robot, until it is clear of every fixture's moving part and near enough the robot to
-        turn down. Turning it down at the handle hooks the fingers on it; farther out the elbow
-        is nearly straight, and turning down there and rising over the fixture stretches the arm
-        to its limit, where it stalls. None once the hand points down or is clear and near."""
+        """A hand a joint skill left level (at the handle of a drawer it just pulled open):
+        open the fingers, back away along the pointing direction while a fixture's moving part
+        is near, and come in towards the robot; then the pick-and-place skill turns it down.
+        Turning it down at the handle hooks the fingers on it; farther out the elbow is nearly
+        straight, and turning down there and rising over the fixture stretches the arm to its
+        limit, where it stalls. None for a hand that points down or has begun to turn (the two
+        skills would otherwise take turns), or is clear of the fixture and near enough."""
         eef = np.asarray(priv["eef_pos"], dtype=np.float64)
         rot = quat_to_mat(priv["eef_quat"])
         pointing = rot[:, 2]
-        if -pointing[2] >= _SIDEWAYS_COS:
+        if abs(pointing[2]) > _LEVEL_SIN:
             return None
         back_off = self.config.articulation.back_off
         near = False
@@ -292,7 +294,8 @@ class ScriptedOracle(Policy):
             return Decision("release", eef.copy(), rot, -1.0)
         target = eef - pointing * back_off if near else eef.copy()
         if radius > _TURN_RADIUS:
-            target[:2] -= outwards * (1.0 - _TURN_RADIUS / radius)
+            # Aim inside the radius: a proportional approach only ever nears its target.
+            target[:2] -= outwards * (1.0 - (_TURN_RADIUS - _COME_IN_MARGIN) / radius)
         return Decision("back_off", target, rot, -1.0)
 
     def _done(self, priv: Mapping[str, Any]) -> Decision:

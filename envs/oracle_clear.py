@@ -41,7 +41,7 @@ _OBSTACLE_MARGIN = 0.01
 _STEP = 0.01
 _MAX_SHIFT = 0.3
 # Spots farther than this (xy) from the robot's base are out of its reach.
-_REACH = 0.72
+_REACH = 0.66
 # Points sampled along a carry's way when looking for what it passes.
 _CORRIDOR_SAMPLES = 12
 # The last stretch of the forearm reaching for a spot (m), and how far it keeps (xy) from
