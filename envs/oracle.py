@@ -281,7 +281,7 @@ class ScriptedOracle(Policy):
         near = False
         for info in priv["joints"].values():
             boxes = JointBoxes.of(info)
-            extent = np.stack([boxes.extent_along(axis) for axis in np.eye(3)], axis=1)  # (G, 3)
+            extent = boxes.world_extent()
             outside = np.maximum(np.abs(eef - boxes.centre) - extent, 0.0)
             near = near or float(np.linalg.norm(outside, axis=1).min()) < back_off
         base = np.asarray(priv["robot_base_pos"], dtype=np.float64)

@@ -57,7 +57,7 @@ def open_footprint(priv: Mapping[str, Any], joints: tuple[str, ...]) -> np.ndarr
     for joint in joints:
         info = priv["joints"][joint]
         boxes = JointBoxes.of(info)
-        extent = np.stack([boxes.extent_along(axis) for axis in np.eye(3)], axis=1)  # (G, 3)
+        extent = boxes.world_extent()
         sign = state_sign(priv, joint, "open")
         limits = np.asarray(info["range"], dtype=np.float64)
         travel = abs((limits.max() if sign > 0 else limits.min()) - float(info["qpos"]))

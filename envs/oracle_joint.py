@@ -140,6 +140,10 @@ class JointBoxes:
         """Half extent ``(G,)`` of each box along a world ``direction``."""
         return box_extent_along(self.rot, self.half, direction)
 
+    def world_extent(self) -> np.ndarray:
+        """Half extent ``(G, 3)`` of each box along the world axes (its world-aligned box)."""
+        return np.stack([self.extent_along(axis) for axis in np.eye(3)], axis=1)
+
     def furthest_along(self, direction: np.ndarray) -> int:
         """Index of the box that reaches furthest along ``direction``."""
         return int(np.argmax(self.centre @ direction + self.extent_along(direction)))
