@@ -45,7 +45,7 @@ import numpy as np
 
 from cogvla.policy_api import Policy
 from envs.oracle_articulated import ArticulationConfig, articulate
-from envs.oracle_clear import clearing_spot, table_top
+from envs.oracle_clear import table_top
 from envs.oracle_decision import Decision, closing_on, osc_command
 from envs.oracle_geometry import (
     fixture_region_at,
@@ -237,11 +237,9 @@ class ScriptedOracle(Policy):
         """Where the sub-goal puts its object: on/in its target, or aside on the table."""
         if subgoal.kind != "clear":
             return region_placement(priv, subgoal.obj, subgoal.kind, subgoal.target)
-        spot = clearing_spot(priv, subgoal.obj, subgoal.joints)
-        height = None if spot is None else table_top(priv, spot)
-        if spot is None or height is None:
-            return None
-        return Placement(xy=spot, support_z=height, relation="on", region=None)
+        spot = np.asarray(subgoal.spot, dtype=np.float64)
+        height = table_top(priv, spot)
+        return None if height is None else Placement(xy=spot, support_z=height, relation="on", region=None)
 
     def _let_go(self, priv: Mapping[str, Any]) -> Decision | None:
         """Fingers still around a loose object (one just slid into a microwave by its handle):

@@ -70,30 +70,30 @@ def open_footprint(priv: Mapping[str, Any], joints: tuple[str, ...]) -> np.ndarr
     return np.stack([stacked.min(axis=0), stacked.max(axis=0)])
 
 
-def _xy_gap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Horizontal distance ``(B,)`` between a box ``(2, 3)`` and boxes ``(B, 2, >=2)``."""
-    gaps = np.maximum(others[:, 0, :2] - box[1, :2], 0.0) + np.maximum(box[0, :2] - others[:, 1, :2], 0.0)
-    return np.linalg.norm(gaps, axis=-1)
+def _gaps(lo: np.ndarray, hi: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Horizontal distance ``(..., B)`` between rectangles ``[lo, hi]`` (``(..., 2)`` each) and
+    the xy footprints of boxes ``(B, 2, >=2)``; 0 where they overlap."""
+    lo, hi = lo[..., None, :], hi[..., None, :]
+    outside = np.maximum(boxes[:, 0, :2] - hi, 0.0) + np.maximum(lo - boxes[:, 1, :2], 0.0)
+    return np.linalg.norm(outside, axis=-1)
 
 
-def in_the_way(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...]) -> bool:
-    """Whether ``obj_name`` stands where the drawers of ``joints`` will be once open, below
-    their top, and a free spot of the table out of their way exists."""
+def in_the_way(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...]) -> np.ndarray | None:
+    """Where to set ``obj_name`` aside (``clearing_spot``) if it stands where the drawers of
+    ``joints`` will be once open, below their top, or is being carried aside; else None."""
     obj = priv["objects"][obj_name]
     box = np.asarray(obj["aabb"], dtype=np.float64)
     footprint = open_footprint(priv, joints)
     if footprint is None:
-        return False
+        return None
     touched = int(obj.get("finger_contacts", 0)) > 0
     table = table_top(priv, np.asarray(obj["pos"], dtype=np.float64)[:2])
     eef = np.asarray(priv["eef_pos"], dtype=np.float64)
     in_hand = bool(np.all(eef >= box[0] - _HAND_MARGIN) and np.all(eef <= box[1] + _HAND_MARGIN))
-    if in_hand and table is not None and box[0, 2] > table + _LIFTED:
-        return clearing_spot(priv, obj_name, joints) is not None
+    carried = in_hand and table is not None and box[0, 2] > table + _LIFTED
     margin = _HELD_MARGIN if touched else _TRIGGER_MARGIN
-    if box[0, 2] >= footprint[1, 2] or _xy_gap(box, footprint[None])[0] > margin:
-        return False
-    return clearing_spot(priv, obj_name, joints) is not None
+    below = box[0, 2] < footprint[1, 2] and _gaps(box[0, :2], box[1, :2], footprint[None])[0] <= margin
+    return clearing_spot(priv, obj_name, joints) if carried or below else None
 
 
 def table_top(priv: Mapping[str, Any], xy: np.ndarray) -> float | None:
@@ -144,15 +144,12 @@ def clearing_spot(priv: Mapping[str, Any], obj_name: str, joints: tuple[str, ...
     base = np.asarray(priv["robot_base_pos"], dtype=np.float64)[:2]
     spots = spots[np.linalg.norm(spots - base, axis=1) <= _REACH]
     # Gap between each spot's square and each obstacle box, horizontally: (P, B).
-    lo, hi = spots[:, None, :] - half, spots[:, None, :] + half
-    gaps = np.maximum(boxes[None, :, 0, :2] - hi, 0.0) + np.maximum(lo - boxes[None, :, 1, :2], 0.0)
-    free = np.all(np.linalg.norm(gaps, axis=-1) > room, axis=1)
+    free = np.all(_gaps(spots - half, spots + half, boxes) > room, axis=1)
     # The forearm comes in from the robot's base: sample the line from each spot towards it.
     inwards = base - spots
     inwards /= np.linalg.norm(inwards, axis=1, keepdims=True)
     arm = spots[:, None, :] + np.linspace(0.0, _FOREARM_LENGTH, 7)[None, :, None] * inwards[:, None, :]
-    arm_gaps = np.maximum(footprint[0, :2] - arm, 0.0) + np.maximum(arm - footprint[1, :2], 0.0)
-    free &= np.linalg.norm(arm_gaps, axis=-1).min(axis=1) > _FOREARM_CLEARANCE
+    free &= _gaps(arm, arm, footprint[None]).min(axis=(1, 2)) > _FOREARM_CLEARANCE
     if not free.any():
         return None
     spots = spots[free]
@@ -183,9 +180,5 @@ def _climb(
     ``(P, 2)``: ``(P,)``, 0 where it passes none. Sampled every few centimetres."""
     fractions = np.linspace(0.0, 1.0, _CORRIDOR_SAMPLES)[None, :, None]
     points = start + fractions * (ends[:, None, :] - start)  # (P, S, 2)
-    lo, hi = points[:, :, None, :] - half, points[:, :, None, :] + half  # (P, S, 1, 2)
-    gaps = np.maximum(boxes[None, None, :, 0, :2] - hi, 0.0) + np.maximum(
-        lo - boxes[None, None, :, 1, :2], 0.0
-    )
-    passes = np.any(np.linalg.norm(gaps, axis=-1) <= _OBSTACLE_MARGIN, axis=1)  # (P, B)
+    passes = np.any(_gaps(points - half, points + half, boxes) <= _OBSTACLE_MARGIN, axis=1)  # (P, B)
     return np.max(np.where(passes, heights[None, :], 0.0), axis=1)

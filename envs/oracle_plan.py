@@ -68,6 +68,8 @@ class SubGoal:
     # The implicit opening of a drawer an object goes into: that object, which must fit in
     # the part of the drawer open from above.
     fit: str = ""
+    # Clearing: where the object is set down (xy of its origin), chosen by ``envs.oracle_clear``.
+    spot: tuple[float, ...] = ()
 
 
 class OracleTaskError(ValueError):
@@ -177,8 +179,10 @@ def next_subgoal(priv: Mapping[str, Any]) -> SubGoal | None:
                 opening = _opening(priv, atom[1], atom[2])
                 if not any(joint_done(priv, j, opening) for j in opening.joints):
                     opens.append((opening, False))
-                    if opening.fit and in_the_way(priv, atom[1], opening.joints):
-                        clears.append((SubGoal(kind="clear", obj=atom[1], joints=opening.joints), False))
+                    spot = in_the_way(priv, atom[1], opening.joints) if opening.fit else None
+                    if spot is not None:
+                        aside = SubGoal(kind="clear", obj=atom[1], joints=opening.joints, spot=tuple(spot))
+                        clears.append((aside, False))
     # A container something goes into is closed last; any other is closed before anything
     # is opened, since an open drawer is in the way of the one above or below it.
     fillings = [placed for placed, _ in places if placed.kind == "in"]

@@ -260,8 +260,10 @@ def _move(obj: dict, xy, z: float = TABLE_Z) -> None:
 
 def test_an_object_where_the_drawer_will_open_is_set_aside_first():
     priv = _bowl_in_the_drawers_way()
-    assert next_subgoal(priv) == SubGoal(kind="clear", obj="bowl_1", joints=("cabinet_1_top",))
+    aside = next_subgoal(priv)
+    assert (aside.kind, aside.obj, aside.joints) == ("clear", "bowl_1", ("cabinet_1_top",))
     spot = clearing_spot(priv, "bowl_1", ("cabinet_1_top",))
+    np.testing.assert_allclose(aside.spot, spot)
     footprint = open_footprint(priv, ("cabinet_1_top",))
     np.testing.assert_allclose(footprint[:, :2], [[0.02, -0.34], [0.22, 0.04]], atol=1e-9)
     # The bowl's 10 cm footprint at the spot keeps clear of the open drawer and the pots.
