@@ -221,6 +221,19 @@ def default_out_dir(policy: str, suites: tuple[str, ...]) -> Path:
     return cache_dir("eval") / f"{name}-{'+'.join(suites)}-{stamp}"
 
 
+def _warn_untrained_suites(policy: str, suites: tuple[str, ...], trained: list[str] | None) -> None:
+    # Allowed (a checkpoint may generalize), but a near-zero success rate should not surprise.
+    outside = [suite for suite in suites if trained and suite not in trained]
+    if outside:
+        logger.warning(
+            "%s was trained on %s only; %s %s outside its demos",
+            policy,
+            ", ".join(trained),
+            ", ".join(outside),
+            "is" if len(outside) == 1 else "are",
+        )
+
+
 def _run_libero(args: argparse.Namespace) -> int:
     from envs.perturb import parse_perturbations
     from eval.libero.config import EvalConfig
@@ -229,6 +242,7 @@ def _run_libero(args: argparse.Namespace) -> int:
         policy = _resolve_policy(args.policy)
         defaults = checkpoint_eval_defaults(policy)
         suites = args.suite or tuple(defaults.get("suites", ("libero_spatial",)))
+        _warn_untrained_suites(policy, suites, defaults.get("suites"))
         if Path(policy).is_dir():
             from cogvla.policy import check_checkpoint_suites
 

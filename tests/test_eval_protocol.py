@@ -55,7 +55,7 @@ def _write_generated_demos(folder: Path, fast_render: bool = True, size: int = S
     return folder
 
 
-def test_training_records_the_demos_protocol_and_eval_uses_it(tmp_path, frame_cache, monkeypatch):
+def test_training_records_the_demos_protocol_and_eval_uses_it(tmp_path, frame_cache, monkeypatch, caplog):
     demos = _write_generated_demos(tmp_path / "demos")
     config = small_train_config(steps=2, warmup_steps=1, save_every=2)
     result = run(config, demos, tmp_path / "run", frame_cache)
@@ -80,6 +80,22 @@ def test_training_records_the_demos_protocol_and_eval_uses_it(tmp_path, frame_ca
         SIZE,
         True,
     )
+    assert "outside its demos" not in caplog.text
+    # Another suite is allowed, with a warning that the checkpoint never saw it.
+    main(
+        [
+            "eval",
+            "libero",
+            "--policy",
+            result.checkpoint,
+            "--suite",
+            "libero_object",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert evaluated[-1].suites == ("libero_object",)
+    assert "trained on libero_spatial only; libero_object is outside its demos" in caplog.text
 
 
 def test_demos_that_disagree_give_no_protocol(tmp_path):

@@ -303,6 +303,35 @@ def test_full_init_continues_a_bf16_model_with_its_stats(demos, frame_cache, tmp
     torch.testing.assert_close(weights(tmp_path / "full" / "checkpoints" / "step_000004"), final)
 
 
+def test_full_init_with_new_stats_takes_the_data_quantiles_and_keeps_them_on_resume(demos, frame_cache, tmp_path):
+    # A checkpoint from other scenes: its proprio range would clip every state of this data.
+    stale = NormStats(
+        action_q01=(-2.0,) * 7,
+        action_q99=(2.0,) * 7,
+        action_mask=(True,) * 6 + (False,),
+        proprio_q01=(50.0,) * 8,
+        proprio_q99=(60.0,) * 8,
+    )
+    CogVLAModel(small_model_config()).save_pretrained(
+        tmp_path / "shipped", tokenizer=PromptTokenizer.train(list(TASKS), vocab_size=512), norm_stats=stale
+    )
+    train_config = small_train_config(
+        steps=4, warmup_steps=1, save_every=2, init_mode="full", keep_stats=False
+    )
+    result = run(
+        train_config, demos, tmp_path / "full", frame_cache, model_config=None, init_from=tmp_path / "shipped"
+    )
+    scratch = run(small_train_config(steps=2, warmup_steps=1), demos, tmp_path / "scratch", frame_cache)
+    data_stats = CogVLAModel.from_pretrained(scratch.checkpoint).norm_stats
+    new_stats = CogVLAModel.from_pretrained(result.checkpoint).norm_stats
+    assert new_stats == data_stats and new_stats != stale
+    shutil.rmtree(tmp_path / "full" / "checkpoints" / "step_000004")
+    resumed = train(
+        train_config, [demos], tmp_path / "full", resume=True, cache_root=frame_cache, progress=False
+    )
+    assert CogVLAModel.from_pretrained(resumed.checkpoint).norm_stats == data_stats
+
+
 def test_lora_trains_only_adapters_and_new_modules():
     wrapped = apply_lora(CogVLAModel(small_model_config()), rank=2, alpha=4)
     trainable = {name for name, p in wrapped.named_parameters() if p.requires_grad}

@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="seed of init, data order and augmentation")
     parser.add_argument("--variant", help="model variant: cogvla, dense, no-efa, no-lfp")
+    parser.add_argument(
+        "--new-stats",
+        action="store_true",
+        help="with --init-mode full: compute normalization stats from --data instead of keeping the checkpoint's",
+    )
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
     parser.add_argument(
         "--threads", type=int, help="torch intra-op threads of the training process (overrides the preset)"
@@ -99,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_augment:
         config = dataclasses.replace(config, augment=None)
+    if args.new_stats:
+        config = dataclasses.replace(config, keep_stats=False)
     result = train(
         config,
         args.data,

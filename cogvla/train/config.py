@@ -65,6 +65,10 @@ class TrainConfig:
     # VLA; the data's own normalization stats are computed), or "full": every weight, keeping the
     # checkpoint's stats (continuing a small model trained earlier, e.g. the embedded default).
     init_mode: Literal["lora", "full"] = "lora"
+    # "full" mode: keep the checkpoint's normalization stats (same scenes, more data), or recompute
+    # them from the data (new scenes whose states fall outside the checkpoint's quantiles, which
+    # would otherwise be clipped to the range's edge).
+    keep_stats: bool = True
     # LoRA on the backbone linears when fine-tuning from --init-from (CogVLA: r=32, alpha=16, dropout 0).
     lora_rank: int = 32
     lora_alpha: int = 16

@@ -502,7 +502,7 @@ def _build_model(
         if config.init_mode == "full":
             # Every weight gets optimizer updates: keep fp32 master weights (a shipped file may be bf16).
             model = model.float()
-            if checkpoint is None:
+            if checkpoint is None and config.keep_stats:
                 # The weights were trained to predict actions in these units.
                 return model, tokenizer, model.norm_stats
     else:

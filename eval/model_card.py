@@ -1,0 +1,314 @@
+"""The embedded default's model card, read from the recipes, the run and its evaluation.
+
+Figures come from files only: each recipe's ``status.json`` (demos per suite, stage wall
+times), the run's ``log.jsonl`` and trainer state, and an evaluation's ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cogvla.modeling import CogVLAModel
+from cogvla.train.checkpoint import TRAINER_STATE, load_trainer_state
+from eval.recipe import STAGES
+
+__all__ = ["ShipError", "load_recipe", "read_json", "render_card"]
+
+_TASK_KEYS = ("task_id", "task_name", "demos", "attempts", "oracle_success_rate")
+
+
+class ShipError(ValueError):
+    """An input of the ship (checkpoint, recipe, eval folder) is missing or not as expected."""
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    """A recipe's ``status.json``, checked for what the card reads; raises ``ShipError`` naming it."""
+    try:
+        status = json.loads(path.read_text())
+    except OSError as exc:
+        raise ShipError(
+            f"recipe {path}: cannot read it ({exc.strerror}); expected a recipe's status.json"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ShipError(f"recipe {path}: not valid JSON ({exc}); expected a recipe's status.json") from exc
+    if not isinstance(status, dict) or not any(isinstance(status.get(stage), dict) for stage in STAGES):
+        raise ShipError(
+            f"recipe {path}: expected a JSON object with at least one of the stages {', '.join(STAGES)}, "
+            f"got {str(status)[:80]}"
+        )
+    for stage in STAGES:
+        entry = status.get(stage)
+        if entry is not None and not isinstance(_stage_seconds(entry), (int, float)):
+            raise ShipError(f"recipe {path}: {stage}: expected a number in wall_s_total or wall_s")
+    reports = _reports_of(status)
+    if not isinstance(reports, dict):
+        raise ShipError(f"recipe {path}: demos: expected reports to map suite names to demos reports")
+    for suite, report in reports.items():
+        tasks = report.get("tasks") if isinstance(report, dict) else None
+        if not isinstance(tasks, list) or not tasks:
+            raise ShipError(f"recipe {path}: demos report of {suite}: expected a non-empty list in tasks")
+        for task in tasks:
+            missing = [key for key in _TASK_KEYS if key not in task]
+            if missing:
+                raise ShipError(
+                    f"recipe {path}: demos report of {suite}: task {task.get('task_id', '?')}: "
+                    f"missing {', '.join(missing)}"
+                )
+    return status
+
+
+def render_card(
+    model: CogVLAModel,
+    size: int,
+    protocol: dict[str, Any],
+    checkpoint: Path,
+    train_log: Path,
+    recipes: dict[Path, dict[str, Any]],
+    eval_dir: Path | None,
+    fingerprint: str,
+    history: str = "",
+) -> str:
+    """The model card of ``model`` (``size`` bytes on disk, files hashing to ``fingerprint``).
+
+    Raises ``ShipError`` when ``eval_dir`` is partial or measured other files.
+    """
+    success = _success_section(eval_dir, protocol, fingerprint)
+    reports = _demo_reports(recipes)
+    card = "\n".join(
+        (
+            _header(model, size, reports),
+            _data_section(protocol, reports),
+            _training_section(checkpoint, train_log),
+            _wall_time_section(recipes),
+            success,
+        )
+    )
+    if history:
+        card += f"\n## Training history\n{history.strip()}\n"
+    return card
+
+
+def _stage_seconds(entry: Any) -> Any:
+    # wall_s is the stage's last run only; a resumed stage adds its earlier runs in wall_s_total.
+    return entry.get("wall_s_total", entry.get("wall_s")) if isinstance(entry, dict) else None
+
+
+def _reports_of(status: dict[str, Any]) -> dict[str, Any]:
+    """The demos stage's report per suite: ``reports`` by suite, or (older recipes) one ``report``."""
+    demos = status.get("demos") or {}
+    if "reports" in demos:
+        return demos["reports"]
+    report = demos.get("report")
+    return {report.get("suite", "?"): report} if isinstance(report, dict) else {}
+
+
+def _demo_reports(recipes: dict[Path, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One report per suite, from the newest demos stage that has it: a multi-suite recipe tops
+    up the single-suite one's demos, and a report counts every demo and attempt in the folder."""
+    newest: dict[str, tuple[str, dict[str, Any]]] = {}
+    for status in recipes.values():
+        finished = status["demos"].get("finished_at", "") if "demos" in status else ""
+        for suite, report in _reports_of(status).items():
+            if suite not in newest or finished >= newest[suite][0]:
+                newest[suite] = (finished, report)
+    if not newest:
+        raise ShipError(
+            f"recipe: none of {', '.join(map(str, recipes))} has a demos report; expected a demos stage "
+            "with report or reports (run the recipe's demos stage)"
+        )
+    return {suite: report for suite, (_, report) in newest.items()}
+
+
+def read_json(path: Path, field: str) -> dict[str, Any]:
+    """The JSON object at ``path``; raises ``ShipError`` naming ``field`` and the file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ShipError(f"{field} {path}: expected a readable JSON file ({exc})") from exc
+
+
+def _hm(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _tasks_text(tasks: list[int] | None) -> str:
+    return "every task of each suite" if tasks is None else f"tasks {', '.join(map(str, tasks))}"
+
+
+def _header(model: CogVLAModel, size: int, reports: dict[str, dict[str, Any]]) -> str:
+    params = sum(p.numel() for p in model.parameters())
+    return f"""# Embedded default policy: CogVLA `{model.config.name}` ({model.config.variant})
+
+A {params / 1e6:.1f} M-parameter CogVLA model (EFA-Routing, LFP-Routing, CAtten) trained on this
+project's scripted-oracle demos of {", ".join(f"`{suite}`" for suite in reports)}. Weights are
+stored in float16 ({size / 1e6:.1f} MB on disk) and run in float32 on the CPU.
+"""
+
+
+def _data_section(protocol: dict[str, Any], reports: dict[str, dict[str, Any]]) -> str:
+    render = "fast rendering" if protocol["fast_render"] else "full rendering"
+    total = sum(task["demos"] for report in reports.values() for task in report["tasks"])
+    tasks = sum(len(report["tasks"]) for report in reports.values())
+    lines = [
+        "## Data",
+        f"{total} demos of {tasks} tasks from the scripted Markovian oracle with DART noise, from",
+        "randomized resets (the benchmark's 50 fixed init states were never used for training),",
+        f"cameras at {protocol['image_size']} px with {render}. Oracle success is over all attempts.",
+    ]
+    for suite, report in reports.items():
+        lines += [
+            "",
+            f"### {suite}",
+            "| task | name | demos | attempts | oracle success | s per new demo |",
+            "|---|---|---|---|---|---|",
+        ]
+        for task in report["tasks"]:
+            seconds = task.get("mean_seconds_per_new_demo")
+            lines.append(
+                f"| {task['task_id']} | {task['task_name']} | {task['demos']} | {task['attempts']} "
+                f"| {task['oracle_success_rate']:.2f} | {'-' if seconds is None else f'{seconds:.1f}'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _training_section(checkpoint: Path, train_log: Path) -> str:
+    lines = (
+        [line for line in train_log.read_text().splitlines() if line.strip()] if train_log.is_file() else []
+    )
+    last = json.loads(lines[-1]) if lines else {}
+    state = load_trainer_state(checkpoint) if (checkpoint / TRAINER_STATE).is_file() else {}
+    batch = last.get("batch", state.get("config", {}).get("global_batch"))
+    text = (
+        f"`cogvla train` (AdamW, warm-up + cosine, L1): {last.get('step', state.get('step', '?'))} optimizer steps"
+        f"{f' of batch {batch}' if batch is not None else ''} at about "
+        f"{last.get('samples_per_s', float('nan')):.0f} samples/s; last logged L1 loss "
+        f"{last.get('loss', float('nan')):.4f}."
+    )
+    if "init_from" in state:
+        init_from = state["init_from"]
+        mode = state.get("config", {}).get("init_mode", "?")
+        text += (
+            f"\nStarted from the checkpoint `{init_from}` (init_mode={mode})."
+            if init_from
+            else "\nTrained from scratch (random initialization)."
+        )
+    return f"## Training\n{text}\n"
+
+
+def _recipe_suites(status: dict[str, Any]) -> list[str]:
+    config = status.get("config") or {}
+    return config.get("suites") or ([config["suite"]] if "suite" in config else list(_reports_of(status)))
+
+
+def _wall_time_section(recipes: dict[Path, dict[str, Any]]) -> str:
+    rows = [
+        f"| {stage} | `{path.parent.name}` ({', '.join(_recipe_suites(status))}) "
+        f"| {_hm(_stage_seconds(status[stage]))} |"
+        for path, status in recipes.items()
+        for stage in STAGES
+        if stage in status
+    ]
+    return (
+        "\n".join(
+            [
+                "## Wall time",
+                "Per recipe stage, summed over its resumed runs:",
+                "",
+                "| stage | recipe (suites) | wall time |",
+                "|---|---|---|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
+
+
+def _success_section(eval_dir: Path | None, protocol: dict[str, Any], fingerprint: str) -> str:
+    if eval_dir is None:
+        return (
+            "## Measured success\nNot evaluated yet. `cogvla eval libero` runs this default's protocol: "
+            f"suites {', '.join(protocol['suites'])}, {_tasks_text(protocol['tasks'])}, "
+            f"{protocol['image_size']} px, fast_render={protocol['fast_render']}.\n"
+        )
+    config = read_json(eval_dir / "config.json", "eval")
+    summary = read_json(eval_dir / "summary.json", "eval")
+    if summary.get("partial") or not summary.get("per_task"):
+        raise ShipError(
+            f"eval {eval_dir}: summary.json is partial ({summary.get('missing', '?')} episodes missing); "
+            "finish it with `cogvla eval libero --resume --out` first"
+        )
+    evaluated = summary.get("policy_fingerprint", "")
+    if evaluated.startswith("sha256:") and evaluated != fingerprint:
+        raise ShipError(
+            f"eval {eval_dir}: policy_fingerprint {evaluated[:19]}... is not the shipped files' "
+            f"{fingerprint[:19]}...; evaluate the shipped default and ship again"
+        )
+    lines = ["## Measured success", _eval_sentence(config, summary, protocol)]
+    if evaluated != fingerprint:
+        lines.append(
+            f"The evaluated policy was `{summary.get('policy', '?')}`, not checked against these files."
+        )
+    for suite in dict.fromkeys(task["suite"] for task in summary["per_task"]):
+        tasks = [task for task in summary["per_task"] if task["suite"] == suite]
+        lowest = min(tasks, key=lambda task: task["success_rate"])
+        lines += [
+            "",
+            f"### {suite}",
+            "| task | successes/episodes | rate | 95% Wilson |",
+            "|---|---|---|---|",
+            *(
+                f"| {task['task_id']} | {task['successes']}/{task['episodes']} | {task['success_rate']:.2f} "
+                f"| [{task['ci95'][0]:.2f}, {task['ci95'][1]:.2f}] |"
+                for task in tasks
+            ),
+            "",
+            (
+                f"Mean of the per-task rates {_mean_rate(tasks):.2f}; lowest: task {lowest['task_id']} "
+                f"({lowest['success_rate']:.2f})."
+            ),
+        ]
+    overall = summary["overall"]
+    errors = f"; {overall['errors']} episodes ended in an error" if overall.get("errors") else ""
+    lines += [
+        "",
+        (
+            f"Overall: {overall['successes']}/{overall['episodes']} = {overall['success_rate']:.2f} "
+            f"(95% Wilson [{overall['ci95'][0]:.2f}, {overall['ci95'][1]:.2f}]); mean of the per-task "
+            f"rates {_mean_rate(summary['per_task']):.2f}{errors}."
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_rate(tasks: list[dict[str, Any]]) -> float:
+    return sum(task["success_rate"] for task in tasks) / len(tasks)
+
+
+def _eval_sentence(config: dict[str, Any], summary: dict[str, Any], protocol: dict[str, Any]) -> str:
+    """The command that produced the figures, what it ran, and how long it took."""
+    flags = [f"--trials {config['trials']}"]
+    # Without flags `cogvla eval libero` takes the shipped protocol; only departures need saying.
+    if list(config["suites"]) != list(protocol["suites"]):
+        flags.append(f"--suite {','.join(config['suites'])}")
+    if config["tasks"] != protocol["tasks"]:
+        flags.append(f"--tasks {','.join(map(str, config['tasks']))}")
+    if config["image_size"] != protocol["image_size"]:
+        flags.append(f"--image-size {config['image_size']}")
+    if config["fast_render"] != protocol["fast_render"]:
+        flags.append("--fast-render" if config["fast_render"] else "--no-fast-render")
+    text = (
+        f"`MUJOCO_GL=egl cogvla eval libero {' '.join(flags)}` on the fixed init states (suites "
+        f"{', '.join(config['suites'])}, {_tasks_text(config['tasks'])}, {config['image_size']} px, "
+        f"fast_render={config['fast_render']}): {summary['overall']['episodes']} episodes"
+    )
+    if "run_wall_time_s" in summary:
+        # The harness times one invocation; a --resume run's earlier invocations are not in it.
+        resumed = ", its last invocation" if config.get("resume") else ""
+        text += (
+            f" in {_hm(summary['run_wall_time_s'])}{resumed} with "
+            f"{config.get('workers', '?')} simulator workers"
+        )
+    return text + "."

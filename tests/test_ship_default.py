@@ -1,0 +1,267 @@
+"""Shipping a checkpoint as the embedded default: fp16 files, protocol, model card, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import TASKS, small_model_config
+
+from cogvla.modeling import CogVLAModel
+from cogvla.normalize import NormStats
+from cogvla.tokenizer import PromptTokenizer
+from eval import ship_default
+from eval.libero.fingerprint import policy_fingerprint
+from eval.model_card import ShipError, load_recipe
+from eval.ship_default import main, ship
+
+PROTOCOL = {
+    "suites": ["libero_object", "libero_spatial"],
+    "tasks": None,
+    "image_size": 32,
+    "fast_render": True,
+}
+
+
+def _task(task_id: int, name: str, seconds: float | None) -> dict:
+    return {
+        "task_id": task_id,
+        "task_name": name,
+        "demos": 50,
+        "attempts": 52 + task_id,
+        "oracle_success_rate": 50 / (52 + task_id),
+        "mean_seconds_per_new_demo": seconds,
+    }
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small run checkpoint with the files training writes: weights, eval_protocol.json, trainer state."""
+    folder = tmp_path_factory.mktemp("run") / "checkpoints" / "step_000040"
+    stats = NormStats(
+        action_q01=(-1.0,) * 7,
+        action_q99=(1.0,) * 7,
+        action_mask=(True,) * 6 + (False,),
+        proprio_q01=(-2.0,) * 8,
+        proprio_q99=(2.0,) * 8,
+    )
+    torch.manual_seed(0)
+    CogVLAModel(small_model_config()).save_pretrained(
+        folder, tokenizer=PromptTokenizer.train(list(TASKS), vocab_size=512), norm_stats=stats
+    )
+    (folder / "eval_protocol.json").write_text(json.dumps(PROTOCOL))
+    state = {"step": 40, "config": {"global_batch": 16, "init_mode": "full"}, "init_from": "/prev/default"}
+    torch.save(state, folder / "trainer_state.pt")
+    log = folder.parents[1] / "log.jsonl"
+    log.write_text(
+        "\n".join(
+            json.dumps({"step": step, "loss": 0.5 / step, "samples_per_s": 18.4}) for step in (10, 20, 40)
+        )
+        + "\n"
+    )
+    return folder
+
+
+@pytest.fixture
+def recipes(tmp_path) -> dict[Path, dict]:
+    """An older single-suite status.json (one ``report``) and a two-suite one (``reports``)."""
+    spatial = {
+        "config": {"suite": "libero_spatial", "tasks": [0, 1]},
+        "demos": {
+            "finished_at": "2026-12-05T05:40:29",
+            "wall_s": 4500.0,
+            "report": {
+                "suite": "libero_spatial",
+                "tasks": [_task(0, "bowl_a", None), _task(1, "bowl_b", 9.6)],
+            },
+        },
+        "history": [{"stage": "demos", "wall_s": 4500.0}],
+    }
+    both = {
+        "config": {"suites": ["libero_spatial", "libero_object"], "tasks": None},
+        "demos": {
+            "finished_at": "2026-12-06T10:00:00",
+            "wall_s": 30.0,
+            "wall_s_total": 2430.0,
+            "reports": {
+                "libero_object": {"suite": "libero_object", "tasks": [_task(0, "soup", 12.0)]},
+                "libero_spatial": {
+                    "suite": "libero_spatial",
+                    "tasks": [_task(0, "bowl_a", None), _task(1, "bowl_b", None), _task(2, "bowl_c", 20.0)],
+                },
+            },
+        },
+        "train": {"finished_at": "2026-12-06T14:00:00", "wall_s": 14_000.0},
+    }
+    paths = {}
+    for name, status in (("libero_spatial", spatial), ("libero_spatial+libero_object", both)):
+        path = tmp_path / "recipe" / name / "status.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(status))
+        paths[path] = load_recipe(path)
+    return paths
+
+
+def _eval_dir(folder: Path, shipped: Path, results: dict[str, list[int]], **config_changes) -> Path:
+    """A two-suite `cogvla eval libero` output of ``shipped``: task k of a suite succeeds 50 - 10k times."""
+    per_task = [
+        {
+            "suite": suite,
+            "task_id": task,
+            "successes": 50 - 10 * task,
+            "episodes": 50,
+            "success_rate": (50 - 10 * task) / 50,
+            "ci95": [0.5, 0.9],
+            "errors": 0,
+        }
+        for suite, ids in results.items()
+        for task in ids
+    ]
+    successes = sum(task["successes"] for task in per_task)
+    episodes = 50 * len(per_task)
+    summary = {
+        "overall": {
+            "successes": successes,
+            "episodes": episodes,
+            "success_rate": successes / episodes,
+            "ci95": [0.6, 0.8],
+            "errors": 0,
+        },
+        "per_task": per_task,
+        "partial": False,
+        "missing": 0,
+        "policy": str(shipped),
+        "policy_fingerprint": policy_fingerprint(str(shipped)),
+        "run_wall_time_s": 3725.0,
+    }
+    config = {**PROTOCOL, "trials": 50, "workers": 2, "resume": False, **config_changes}
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != "README.md"
+    }
+
+
+def test_without_eval_the_card_says_not_evaluated_with_the_checkpoints_protocol(
+    checkpoint, recipes, tmp_path
+):
+    out = ship(checkpoint, checkpoint.parents[1] / "log.jsonl", recipes, out=tmp_path / "default")
+    assert json.loads((out / "eval_protocol.json").read_text()) == PROTOCOL
+    assert CogVLAModel.from_pretrained(out).llm.embed_tokens.weight.dtype == torch.float16
+    card = (out / "README.md").read_text()
+    assert "Not evaluated yet" in card
+    assert "suites libero_object, libero_spatial, every task of each suite, 32 px, fast_render=True" in card
+    assert "Wilson" not in card
+    # Data: every suite from the reports, libero_spatial from the newer (two-suite) recipe's report.
+    assert "### libero_object\n" in card and "### libero_spatial\n" in card
+    assert "| 2 | bowl_c | 50 | 54 | 0.93 | 20.0 |" in card
+    assert "| 0 | bowl_a | 50 | 52 | 0.96 | - |" in card
+    assert "200 demos of 4 tasks" in card
+    # Training: the log's last line plus the trainer state's batch and starting checkpoint.
+    assert "40 optimizer steps of batch 16 at about 18 samples/s; last logged L1 loss 0.0125" in card
+    assert "Started from the checkpoint `/prev/default` (init_mode=full)" in card
+
+
+def test_card_gives_every_recipe_stage_wall_time(checkpoint, recipes, tmp_path):
+    card = (
+        ship(checkpoint, checkpoint.parents[1] / "log.jsonl", recipes, out=tmp_path / "d") / "README.md"
+    ).read_text()
+    assert "| demos | `libero_spatial` (libero_spatial) | 1 h 15 min |" in card
+    # wall_s_total (every resumed run) rather than the last run's wall_s.
+    assert "| demos | `libero_spatial+libero_object` (libero_spatial, libero_object) | 40 min |" in card
+    assert "| train | `libero_spatial+libero_object` (libero_spatial, libero_object) | 3 h 53 min |" in card
+    assert "| eval |" not in card
+
+
+def test_ship_evaluate_ship_gives_identical_files_and_a_per_suite_card(checkpoint, recipes, tmp_path):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    first = _files(ship(checkpoint, log, recipes, out=out))
+    evaluated = _eval_dir(tmp_path / "eval", out, {"libero_object": [0, 1], "libero_spatial": [0, 1, 2]})
+    second = _files(ship(checkpoint, log, recipes, evaluated, out=out))
+    assert first == second
+    assert "model.safetensors" in second
+    card = (out / "README.md").read_text().split("## Measured success\n")[1]
+    assert "`MUJOCO_GL=egl cogvla eval libero --trials 50` on the fixed init states" in card
+    assert "250 episodes in 1 h 02 min with 2 simulator workers." in card
+    assert "not checked against these files" not in card
+    object_table = card.split("### libero_object\n")[1].split("###")[0]
+    assert "| 0 | 50/50 | 1.00 | [0.50, 0.90] |" in object_table
+    assert "| 1 | 40/50 | 0.80 | [0.50, 0.90] |" in object_table
+    assert "Mean of the per-task rates 0.90; lowest: task 1 (0.80)." in object_table
+    spatial_table = card.split("### libero_spatial\n")[-1]
+    assert "| 2 | 30/50 | 0.60 | [0.50, 0.90] |" in spatial_table
+    assert "Mean of the per-task rates 0.80; lowest: task 2 (0.60)." in spatial_table
+    assert "Overall: 210/250 = 0.84 (95% Wilson [0.60, 0.80]); mean of the per-task rates 0.84." in card
+
+
+def test_eval_command_names_only_departures_from_the_shipped_protocol(checkpoint, recipes, tmp_path):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out)
+    evaluated = _eval_dir(
+        tmp_path / "eval", out, {"libero_spatial": [0, 1]}, suites=["libero_spatial"], tasks=[0, 1], trials=5
+    )
+    ship(checkpoint, log, recipes, evaluated, out=out)
+    card = (out / "README.md").read_text()
+    assert "`MUJOCO_GL=egl cogvla eval libero --trials 5 --suite libero_spatial --tasks 0,1`" in card
+    # The shipped protocol stays the checkpoint's, whatever subset was evaluated.
+    assert json.loads((out / "eval_protocol.json").read_text()) == PROTOCOL
+
+
+def test_eval_of_other_weights_is_refused_and_the_default_kept(checkpoint, recipes, tmp_path):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out)
+    before = _files(out)
+    other = tmp_path / "other"
+    CogVLAModel.from_pretrained(checkpoint).save_pretrained(other)
+    evaluated = _eval_dir(tmp_path / "eval", other, {"libero_spatial": [0]})
+    with pytest.raises(ShipError, match=r"policy_fingerprint .* is not the shipped files'"):
+        ship(checkpoint, log, recipes, evaluated, out=out)
+    assert _files(out) == before and not (tmp_path / "default.partial").exists()
+
+
+def test_too_large_checkpoint_is_refused_and_the_default_kept(checkpoint, recipes, tmp_path, monkeypatch):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out)
+    monkeypatch.setattr(ship_default, "_MAX_BYTES", 1000)
+    with pytest.raises(ShipError, match="checkpoint: expected at most 1000 bytes to embed"):
+        ship(checkpoint, log, recipes, out=out)
+    assert (out / "README.md").is_file() and not (tmp_path / "default.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read it .*expected a recipe's status.json"),
+        ("{not json", "not valid JSON .*expected a recipe's status.json"),
+        ("[1, 2]", "expected a JSON object with at least one of the stages demos, train, eval"),
+        ('{"train": {"finished_at": "x"}}', "train: expected a number in wall_s_total or wall_s"),
+        (
+            '{"demos": {"wall_s": 1, "report": {"suite": "libero_spatial", "tasks": [{"task_id": 3}]}}}',
+            "demos report of libero_spatial: task 3: missing task_name, demos, attempts",
+        ),
+    ],
+)
+def test_bad_recipe_file_is_named_with_what_was_expected(tmp_path, capsys, content, expected):
+    path = tmp_path / "status.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ShipError, match=f"recipe {path}: {expected}"):
+        load_recipe(path)
+    argv = ["--checkpoint", str(tmp_path), "--train-log", str(tmp_path / "log.jsonl"), "--recipe", str(path)]
+    assert main(argv) == 2
+
+
+def test_recipes_without_demos_reports_are_refused(checkpoint, tmp_path):
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps({"train": {"wall_s": 10.0}}))
+    with pytest.raises(ShipError, match="has a demos report"):
+        ship(checkpoint, tmp_path / "log.jsonl", {path: load_recipe(path)}, out=tmp_path / "default")
