@@ -71,6 +71,7 @@ def test_stages_pass_their_settings_and_record_status(tmp_path: Path, commands: 
         demo_seed=3,
         steps=40,
         init_from="/ckpt",
+        new_stats=True,
         train_threads=2,
     )
     status = run_recipe(config, ("demos", "train"), tmp_path, resume=False)
@@ -80,6 +81,7 @@ def test_stages_pass_their_settings_and_record_status(tmp_path: Path, commands: 
     assert _flag(demos, "--per-task") == "5" and _flag(demos, "--out") == str(tmp_path / "demos")
     assert train[0] == "train" and "--resume" in train
     assert _flag(train, "--init-from") == "/ckpt" and _flag(train, "--threads") == "2"
+    assert "--new-stats" in train
     assert _values(train, "--data") == [str(tmp_path / "demos" / "libero_object")]
     assert _flag(train, "--steps") == "40"
     assert status["train"]["result"] == {"steps": 40}
@@ -90,7 +92,7 @@ def test_training_from_scratch_passes_no_init(tmp_path: Path, commands: list) ->
     (tmp_path / "demos" / "libero_spatial").mkdir(parents=True)
     (tmp_path / "demos" / "libero_spatial" / "a.hdf5").write_bytes(b"")
     run_recipe(RecipeConfig(), ("train",), tmp_path, resume=False)
-    assert "--init-from" not in commands[0]
+    assert "--init-from" not in commands[0] and "--new-stats" not in commands[0]
 
 
 def test_a_finished_folder_needs_resume(tmp_path: Path, commands: list) -> None:
