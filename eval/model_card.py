@@ -189,9 +189,15 @@ def _training_section(checkpoint: Path, train_log: Path) -> str:
     )
     if "init_from" in state:
         init_from = state["init_from"]
-        mode = state.get("config", {}).get("init_mode", "?")
+        config = state.get("config", {})
+        # The folder's name only: the card ships, the machine's paths do not.
+        stats = (
+            "its normalization stats recomputed from these demos"
+            if config.get("keep_stats") is False
+            else "its normalization stats kept"
+        )
         text += (
-            f"\nStarted from the checkpoint `{init_from}` (init_mode={mode})."
+            f"\nStarted from the checkpoint `{Path(init_from).name}` (init_mode={config.get('init_mode', '?')}, {stats})."
             if init_from
             else "\nTrained from scratch (random initialization)."
         )

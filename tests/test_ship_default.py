@@ -52,7 +52,11 @@ def checkpoint(tmp_path_factory) -> Path:
         folder, tokenizer=PromptTokenizer.train(list(TASKS), vocab_size=512), norm_stats=stats
     )
     (folder / "eval_protocol.json").write_text(json.dumps(PROTOCOL))
-    state = {"step": 40, "config": {"global_batch": 16, "init_mode": "full"}, "init_from": "/prev/default"}
+    state = {
+        "step": 40,
+        "config": {"global_batch": 16, "init_mode": "full", "keep_stats": False},
+        "init_from": "/prev/default",
+    }
     torch.save(state, folder / "trainer_state.pt")
     log = folder.parents[1] / "log.jsonl"
     log.write_text(
@@ -168,7 +172,11 @@ def test_without_eval_the_card_says_not_evaluated_with_the_checkpoints_protocol(
     assert "200 demos of 4 tasks" in card
     # Training: the log's last line plus the trainer state's batch and starting checkpoint.
     assert "40 optimizer steps of batch 16 at about 18 samples/s; last logged L1 loss 0.0125" in card
-    assert "Started from the checkpoint `/prev/default` (init_mode=full)" in card
+    assert (
+        "Started from the checkpoint `default` (init_mode=full, its normalization stats recomputed from these demos)"
+        in card
+    )
+    assert "/prev" not in card
 
 
 def test_card_gives_every_recipe_stage_wall_time(checkpoint, recipes, tmp_path):
