@@ -223,7 +223,7 @@ def default_out_dir(policy: str, suites: tuple[str, ...]) -> Path:
 
 def _warn_untrained_suites(policy: str, suites: tuple[str, ...], trained: list[str] | None) -> None:
     # Allowed (a checkpoint may generalize), but a near-zero success rate should not surprise.
-    outside = [suite for suite in suites if trained and suite not in trained]
+    outside = [suite for suite in suites if suite not in (trained or suites)]
     if outside:
         logger.warning(
             "%s was trained on %s only; %s %s outside its demos",

@@ -12,6 +12,7 @@ from typing import Any
 
 from cogvla.modeling import CogVLAModel
 from cogvla.train.checkpoint import TRAINER_STATE, load_trainer_state
+from cogvla.train.run_log import read_log
 from eval.recipe import STAGES
 
 __all__ = ["ShipError", "load_recipe", "read_json", "render_card"]
@@ -175,10 +176,8 @@ def _data_section(protocol: dict[str, Any], reports: dict[str, dict[str, Any]]) 
 
 
 def _training_section(checkpoint: Path, train_log: Path) -> str:
-    lines = (
-        [line for line in train_log.read_text().splitlines() if line.strip()] if train_log.is_file() else []
-    )
-    last = json.loads(lines[-1]) if lines else {}
+    records = read_log(train_log)
+    last = records[-1] if records else {}
     state = load_trainer_state(checkpoint) if (checkpoint / TRAINER_STATE).is_file() else {}
     batch = last.get("batch", state.get("config", {}).get("global_batch"))
     text = (

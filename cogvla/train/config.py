@@ -62,8 +62,9 @@ class TrainConfig:
     # Log a JSONL record every this many steps.
     log_every: int = 10
     # How --init-from weights are trained: "lora" adapters on the backbone linears (a pretrained
-    # VLA; the data's own normalization stats are computed), or "full": every weight, keeping the
-    # checkpoint's stats (continuing a small model trained earlier, e.g. the embedded default).
+    # VLA; the data's own normalization stats are computed), or "full": every weight, with the
+    # checkpoint's stats unless keep_stats is off (continuing a small model trained earlier, e.g.
+    # the embedded default).
     init_mode: Literal["lora", "full"] = "lora"
     # "full" mode: keep the checkpoint's normalization stats (same scenes, more data), or recompute
     # them from the data (new scenes whose states fall outside the checkpoint's quantiles, which
