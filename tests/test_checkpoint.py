@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cogvla.checkpoint import CONFIG_FILE, NORM_STATS_FILE, WEIGHTS_FILE, CheckpointError
+from cogvla.checkpoint import CONFIG_FILE, FORMAT_VERSION, NORM_STATS_FILE, WEIGHTS_FILE, CheckpointError
 from cogvla.config import get_preset
 from cogvla.fake_data import fake_batch
 from cogvla.modeling import CogVLAModel
@@ -189,7 +189,7 @@ def _as_version_1(directory):
     return directory
 
 
-def test_version_1_folders_and_the_shipped_default_still_load(saved, tmp_path):
+def test_version_1_folders_still_load_and_the_shipped_default_is_current(saved, tmp_path):
     model, tokenizer, stats, directory = saved
     legacy = _as_version_1(_copy(directory, tmp_path))
     loaded = CogVLAModel.from_pretrained(legacy)
@@ -203,7 +203,7 @@ def test_version_1_folders_and_the_shipped_default_still_load(saved, tmp_path):
     from cogvla.paths import default_checkpoint_dir
 
     shipped = default_checkpoint_dir()
-    assert json.loads((shipped / CONFIG_FILE).read_text())["format_version"] == 1
+    assert json.loads((shipped / CONFIG_FILE).read_text())["format_version"] == FORMAT_VERSION
     assert CogVLAModel.from_pretrained(shipped).tokenizer is not None
 
 

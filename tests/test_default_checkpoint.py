@@ -38,8 +38,14 @@ def test_shipped_checkpoint_carries_its_eval_protocol_and_card():
     folder = default_checkpoint_dir()
     defaults = checkpoint_eval_defaults(str(folder))
     assert defaults == json.loads((folder / EVAL_PROTOCOL_FILE).read_text())
-    assert 0 in defaults["tasks"] and defaults["suites"] == ["libero_spatial"]
+    assert defaults["suites"] == ["libero_object", "libero_spatial"] and defaults["tasks"] is None
     card = (folder / "README.md").read_text()
-    assert "Wilson" in card and "Measured success" in card
+    measured = card.split("## Measured success\n", 1)[1]
+    assert "Not evaluated yet" not in measured
+    for suite in defaults["suites"]:
+        table = measured.split(f"### {suite}\n", 1)[1].split("\n\n", 1)[0]
+        assert "95% Wilson" in table
+        assert [row.split(" | ")[0] for row in table.splitlines()[2:]] == [f"| {task}" for task in range(10)]
+        assert all(row.split(" | ")[1].endswith("/50") for row in table.splitlines()[2:])
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     assert size <= 20 * 1024 * 1024
