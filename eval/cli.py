@@ -197,8 +197,8 @@ def _optional_tuple(values: list[int] | None) -> tuple[int, ...] | None:
 def checkpoint_eval_defaults(policy: str) -> dict[str, Any]:
     """Protocol defaults a checkpoint ships in ``eval_protocol.json`` (suites, tasks, image size...).
 
-    A policy trained on fast-rendered 128 px demos of some tasks is evaluated on those tasks that way
-    unless the user says otherwise; flags on the command line always win.
+    A policy trained on fast-rendered 128 px demos of some tasks is evaluated on those tasks,
+    rendered that way, unless the user says otherwise; flags on the command line always win.
     """
     path = Path(policy) / EVAL_PROTOCOL_FILE
     if not path.is_file():

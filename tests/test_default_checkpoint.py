@@ -45,7 +45,8 @@ def test_shipped_checkpoint_carries_its_eval_protocol_and_card():
     for suite in defaults["suites"]:
         table = measured.split(f"### {suite}\n", 1)[1].split("\n\n", 1)[0]
         assert "95% Wilson" in table
-        assert [row.split(" | ")[0] for row in table.splitlines()[2:]] == [f"| {task}" for task in range(10)]
-        assert all(row.split(" | ")[1].endswith("/50") for row in table.splitlines()[2:])
+        cells = [row.split(" | ") for row in table.splitlines()[2:]]
+        assert [row[0] for row in cells] == [f"| {task}" for task in range(10)]
+        assert all(row[1].endswith("/50") for row in cells)
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     assert size <= 20 * 1024 * 1024
