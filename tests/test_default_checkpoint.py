@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cogvla.paths import default_checkpoint_dir
+from envs.suites import num_tasks
 from eval.cli import EVAL_PROTOCOL_FILE, checkpoint_eval_defaults
 
 pytestmark = pytest.mark.skipif(default_checkpoint_dir() is None, reason="no embedded checkpoint")
@@ -46,7 +47,7 @@ def test_shipped_checkpoint_carries_its_eval_protocol_and_card():
         table = measured.split(f"### {suite}\n", 1)[1].split("\n\n", 1)[0]
         assert "95% Wilson" in table
         cells = [row.split(" | ") for row in table.splitlines()[2:]]
-        assert [row[0] for row in cells] == [f"| {task}" for task in range(10)]
+        assert [row[0] for row in cells] == [f"| {task}" for task in range(num_tasks(suite))]
         assert all(row[1].endswith("/50") for row in cells)
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     assert size <= 20 * 1024 * 1024
