@@ -221,3 +221,12 @@ def test_sampler_splits_one_global_batch_over_ranks_and_micro_steps():
 def test_sampler_rejects_a_bad_rank():
     with pytest.raises(ValueError, match="rank"):
         StepSampler(num_samples=4, micro_batch=1, world_size=2, rank=2)
+
+
+def test_frame_cache_build_shows_its_progress_bar_only_when_asked(tmp_path, capsys):
+    append_episode(tmp_path / "demos" / "task_a.hdf5", scripted_episode(4, offset=1.0))
+    files = find_demo_files([tmp_path / "demos"])
+    load_frame_cache(files, tmp_path / "quiet", progress=False)
+    assert "decode demos" not in capsys.readouterr().err
+    load_frame_cache(files, tmp_path / "shown")
+    assert "decode demos" in capsys.readouterr().err

@@ -81,6 +81,7 @@ def load_frame_cache(
     cache_root: Path,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     transform_tag: str = "",
+    progress: bool = True,
 ) -> FrameCache:
     """The cache of ``files``, building it under ``cache_root`` on first use.
 
@@ -90,13 +91,14 @@ def load_frame_cache(
         transform: maps one episode's ``(T, H, W, 3)`` uint8 frames to the cached
             resolution (e.g. the serving resize); None keeps them as they are.
         transform_tag: names ``transform`` in the cache key; change it when the transform changes.
+        progress: show a progress bar while the cache is built.
     """
     key = _cache_key(files, transform_tag)
     directory = Path(cache_root) / key
     with exclusive(Path(cache_root) / f"{key}.lock"):
         if not (directory / "meta.npz").is_file():
             shutil.rmtree(directory, ignore_errors=True)
-            _build(files, directory, transform)
+            _build(files, directory, transform, progress)
     return _open(directory)
 
 
@@ -120,7 +122,10 @@ def _count_frames(files: Sequence[Path]) -> tuple[int, int]:
 
 
 def _build(
-    files: Sequence[Path], directory: Path, transform: Callable[[np.ndarray], np.ndarray] | None
+    files: Sequence[Path],
+    directory: Path,
+    transform: Callable[[np.ndarray], np.ndarray] | None,
+    progress: bool,
 ) -> None:
     total, num_episodes = _count_frames(files)
     logger.info(
@@ -132,7 +137,7 @@ def _build(
     images: np.ndarray | None = None
     actions, proprio, starts, lengths, languages, sources = [], [], [], [], [], []
     cursor = 0
-    with tqdm(total=num_episodes, desc="decode demos", unit="ep") as bar:
+    with tqdm(total=num_episodes, desc="decode demos", unit="ep", disable=not progress) as bar:
         for path in files:
             for index, episode in enumerate(read_episodes(path)):
                 frames = np.stack([episode.agentview_rgb, episode.eye_in_hand_rgb], axis=1)

@@ -17,15 +17,18 @@ __all__ = ["load_demo_frames"]
 
 
 def load_demo_frames(
-    data: Sequence[str | Path], image_size: int, cache_root: str | Path | None = None
+    data: Sequence[str | Path], image_size: int, cache_root: str | Path | None = None, progress: bool = True
 ) -> FrameCache:
     """Every frame of the demo files under ``data``, resized as serving resizes, decoded once
-    into a frame cache (default: the cogvla cache's ``frames/``)."""
+    into a frame cache (default: the cogvla cache's ``frames/``), with a progress bar while
+    decoding unless ``progress`` is False."""
     files = find_demo_files(data)
     root = Path(cache_root) if cache_root is not None else cache_dir("frames")
     transform = partial(_resize_frames, size=image_size)
     # The first process to take the cache's lock decodes; the others wait, then all map the same file.
-    return load_frame_cache(files, root, transform=transform, transform_tag=f"images_to_tensor-{image_size}")
+    return load_frame_cache(
+        files, root, transform=transform, transform_tag=f"images_to_tensor-{image_size}", progress=progress
+    )
 
 
 def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:

@@ -217,7 +217,7 @@ def _run(
     progress: bool,
     info: DistInfo,
 ) -> TrainResult:
-    run = _set_up(config, data, run_dir, resume, init_from, model_config, cache_root, info)
+    run = _set_up(config, data, run_dir, resume, init_from, model_config, cache_root, progress, info)
     micro_batch = config.micro_batch(info.world_size)
     if info.is_main:
         logger.info(
@@ -269,6 +269,7 @@ def _set_up(
     init_from: str | Path | None,
     model_config: CogVLAConfig | None,
     cache_root: str | Path | None,
+    progress: bool,
     info: DistInfo,
 ) -> _Run:
     """Model, data, optimizer and schedule, fresh or restored from the newest checkpoint."""
@@ -280,7 +281,7 @@ def _set_up(
 
     torch.manual_seed(config.seed)
     model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
-    frames = load_demo_frames(data, model.config.image_size, cache_root)
+    frames = load_demo_frames(data, model.config.image_size, cache_root, progress and info.is_main)
     selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
     if stats is None:
         stats = compute_norm_stats(frames, selection)
