@@ -1,7 +1,8 @@
 """The embedded default's model card, read from the recipes, the run and its evaluation.
 
 Figures come from files only: each recipe's ``status.json`` (demos per suite, stage wall
-times), the run's ``log.jsonl`` and trainer state, and an evaluation's ``summary.json``.
+times), the JSON report ``cogvla demos`` prints for a demo set made outside the recipes, the
+run's ``log.jsonl`` and trainer state, and an evaluation's ``summary.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cogvla.train.checkpoint import TRAINER_STATE, load_trainer_state
 from cogvla.train.run_log import read_log
 from eval.recipe import STAGES
 
-__all__ = ["ShipError", "load_recipe", "read_json", "render_card"]
+__all__ = ["ShipError", "load_demos_report", "load_recipe", "read_json", "render_card"]
 
 _TASK_KEYS = ("task_id", "task_name", "demos", "attempts", "oracle_success_rate")
 
@@ -47,17 +48,29 @@ def load_recipe(path: Path) -> dict[str, Any]:
     if not isinstance(reports, dict):
         raise ShipError(f"recipe {path}: demos: expected reports to map suite names to demos reports")
     for suite, report in reports.items():
-        tasks = report.get("tasks") if isinstance(report, dict) else None
-        if not isinstance(tasks, list) or not tasks:
-            raise ShipError(f"recipe {path}: demos report of {suite}: expected a non-empty list in tasks")
-        for task in tasks:
-            missing = [key for key in _TASK_KEYS if key not in task]
-            if missing:
-                raise ShipError(
-                    f"recipe {path}: demos report of {suite}: task {task.get('task_id', '?')}: "
-                    f"missing {', '.join(missing)}"
-                )
+        _check_report(f"recipe {path}: demos report of {suite}", report)
     return status
+
+
+def load_demos_report(path: Path) -> dict[str, Any]:
+    """The JSON report ``cogvla demos`` printed for one demo set; raises ``ShipError`` naming it."""
+    report = read_json(path, "demos report")
+    if not isinstance(report, dict) or not isinstance(report.get("suite"), str):
+        raise ShipError(f"demos report {path}: expected a JSON object with the suite's name in suite")
+    if not isinstance(report.get("wall_time_s"), (int, float)):
+        raise ShipError(f"demos report {path}: expected a number in wall_time_s")
+    _check_report(f"demos report {path}", report)
+    return report
+
+
+def _check_report(name: str, report: Any) -> None:
+    tasks = report.get("tasks") if isinstance(report, dict) else None
+    if not isinstance(tasks, list) or not tasks:
+        raise ShipError(f"{name}: expected a non-empty list in tasks")
+    for task in tasks:
+        missing = [key for key in _TASK_KEYS if key not in task]
+        if missing:
+            raise ShipError(f"{name}: task {task.get('task_id', '?')}: missing {', '.join(missing)}")
 
 
 def render_card(
@@ -70,19 +83,24 @@ def render_card(
     eval_dir: Path | None,
     fingerprint: str,
     history: str = "",
+    demo_sets: dict[Path, dict[str, Any]] | None = None,
 ) -> str:
     """The model card of ``model`` (``size`` bytes on disk, files hashing to ``fingerprint``).
+
+    ``demo_sets`` maps each ``cogvla demos`` report file to its report (see
+    :func:`load_demos_report`): demos the run trained on beyond the recipes' own.
 
     Raises ``ShipError`` when ``eval_dir`` is partial or measured other files.
     """
     success = _success_section(eval_dir, protocol, fingerprint)
-    reports = _demo_reports(recipes)
+    demo_sets = demo_sets or {}
+    reports = _demo_reports(recipes, demo_sets)
     card = "\n".join(
         (
             _header(model, size, reports),
             _data_section(protocol, reports),
             _training_section(checkpoint, train_log),
-            _wall_time_section(recipes),
+            _wall_time_section(recipes, demo_sets),
             success,
         )
     )
@@ -105,21 +123,66 @@ def _reports_of(status: dict[str, Any]) -> dict[str, Any]:
     return {report.get("suite", "?"): report} if isinstance(report, dict) else {}
 
 
-def _demo_reports(recipes: dict[Path, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One report per suite, from the newest demos stage that has it: a multi-suite recipe tops
-    up the single-suite one's demos, and a report counts every demo and attempt in the folder."""
-    newest: dict[str, tuple[str, dict[str, Any]]] = {}
-    for status in recipes.values():
-        finished = status["demos"].get("finished_at", "") if "demos" in status else ""
-        for suite, report in _reports_of(status).items():
-            if suite not in newest or finished >= newest[suite][0]:
-                newest[suite] = (finished, report)
+def _demo_reports(
+    recipes: dict[Path, dict[str, Any]], demo_sets: dict[Path, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """One report per suite with a row per task.
+
+    A report counts every demo and attempt in a task's folder, and a multi-suite recipe tops up
+    the single-suite one's folders, so each folder counts once, from its newest report (a demo
+    set named on its own counts as newer than any recipe). Folders of the same task (demo sets
+    from another reset-seed base) add up.
+    """
+    dated = [
+        ((0, status["demos"].get("finished_at", "") if "demos" in status else ""), suite, report)
+        for status in recipes.values()
+        for suite, report in _reports_of(status).items()
+    ]
+    dated += [((1, ""), report["suite"], report) for report in demo_sets.values()]
+    newest: dict[tuple[str, int, str | None], tuple[tuple[int, str], dict[str, Any]]] = {}
+    for finished, suite, report in dated:
+        for task in report["tasks"]:
+            key = (suite, task["task_id"], task.get("file"))
+            if key not in newest or finished >= newest[key][0]:
+                newest[key] = (finished, task)
     if not newest:
         raise ShipError(
             f"recipe: none of {', '.join(map(str, recipes))} has a demos report; expected a demos stage "
             "with report or reports (run the recipe's demos stage)"
         )
-    return {suite: report for suite, (_, report) in newest.items()}
+    rows: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for (suite, task_id, _), (_, task) in newest.items():
+        rows.setdefault(suite, {}).setdefault(task_id, []).append(task)
+    return {
+        suite: {"suite": suite, "tasks": [_merged(tasks[task_id]) for task_id in sorted(tasks)]}
+        for suite, tasks in rows.items()
+    }
+
+
+def _merged(folders: list[dict[str, Any]]) -> dict[str, Any]:
+    """One task's row over its demo folders: demos and attempts added, oracle success and the
+    time per new demo weighted by attempts and by new demos."""
+    if len(folders) == 1:
+        return folders[0]
+    attempts = sum(folder["attempts"] for folder in folders)
+    successes = sum(folder["oracle_success_rate"] * folder["attempts"] for folder in folders)
+    timed = [
+        folder
+        for folder in folders
+        if folder.get("mean_seconds_per_new_demo") is not None and folder.get("new_demos")
+    ]
+    new_demos = sum(folder["new_demos"] for folder in timed)
+    return {
+        **folders[0],
+        "demos": sum(folder["demos"] for folder in folders),
+        "attempts": attempts,
+        "oracle_success_rate": successes / attempts if attempts else 0.0,
+        "mean_seconds_per_new_demo": (
+            sum(folder["mean_seconds_per_new_demo"] * folder["new_demos"] for folder in timed) / new_demos
+            if timed
+            else None
+        ),
+    }
 
 
 def read_json(path: Path, field: str) -> dict[str, Any]:
@@ -208,7 +271,7 @@ def _recipe_suites(status: dict[str, Any]) -> list[str]:
     return config.get("suites") or ([config["suite"]] if "suite" in config else list(_reports_of(status)))
 
 
-def _wall_time_section(recipes: dict[Path, dict[str, Any]]) -> str:
+def _wall_time_section(recipes: dict[Path, dict[str, Any]], demo_sets: dict[Path, dict[str, Any]]) -> str:
     rows = [
         f"| {stage} | `{path.parent.name}` ({', '.join(_recipe_suites(status))}) "
         f"| {_hm(_stage_seconds(status[stage]))} |"
@@ -216,11 +279,18 @@ def _wall_time_section(recipes: dict[Path, dict[str, Any]]) -> str:
         for stage in STAGES
         if stage in status
     ]
+    rows += [
+        f"| demos | `{path.parent.name}` ({report['suite']}) | {_hm(report['wall_time_s'])} |"
+        for path, report in demo_sets.items()
+    ]
+    intro = "Per recipe stage, summed over its resumed runs" + (
+        ", and per extra demo set (its last run):" if demo_sets else ":"
+    )
     return (
         "\n".join(
             [
                 "## Wall time",
-                "Per recipe stage, summed over its resumed runs:",
+                intro,
                 "",
                 "| stage | recipe (suites) | wall time |",
                 "|---|---|---|",

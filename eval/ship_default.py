@@ -7,11 +7,14 @@ Usage::
     MUJOCO_GL=egl cogvla eval libero --trials 50 --out EVAL_DIR     # the shipped files
     .venv/bin/python -m eval.ship_default ... (same flags) --eval EVAL_DIR
 
+A run that also trained on demo sets made outside the recipes (``cogvla demos --seed 1 ...``)
+names the report each printed with ``--demos-report``, so the card counts those demos too.
+
 Writes ``cogvla/assets/default/``: the weights in float16 (to stay small; CPU inference
 upcasts them), the tokenizer, the normalization stats, ``eval_protocol.json`` (the
 checkpoint's own: the protocol ``cogvla eval libero`` uses when run without flags) and
 ``README.md``, a model card whose figures are read from the recipes' ``status.json`` (demos,
-stage wall times), the run's log and trainer state, and, with ``--eval``, the evaluation's
+stage wall times) and the extra demo sets' reports, the run's log and trainer state, and, with ``--eval``, the evaluation's
 ``summary.json``. Everything but the card is a function of the checkpoint alone, so the
 second ship writes the very files the evaluation measured, which ``--eval`` checks.
 """
@@ -32,7 +35,7 @@ from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, write_eval_protocol
 from cogvla.modeling import CogVLAModel
 from cogvla.paths import DEFAULT_CHECKPOINT
 from eval.libero.fingerprint import policy_fingerprint
-from eval.model_card import ShipError, load_recipe, read_json, render_card
+from eval.model_card import ShipError, load_demos_report, load_recipe, read_json, render_card
 
 __all__ = ["main", "ship"]
 
@@ -48,6 +51,7 @@ def ship(
     eval_dir: Path | None = None,
     out: Path = DEFAULT_CHECKPOINT,
     history: str = "",
+    demo_sets: dict[Path, dict[str, Any]] | None = None,
 ) -> Path:
     """Copy ``checkpoint`` to ``out`` in fp16 with its eval protocol and a model card.
 
@@ -58,6 +62,7 @@ def ship(
         eval_dir: a ``cogvla eval libero`` folder that evaluated the shipped files; None: not yet.
         out: the folder to (re)write.
         history: markdown telling where the weights the run started from came from.
+        demo_sets: each extra demo set's report file and report (see :func:`load_demos_report`).
     """
     protocol = _protocol(checkpoint, eval_dir)
     # float16 over bfloat16: its 10 mantissa bits keep the served actions ~6x closer to the
@@ -83,6 +88,7 @@ def ship(
             eval_dir,
             policy_fingerprint(str(partial)),
             history,
+            demo_sets,
         )
     except ShipError:
         shutil.rmtree(partial)
@@ -116,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--recipe", type=Path, nargs="+", required=True, help="status.json of every recipe behind the run"
     )
+    parser.add_argument(
+        "--demos-report",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="JSON report printed by `cogvla demos` for each demo set the run used beyond the recipes'",
+    )
     parser.add_argument("--eval", type=Path, help="a `cogvla eval libero` folder of the shipped files")
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the default")
     parser.add_argument(
@@ -124,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         recipes = {path: load_recipe(path) for path in args.recipe}
+        demo_sets = {path: load_demos_report(path) for path in args.demos_report}
         history = args.history.read_text() if args.history else ""
-        out = ship(args.checkpoint, args.train_log, recipes, args.eval, args.out, history)
+        out = ship(args.checkpoint, args.train_log, recipes, args.eval, args.out, history, demo_sets)
     except ShipError as exc:
         logger.error("%s", exc)
         return 2

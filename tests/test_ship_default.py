@@ -14,7 +14,7 @@ from cogvla.normalize import NormStats
 from cogvla.tokenizer import PromptTokenizer
 from eval import ship_default
 from eval.libero.fingerprint import policy_fingerprint
-from eval.model_card import ShipError, load_recipe
+from eval.model_card import ShipError, load_demos_report, load_recipe
 from eval.ship_default import main, ship
 
 PROTOCOL = {
@@ -188,6 +188,53 @@ def test_card_gives_every_recipe_stage_wall_time(checkpoint, recipes, tmp_path):
     assert "| demos | `libero_spatial+libero_object` (libero_spatial, libero_object) | 40 min |" in card
     assert "| train | `libero_spatial+libero_object` (libero_spatial, libero_object) | 3 h 53 min |" in card
     assert "| eval |" not in card
+
+
+def _demo_set(folder: Path) -> Path:
+    """The report ``cogvla demos --seed 1`` printed for 50 more demos of libero_spatial task 1."""
+    task = {
+        **_task(1, "bowl_b", 10.0),
+        "attempts": 60,
+        "oracle_success_rate": 50 / 60,
+        "new_demos": 50,
+        "file": str(folder / "libero_spatial" / "bowl_b_demo"),
+    }
+    folder.mkdir(parents=True)
+    path = folder / "report.json"
+    path.write_text(json.dumps({"suite": "libero_spatial", "tasks": [task], "wall_time_s": 600.0}))
+    return path
+
+
+def test_extra_demo_sets_add_to_their_tasks_and_get_a_wall_time_row(checkpoint, recipes, tmp_path):
+    path = _demo_set(tmp_path / "more" / "spatial_seed1")
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    card = (
+        ship(checkpoint, log, recipes, out=out, demo_sets={path: load_demos_report(path)}) / "README.md"
+    ).read_text()
+    # Task 1: 50 + 50 demos, 53 + 60 attempts, 100/113 successful; the time is the new set's.
+    assert "| 1 | bowl_b | 100 | 113 | 0.88 | 10.0 |" in card
+    assert "| 0 | bowl_a | 50 | 52 | 0.96 | - |" in card
+    assert "250 demos of 4 tasks" in card
+    assert "| demos | `spatial_seed1` (libero_spatial) | 10 min |" in card
+    argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
+    argv += ["--recipe", *map(str, recipes), "--demos-report", str(path)]
+    assert main(argv) == 0
+    assert (tmp_path / "cli" / "README.md").read_text() == card
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("[]", "expected a JSON object with the suite's name in suite"),
+        ('{"suite": "libero_spatial", "tasks": []}', "expected a number in wall_time_s"),
+        ('{"suite": "libero_spatial", "wall_time_s": 5, "tasks": []}', "expected a non-empty list in tasks"),
+    ],
+)
+def test_bad_demos_report_is_named_with_what_was_expected(tmp_path, content, expected):
+    path = tmp_path / "report.json"
+    path.write_text(content)
+    with pytest.raises(ShipError, match=f"demos report {path}: {expected}"):
+        load_demos_report(path)
 
 
 def test_ship_evaluate_ship_gives_identical_files_and_a_per_suite_card(checkpoint, recipes, tmp_path):
