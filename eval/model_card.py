@@ -133,18 +133,17 @@ def _demo_reports(
     set named on its own counts as newer than any recipe). Folders of the same task (demo sets
     from another reset-seed base) add up.
     """
-    dated = [
-        ((0, status["demos"].get("finished_at", "") if "demos" in status else ""), suite, report)
-        for status in recipes.values()
-        for suite, report in _reports_of(status).items()
-    ]
-    dated += [((1, ""), report["suite"], report) for report in demo_sets.values()]
-    newest: dict[tuple[str, int, str | None], tuple[tuple[int, str], dict[str, Any]]] = {}
-    for finished, suite, report in dated:
+    newest: dict[tuple[str, int, str | None], tuple[str, dict[str, Any]]] = {}
+    for status in recipes.values():
+        finished = status["demos"].get("finished_at", "") if "demos" in status else ""
+        for suite, report in _reports_of(status).items():
+            for task in report["tasks"]:
+                key = (suite, task["task_id"], task.get("file"))
+                if key not in newest or finished >= newest[key][0]:
+                    newest[key] = (finished, task)
+    for report in demo_sets.values():
         for task in report["tasks"]:
-            key = (suite, task["task_id"], task.get("file"))
-            if key not in newest or finished >= newest[key][0]:
-                newest[key] = (finished, task)
+            newest[(report["suite"], task["task_id"], task.get("file"))] = ("", task)
     if not newest:
         raise ShipError(
             f"recipe: none of {', '.join(map(str, recipes))} has a demos report; expected a demos stage "

@@ -222,6 +222,19 @@ def test_extra_demo_sets_add_to_their_tasks_and_get_a_wall_time_row(checkpoint, 
     assert (tmp_path / "cli" / "README.md").read_text() == card
 
 
+def test_a_demo_set_replaces_a_recipes_report_of_the_same_folder(checkpoint, recipes, tmp_path):
+    path = _demo_set(tmp_path / "more" / "rerun")
+    report = load_demos_report(path)
+    # No folder named, like the recipe fixtures' rows: the same folder as theirs.
+    del report["tasks"][0]["file"]
+    log = checkpoint.parents[1] / "log.jsonl"
+    card = (
+        ship(checkpoint, log, recipes, out=tmp_path / "d", demo_sets={path: report}) / "README.md"
+    ).read_text()
+    assert "| 1 | bowl_b | 50 | 60 | 0.83 | 10.0 |" in card
+    assert "200 demos of 4 tasks" in card
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
