@@ -14,6 +14,7 @@ import pytest
 from cogvla.data.libero_hdf5 import Episode, append_episode, count_episodes, read_episodes
 from eval.libero.demos import DemoConfig, attempt_seed, generate_demos
 from eval.libero.episode import EnvSpec
+from eval.libero.handover import HandoverPolicy
 
 SUITE = "libero_spatial"
 
@@ -69,6 +70,20 @@ def fake_demo_env(spec: EnvSpec) -> FakeDemoEnv:
 
 def constant_policy(spec: str) -> ConstantPolicy:
     return ConstantPolicy()
+
+
+class LearnerPolicy:
+    """Chunks of 3 actions of -0.5: nothing the oracle (0.5) would ever output."""
+
+    def reset(self) -> None:
+        pass
+
+    def infer(self, obs):
+        return np.full((3, 7), -0.5, np.float32)
+
+
+def learner_or_constant(spec: str):
+    return LearnerPolicy() if spec == "learner" else ConstantPolicy()
 
 
 def _attempts(folder, name) -> list[dict]:
@@ -155,6 +170,58 @@ def test_demos_appended_by_an_earlier_run_count_and_stay_untouched(tmp_path):
     task = report["tasks"][0]
     assert task["demos"] == 2 and task["new_demos"] == 1 and count_episodes(task["file"]) == 1
     assert earlier.read_bytes() == before
+
+
+def test_handover_cuts_the_learners_chunk_at_the_handover_step():
+    policy = HandoverPolicy(LearnerPolicy(), ConstantPolicy())
+    policy.hand_over_at(5)
+    policy.reset()
+    chunks = [policy.infer({}) for _ in range(4)]
+    assert [len(c) for c in chunks] == [3, 2, 1, 1]
+    assert [float(c[0, 0]) for c in chunks] == [-0.5, -0.5, 0.5, 0.5]
+    policy.reset()
+    assert float(policy.infer({})[0, 0]) == -0.5, "every episode starts with the learner"
+
+
+def _recovery_demos(tmp_path, **fields) -> dict:
+    """Demos of task 0 where "learner" acts first; success at policy step 5 (1 settle step)."""
+    config = DemoConfig(
+        out=str(tmp_path),
+        suite=SUITE,
+        tasks=(0,),
+        num_wait_steps=1,
+        max_steps=12,
+        post_success_steps=1,
+        max_attempts_factor=4,
+        rollin="learner",
+        **fields,
+    )
+    return generate_demos(config, env_factory=fake_demo_env, policy_factory=learner_or_constant)
+
+
+def test_recovery_demos_record_only_the_oracles_steps_from_the_handover(tmp_path):
+    report = _recovery_demos(tmp_path, per_task=2, handover_steps=(2, 3))
+    task = report["tasks"][0]
+    assert task["demos"] == 2 and task["solved_before_handover"] == 0
+    handovers = {a["seed"]: a["handover_step"] for a in _attempts(tmp_path / SUITE, task["task_name"])}
+    assert set(handovers.values()) <= {2, 3}
+    for episode in read_episodes(task["file"]):
+        handover = handovers[int(episode.states[0, 0])]
+        # Success at policy step 5, then 1 post-success step.
+        assert len(episode) == 5 - handover + 1
+        np.testing.assert_allclose(episode.actions, 0.5), "only the oracle's actions are recorded"
+        np.testing.assert_array_equal(episode.ee_pos[:, 0], np.arange(1 + handover, 7))
+
+
+def test_an_attempt_the_learner_solves_before_the_handover_writes_no_demo(tmp_path):
+    report = _recovery_demos(tmp_path, per_task=1, handover_steps=(8, 9))
+    task = report["tasks"][0]
+    attempts = _attempts(tmp_path / SUITE, task["task_name"])
+    assert task["demos"] == 0 and count_episodes(task["file"]) == 0 and len(attempts) == 4
+    solved = [a["solved_before_handover"] for a in attempts]
+    assert solved == [a["success"] for a in attempts], "every success came before the handover"
+    assert task["solved_before_handover"] == sum(solved) > 0
+    assert task["oracle_success_rate"] == (0.0 if sum(solved) < 4 else None)
 
 
 @pytest.mark.libero

@@ -14,6 +14,12 @@ count towards the task and stay as they are. The attempt ledger is what makes a 
 resumable: attempt ``a`` of a task always uses the same seed, a re-run starts after the
 last recorded attempt, and an attempt is recorded before its demo is written, so a kill
 can lose a demo but never duplicate one.
+
+With ``rollin`` set (a learned policy), each attempt is a recovery demo
+(``eval.libero.handover``): the learner acts for the first ``n`` steps, ``n`` drawn per
+attempt from ``handover_steps`` and fixed by its seed, then the oracle finishes the task.
+Only the oracle's steps are recorded, so a demo starts in a state the learner reached; an
+attempt the learner solved before the handover is recorded as such and writes no demo.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+from eval.libero.handover import HandoverFactory, handover_step
 from eval.libero.results import EpisodeLog
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
 from eval.policies import ORACLE, load_policy
@@ -63,6 +70,10 @@ class DemoConfig:
     max_attempts_factor: int = 4
     policy: str = ORACLE
     hang_timeout_s: float = 600.0
+    # A learned policy (checkpoint folder or tcp://HOST:PORT) that acts before the oracle takes over.
+    rollin: str | None = None
+    # Inclusive range of the step at which the oracle takes over from ``rollin``.
+    handover_steps: tuple[int, int] = (8, 160)
 
     def __post_init__(self) -> None:
         for name in ("per_task", "image_size", "workers", "max_attempts_factor"):
@@ -73,6 +84,9 @@ class DemoConfig:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps: expected None or >= 1, got {self.max_steps}")
+        low, high = self.handover_steps
+        if not 0 <= low <= high:
+            raise ValueError(f"handover_steps: expected 0 <= low <= high, got {self.handover_steps}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class DemoJob:
     env_spec: EnvSpec
     episode: EpisodeSpec
     attempt: int
+    # Steps the roll-in policy acts before the oracle; 0 = the oracle acts throughout.
+    handover_step: int = 0
 
 
 def attempt_seed(base_seed: int, suite: str, task_name: str, attempt: int) -> int:
@@ -101,14 +117,22 @@ def make_demo_env(spec: EnvSpec) -> Any:
 
 
 class _StepRecorder:
-    """Observer that keeps what LIBERO's HDF5 schema stores for each acted-on step."""
+    """Observer that keeps what LIBERO's HDF5 schema stores for each acted-on step from
+    step ``first_step`` on."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_step: int = 0) -> None:
         self.columns: dict[str, list[np.ndarray]] = {}
+        self.first_step = first_step
+        self.seen = 0
+        self.recorded = 0
 
     def __call__(self, env: Any, obs: dict[str, Any], action: np.ndarray | None) -> None:
         if action is None:
             return
+        self.seen += 1
+        if self.seen <= self.first_step:
+            return
+        self.recorded += 1
         fields = {"actions": action, "agentview_rgb": obs["image"], "eye_in_hand_rgb": obs["wrist_image"]}
         fields.update(env.raw_fields())
         for name, value in fields.items():
@@ -120,10 +144,21 @@ class _StepRecorder:
 
 def demo_job(env: Any, policy: Any, job: DemoJob, heartbeat: Callable[[], None]) -> dict[str, Any]:
     """Worker job: one attempt; returns its outcome and, on success, the recorded arrays."""
-    recorder = _StepRecorder()
+    recorder = _StepRecorder(job.handover_step)
+    if job.handover_step:
+        policy.hand_over_at(job.handover_step)
     result = run_episode(env, policy, job.episode, observers=[recorder], heartbeat=heartbeat)
     record = {"attempt": job.attempt, "seed": job.episode.seed, **result.to_dict()}
-    record["arrays"] = recorder.arrays() if result.success else None
+    if job.handover_step:
+        # Success within the roll-in's post-success tail: the oracle did nothing worth learning.
+        solved_before = result.success and recorder.recorded <= job.episode.steps_after_success
+        record.update(
+            handover_step=job.handover_step,
+            recorded_steps=recorder.recorded,
+            solved_before_handover=solved_before,
+        )
+    kept = result.success and not record.get("solved_before_handover", False)
+    record["arrays"] = recorder.arrays() if kept else None
     record["problem_name"] = getattr(getattr(env, "raw_env", None), "problem_name", "")
     return record
 
@@ -185,8 +220,9 @@ def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
     )
 
 
-def _env_args(config: DemoConfig, state: _TaskState, problem_name: str) -> dict[str, Any]:
+def _env_args(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -> dict[str, Any]:
     """LIBERO's ``env_args`` attribute: enough to rebuild the env that recorded the demos."""
+    problem_name = result["problem_name"]
     return {
         "type": 1,
         "env_name": problem_name,
@@ -208,6 +244,8 @@ def _env_args(config: DemoConfig, state: _TaskState, problem_name: str) -> dict[
             "num_wait_steps": config.num_wait_steps,
             "post_success_steps": config.post_success_steps,
             "randomized_reset": True,
+            "rollin_policy": config.rollin,
+            "handover_step": result.get("handover_step", 0),
         },
     }
 
@@ -229,7 +267,7 @@ def _write_demo(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -
         problem_name=result["problem_name"],
         bddl_file=state.bddl_file,
     )
-    write_episode(state.folder, episode, env_args=_env_args(config, state, result["problem_name"]))
+    write_episode(state.folder, episode, env_args=_env_args(config, state, result))
 
 
 def generate_demos(
@@ -272,15 +310,17 @@ def generate_demos(
                 attempt = state.next_attempt
                 state.next_attempt += 1
                 state.in_flight += 1
+                seed = attempt_seed(config.seed, config.suite, state.name, attempt)
                 jobs.append(
                     DemoJob(
                         key=f"{state.name}/{attempt}",
                         env_spec=env_specs[task_id],
                         attempt=attempt,
+                        handover_step=handover_step(seed, *config.handover_steps) if config.rollin else 0,
                         episode=EpisodeSpec(
                             env=env_specs[task_id],
                             init_state_id=None,
-                            seed=attempt_seed(config.seed, config.suite, state.name, attempt),
+                            seed=seed,
                             max_steps=max_steps,
                             num_wait_steps=config.num_wait_steps,
                             action_noise=config.noise,
@@ -321,7 +361,7 @@ def generate_demos(
 
     setup = WorkerSetup(
         policy_spec=config.policy,
-        policy_factory=policy_factory,
+        policy_factory=HandoverFactory(config.rollin, policy_factory) if config.rollin else policy_factory,
         env_factory=env_factory,
         job=demo_job,
         torch_threads=default_torch_threads(config.workers),
@@ -345,6 +385,8 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
     tasks = []
     for state in states.values():
         records = list(state.ledger.load().values())
+        solved_before = sum(bool(r.get("solved_before_handover")) for r in records)
+        handed_over = len(records) - solved_before
         if state.have < config.per_task:
             logger.warning(
                 "%s: %d of %d demos after %d attempts", state.name, state.have, config.per_task, len(records)
@@ -356,9 +398,13 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
                 "file": str(state.folder),
                 "demos": state.have,
                 "attempts": len(records),
-                "oracle_success_rate": round(sum(bool(r["success"]) for r in records) / len(records), 4)
-                if records
+                # Of the attempts the oracle acted in (all of them without a roll-in policy).
+                "oracle_success_rate": round(
+                    (sum(bool(r["success"]) for r in records) - solved_before) / handed_over, 4
+                )
+                if handed_over
                 else None,
+                "solved_before_handover": solved_before,
                 "bytes": _bytes(state),
                 "new_demos": state.successes,
                 "mean_seconds_per_new_demo": round(float(np.mean(state.success_seconds)), 3)

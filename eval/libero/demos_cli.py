@@ -6,7 +6,8 @@ Usage::
         --workers 2 --noise 0.1
 
 Writes ``OUT/<suite>/<task_name>_demo/demo_{i}.hdf5``, one file per demo. Re-running the same command
-continues each task up to ``--per-task`` demos with new seeds.
+continues each task up to ``--per-task`` demos with new seeds. ``--rollin CHECKPOINT`` makes
+recovery demos instead: the checkpoint acts first and the oracle finishes from where it left off.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hang-timeout", type=float, default=600.0, help="seconds without a step = hung worker"
     )
+    parser.add_argument(
+        "--rollin",
+        help="recovery demos: this policy (checkpoint folder or tcp://HOST:PORT) acts first, "
+        "then the oracle takes over; only the oracle's steps are recorded",
+    )
+    parser.add_argument(
+        "--handover-steps",
+        type=parse_int_list,
+        default=(8, 160),
+        help="LOW,HIGH: the oracle takes over at a step drawn from this range (with --rollin)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from envs.suites import UnknownSuiteError
     from eval.libero.demos import DemoConfig, generate_demos
     from eval.libero.workers import WorkerStartupError
+    from eval.policies import check_policy_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -79,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             max_attempts_factor=args.max_attempts_factor,
             hang_timeout_s=args.hang_timeout,
+            rollin=check_policy_spec(args.rollin) if args.rollin else None,
+            handover_steps=_pair(args.handover_steps),
         )
     except ValueError as exc:
         logger.error("%s", exc)
@@ -93,3 +108,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    if len(values) != 2:
+        raise ValueError(f"handover_steps: expected LOW,HIGH, got {','.join(map(str, values))}")
+    return values[0], values[1]
