@@ -201,6 +201,7 @@ def _recovery_demos(tmp_path, **fields) -> dict:
 
 def test_recovery_demos_record_only_the_oracles_steps_from_the_handover(tmp_path):
     report = _recovery_demos(tmp_path, per_task=2, handover_steps=(2, 3))
+    assert report["rollin_policy"] == "learner" and report["handover_steps"] == [2, 3]
     task = report["tasks"][0]
     assert task["demos"] == 2 and task["solved_before_handover"] == 0
     handovers = {a["seed"]: a["handover_step"] for a in _attempts(tmp_path / SUITE, task["task_name"])}

@@ -167,8 +167,8 @@ def test_without_eval_the_card_says_not_evaluated_with_the_checkpoints_protocol(
     assert "Wilson" not in card
     # Data: every suite from the reports, libero_spatial from the newer (two-suite) recipe's report.
     assert "### libero_object\n" in card and "### libero_spatial\n" in card
-    assert "| 2 | bowl_c | 50 | 54 | 0.93 | 20.0 |" in card
-    assert "| 0 | bowl_a | 50 | 52 | 0.96 | - |" in card
+    assert "| 2 | bowl_c | 50 | 0 | 54 | 0.93 | 20.0 |" in card
+    assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
     assert "200 demos of 4 tasks" in card
     # Training: the log's last line plus the trainer state's batch and starting checkpoint.
     assert "40 optimizer steps of batch 16 at about 18 samples/s; last logged L1 loss 0.0125" in card
@@ -190,7 +190,7 @@ def test_card_gives_every_recipe_stage_wall_time(checkpoint, recipes, tmp_path):
     assert "| eval |" not in card
 
 
-def _demo_set(folder: Path) -> Path:
+def _demo_set(folder: Path, **report_fields) -> Path:
     """The report ``cogvla demos --seed 1`` printed for 50 more demos of libero_spatial task 1."""
     task = {
         **_task(1, "bowl_b", 10.0),
@@ -201,7 +201,8 @@ def _demo_set(folder: Path) -> Path:
     }
     folder.mkdir(parents=True)
     path = folder / "report.json"
-    path.write_text(json.dumps({"suite": "libero_spatial", "tasks": [task], "wall_time_s": 600.0}))
+    report = {"suite": "libero_spatial", "tasks": [task], "wall_time_s": 600.0, **report_fields}
+    path.write_text(json.dumps(report))
     return path
 
 
@@ -212,14 +213,30 @@ def test_extra_demo_sets_add_to_their_tasks_and_get_a_wall_time_row(checkpoint, 
         ship(checkpoint, log, recipes, out=out, demo_sets={path: load_demos_report(path)}) / "README.md"
     ).read_text()
     # Task 1: 50 + 50 demos, 53 + 60 attempts, 100/113 successful; the time is the new set's.
-    assert "| 1 | bowl_b | 100 | 113 | 0.88 | 10.0 |" in card
-    assert "| 0 | bowl_a | 50 | 52 | 0.96 | - |" in card
+    assert "| 1 | bowl_b | 100 | 0 | 113 | 0.88 | 10.0 |" in card
+    assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
     assert "250 demos of 4 tasks" in card
     assert "| demos | `spatial_seed1` (libero_spatial) | 10 min |" in card
     argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
     argv += ["--recipe", *map(str, recipes), "--demos-report", str(path)]
     assert main(argv) == 0
     assert (tmp_path / "cli" / "README.md").read_text() == card
+
+
+def test_recovery_demos_are_counted_and_weigh_oracle_success_by_the_attempts_it_acted_in(
+    checkpoint, recipes, tmp_path
+):
+    path = _demo_set(tmp_path / "more" / "recover", rollin_policy="run4", handover_steps=[8, 128])
+    report = load_demos_report(path)
+    # 70 attempts: the learned policy solved 20 before the handover, the oracle 50 of the other 50.
+    report["tasks"][0].update(attempts=70, solved_before_handover=20, oracle_success_rate=1.0)
+    log = checkpoint.parents[1] / "log.jsonl"
+    card = (
+        ship(checkpoint, log, recipes, out=tmp_path / "d", demo_sets={path: report}) / "README.md"
+    ).read_text()
+    # With the recipe's 50 demos of 53 attempts: 100 demos, 123 attempts, 100/103 for the oracle.
+    assert "| 1 | bowl_b | 100 | 50 | 123 | 0.97 | 10.0 |" in card
+    assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
 
 
 def test_a_demo_set_replaces_a_recipes_report_of_the_same_folder(checkpoint, recipes, tmp_path):
@@ -231,7 +248,7 @@ def test_a_demo_set_replaces_a_recipes_report_of_the_same_folder(checkpoint, rec
     card = (
         ship(checkpoint, log, recipes, out=tmp_path / "d", demo_sets={path: report}) / "README.md"
     ).read_text()
-    assert "| 1 | bowl_b | 50 | 60 | 0.83 | 10.0 |" in card
+    assert "| 1 | bowl_b | 50 | 0 | 60 | 0.83 | 10.0 |" in card
     assert "200 demos of 4 tasks" in card
 
 

@@ -416,6 +416,8 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
     return {
         "suite": config.suite,
         "per_task": config.per_task,
+        "rollin_policy": config.rollin,
+        "handover_steps": list(config.handover_steps) if config.rollin else None,
         "tasks": tasks,
         "wall_time_s": round(seconds, 3),
         "new_demos": new,
