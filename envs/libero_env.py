@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ from envs.fast_render import fast_render as fast_render_scope
 from envs.initial_state import settle_initial_conditions
 from envs.perturb import Perturbation, PerturbedTask, perturb_task
 from envs.suites import WAIT_ACTION, TaskInfo, get_task, init_states
+from envs.view_cull import ViewCuller
 
 __all__ = [
     "IMAGE_KEYS",
@@ -336,9 +338,20 @@ class LiberoEnv(gym.Env):
                 robot.gripper.current_action = np.zeros(robot.gripper.dof)
 
     def _render_camera(self, camera: str) -> np.ndarray:
-        """One camera as robosuite's camera observable renders it (upside down)."""
+        """One camera as robosuite's camera observable renders it (upside down); with fast
+        rendering, geoms outside the camera's view are skipped (``envs.view_cull``)."""
         side = self.image_size
-        image = self.raw_env.sim.render(camera_name=camera, width=side, height=side)
+        sim = self.raw_env.sim
+        culler = None
+        if self.fast_render:
+            culler = ViewCuller.for_model(sim.model._model, sim._render_context_offscreen.vopt.geomgroup)
+        scope = (
+            nullcontext()
+            if culler is None
+            else culler.culled(sim.data._data, sim.model.camera_name2id(camera))
+        )
+        with scope:
+            image = sim.render(camera_name=camera, width=side, height=side)
         return image[:: self._row_order]
 
     def _image(self, key: str) -> np.ndarray:

@@ -91,6 +91,25 @@ def test_images_are_upright_and_rendered_as_robosuite_renders_them(env):
     assert image[SIZE // 2 :].mean() > image[: SIZE // 2].mean() + 10
 
 
+def test_renders_that_skip_out_of_view_geoms_match_full_renders_as_the_arm_moves(env):
+    from envs.view_cull import ViewCuller
+
+    env.reset(seed=3, options={"init_state_id": 0})
+    sim = env.raw_env.sim
+    culler = ViewCuller.for_model(sim.model._model, sim._render_context_offscreen.vopt.geomgroup)
+    assert culler is not None, "LIBERO's lights cast no shadows and fast rendering hides a geom group"
+    hidden = {}
+    for _ in range(3):
+        for _ in range(4):
+            env.step(np.array([0.6, -0.4, -0.5, 0.0, 0.0, 0.4, -1.0]))
+        for camera in ("agentview", "robot0_eye_in_hand"):
+            with culler.culled(sim.data._data, sim.model.camera_name2id(camera)) as count:
+                hidden[camera] = count
+            full = sim.render(camera_name=camera, width=SIZE, height=SIZE)[:: env._row_order]
+            np.testing.assert_array_equal(env._render_camera(camera), full)
+    assert hidden["robot0_eye_in_hand"] > 10, "the wrist camera sees a small part of the scene"
+
+
 @pytest.mark.libero
 def test_action_bounds_and_bad_actions(env):
     from envs.libero_env import ActionError
