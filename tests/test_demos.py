@@ -225,6 +225,22 @@ def test_an_attempt_the_learner_solves_before_the_handover_writes_no_demo(tmp_pa
     assert task["oracle_success_rate"] == (0.0 if sum(solved) < 4 else None)
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--rollin", "MISSING"], "policy: expected 'oracle', 'tcp://HOST:PORT' or a checkpoint folder"),
+        (["--rollin", "oracle", "--handover-steps", "5"], "handover_steps: expected LOW,HIGH, got 5"),
+        (["--rollin", "oracle", "--handover-steps", "9,3"], "handover_steps: expected 0 <= low <= high"),
+    ],
+)
+def test_bad_recovery_options_are_refused_by_name(options, expected, tmp_path, caplog):
+    from cogvla.cli import main
+
+    assert main(["demos", "--out", str(tmp_path), *options]) == 2
+    assert expected in caplog.text
+    assert not (tmp_path / SUITE).exists(), "nothing runs with a bad option"
+
+
 @pytest.mark.libero
 def test_cogvla_demos_writes_a_readable_file(tmp_path):
     pytest.importorskip("envs.oracle", reason="waits on the scripted oracle (envs/oracle.py)")
