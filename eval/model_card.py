@@ -277,6 +277,15 @@ def _recipe_suites(status: dict[str, Any]) -> list[str]:
     return config.get("suites") or ([config["suite"]] if "suite" in config else list(_reports_of(status)))
 
 
+def _set_name(report_path: Path) -> str:
+    """A demo set's name: its folder, and the report's name when a folder holds several."""
+    return (
+        report_path.parent.name
+        if report_path.stem == "report"
+        else f"{report_path.parent.name}/{report_path.stem}"
+    )
+
+
 def _wall_time_section(recipes: dict[Path, dict[str, Any]], demo_sets: dict[Path, dict[str, Any]]) -> str:
     rows = [
         f"| {stage} | `{path.parent.name}` ({', '.join(_recipe_suites(status))}) "
@@ -286,7 +295,8 @@ def _wall_time_section(recipes: dict[Path, dict[str, Any]], demo_sets: dict[Path
         if stage in status
     ]
     rows += [
-        f"| demos | `{path.parent.name}` ({report['suite']}) | {_hm(report['wall_time_s'])} |"
+        f"| demos | `{_set_name(path)}` ({report['suite']}{', recovery' if report.get('rollin_policy') else ''}) "
+        f"| {_hm(report['wall_time_s'])} |"
         for path, report in demo_sets.items()
     ]
     intro = "Per recipe stage, summed over its resumed runs" + (

@@ -190,7 +190,7 @@ def test_card_gives_every_recipe_stage_wall_time(checkpoint, recipes, tmp_path):
     assert "| eval |" not in card
 
 
-def _demo_set(folder: Path, **report_fields) -> Path:
+def _demo_set(folder: Path, file_name: str = "report.json", **report_fields) -> Path:
     """The report ``cogvla demos --seed 1`` printed for 50 more demos of libero_spatial task 1."""
     task = {
         **_task(1, "bowl_b", 10.0),
@@ -200,7 +200,7 @@ def _demo_set(folder: Path, **report_fields) -> Path:
         "file": str(folder / "libero_spatial" / "bowl_b_demo"),
     }
     folder.mkdir(parents=True)
-    path = folder / "report.json"
+    path = folder / file_name
     report = {"suite": "libero_spatial", "tasks": [task], "wall_time_s": 600.0, **report_fields}
     path.write_text(json.dumps(report))
     return path
@@ -226,7 +226,9 @@ def test_extra_demo_sets_add_to_their_tasks_and_get_a_wall_time_row(checkpoint, 
 def test_recovery_demos_are_counted_and_weigh_oracle_success_by_the_attempts_it_acted_in(
     checkpoint, recipes, tmp_path
 ):
-    path = _demo_set(tmp_path / "more" / "recover", rollin_policy="run4", handover_steps=[8, 128])
+    path = _demo_set(
+        tmp_path / "more" / "recover", "spatial_report.json", rollin_policy="run4", handover_steps=[8, 128]
+    )
     report = load_demos_report(path)
     # 70 attempts: the learned policy solved 20 before the handover, the oracle 50 of the other 50.
     report["tasks"][0].update(attempts=70, solved_before_handover=20, oracle_success_rate=1.0)
@@ -237,6 +239,8 @@ def test_recovery_demos_are_counted_and_weigh_oracle_success_by_the_attempts_it_
     # With the recipe's 50 demos of 53 attempts: 100 demos, 123 attempts, 100/103 for the oracle.
     assert "| 1 | bowl_b | 100 | 50 | 123 | 0.97 | 10.0 |" in card
     assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
+    # A folder may hold several reports (one per suite or top-up): each row names its file.
+    assert "| demos | `recover/spatial_report` (libero_spatial, recovery) | 10 min |" in card
 
 
 def test_a_demo_set_replaces_a_recipes_report_of_the_same_folder(checkpoint, recipes, tmp_path):
