@@ -214,6 +214,24 @@ def test_recovery_demos_record_only_the_oracles_steps_from_the_handover(tmp_path
         np.testing.assert_array_equal(episode.ee_pos[:, 0], np.arange(1 + handover, 7))
 
 
+def test_a_handover_at_step_0_records_the_whole_episode_after_a_later_handover():
+    from eval.libero.demos import DemoJob, demo_job
+    from eval.libero.episode import EpisodeSpec
+
+    env_spec = EnvSpec(SUITE, 0)
+    policy = HandoverPolicy(LearnerPolicy(), ConstantPolicy())
+    lengths = []
+    for attempt, handover in enumerate((3, 0)):
+        episode = EpisodeSpec(env=env_spec, init_state_id=None, seed=1, max_steps=12, num_wait_steps=1)
+        job = DemoJob(
+            key=str(attempt), env_spec=env_spec, episode=episode, attempt=attempt, handover_step=handover
+        )
+        record = demo_job(FakeDemoEnv(env_spec), policy, job, heartbeat=lambda: None)
+        np.testing.assert_allclose(record["arrays"]["actions"], 0.5)
+        lengths.append(record["recorded_steps"])
+    assert lengths == [5 - 3, 5], "success at policy step 5"
+
+
 def test_an_attempt_the_learner_solves_before_the_handover_writes_no_demo(tmp_path):
     report = _recovery_demos(tmp_path, per_task=1, handover_steps=(8, 9))
     task = report["tasks"][0]

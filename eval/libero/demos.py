@@ -97,8 +97,8 @@ class DemoJob:
     env_spec: EnvSpec
     episode: EpisodeSpec
     attempt: int
-    # Steps the roll-in policy acts before the oracle; 0 = the oracle acts throughout.
-    handover_step: int = 0
+    # Steps the roll-in policy acts before the oracle; None = no roll-in policy.
+    handover_step: int | None = None
 
 
 def attempt_seed(base_seed: int, suite: str, task_name: str, attempt: int) -> int:
@@ -144,12 +144,13 @@ class _StepRecorder:
 
 def demo_job(env: Any, policy: Any, job: DemoJob, heartbeat: Callable[[], None]) -> dict[str, Any]:
     """Worker job: one attempt; returns its outcome and, on success, the recorded arrays."""
-    recorder = _StepRecorder(job.handover_step)
-    if job.handover_step:
+    recorder = _StepRecorder(job.handover_step or 0)
+    if job.handover_step is not None:
+        # Also when it is 0: the worker's policy keeps the previous attempt's handover otherwise.
         policy.hand_over_at(job.handover_step)
     result = run_episode(env, policy, job.episode, observers=[recorder], heartbeat=heartbeat)
     record = {"attempt": job.attempt, "seed": job.episode.seed, **result.to_dict()}
-    if job.handover_step:
+    if job.handover_step is not None:
         # Success within the roll-in's post-success tail: the oracle did nothing worth learning.
         solved_before = result.success and recorder.recorded <= job.episode.steps_after_success
         record.update(
@@ -316,7 +317,7 @@ def generate_demos(
                         key=f"{state.name}/{attempt}",
                         env_spec=env_specs[task_id],
                         attempt=attempt,
-                        handover_step=handover_step(seed, *config.handover_steps) if config.rollin else 0,
+                        handover_step=handover_step(seed, *config.handover_steps) if config.rollin else None,
                         episode=EpisodeSpec(
                             env=env_specs[task_id],
                             init_state_id=None,
