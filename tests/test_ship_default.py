@@ -206,17 +206,21 @@ def _demo_set(folder: Path, file_name: str = "report.json", **report_fields) -> 
     return path
 
 
+def _card_with(checkpoint: Path, recipes, out: Path, path: Path, report: dict) -> str:
+    """The model card shipped from the fixtures plus one demo set."""
+    log = checkpoint.parents[1] / "log.jsonl"
+    return (ship(checkpoint, log, recipes, out=out, demo_sets={path: report}) / "README.md").read_text()
+
+
 def test_extra_demo_sets_add_to_their_tasks_and_get_a_wall_time_row(checkpoint, recipes, tmp_path):
     path = _demo_set(tmp_path / "more" / "spatial_seed1")
-    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
-    card = (
-        ship(checkpoint, log, recipes, out=out, demo_sets={path: load_demos_report(path)}) / "README.md"
-    ).read_text()
+    card = _card_with(checkpoint, recipes, tmp_path / "default", path, load_demos_report(path))
     # Task 1: 50 + 50 demos, 53 + 60 attempts, 100/113 successful; the time is the new set's.
     assert "| 1 | bowl_b | 100 | 0 | 113 | 0.88 | 10.0 |" in card
     assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
     assert "250 demos of 4 tasks" in card
     assert "| demos | `spatial_seed1` (libero_spatial) | 10 min |" in card
+    log = checkpoint.parents[1] / "log.jsonl"
     argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
     argv += ["--recipe", *map(str, recipes), "--demos-report", str(path)]
     assert main(argv) == 0
@@ -232,10 +236,7 @@ def test_recovery_demos_are_counted_and_weigh_oracle_success_by_the_attempts_it_
     report = load_demos_report(path)
     # 70 attempts: the learned policy solved 20 before the handover, the oracle 50 of the other 50.
     report["tasks"][0].update(attempts=70, solved_before_handover=20, oracle_success_rate=1.0)
-    log = checkpoint.parents[1] / "log.jsonl"
-    card = (
-        ship(checkpoint, log, recipes, out=tmp_path / "d", demo_sets={path: report}) / "README.md"
-    ).read_text()
+    card = _card_with(checkpoint, recipes, tmp_path / "d", path, report)
     # With the recipe's 50 demos of 53 attempts: 100 demos, 123 attempts, 100/103 for the oracle.
     assert "| 1 | bowl_b | 100 | 50 | 123 | 0.97 | 10.0 |" in card
     assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
@@ -248,10 +249,7 @@ def test_a_demo_set_replaces_a_recipes_report_of_the_same_folder(checkpoint, rec
     report = load_demos_report(path)
     # No folder named, like the recipe fixtures' rows: the same folder as theirs.
     del report["tasks"][0]["file"]
-    log = checkpoint.parents[1] / "log.jsonl"
-    card = (
-        ship(checkpoint, log, recipes, out=tmp_path / "d", demo_sets={path: report}) / "README.md"
-    ).read_text()
+    card = _card_with(checkpoint, recipes, tmp_path / "d", path, report)
     assert "| 1 | bowl_b | 50 | 0 | 60 | 0.83 | 10.0 |" in card
     assert "200 demos of 4 tasks" in card
 
