@@ -144,7 +144,9 @@ def _demo_reports(
     for report in demo_sets.values():
         recovery = bool(report.get("rollin_policy"))
         for task in report["tasks"]:
-            row = {**task, "recovery_demos": task["demos"] if recovery else 0}
+            # A set whose every attempt the roll-in policy solved has no oracle rate (None).
+            rate = task["oracle_success_rate"] or 0.0
+            row = {**task, "oracle_success_rate": rate, "recovery_demos": task["demos"] if recovery else 0}
             newest[(report["suite"], task["task_id"], task.get("file"))] = ("", row)
     if not newest:
         raise ShipError(
@@ -166,8 +168,7 @@ def _merged(folders: list[dict[str, Any]]) -> dict[str, Any]:
     if len(folders) == 1:
         return folders[0]
     acted = [folder["attempts"] - folder.get("solved_before_handover", 0) for folder in folders]
-    rates = [folder["oracle_success_rate"] or 0.0 for folder in folders]
-    successes = sum(rate * n for rate, n in zip(rates, acted, strict=True))
+    successes = sum(folder["oracle_success_rate"] * n for folder, n in zip(folders, acted, strict=True))
     timed = [
         folder
         for folder in folders
@@ -239,7 +240,7 @@ def _data_section(protocol: dict[str, Any], reports: dict[str, dict[str, Any]]) 
             lines.append(
                 f"| {task['task_id']} | {task['task_name']} | {task['demos']} "
                 f"| {task.get('recovery_demos', 0)} | {task['attempts']} "
-                f"| {task['oracle_success_rate'] or 0.0:.2f} | {'-' if seconds is None else f'{seconds:.1f}'} |"
+                f"| {task['oracle_success_rate']:.2f} | {'-' if seconds is None else f'{seconds:.1f}'} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -244,6 +244,17 @@ def test_recovery_demos_are_counted_and_weigh_oracle_success_by_the_attempts_it_
     assert "| demos | `recover/spatial_report` (libero_spatial, recovery) | 10 min |" in card
 
 
+def test_a_recovery_set_the_learner_solved_entirely_adds_attempts_but_no_oracle_rate(
+    checkpoint, recipes, tmp_path
+):
+    path = _demo_set(tmp_path / "more" / "solved", rollin_policy="run4", handover_steps=[8, 128])
+    report = load_demos_report(path)
+    report["tasks"][0].update(demos=0, attempts=5, solved_before_handover=5, oracle_success_rate=None)
+    card = _card_with(checkpoint, recipes, tmp_path / "d", path, report)
+    # The recipe's 50 of 53 stand alone for the oracle's rate.
+    assert "| 1 | bowl_b | 50 | 0 | 58 | 0.94 | 10.0 |" in card
+
+
 def test_a_demo_set_replaces_a_recipes_report_of_the_same_folder(checkpoint, recipes, tmp_path):
     path = _demo_set(tmp_path / "more" / "rerun")
     report = load_demos_report(path)

@@ -124,7 +124,6 @@ class _StepRecorder:
         self.columns: dict[str, list[np.ndarray]] = {}
         self.first_step = first_step
         self.seen = 0
-        self.recorded = 0
 
     def __call__(self, env: Any, obs: dict[str, Any], action: np.ndarray | None) -> None:
         if action is None:
@@ -132,11 +131,15 @@ class _StepRecorder:
         self.seen += 1
         if self.seen <= self.first_step:
             return
-        self.recorded += 1
         fields = {"actions": action, "agentview_rgb": obs["image"], "eye_in_hand_rgb": obs["wrist_image"]}
         fields.update(env.raw_fields())
         for name, value in fields.items():
             self.columns.setdefault(name, []).append(np.asarray(value))
+
+    @property
+    def recorded(self) -> int:
+        """Steps recorded so far."""
+        return max(0, self.seen - self.first_step)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: np.stack(values) for name, values in self.columns.items()}
@@ -150,6 +153,7 @@ def demo_job(env: Any, policy: Any, job: DemoJob, heartbeat: Callable[[], None])
         policy.hand_over_at(job.handover_step)
     result = run_episode(env, policy, job.episode, observers=[recorder], heartbeat=heartbeat)
     record = {"attempt": job.attempt, "seed": job.episode.seed, **result.to_dict()}
+    solved_before = False
     if job.handover_step is not None:
         # Success within the roll-in's post-success tail: the oracle did nothing worth learning.
         solved_before = result.success and recorder.recorded <= job.episode.steps_after_success
@@ -158,8 +162,7 @@ def demo_job(env: Any, policy: Any, job: DemoJob, heartbeat: Callable[[], None])
             recorded_steps=recorder.recorded,
             solved_before_handover=solved_before,
         )
-    kept = result.success and not record.get("solved_before_handover", False)
-    record["arrays"] = recorder.arrays() if kept else None
+    record["arrays"] = recorder.arrays() if result.success and not solved_before else None
     record["problem_name"] = getattr(getattr(env, "raw_env", None), "problem_name", "")
     return record
 
