@@ -150,8 +150,8 @@ def _demo_reports(
             newest[(report["suite"], task["task_id"], task.get("file"))] = ("", row)
     if not newest:
         raise ShipError(
-            f"recipe: none of {', '.join(map(str, recipes))} has a demos report; expected a demos stage "
-            "with report or reports (run the recipe's demos stage)"
+            f"recipe: none of {', '.join(map(str, recipes)) or 'no recipe'} has a demos report; expected "
+            "a recipe with a demos stage (run its demos stage) or a --demos-report"
         )
     rows: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for (suite, task_id, _), (_, task) in newest.items():
@@ -222,11 +222,12 @@ def _data_section(protocol: dict[str, Any], reports: dict[str, dict[str, Any]]) 
     tasks = sum(len(report["tasks"]) for report in reports.values())
     lines = [
         "## Data",
-        f"{total} demos of {tasks} tasks from the scripted Markovian oracle with DART noise, from",
-        "randomized resets (the benchmark's 50 fixed init states were never used for training),",
-        f"cameras at {protocol['image_size']} px with {render}. Recovery demos start where an earlier",
-        "policy left off: it acted first, then the oracle took over, and only the oracle's steps were",
-        "recorded. Oracle success is over the attempts the oracle acted in.",
+        f"This run trained on {total} demos of {tasks} tasks from the scripted Markovian oracle with",
+        "DART noise, from randomized resets (the benchmark's 50 fixed init states were never used for",
+        f"training), cameras at {protocol['image_size']} px with {render}. Recovery demos start where an",
+        "earlier policy left off: it acted first, then the oracle took over, and only the oracle's steps",
+        "were recorded. Oracle success is over the attempts the oracle acted in. What the weights the",
+        "run started from were trained on is under Training history.",
     ]
     for suite, report in reports.items():
         lines += [
@@ -300,9 +301,9 @@ def _wall_time_section(recipes: dict[Path, dict[str, Any]], demo_sets: dict[Path
         f"| {_hm(report['wall_time_s'])} |"
         for path, report in demo_sets.items()
     ]
-    intro = "Per recipe stage, summed over its resumed runs" + (
-        ", and per extra demo set (its last run):" if demo_sets else ":"
-    )
+    parts = ["per recipe stage, summed over its resumed runs"] if recipes else []
+    parts += ["per extra demo set (its last run)"] if demo_sets else []
+    intro = " and ".join(parts).capitalize() + ":"
     return (
         "\n".join(
             [

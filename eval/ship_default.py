@@ -8,7 +8,9 @@ Usage::
     .venv/bin/python -m eval.ship_default ... (same flags) --eval EVAL_DIR
 
 A run that also trained on demo sets made outside the recipes (``cogvla demos --seed 1 ...``)
-names the report each printed with ``--demos-report``, so the card counts those demos too.
+names the report each printed with ``--demos-report``, so the card counts those demos too. A
+fine-tune of an earlier default on new demo sets alone names no recipe; its ``--history``
+tells what the starting weights were trained on.
 
 Writes ``cogvla/assets/default/``: the weights in float16 (to stay small; CPU inference
 upcasts them), the tokenizer, the normalization stats, ``eval_protocol.json`` (the
@@ -120,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         "--train-log", type=Path, required=True, help="the run's log.jsonl (up to this checkpoint)"
     )
     parser.add_argument(
-        "--recipe", type=Path, nargs="+", required=True, help="status.json of every recipe behind the run"
+        "--recipe",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="status.json of every recipe behind the run (none for a run on --demos-report sets alone)",
     )
     parser.add_argument(
         "--demos-report",

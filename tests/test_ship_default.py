@@ -363,3 +363,24 @@ def test_recipes_without_demos_reports_are_refused(checkpoint, tmp_path):
     path.write_text(json.dumps({"train": {"wall_s": 10.0}}))
     with pytest.raises(ShipError, match="has a demos report"):
         ship(checkpoint, tmp_path / "log.jsonl", {path: load_recipe(path)}, out=tmp_path / "default")
+
+
+def test_a_fine_tune_on_demo_sets_alone_ships_without_a_recipe(checkpoint, tmp_path):
+    path = _demo_set(tmp_path / "more" / "recover", rollin_policy="run5", handover_steps=[0, 144])
+    log = checkpoint.parents[1] / "log.jsonl"
+    argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
+    assert main([*argv, "--demos-report", str(path)]) == 0
+    card = (tmp_path / "cli" / "README.md").read_text()
+    assert "This run trained on 50 demos of 1 tasks" in card
+    assert "| 1 | bowl_b | 50 | 50 | 60 | 0.83 | 10.0 |" in card
+    assert "Per extra demo set (its last run):\n" in card
+    assert "| demos | `recover` (libero_spatial, recovery) | 10 min |" in card
+    assert "Started from the checkpoint `default`" in card
+
+
+def test_a_ship_with_no_demos_at_all_is_refused_and_says_what_to_pass(checkpoint, tmp_path, caplog):
+    log = checkpoint.parents[1] / "log.jsonl"
+    argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
+    assert main(argv) == 2
+    assert "a recipe with a demos stage (run its demos stage) or a --demos-report" in caplog.text
+    assert not (tmp_path / "cli").exists()
