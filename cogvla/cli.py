@@ -25,6 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "flops": ("cogvla.flops_cli", "analytic FLOPs and parameters of a preset and variant"),
     "train": ("cogvla.train.cli", "train a policy on LIBERO-format HDF5 demos"),
     "import": ("cogvla.convert.cli", "convert a released OpenVLA-OFT / CogVLA checkpoint"),
+    "average": ("cogvla.average_cli", "interpolate the weights of checkpoints of one model"),
     "demos": ("eval.libero.demos_cli", "generate scripted-oracle demos in LIBERO's HDF5 schema"),
     "eval": ("eval.cli", "evaluate a policy (oracle, checkpoint or server) in simulation"),
     "serve": ("deploy.serve_cli", "serve a policy over ZeroMQ"),
