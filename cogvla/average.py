@@ -1,8 +1,9 @@
 """Weight interpolation of checkpoints of one model (WiSE-FT style).
 
 A fine-tune on a narrow data set gains where its data point and may lose elsewhere; the
-weights on the line between it and the checkpoint it started from often keep most of
-both. ``average_checkpoints`` writes that mix as an ordinary checkpoint folder.
+weights on the line between it and the checkpoint it started from can keep some of both,
+which only an evaluation can tell. ``average_checkpoints`` writes such a mix as an
+ordinary checkpoint folder.
 """
 
 from __future__ import annotations

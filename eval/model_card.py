@@ -150,8 +150,8 @@ def _demo_reports(
             newest[(report["suite"], task["task_id"], task.get("file"))] = ("", row)
     if not newest:
         raise ShipError(
-            f"recipe: none of {', '.join(map(str, recipes)) or 'no recipe'} has a demos report; expected "
-            "a recipe with a demos stage (run its demos stage) or a --demos-report"
+            f"demos: none of the recipes ({', '.join(map(str, recipes)) or 'none given'}) has a demos "
+            "report; expected a recipe with a demos stage (run its demos stage) or a --demos-report"
         )
     rows: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for (suite, task_id, _), (_, task) in newest.items():
@@ -226,8 +226,7 @@ def _data_section(protocol: dict[str, Any], reports: dict[str, dict[str, Any]]) 
         "DART noise, from randomized resets (the benchmark's 50 fixed init states were never used for",
         f"training), cameras at {protocol['image_size']} px with {render}. Recovery demos start where an",
         "earlier policy left off: it acted first, then the oracle took over, and only the oracle's steps",
-        "were recorded. Oracle success is over the attempts the oracle acted in. What the weights the",
-        "run started from were trained on is under Training history.",
+        "were recorded. Oracle success is over the attempts the oracle acted in.",
     ]
     for suite, report in reports.items():
         lines += [
