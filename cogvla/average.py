@@ -38,21 +38,24 @@ def average_checkpoints(checkpoints: Sequence[Path], weights: Sequence[float], o
         )
     if min(weights) < 0 or abs(sum(weights) - 1.0) > 1e-6:
         raise AverageError(f"weights: expected non-negative weights that sum to 1, got {list(weights)}")
-    models = [CogVLAModel.from_pretrained(path, dtype=torch.float32) for path in checkpoints]
-    first = models[0]
-    for path, model in zip(checkpoints[1:], models[1:], strict=True):
+    # One checkpoint in memory beside the running sum, so a 7B mix needs two models' RAM, not N.
+    first = CogVLAModel.from_pretrained(checkpoints[0], dtype=torch.float32)
+    # Integer buffers (ids, counters) are not weights: the first checkpoint's are kept.
+    mixed = {
+        name: weights[0] * tensor if tensor.is_floating_point() else tensor
+        for name, tensor in first.state_dict().items()
+    }
+    for path, weight in zip(checkpoints[1:], weights[1:], strict=True):
+        model = CogVLAModel.from_pretrained(path, dtype=torch.float32)
         for field in ("config", "norm_stats"):
             if getattr(model, field) != getattr(first, field):
                 raise AverageError(f"checkpoint {path}: its {field} differs from {checkpoints[0]}'s")
         if _tokenizer_key(model) != _tokenizer_key(first):
             raise AverageError(f"checkpoint {path}: its prompt tokenizer differs from {checkpoints[0]}'s")
-    states = [model.state_dict() for model in models]
-    mixed = {
-        name: sum(weight * state[name] for weight, state in zip(weights, states, strict=True))
-        if tensor.is_floating_point()
-        else tensor
-        for name, tensor in states[0].items()
-    }
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                mixed[name] += weight * tensor
+        del model
     first.load_state_dict(mixed)
     first.save_pretrained(out)
     protocol = Path(checkpoints[0]) / EVAL_PROTOCOL_FILE

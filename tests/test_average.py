@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TASKS, small_model_config
+from test_train import TASKS, small_model_config, small_norm_stats
 
 from cogvla.average import AverageError, average_checkpoints
 from cogvla.cli import main
@@ -18,16 +18,6 @@ from cogvla.tokenizer import PromptTokenizer
 PROTOCOL = {"suites": ["libero_spatial"], "tasks": None, "image_size": 32, "fast_render": True}
 
 
-def _stats(high: float = 1.0) -> NormStats:
-    return NormStats(
-        action_q01=(-1.0,) * 7,
-        action_q99=(high,) * 7,
-        action_mask=(True,) * 6 + (False,),
-        proprio_q01=(-2.0,) * 8,
-        proprio_q99=(2.0,) * 8,
-    )
-
-
 @pytest.fixture(scope="module")
 def tokenizer() -> PromptTokenizer:
     return PromptTokenizer.train(list(TASKS), vocab_size=512)
@@ -36,7 +26,9 @@ def tokenizer() -> PromptTokenizer:
 def _checkpoint(folder: Path, seed: int, tokenizer: PromptTokenizer, stats: NormStats | None = None) -> Path:
     torch.manual_seed(seed)
     model = CogVLAModel(small_model_config())
-    model.save_pretrained(folder, tokenizer=tokenizer, norm_stats=stats or _stats(), norm_key=folder.name)
+    model.save_pretrained(
+        folder, tokenizer=tokenizer, norm_stats=stats or small_norm_stats(), norm_key=folder.name
+    )
     (folder / "eval_protocol.json").write_text(json.dumps(PROTOCOL))
     return folder
 
@@ -56,7 +48,7 @@ def test_the_mix_is_the_weighted_sum_and_keeps_the_first_checkpoints_files(tmp_p
         torch.testing.assert_close(mix[name], 0.25 * a[name] + 0.75 * b[name])
     assert json.loads((out / "eval_protocol.json").read_text()) == PROTOCOL
     loaded = CogVLAModel.from_pretrained(out)
-    assert loaded.norm_key == "start" and loaded.norm_stats == _stats()
+    assert loaded.norm_key == "start" and loaded.norm_stats == small_norm_stats()
 
 
 def test_the_cli_averages_with_equal_weights_by_default(tmp_path, tokenizer, capsys):
@@ -86,7 +78,7 @@ def test_bad_weights_are_refused_by_name(tmp_path, tokenizer, weights, message):
 
 def test_checkpoints_with_other_stats_are_refused(tmp_path, tokenizer):
     start = _checkpoint(tmp_path / "start", 0, tokenizer)
-    other = _checkpoint(tmp_path / "other", 1, tokenizer, _stats(high=3.0))
+    other = _checkpoint(tmp_path / "other", 1, tokenizer, small_norm_stats(action_high=3.0))
     with pytest.raises(AverageError, match=f"checkpoint {other}: its norm_stats differs"):
         average_checkpoints([start, other], [0.5, 0.5], tmp_path / "mix")
     assert not (tmp_path / "mix").exists()

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TASKS, small_model_config
+from test_train import TASKS, small_model_config, small_norm_stats
 
 from cogvla.modeling import CogVLAModel
-from cogvla.normalize import NormStats
 from cogvla.tokenizer import PromptTokenizer
 from eval import ship_default
 from eval.libero.fingerprint import policy_fingerprint
@@ -40,16 +39,9 @@ def _task(task_id: int, name: str, seconds: float | None) -> dict:
 def checkpoint(tmp_path_factory) -> Path:
     """A small run checkpoint with the files training writes: weights, eval_protocol.json, trainer state."""
     folder = tmp_path_factory.mktemp("run") / "checkpoints" / "step_000040"
-    stats = NormStats(
-        action_q01=(-1.0,) * 7,
-        action_q99=(1.0,) * 7,
-        action_mask=(True,) * 6 + (False,),
-        proprio_q01=(-2.0,) * 8,
-        proprio_q99=(2.0,) * 8,
-    )
     torch.manual_seed(0)
     CogVLAModel(small_model_config()).save_pretrained(
-        folder, tokenizer=PromptTokenizer.train(list(TASKS), vocab_size=512), norm_stats=stats
+        folder, tokenizer=PromptTokenizer.train(list(TASKS), vocab_size=512), norm_stats=small_norm_stats()
     )
     (folder / "eval_protocol.json").write_text(json.dumps(PROTOCOL))
     state = {
@@ -206,6 +198,18 @@ def _demo_set(folder: Path, file_name: str = "report.json", **report_fields) -> 
     return path
 
 
+def _cli_argv(checkpoint: Path, out: Path) -> list[str]:
+    """``python -m eval.ship_default`` arguments for the fixture checkpoint and its log."""
+    return [
+        "--checkpoint",
+        str(checkpoint),
+        "--train-log",
+        str(checkpoint.parents[1] / "log.jsonl"),
+        "--out",
+        str(out),
+    ]
+
+
 def _card_with(checkpoint: Path, recipes, out: Path, path: Path, report: dict) -> str:
     """The model card shipped from the fixtures plus one demo set."""
     log = checkpoint.parents[1] / "log.jsonl"
@@ -220,10 +224,8 @@ def test_extra_demo_sets_add_to_their_tasks_and_get_a_wall_time_row(checkpoint, 
     assert "| 0 | bowl_a | 50 | 0 | 52 | 0.96 | - |" in card
     assert "250 demos of 4 tasks" in card
     assert "| demos | `spatial_seed1` (libero_spatial) | 10 min |" in card
-    log = checkpoint.parents[1] / "log.jsonl"
-    argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
-    argv += ["--recipe", *map(str, recipes), "--demos-report", str(path)]
-    assert main(argv) == 0
+    argv = [*_cli_argv(checkpoint, tmp_path / "cli"), "--recipe", *map(str, recipes)]
+    assert main([*argv, "--demos-report", str(path)]) == 0
     assert (tmp_path / "cli" / "README.md").read_text() == card
 
 
@@ -367,9 +369,7 @@ def test_recipes_without_demos_reports_are_refused(checkpoint, tmp_path):
 
 def test_a_fine_tune_on_demo_sets_alone_ships_without_a_recipe(checkpoint, tmp_path):
     path = _demo_set(tmp_path / "more" / "recover", rollin_policy="run5", handover_steps=[0, 144])
-    log = checkpoint.parents[1] / "log.jsonl"
-    argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
-    assert main([*argv, "--demos-report", str(path)]) == 0
+    assert main([*_cli_argv(checkpoint, tmp_path / "cli"), "--demos-report", str(path)]) == 0
     card = (tmp_path / "cli" / "README.md").read_text()
     assert "This run trained on 50 demos of 1 tasks" in card
     assert "| 1 | bowl_b | 50 | 50 | 60 | 0.83 | 10.0 |" in card
@@ -379,8 +379,6 @@ def test_a_fine_tune_on_demo_sets_alone_ships_without_a_recipe(checkpoint, tmp_p
 
 
 def test_a_ship_with_no_demos_at_all_is_refused_and_says_what_to_pass(checkpoint, tmp_path, caplog):
-    log = checkpoint.parents[1] / "log.jsonl"
-    argv = ["--checkpoint", str(checkpoint), "--train-log", str(log), "--out", str(tmp_path / "cli")]
-    assert main(argv) == 2
+    assert main(_cli_argv(checkpoint, tmp_path / "cli")) == 2
     assert "a recipe with a demos stage (run its demos stage) or a --demos-report" in caplog.text
     assert not (tmp_path / "cli").exists()

@@ -1,7 +1,8 @@
 """The trainer end to end on a small model and synthetic demos: loss, logs, checkpoints, resume, accumulation, LoRA.
 
-The helpers here (``small_model_config``, ``write_demos``, ``small_train_config``) are
-shared with ``test_ddp.py``.
+The helpers here (``small_model_config``, ``small_norm_stats``, ``write_demos``,
+``small_train_config``) are shared with ``test_ddp.py``, ``test_ship_default.py`` and
+``test_average.py``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def small_model_config():
         image_size=32,
         num_aggregation_tokens=4,
         action_head_hidden=64,
+    )
+
+
+def small_norm_stats(action_high: float = 1.0) -> NormStats:
+    """Stats of a 7-dof action (gripper not normalized) and an 8-dim proprio state."""
+    return NormStats(
+        action_q01=(-1.0,) * 7,
+        action_q99=(action_high,) * 7,
+        action_mask=(True,) * 6 + (False,),
+        proprio_q01=(-2.0,) * 8,
+        proprio_q99=(2.0,) * 8,
     )
 
 
@@ -303,7 +315,9 @@ def test_full_init_continues_a_bf16_model_with_its_stats(demos, frame_cache, tmp
     torch.testing.assert_close(weights(tmp_path / "full" / "checkpoints" / "step_000004"), final)
 
 
-def test_full_init_with_new_stats_takes_the_data_quantiles_and_keeps_them_on_resume(demos, frame_cache, tmp_path):
+def test_full_init_with_new_stats_takes_the_data_quantiles_and_keeps_them_on_resume(
+    demos, frame_cache, tmp_path
+):
     # A checkpoint from other scenes: its proprio range would clip every state of this data.
     stale = NormStats(
         action_q01=(-2.0,) * 7,
