@@ -8,13 +8,12 @@ ordinary checkpoint folder.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, write_eval_protocol
+from cogvla.eval_protocol import read_eval_protocol, write_eval_protocol
 from cogvla.modeling import CogVLAModel
 
 __all__ = ["AverageError", "average_checkpoints"]
@@ -58,9 +57,9 @@ def average_checkpoints(checkpoints: Sequence[Path], weights: Sequence[float], o
         del model
     first.load_state_dict(mixed)
     first.save_pretrained(out)
-    protocol = Path(checkpoints[0]) / EVAL_PROTOCOL_FILE
-    if protocol.is_file():
-        write_eval_protocol(out, json.loads(protocol.read_text()))
+    protocol = read_eval_protocol(checkpoints[0])
+    if protocol is not None:
+        write_eval_protocol(out, protocol)
     return Path(out)
 
 

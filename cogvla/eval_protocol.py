@@ -16,7 +16,7 @@ from typing import Any
 
 import h5py
 
-__all__ = ["EVAL_PROTOCOL_FILE", "protocol_of_demos", "write_eval_protocol"]
+__all__ = ["EVAL_PROTOCOL_FILE", "protocol_of_demos", "read_eval_protocol", "write_eval_protocol"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,12 @@ def protocol_of_demos(files: Iterable[str | Path]) -> dict[str, Any] | None:
         "image_size": size,
         "fast_render": fast,
     }
+
+
+def read_eval_protocol(folder: str | Path) -> dict[str, Any] | None:
+    """``folder/eval_protocol.json`` as a dict, or None when the folder has none (older checkpoints)."""
+    path = Path(folder) / EVAL_PROTOCOL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_eval_protocol(folder: str | Path, protocol: dict[str, Any]) -> None:

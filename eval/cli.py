@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cogvla.eval_protocol import EVAL_PROTOCOL_FILE
+from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, read_eval_protocol
 
 __all__ = [
     "EVAL_PROTOCOL_FILE",
@@ -200,14 +200,14 @@ def checkpoint_eval_defaults(policy: str) -> dict[str, Any]:
     A policy trained on fast-rendered 128 px demos of some tasks is evaluated on those tasks,
     rendered that way, unless the user says otherwise; flags on the command line always win.
     """
-    path = Path(policy) / EVAL_PROTOCOL_FILE
-    if not path.is_file():
+    defaults = read_eval_protocol(policy)
+    if defaults is None:
         return {}
-    defaults = json.loads(path.read_text())
     unknown = sorted(set(defaults) - _CHECKPOINT_DEFAULT_KEYS)
     if unknown:
         raise ValueError(
-            f"{path}: unknown keys {unknown}; expected some of {sorted(_CHECKPOINT_DEFAULT_KEYS)}"
+            f"{Path(policy) / EVAL_PROTOCOL_FILE}: unknown keys {unknown}; "
+            f"expected some of {sorted(_CHECKPOINT_DEFAULT_KEYS)}"
         )
     return defaults
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, write_eval_protocol
+from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, read_eval_protocol, write_eval_protocol
 from cogvla.modeling import CogVLAModel
 from cogvla.paths import DEFAULT_CHECKPOINT
 from eval.libero.fingerprint import policy_fingerprint
@@ -103,9 +103,9 @@ def ship(
 
 def _protocol(checkpoint: Path, eval_dir: Path | None) -> dict[str, Any]:
     """The checkpoint's own protocol (written by training), else (older checkpoints) the eval's."""
-    path = checkpoint / EVAL_PROTOCOL_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
+    protocol = read_eval_protocol(checkpoint)
+    if protocol is not None:
+        return protocol
     if eval_dir is None:
         raise ShipError(
             f"checkpoint {checkpoint}: no {EVAL_PROTOCOL_FILE}; pass --eval to take it from an eval"
