@@ -30,9 +30,11 @@ def average_checkpoints(checkpoints: Sequence[Path], weights: Sequence[float], o
     tokenizer (a fine-tune that kept its start's stats); ``weights`` must be non-negative and
     sum to 1. The first checkpoint's tokenizer, stats and eval protocol are kept.
     """
-    if len(checkpoints) < 2 or len(weights) != len(checkpoints):
+    if len(checkpoints) < 2:
+        raise AverageError(f"checkpoints: expected at least 2 to average, got {len(checkpoints)}")
+    if len(weights) != len(checkpoints):
         raise AverageError(
-            f"weights: expected one weight per checkpoint (at least 2), got {len(weights)} weights "
+            f"weights: expected one weight per checkpoint, got {len(weights)} weights "
             f"for {len(checkpoints)} checkpoints"
         )
     if min(weights) < 0 or abs(sum(weights) - 1.0) > 1e-6:

@@ -30,6 +30,10 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["serve", "--port", "0", "--device", "cuda:7"], "cogvla serve: error: --device: 'cuda:7'"),
         (["import", "MISSING", "--out", "OUT"], "cogvla import: error: MISSING/config.json: missing"),
         (["train", "--data", "MISSING", "--out", "OUT"], "cogvla train: error: data: MISSING is neither"),
+        (
+            ["average", "--checkpoints", "A", "--out", "OUT"],
+            "cogvla average: error: checkpoints: expected at least 2",
+        ),
     ],
 )
 def test_ordinary_mistakes_end_in_one_line(
