@@ -145,6 +145,33 @@ def test_frame_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, demo_ca
     assert changed.images.filename != demo_cache.images.filename
 
 
+def test_frame_cache_copies_files_an_earlier_cache_decoded(tmp_path, demo_cache, monkeypatch):
+    from cogvla.data import frame_cache
+
+    append_episode(
+        tmp_path / "more" / "task_c.hdf5", scripted_episode(6, offset=5.0, language="close the drawer")
+    )
+    files = find_demo_files([tmp_path / "demos", tmp_path / "more"])
+    fresh = load_frame_cache(files, tmp_path / "fresh")
+    decoded = []
+    real_read = frame_cache.read_episodes
+
+    def read_and_note(path):
+        decoded.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(frame_cache, "read_episodes", read_and_note)
+    grown = load_frame_cache(files, tmp_path / "cache")
+    assert decoded == [tmp_path.resolve() / "more" / "task_c.hdf5"]
+    assert grown.images.filename != demo_cache.images.filename
+    np.testing.assert_array_equal(grown.images, fresh.images)
+    np.testing.assert_array_equal(grown.actions, fresh.actions)
+    np.testing.assert_array_equal(grown.proprio, fresh.proprio)
+    np.testing.assert_array_equal(grown.episode_starts, fresh.episode_starts)
+    assert grown.languages == fresh.languages
+    assert grown.sources == fresh.sources
+
+
 def test_find_demo_files_rejects_missing_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a demo file nor a folder"):
         find_demo_files([tmp_path / "absent"])

@@ -7,7 +7,10 @@ map the same file read-only, so the operating system's page cache holds the fram
 for all of them.
 
 The cache key hashes the files' paths, sizes and modification times plus the caller's
-image transform tag, so changed demos or a new resolution build a new cache.
+image transform tag, so changed demos or a new resolution build a new cache. Each cache
+also lists the files it holds under a per-file key, so a new cache (demos added to a set,
+another mix of sets) copies the frames of files an earlier cache already decoded instead
+of decompressing them again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +101,7 @@ def load_frame_cache(
     with exclusive(Path(cache_root) / f"{key}.lock"):
         if not (directory / "meta.npz").is_file():
             shutil.rmtree(directory, ignore_errors=True)
-            _build(files, directory, transform, progress)
+            _build(files, directory, transform, transform_tag, progress)
     return _open(directory)
 
 
@@ -108,6 +111,12 @@ def _cache_key(files: Sequence[Path], transform_tag: str) -> str:
         stat = Path(path).stat()
         digest.update(f"|{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+def _file_key(path: Path, transform_tag: str) -> str:
+    stat = path.stat()
+    text = f"v{_VERSION}|{transform_tag}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _count_frames(files: Sequence[Path]) -> tuple[int, int]:
@@ -121,46 +130,120 @@ def _count_frames(files: Sequence[Path]) -> tuple[int, int]:
     return frames, episodes
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """Where a finished cache holds one file's episodes."""
+
+    directory: Path
+    first_episode: int
+    episodes: int
+
+
+def _stored_files(cache_root: Path, wanted: set[str]) -> dict[str, _Stored]:
+    """File key -> the finished cache that already holds that file's frames, for each wanted key."""
+    found: dict[str, _Stored] = {}
+    for index in sorted(cache_root.glob("*/episodes.json")):
+        if index.parent.name.endswith(".partial"):
+            continue
+        try:
+            entries = json.loads(index.read_text()).get("files", [])
+        except (OSError, ValueError):
+            continue  # a cache removed while it is read: decode those files instead
+        for entry in entries:
+            if entry["key"] in wanted and entry["key"] not in found:
+                found[entry["key"]] = _Stored(index.parent, entry["first_episode"], entry["episodes"])
+    return found
+
+
+@dataclass(frozen=True)
+class _Episode:
+    frames: np.ndarray  # (T, 2, H, W, 3) uint8
+    actions: np.ndarray
+    proprio: np.ndarray
+    language: str
+    source: str
+
+
+def _decoded(path: Path, transform: Callable[[np.ndarray], np.ndarray] | None) -> Iterator[_Episode]:
+    for index, episode in enumerate(read_episodes(path)):
+        frames = np.stack([episode.agentview_rgb, episode.eye_in_hand_rgb], axis=1)
+        if transform is not None:
+            frames = np.stack([transform(frames[:, 0]), transform(frames[:, 1])], axis=1)
+        yield _Episode(frames, episode.actions, episode.state, episode.language, f"{path}:demo_{index}")
+
+
+def _copied(cache: FrameCache, stored: _Stored) -> Iterator[_Episode]:
+    for episode in range(stored.first_episode, stored.first_episode + stored.episodes):
+        start = int(cache.episode_starts[episode])
+        frames = slice(start, start + int(cache.episode_lengths[episode]))
+        yield _Episode(
+            cache.images[frames],
+            cache.actions[frames],
+            cache.proprio[frames],
+            cache.languages[episode],
+            cache.sources[episode],
+        )
+
+
 def _build(
     files: Sequence[Path],
     directory: Path,
     transform: Callable[[np.ndarray], np.ndarray] | None,
+    transform_tag: str,
     progress: bool,
 ) -> None:
     total, num_episodes = _count_frames(files)
+    keys = [_file_key(path, transform_tag) for path in files]
+    stored = _stored_files(directory.parent, set(keys))
     logger.info(
-        "decoding %d frames of %d episodes from %d files into %s", total, num_episodes, len(files), directory
+        "building the frame cache of %d frames, %d episodes from %d files (%d of them copied from "
+        "earlier caches) in %s",
+        total,
+        num_episodes,
+        len(files),
+        sum(key in stored for key in keys),
+        directory,
     )
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     images: np.ndarray | None = None
-    actions, proprio, starts, lengths, languages, sources = [], [], [], [], [], []
+    actions, proprio, starts, lengths, languages, sources, index = [], [], [], [], [], [], []
+    donors: dict[Path, FrameCache] = {}
     cursor = 0
     with tqdm(total=num_episodes, desc="decode demos", unit="ep", disable=not progress) as bar:
-        for path in files:
-            for index, episode in enumerate(read_episodes(path)):
-                frames = np.stack([episode.agentview_rgb, episode.eye_in_hand_rgb], axis=1)
-                if transform is not None:
-                    frames = np.stack([transform(frames[:, 0]), transform(frames[:, 1])], axis=1)
+        for path, key in zip(files, keys, strict=True):
+            if key in stored:
+                donor = stored[key].directory
+                episodes = _copied(donors.setdefault(donor, _open(donor)), stored[key])
+            else:
+                episodes = _decoded(path, transform)
+            first_episode = len(starts)
+            for episode in episodes:
                 if images is None:
                     images = np.lib.format.open_memmap(
-                        partial / "images.npy", mode="w+", dtype=np.uint8, shape=(total, *frames.shape[1:])
+                        partial / "images.npy",
+                        mode="w+",
+                        dtype=np.uint8,
+                        shape=(total, *episode.frames.shape[1:]),
                     )
-                if frames.shape[1:] != images.shape[1:]:
+                if episode.frames.shape[1:] != images.shape[1:]:
                     raise ValueError(
-                        f"{path} demo {index}: expected frames of shape {images.shape[1:]} like the first "
-                        f"episode, got {frames.shape[1:]}"
+                        f"{episode.source}: expected frames of shape {images.shape[1:]} like the first "
+                        f"episode, got {episode.frames.shape[1:]}"
                     )
-                images[cursor : cursor + len(episode)] = frames
+                images[cursor : cursor + len(episode.frames)] = episode.frames
                 actions.append(episode.actions)
-                proprio.append(episode.state)
+                proprio.append(episode.proprio)
                 starts.append(cursor)
-                lengths.append(len(episode))
+                lengths.append(len(episode.frames))
                 languages.append(episode.language)
-                sources.append(f"{path}:demo_{index}")
-                cursor += len(episode)
+                sources.append(episode.source)
+                cursor += len(episode.frames)
                 bar.update()
+            index.append(
+                {"key": key, "first_episode": first_episode, "episodes": len(starts) - first_episode}
+            )
     if images is None:
         raise ValueError(f"data: the files {[str(p) for p in files]} hold no demos")
     images.flush()
@@ -172,7 +255,9 @@ def _build(
         episode_starts=np.asarray(starts, dtype=np.int64),
         episode_lengths=np.asarray(lengths, dtype=np.int64),
     )
-    (partial / "episodes.json").write_text(json.dumps({"languages": languages, "sources": sources}))
+    (partial / "episodes.json").write_text(
+        json.dumps({"languages": languages, "sources": sources, "files": index})
+    )
     os.replace(partial, directory)
 
 
