@@ -215,7 +215,9 @@ def _build(
         for path, key in zip(files, keys, strict=True):
             if key in stored:
                 donor = stored[key].directory
-                episodes = _copied(donors.setdefault(donor, _open(donor)), stored[key])
+                if donor not in donors:
+                    donors[donor] = _open(donor)
+                episodes = _copied(donors[donor], stored[key])
             else:
                 episodes = _decoded(path, transform)
             first_episode = len(starts)
