@@ -105,18 +105,21 @@ def load_frame_cache(
     return _open(directory)
 
 
+def _stamp(path: Path) -> str:
+    """What identifies one file's content for the caches: its path, size and modification time."""
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def _cache_key(files: Sequence[Path], transform_tag: str) -> str:
     digest = hashlib.sha256(f"v{_VERSION}|{transform_tag}".encode())
     for path in files:
-        stat = Path(path).stat()
-        digest.update(f"|{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(f"|{_stamp(path)}".encode())
     return digest.hexdigest()[:16]
 
 
 def _file_key(path: Path, transform_tag: str) -> str:
-    stat = path.stat()
-    text = f"v{_VERSION}|{transform_tag}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"v{_VERSION}|{transform_tag}|{_stamp(path)}".encode()).hexdigest()[:16]
 
 
 def _count_frames(files: Sequence[Path]) -> tuple[int, int]:
