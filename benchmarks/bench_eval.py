@@ -7,8 +7,8 @@ Usage::
         --tasks 0 1 --init-states 0 1 --rounds 2 --out bench_eval.json
 
 Each side, in its own process, builds one ``LiberoEnv`` per task (128 px, fast render,
-as the embedded default was trained) and runs the embedded default policy through its
-own ``run_episode`` on the same (task, init state, seed) episodes, one torch thread, the
+as the embedded defaults were trained) and runs one policy (``--policy``, default this
+tree's embedded default of ``--suite``) through its own ``run_episode`` on the same (task, init state, seed) episodes, one torch thread, the
 env reused across episodes as eval workers reuse it. The rate is episodes per hour of
 episode time (env creation excluded, it is paid once per worker). ``same_outcomes`` checks
 that both sides scored every episode alike (success and step count).
@@ -31,8 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from side_by_side import add_arguments, compare_rounds, emit, parse_or_run_side
 
 __all__ = ["main"]
-
-POLICY = "cogvla/assets/default"
 
 
 class EagerEnv:
@@ -58,7 +56,7 @@ def run_side(args: argparse.Namespace) -> dict[str, Any]:
     from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 
     torch.set_num_threads(1)
-    policy = CogVLAPolicy.from_pretrained(POLICY)
+    policy = CogVLAPolicy.from_pretrained(args.policy)
     episodes = []
     for task_id in args.tasks:
         spec = EnvSpec(args.suite, task_id, args.image_size, fast_render=True)
@@ -94,6 +92,15 @@ def _outcomes(result: dict[str, Any]) -> list[tuple]:
     return [(e["task_id"], e["init_state_id"], e["success"], e["steps"]) for e in result["episodes"]]
 
 
+def _embedded_default(suite: str) -> Path:
+    from cogvla.paths import default_checkpoint_dir
+
+    folder = default_checkpoint_dir(suite)
+    if folder is None:
+        raise SystemExit(f"--policy: no embedded default covers {suite}; name a checkpoint")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -104,12 +111,19 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, nargs="+", default=[0])
     parser.add_argument("--init-states", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="checkpoint both sides run (default: this tree's embedded default of --suite)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)
     args = parse_or_run_side(parser, run_side)
     if args is None:
         return
+    policy = args.policy or _embedded_default(args.suite)
     side_args = [
+        "--policy", str(policy.resolve()),
         "--suite", args.suite,
         "--tasks", *map(str, args.tasks),
         "--init-states", *map(str, args.init_states),

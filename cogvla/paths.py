@@ -1,13 +1,21 @@
-"""Where the project keeps things: the embedded default checkpoint and the run cache."""
+"""Where the project keeps things: the embedded default checkpoints and the run cache."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_CHECKPOINT", "cache_dir", "default_checkpoint_dir"]
+__all__ = [
+    "DEFAULTS_DIR",
+    "cache_dir",
+    "default_checkpoint_dir",
+    "default_checkpoints",
+    "default_folder_name",
+]
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default"
+# One folder per embedded default; each folder's eval_protocol.json names the suites it covers.
+DEFAULTS_DIR = Path(__file__).resolve().parent / "assets" / "defaults"
 
 
 def cache_dir(*parts: str) -> Path:
@@ -22,6 +30,43 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def default_checkpoint_dir() -> Path | None:
-    """The checkpoint shipped inside the package, or None while there is none."""
-    return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / "config.json").is_file() else None
+def default_folder_name(suites: list[str] | tuple[str, ...]) -> str:
+    """The folder under ``DEFAULTS_DIR`` of a default covering ``suites``: their names joined by +."""
+    return "+".join(sorted(suites))
+
+
+def default_checkpoints(root: Path | None = None) -> dict[str, Path]:
+    """Each suite an embedded default (a folder of ``root``, default ``DEFAULTS_DIR``) covers,
+    mapped to that default's folder.
+
+    Raises ValueError when two defaults claim the same suite: which one to run would be a guess.
+    """
+    root = DEFAULTS_DIR if root is None else root
+    covered: dict[str, Path] = {}
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    for folder in folders:
+        protocol = folder / "eval_protocol.json"
+        if not (folder / "config.json").is_file() or not protocol.is_file():
+            continue
+        for suite in json.loads(protocol.read_text())["suites"]:
+            if suite in covered:
+                raise ValueError(
+                    f"embedded defaults: both {covered[suite].name} and {folder.name} cover {suite}"
+                )
+            covered[suite] = folder
+    return covered
+
+
+def default_checkpoint_dir(suite: str | None = None, root: Path | None = None) -> Path | None:
+    """The embedded default that covers ``suite``, or None when none does.
+
+    Without ``suite``: the default of the first covered suite in LIBERO's order
+    (libero_spatial, libero_object, ...), the one served when nothing is named.
+    """
+    from envs.suites import SUITES
+
+    covered = default_checkpoints(root)
+    if suite is not None:
+        return covered.get(suite)
+    first = next((name for name in SUITES if name in covered), None)
+    return covered[first] if first is not None else None

@@ -2,6 +2,7 @@
 
     cogvla serve --checkpoint runs/ckpt --host 127.0.0.1 --port 5555
     cogvla serve                                  # embedded default, else a random-weight tiny model
+    cogvla serve --suite libero_object            # the embedded default of that suite
     cogvla serve --record runs/requests           # keep every request/reply for deploy.recorder.replay
     cogvla serve --gen-keys keys/                 # CURVE key pairs; then serve only allow-listed robots:
     cogvla serve --curve-dir keys/ --host 0.0.0.0
@@ -26,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "check_checkpoint_arg", "load_policy", "run"]
+__all__ = ["add_arguments", "check_checkpoint_arg", "embedded_default", "load_policy", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``cogvla serve``."""
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: embedded)")
+    parser.add_argument(
+        "--suite",
+        default=None,
+        help="without --checkpoint: serve the embedded default of this LIBERO suite "
+        "(default: the first they cover, libero_spatial)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device of the model")
     parser.add_argument(
         "--unnorm-key",
@@ -67,19 +74,30 @@ def check_checkpoint_arg(checkpoint: Path | None) -> None:
         raise FileNotFoundError(f"--checkpoint: expected a checkpoint folder, got {checkpoint}")
 
 
-def load_policy(checkpoint: Path | None, device: str = "cpu") -> tuple[Any, str]:
+def embedded_default(suite: str | None) -> Path | None:
+    """The embedded default to serve: ``suite``'s (ValueError naming ``--suite`` if none covers
+    it), else the first covered suite's, else None."""
+    from cogvla.paths import default_checkpoint_dir, default_checkpoints
+
+    default = default_checkpoint_dir(suite)
+    if suite is not None and default is None:
+        covered = ", ".join(sorted(default_checkpoints())) or "none"
+        raise ValueError(f"--suite: no embedded default covers {suite!r} (covered: {covered})")
+    return default
+
+
+def load_policy(checkpoint: Path | None, device: str = "cpu", suite: str | None = None) -> tuple[Any, str]:
     """The policy to serve and a label saying where its weights come from.
 
-    ``checkpoint`` if given; else the embedded default checkpoint; else, until one is
-    shipped, a random-weight ``tiny`` model, labelled as such everywhere.
+    ``checkpoint`` if given; else the embedded default (of ``suite``, if named); else, until
+    one is shipped, a random-weight ``tiny`` model, labelled as such everywhere.
     """
     check_checkpoint_arg(checkpoint)
-    from cogvla.paths import default_checkpoint_dir
     from cogvla.policy import CogVLAPolicy
 
     if checkpoint is not None:
         return CogVLAPolicy.from_pretrained(checkpoint, device=device), f"checkpoint {checkpoint}"
-    default = default_checkpoint_dir()
+    default = embedded_default(suite)
     if default is not None:
         return CogVLAPolicy.from_pretrained(default, device=device), f"embedded default {default.name}"
     logger.warning(
@@ -107,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from deploy.server import ZmqPolicyServer, ZmqServerConfig
 
     check_checkpoint_arg(args.checkpoint)
+    if args.checkpoint is None:
+        embedded_default(args.suite)
     curve = CurveServerKeys.from_dir(args.curve_dir) if args.curve_dir is not None else None
     batching = BatchingConfig(
         max_batch=args.max_batch,
@@ -141,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         # Decoded arrays are read-only views on the message; the model only reads them.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         retain_freed_memory()
-        policy, weights = load_policy(args.checkpoint, args.device)
+        policy, weights = load_policy(args.checkpoint, args.device, args.suite)
         if args.unnorm_key is not None:
             policy.use_norm_key(args.unnorm_key)
         core = InferenceCore(policy, batching)

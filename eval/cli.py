@@ -5,12 +5,15 @@ Usage::
     cogvla eval libero --policy oracle --suite libero_spatial --tasks 0,3 --trials 5 \\
         --workers 2 --image-size 128 --fast-render --out runs/oracle-spatial --videos 1
     cogvla eval libero --policy tcp://127.0.0.1:5555 --suite libero_object --trials 50 --out runs/obj
-    cogvla eval libero --suite libero_spatial --trials 50 --out runs/default --resume
-    cogvla eval libero          # the shipped checkpoint, with the protocol it ships in eval_protocol.json
+    cogvla eval libero --suite libero_object --trials 50 --out runs/defaults --resume
+    cogvla eval libero          # every embedded default on its suites, with the protocol it ships
     cogvla eval libero --policy oracle --tasks 0,1,2 --trials 20 --perturb language,position
 
 ``libero`` is the only simulator so far; each simulator is a sub-target of ``eval``.
-Without ``--policy`` the checkpoint shipped with the package is evaluated.
+Without ``--policy`` the embedded defaults are evaluated: each suite asked for (default: every
+suite they cover) by its own default, with the protocol in that default's
+``eval_protocol.json``; each default's run lands in ``OUT/<its folder>`` (for example
+``OUT/libero_object``), and the summaries are printed as one JSON object keyed by folder.
 """
 
 from __future__ import annotations
@@ -59,12 +62,14 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--policy",
-        help="oracle | CHECKPOINT_DIR | tcp://HOST:PORT (default: the checkpoint shipped with the package)",
+        help="oracle | CHECKPOINT_DIR | tcp://HOST:PORT (default: each suite's embedded default, "
+        "each writing OUT/<its folder>)",
     )
     parser.add_argument(
         "--suite",
         type=_name_list,
-        help=f"one or more of {','.join(SUITES)} (default: the checkpoint's, else libero_spatial)",
+        help=f"one or more of {','.join(SUITES)} (default: the checkpoint's, else libero_spatial; "
+        "without --policy: every suite the embedded defaults cover)",
     )
     parser.add_argument(
         "--tasks", type=parse_int_list, help="task indices, e.g. 0,3 (default: the checkpoint's, else all)"
@@ -163,7 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="a save_pretrained folder (default: the embedded default)")
+    parser.add_argument(
+        "--checkpoint", help="a save_pretrained folder (default: the embedded default of the demos' suite)"
+    )
     parser.add_argument("--data", nargs="+", required=True, help="demo files or folders of *.hdf5")
     parser.add_argument("--per-task", type=int, default=256, help="samples scored per task (default: 256)")
     parser.add_argument("--batch", type=int, default=32, help="samples per forward pass")
@@ -172,6 +179,7 @@ def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_policy(spec: str | None) -> str:
+    """``spec`` checked, or (None) the embedded default of the first covered suite."""
     from cogvla.paths import default_checkpoint_dir
     from eval.policies import check_policy_spec
 
@@ -184,6 +192,34 @@ def _resolve_policy(spec: str | None) -> str:
             )
         spec = str(default)
     return check_policy_spec(spec)
+
+
+def default_runs(suites: tuple[str, ...] | None) -> list[tuple[Path, tuple[str, ...]]]:
+    """The embedded defaults that cover ``suites`` (None: every covered suite), each with its
+    share of them, in LIBERO's suite order.
+
+    Raises ValueError naming a suite no embedded default covers.
+    """
+    from cogvla.paths import default_checkpoints
+    from envs.suites import SUITES
+
+    covered = default_checkpoints()
+    if not covered:
+        raise ValueError(
+            "policy: no default checkpoint exists yet in this package; "
+            "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
+        )
+    wanted = suites or tuple(sorted(covered, key=lambda suite: (SUITES + (suite,)).index(suite)))
+    missing = [suite for suite in wanted if suite not in covered]
+    if missing:
+        raise ValueError(
+            f"suite: no embedded default covers {', '.join(missing)} (they cover "
+            f"{', '.join(sorted(covered))}); pass --policy CHECKPOINT_DIR, tcp://HOST:PORT or oracle"
+        )
+    runs: dict[Path, tuple[str, ...]] = {}
+    for suite in wanted:
+        runs[covered[suite]] = runs.get(covered[suite], ()) + (suite,)
+    return list(runs.items())
 
 
 def _first_given(*values: Any) -> Any:
@@ -218,7 +254,7 @@ def default_out_dir(policy: str, suites: tuple[str, ...]) -> Path:
 
     name = "remote" if policy.startswith("tcp://") else Path(policy).name
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return cache_dir("eval") / f"{name}-{'+'.join(suites)}-{stamp}"
+    return cache_dir("eval") / "-".join(part for part in (name, "+".join(suites), stamp) if part)
 
 
 def _warn_untrained_suites(policy: str, suites: tuple[str, ...], trained: list[str] | None) -> None:
@@ -234,49 +270,70 @@ def _warn_untrained_suites(policy: str, suites: tuple[str, ...], trained: list[s
         )
 
 
-def _run_libero(args: argparse.Namespace) -> int:
+def _eval_config(
+    args: argparse.Namespace, policy: str, suites: tuple[str, ...] | None, out: str | None
+) -> Any:
+    """The harness config of ``policy`` on ``suites`` (None: the checkpoint's), flags first."""
     from envs.perturb import parse_perturbations
     from eval.libero.config import EvalConfig
 
-    try:
-        policy = _resolve_policy(args.policy)
-        defaults = checkpoint_eval_defaults(policy)
-        suites = args.suite or tuple(defaults.get("suites", ("libero_spatial",)))
-        _warn_untrained_suites(policy, suites, defaults.get("suites"))
-        if Path(policy).is_dir():
-            from cogvla.policy import check_checkpoint_suites
+    defaults = checkpoint_eval_defaults(policy)
+    suites = suites or tuple(defaults.get("suites", ("libero_spatial",)))
+    _warn_untrained_suites(policy, suites, defaults.get("suites"))
+    if Path(policy).is_dir():
+        from cogvla.policy import check_checkpoint_suites
 
-            check_checkpoint_suites(policy, suites, force=args.force_norm_key)
-        config = EvalConfig(
-            out=args.out or str(default_out_dir(policy, suites)),
-            policy=policy,
-            suites=suites,
-            tasks=args.tasks if args.tasks is not None else _optional_tuple(defaults.get("tasks")),
-            trials=args.trials,
-            start=args.start,
-            seed=args.seed,
-            max_steps=args.max_steps,
-            num_wait_steps=args.wait_steps,
-            image_size=_first_given(args.image_size, defaults.get("image_size"), 256),
-            fast_render=_first_given(args.fast_render, defaults.get("fast_render"), False),
-            open_loop_steps=args.open_loop_steps,
-            execution=args.execution,
-            async_latency_steps=args.async_latency,
-            workers=args.workers,
-            backend=args.backend,
-            videos=args.videos,
-            video_fps=args.video_fps,
-            hang_timeout_s=args.hang_timeout,
-            max_attempts=args.max_attempts,
-            episode_timeout_s=args.episode_timeout,
-            ray_address=args.ray_address,
-            resume=args.resume,
-            perturb=parse_perturbations(args.perturb),
-        )
+        check_checkpoint_suites(policy, suites, force=args.force_norm_key)
+    return EvalConfig(
+        out=out or str(default_out_dir(policy, suites)),
+        policy=policy,
+        suites=suites,
+        tasks=args.tasks if args.tasks is not None else _optional_tuple(defaults.get("tasks")),
+        trials=args.trials,
+        start=args.start,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        num_wait_steps=args.wait_steps,
+        image_size=_first_given(args.image_size, defaults.get("image_size"), 256),
+        fast_render=_first_given(args.fast_render, defaults.get("fast_render"), False),
+        open_loop_steps=args.open_loop_steps,
+        execution=args.execution,
+        async_latency_steps=args.async_latency,
+        workers=args.workers,
+        backend=args.backend,
+        videos=args.videos,
+        video_fps=args.video_fps,
+        hang_timeout_s=args.hang_timeout,
+        max_attempts=args.max_attempts,
+        episode_timeout_s=args.episode_timeout,
+        ray_address=args.ray_address,
+        resume=args.resume,
+        perturb=parse_perturbations(args.perturb),
+    )
+
+
+def _run_libero(args: argparse.Namespace) -> int:
+    try:
+        if args.policy is not None:
+            config = _eval_config(args, _resolve_policy(args.policy), args.suite, args.out)
+            return evaluate(config)
+        # Each embedded default runs its own suites with its own protocol, in OUT/<its folder>.
+        root = Path(args.out) if args.out else default_out_dir("defaults", ())
+        configs = [
+            _eval_config(args, str(folder), suites, str(root / folder.name))
+            for folder, suites in default_runs(args.suite)
+        ]
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
-    return evaluate(config)
+    summaries = {}
+    for config in configs:
+        code, summary = _evaluate_quietly(config)
+        if code != 0:
+            return code
+        summaries[Path(config.out).name] = summary
+    print(json.dumps(summaries, indent=2, sort_keys=True))
+    return 0
 
 
 def evaluate(config: Any, **factories: Any) -> int:
@@ -285,6 +342,14 @@ def evaluate(config: Any, **factories: Any) -> int:
     A SIGTERM or SIGINT stops the workers, keeps ``summary.json`` and prints one line instead,
     returning 143 or 130.
     """
+    code, summary = _evaluate_quietly(config, **factories)
+    if summary is not None:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    return code
+
+
+def _evaluate_quietly(config: Any, **factories: Any) -> tuple[int, dict[str, Any] | None]:
+    """``evaluate`` without printing the summary: (exit code, summary or None)."""
     from envs.suites import UnknownSuiteError
     from eval.libero.harness import EvalStopped, OutputExistsError, PlanError, ResumeMismatchError, run_eval
     from eval.libero.workers import WorkerStartupError
@@ -293,10 +358,10 @@ def evaluate(config: Any, **factories: Any) -> int:
         summary = run_eval(config, **factories)
     except (OutputExistsError, PlanError, ResumeMismatchError, UnknownSuiteError) as exc:
         logger.error("%s", exc)
-        return 2
+        return 2, None
     except WorkerStartupError as exc:
         logger.error("%s", exc)
-        return 1
+        return 1, None
     except EvalStopped as exc:
         overall = exc.summary["overall"]
         print(
@@ -305,9 +370,8 @@ def evaluate(config: Any, **factories: Any) -> int:
             f"{Path(config.out) / 'summary.json'}; --resume continues",
             flush=True,
         )
-        return exc.exit_code
-    print(json.dumps(summary, indent=2, sort_keys=True))
-    return 0
+        return exc.exit_code, None
+    return 0, summary
 
 
 def run(args: argparse.Namespace) -> int:
@@ -320,11 +384,25 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(f"target: expected 'libero' or 'offline', got {args.target!r}")
 
 
+def _default_for_demos(data: list[str]) -> str:
+    """The embedded default of the suite the demos under ``data`` come from."""
+    from cogvla.data.frame_cache import find_demo_files
+    from cogvla.eval_protocol import protocol_of_demos
+
+    protocol = protocol_of_demos(find_demo_files(data))
+    runs = default_runs(tuple(protocol["suites"])) if protocol else []
+    if len(runs) != 1:
+        raise ValueError(
+            "--checkpoint: the demos are not of suites one embedded default covers; name the checkpoint"
+        )
+    return str(runs[0][0])
+
+
 def _run_offline(args: argparse.Namespace) -> int:
     from eval.offline import offline_errors
 
     try:
-        checkpoint = _resolve_policy(args.checkpoint)
+        checkpoint = _resolve_policy(args.checkpoint) if args.checkpoint else _default_for_demos(args.data)
         if not Path(checkpoint).is_dir():
             raise ValueError(f"--checkpoint: expected a checkpoint folder, got {checkpoint!r}")
         report = offline_errors(

@@ -97,7 +97,7 @@ def render_card(
     reports = _demo_reports(recipes, demo_sets)
     card = "\n".join(
         (
-            _header(model, size, reports),
+            _header(model, size, protocol, reports),
             _data_section(protocol, reports),
             _training_section(checkpoint, train_log),
             _wall_time_section(recipes, demo_sets),
@@ -206,9 +206,12 @@ def _tasks_text(tasks: list[int] | None) -> str:
     return "every task of each suite" if tasks is None else f"tasks {', '.join(map(str, tasks))}"
 
 
-def _header(model: CogVLAModel, size: int, reports: dict[str, dict[str, Any]]) -> str:
+def _header(
+    model: CogVLAModel, size: int, protocol: dict[str, Any], reports: dict[str, dict[str, Any]]
+) -> str:
     params = sum(p.numel() for p in model.parameters())
-    return f"""# Embedded default policy: CogVLA `{model.config.name}` ({model.config.variant})
+    covered = ", ".join(f"`{suite}`" for suite in protocol["suites"])
+    return f"""# Embedded default policy of {covered}: CogVLA `{model.config.name}` ({model.config.variant})
 
 A {params / 1e6:.1f} M-parameter CogVLA model (EFA-Routing, LFP-Routing, CAtten) trained on this
 project's scripted-oracle demos of {", ".join(f"`{suite}`" for suite in reports)}. Weights are
@@ -381,10 +384,9 @@ def _mean_rate(tasks: list[dict[str, Any]]) -> float:
 
 def _eval_sentence(config: dict[str, Any], summary: dict[str, Any], protocol: dict[str, Any]) -> str:
     """The command that produced the figures, what it ran, and how long it took."""
-    flags = [f"--trials {config['trials']}"]
-    # Without flags `cogvla eval libero` takes the shipped protocol; only departures need saying.
-    if list(config["suites"]) != list(protocol["suites"]):
-        flags.append(f"--suite {','.join(config['suites'])}")
+    # Without --policy, --suite picks the embedded default of each suite and its shipped
+    # protocol; only departures from that protocol need saying.
+    flags = [f"--suite {','.join(config['suites'])}", f"--trials {config['trials']}"]
     if config["tasks"] != protocol["tasks"]:
         flags.append(f"--tasks {','.join(map(str, config['tasks']))}")
     if config["image_size"] != protocol["image_size"]:

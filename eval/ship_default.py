@@ -3,18 +3,22 @@
 Usage::
 
     .venv/bin/python -m eval.ship_default --checkpoint RUN/checkpoints/step_004000 \\
-        --train-log RUN/log.jsonl --recipe RECIPE_A/status.json RECIPE_B/status.json
-    MUJOCO_GL=egl cogvla eval libero --trials 50 --out EVAL_DIR     # the shipped files
-    .venv/bin/python -m eval.ship_default ... (same flags) --eval EVAL_DIR
+        --train-log RUN/log.jsonl --recipe RECIPE_A/status.json RECIPE_B/status.json --suite libero_object
+    MUJOCO_GL=egl cogvla eval libero --suite libero_object --out EVAL_DIR    # the shipped files
+    .venv/bin/python -m eval.ship_default ... (same flags) --eval EVAL_DIR/libero_object
+
+A checkpoint trained on several suites may be shipped as the default of some of them
+(``--suite``): each suite has one default, and suites may have different ones.
 
 A run that also trained on demo sets made outside the recipes (``cogvla demos --seed 1 ...``)
 names the report each printed with ``--demos-report``, so the card counts those demos too. A
 fine-tune of an earlier default on new demo sets alone names no recipe; its ``--history``
 tells what the starting weights were trained on.
 
-Writes ``cogvla/assets/default/``: the weights in float16 (to stay small; CPU inference
-upcasts them), the tokenizer, the normalization stats, ``eval_protocol.json`` (the
-checkpoint's own: the protocol ``cogvla eval libero`` uses when run without flags) and
+Writes ``cogvla/assets/defaults/<suites>/``: the weights in float16 (to stay small; CPU
+inference upcasts them), the tokenizer, the normalization stats, ``eval_protocol.json`` (the
+checkpoint's own, or only the suites ``--suite`` names: the protocol ``cogvla eval libero``
+uses for this default when run without flags, and the suites it is the default of) and
 ``README.md``, a model card whose figures are read from the recipes' ``status.json`` (demos,
 stage wall times) and the extra demo sets' reports, the run's log and trainer state, and, with ``--eval``, the evaluation's
 ``summary.json``. Everything but the card is a function of the checkpoint alone, so the
@@ -35,7 +39,7 @@ import torch
 
 from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, read_eval_protocol, write_eval_protocol
 from cogvla.modeling import CogVLAModel
-from cogvla.paths import DEFAULT_CHECKPOINT
+from cogvla.paths import DEFAULTS_DIR, default_folder_name
 from eval.libero.fingerprint import policy_fingerprint
 from eval.model_card import ShipError, load_demos_report, load_recipe, read_json, render_card
 
@@ -51,9 +55,10 @@ def ship(
     train_log: Path,
     recipes: dict[Path, dict[str, Any]],
     eval_dir: Path | None = None,
-    out: Path = DEFAULT_CHECKPOINT,
+    out: Path | None = None,
     history: str = "",
     demo_sets: dict[Path, dict[str, Any]] | None = None,
+    suites: tuple[str, ...] | None = None,
 ) -> Path:
     """Copy ``checkpoint`` to ``out`` in fp16 with its eval protocol and a model card.
 
@@ -62,11 +67,14 @@ def ship(
         train_log: the run's ``log.jsonl``.
         recipes: each recipe's ``status.json`` path and content (see :func:`load_recipe`).
         eval_dir: a ``cogvla eval libero`` folder that evaluated the shipped files; None: not yet.
-        out: the folder to (re)write.
+        out: the folder to (re)write; None: the embedded default's folder of its suites.
         history: markdown telling where the weights the run started from came from.
         demo_sets: each extra demo set's report file and report (see :func:`load_demos_report`).
+        suites: ship as the default of these suites only (None: every suite it was trained on).
     """
-    protocol = _protocol(checkpoint, eval_dir)
+    protocol = _restricted(_protocol(checkpoint, eval_dir), suites)
+    if out is None:
+        out = DEFAULTS_DIR / default_folder_name(protocol["suites"])
     # float16 over bfloat16: its 10 mantissa bits keep the served actions ~6x closer to the
     # float32 checkpoint's (mean 6e-5 against 4e-4 in model units, measured), at the same size.
     model = CogVLAModel.from_pretrained(checkpoint, dtype=torch.float16)
@@ -114,6 +122,18 @@ def _protocol(checkpoint: Path, eval_dir: Path | None) -> dict[str, Any]:
     return {key: config[key] for key in ("suites", "tasks", "image_size", "fast_render")}
 
 
+def _restricted(protocol: dict[str, Any], suites: tuple[str, ...] | None) -> dict[str, Any]:
+    """``protocol`` for ``suites`` only, which must be among those it was trained on."""
+    if suites is None:
+        return protocol
+    outside = sorted(set(suites) - set(protocol["suites"]))
+    if not suites or outside:
+        raise ShipError(
+            f"suite: expected some of the checkpoint's suites {protocol['suites']}, got {list(suites)}"
+        )
+    return {**protocol, "suites": sorted(suites)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m eval.ship_default``."""
     parser = argparse.ArgumentParser(prog="python -m eval.ship_default", description=__doc__.splitlines()[0])
@@ -136,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON report printed by `cogvla demos` for each demo set the run used beyond the recipes'",
     )
     parser.add_argument("--eval", type=Path, help="a `cogvla eval libero` folder of the shipped files")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="where to write the default")
+    parser.add_argument(
+        "--suite",
+        type=lambda text: tuple(item.strip() for item in text.split(",") if item.strip()),
+        help="ship as the default of these suites only, e.g. libero_object (default: all it was trained on)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where to write the default (default: cogvla/assets/defaults/<its suites>)"
+    )
     parser.add_argument(
         "--history", type=Path, help="markdown file: where the run's starting weights came from (model card)"
     )
@@ -145,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         recipes = {path: load_recipe(path) for path in args.recipe}
         demo_sets = {path: load_demos_report(path) for path in args.demos_report}
         history = args.history.read_text() if args.history else ""
-        out = ship(args.checkpoint, args.train_log, recipes, args.eval, args.out, history, demo_sets)
+        out = ship(
+            args.checkpoint, args.train_log, recipes, args.eval, args.out, history, demo_sets, args.suite
+        )
     except ShipError as exc:
         logger.error("%s", exc)
         return 2

@@ -200,11 +200,11 @@ def test_version_1_folders_still_load_and_the_shipped_default_is_current(saved, 
     inputs = {key: batch[key] for key in FORWARD_KEYS}
     with torch.no_grad():
         assert torch.equal(loaded(**inputs).actions, model(**inputs).actions)
-    from cogvla.paths import default_checkpoint_dir
+    from cogvla.paths import default_checkpoints
 
-    shipped = default_checkpoint_dir()
-    assert json.loads((shipped / CONFIG_FILE).read_text())["format_version"] == FORMAT_VERSION
-    assert CogVLAModel.from_pretrained(shipped).tokenizer is not None
+    for shipped in set(default_checkpoints().values()):
+        assert json.loads((shipped / CONFIG_FILE).read_text())["format_version"] == FORMAT_VERSION
+        assert CogVLAModel.from_pretrained(shipped).tokenizer is not None
 
 
 HUB_SCRIPT = """

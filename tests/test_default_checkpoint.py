@@ -1,15 +1,16 @@
-"""The checkpoint shipped inside the package loads and acts."""
+"""The checkpoints shipped inside the package load, act, and each carries its protocol and card."""
 
 import json
 
 import numpy as np
 import pytest
 
-from cogvla.paths import default_checkpoint_dir
+from cogvla.paths import DEFAULTS_DIR, default_checkpoints, default_folder_name
 from envs.suites import num_tasks
 from eval.cli import EVAL_PROTOCOL_FILE, checkpoint_eval_defaults
 
-pytestmark = pytest.mark.skipif(default_checkpoint_dir() is None, reason="no embedded checkpoint")
+SHIPPED = sorted(set(default_checkpoints().values()))
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="no embedded checkpoint")
 
 
 def _observation(side: int) -> dict:
@@ -22,10 +23,19 @@ def _observation(side: int) -> dict:
     }
 
 
-def test_shipped_checkpoint_gives_finite_chunks_in_robot_units():
+def test_the_defaults_cover_whole_libero_spatial_and_libero_object():
+    covered = default_checkpoints()
+    assert {"libero_spatial", "libero_object"} <= set(covered)
+    for folder in set(covered.values()):
+        assert checkpoint_eval_defaults(str(folder))["tasks"] is None
+    assert sorted(path.name for path in DEFAULTS_DIR.iterdir()) == sorted(folder.name for folder in SHIPPED)
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
+def test_shipped_checkpoint_gives_finite_chunks_in_robot_units(folder):
     from cogvla.policy import CogVLAPolicy
 
-    policy = CogVLAPolicy.from_pretrained(default_checkpoint_dir())
+    policy = CogVLAPolicy.from_pretrained(folder)
     meta = policy.metadata()
     assert not meta["random_weights"]
     actions = policy.infer(_observation(meta["image_keys"]["image"][0]))
@@ -35,12 +45,13 @@ def test_shipped_checkpoint_gives_finite_chunks_in_robot_units():
     assert set(np.unique(actions[:, -1])) <= {-1.0, 1.0}
 
 
-def test_shipped_checkpoint_carries_its_eval_protocol_and_card():
-    folder = default_checkpoint_dir()
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
+def test_shipped_checkpoint_carries_its_eval_protocol_and_card(folder):
     defaults = checkpoint_eval_defaults(str(folder))
     assert defaults == json.loads((folder / EVAL_PROTOCOL_FILE).read_text())
-    assert defaults["suites"] == ["libero_object", "libero_spatial"] and defaults["tasks"] is None
+    assert folder.name == default_folder_name(defaults["suites"])
     card = (folder / "README.md").read_text()
+    assert card.startswith(f"# Embedded default policy of {', '.join(f'`{s}`' for s in defaults['suites'])}")
     measured = card.split("## Measured success\n", 1)[1]
     assert "Not evaluated yet" not in measured
     for suite in defaults["suites"]:

@@ -290,7 +290,10 @@ def test_ship_evaluate_ship_gives_identical_files_and_a_per_suite_card(checkpoin
     assert first == second
     assert "model.safetensors" in second
     card = (out / "README.md").read_text().split("## Measured success\n")[1]
-    assert "`MUJOCO_GL=egl cogvla eval libero --trials 50` on the fixed init states" in card
+    assert (
+        "`MUJOCO_GL=egl cogvla eval libero --suite libero_object,libero_spatial --trials 50` on the fixed init states"
+        in card
+    )
     assert "250 episodes in 1 h 02 min with 2 simulator workers." in card
     assert "not checked against these files" not in card
     object_table = card.split("### libero_object\n")[1].split("###")[0]
@@ -311,9 +314,34 @@ def test_eval_command_names_only_departures_from_the_shipped_protocol(checkpoint
     )
     ship(checkpoint, log, recipes, evaluated, out=out)
     card = (out / "README.md").read_text()
-    assert "`MUJOCO_GL=egl cogvla eval libero --trials 5 --suite libero_spatial --tasks 0,1`" in card
+    assert "`MUJOCO_GL=egl cogvla eval libero --suite libero_spatial --trials 5 --tasks 0,1`" in card
     # The shipped protocol stays the checkpoint's, whatever subset was evaluated.
     assert json.loads((out / "eval_protocol.json").read_text()) == PROTOCOL
+
+
+def test_a_two_suite_checkpoint_ships_as_the_default_of_one_suite(checkpoint, recipes, tmp_path, monkeypatch):
+    monkeypatch.setattr(ship_default, "DEFAULTS_DIR", tmp_path / "defaults")
+    log = checkpoint.parents[1] / "log.jsonl"
+    out = ship(checkpoint, log, recipes, suites=("libero_object",))
+    assert out == tmp_path / "defaults" / "libero_object"
+    assert json.loads((out / "eval_protocol.json").read_text()) == {**PROTOCOL, "suites": ["libero_object"]}
+    card = (out / "README.md").read_text()
+    assert card.startswith("# Embedded default policy of `libero_object`: CogVLA")
+    # The data section still tells every demo the weights were trained on.
+    assert "### libero_spatial\n| task | name | demos" in card
+    evaluated = _eval_dir(tmp_path / "eval", out, {"libero_object": [0, 1]}, suites=["libero_object"])
+    ship(checkpoint, log, recipes, evaluated, suites=("libero_object",))
+    assert (
+        "`MUJOCO_GL=egl cogvla eval libero --suite libero_object --trials 50` on the fixed"
+        in (out / "README.md").read_text()
+    )
+    both = ship(checkpoint, log, recipes)
+    assert both.name == "libero_object+libero_spatial"
+    with pytest.raises(
+        ShipError, match=r"suite: expected some of the checkpoint's suites .* got \['libero_goal'\]"
+    ):
+        ship(checkpoint, log, recipes, suites=("libero_goal",))
+    assert main(["--checkpoint", str(checkpoint), "--train-log", str(log), "--suite", "libero_10"]) == 2
 
 
 def test_eval_of_other_weights_is_refused_and_the_default_kept(checkpoint, recipes, tmp_path):
