@@ -126,3 +126,28 @@ def test_serve_picks_the_suites_default_and_refuses_an_uncovered_suite(two_defau
     assert embedded_default("libero_object") == two_defaults["libero_object"]
     with pytest.raises(ValueError, match="--suite: no embedded default covers 'libero_10'"):
         embedded_default("libero_10")
+
+
+def _demo_file(path: Path, suite: str, task: str) -> None:
+    """A file with just the LIBERO attributes that say which suite and task its demos are of."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        data = handle.create_group("data")
+        data.attrs["bddl_file_name"] = f"bddl_files/{suite}/{task}.bddl"
+        data.attrs["env_args"] = json.dumps({"env_kwargs": {"camera_heights": 128}})
+
+
+def test_offline_scoring_without_checkpoint_takes_the_demos_suites_default(two_defaults, tmp_path):
+    from envs.suites import get_task
+
+    objects, spatial = tmp_path / "object", tmp_path / "spatial"
+    _demo_file(objects / "a.hdf5", "libero_object", get_task("libero_object", 3).name)
+    _demo_file(spatial / "b.hdf5", "libero_spatial", get_task("libero_spatial", 0).name)
+    assert eval_cli._default_for_demos([str(objects)]) == str(two_defaults["libero_object"])
+    assert eval_cli._default_for_demos([str(spatial)]) == str(two_defaults["libero_spatial"])
+    with pytest.raises(
+        ValueError, match="--checkpoint: the demos are not of suites one embedded default covers"
+    ):
+        eval_cli._default_for_demos([str(objects), str(spatial)])
