@@ -37,10 +37,12 @@ def default_folder_name(suites: list[str] | tuple[str, ...]) -> str:
 
 def default_checkpoints(root: Path | None = None) -> dict[str, Path]:
     """Each suite an embedded default (a folder of ``root``, default ``DEFAULTS_DIR``) covers,
-    mapped to that default's folder.
+    mapped to that default's folder, in LIBERO's suite order (libero_spatial, libero_object, ...).
 
     Raises ValueError when two defaults claim the same suite: which one to run would be a guess.
     """
+    from envs.suites import SUITES
+
     root = DEFAULTS_DIR if root is None else root
     covered: dict[str, Path] = {}
     folders = sorted(root.iterdir()) if root.is_dir() else []
@@ -54,19 +56,17 @@ def default_checkpoints(root: Path | None = None) -> dict[str, Path]:
                     f"embedded defaults: both {covered[suite].name} and {folder.name} cover {suite}"
                 )
             covered[suite] = folder
-    return covered
+    order = {suite: index for index, suite in enumerate(SUITES)}
+    return dict(sorted(covered.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 def default_checkpoint_dir(suite: str | None = None, root: Path | None = None) -> Path | None:
     """The embedded default that covers ``suite``, or None when none does.
 
-    Without ``suite``: the default of the first covered suite in LIBERO's order
-    (libero_spatial, libero_object, ...), the one served when nothing is named.
+    Without ``suite``: the default of the first covered suite in LIBERO's order, the one
+    served when nothing is named.
     """
-    from envs.suites import SUITES
-
     covered = default_checkpoints(root)
     if suite is not None:
         return covered.get(suite)
-    first = next((name for name in SUITES if name in covered), None)
-    return covered[first] if first is not None else None
+    return next(iter(covered.values()), None)

@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 # flag overrides it.
 _CHECKPOINT_DEFAULT_KEYS = {"suites", "tasks", "image_size", "fast_render"}
 
+_NO_DEFAULT = (
+    "policy: no default checkpoint exists yet in this package; "
+    "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
+)
+
 
 def parse_int_list(text: str) -> tuple[int, ...]:
     """Parse "0,3" into (0, 3) for argparse."""
@@ -186,10 +191,7 @@ def _resolve_policy(spec: str | None) -> str:
     if spec is None:
         default = default_checkpoint_dir()
         if default is None:
-            raise ValueError(
-                "policy: no default checkpoint exists yet in this package; "
-                "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
-            )
+            raise ValueError(_NO_DEFAULT)
         spec = str(default)
     return check_policy_spec(spec)
 
@@ -201,15 +203,11 @@ def default_runs(suites: tuple[str, ...] | None) -> list[tuple[Path, tuple[str, 
     Raises ValueError naming a suite no embedded default covers.
     """
     from cogvla.paths import default_checkpoints
-    from envs.suites import SUITES
 
     covered = default_checkpoints()
     if not covered:
-        raise ValueError(
-            "policy: no default checkpoint exists yet in this package; "
-            "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
-        )
-    wanted = suites or tuple(sorted(covered, key=lambda suite: (SUITES + (suite,)).index(suite)))
+        raise ValueError(_NO_DEFAULT)
+    wanted = suites or tuple(covered)
     missing = [suite for suite in wanted if suite not in covered]
     if missing:
         raise ValueError(

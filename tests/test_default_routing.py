@@ -41,6 +41,7 @@ def two_defaults(tmp_path, monkeypatch) -> dict[str, Path]:
 
 def test_each_suite_maps_to_its_default_and_spatial_is_the_first(two_defaults):
     assert default_checkpoints() == two_defaults
+    assert list(default_checkpoints()) == ["libero_spatial", "libero_object"]
     assert default_checkpoint_dir("libero_object") == two_defaults["libero_object"]
     assert default_checkpoint_dir("libero_goal") is None
     assert default_checkpoint_dir() == two_defaults["libero_spatial"]
