@@ -39,7 +39,7 @@ import torch
 
 from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, read_eval_protocol, write_eval_protocol
 from cogvla.modeling import CogVLAModel
-from cogvla.paths import DEFAULTS_DIR, default_folder_name
+from cogvla.paths import DEFAULTS_DIR, default_checkpoints, default_folder_name
 from eval.libero.fingerprint import policy_fingerprint
 from eval.model_card import ShipError, load_demos_report, load_recipe, read_json, render_card
 
@@ -75,6 +75,7 @@ def ship(
     protocol = _restricted(_protocol(checkpoint, eval_dir), suites)
     if out is None:
         out = DEFAULTS_DIR / default_folder_name(protocol["suites"])
+    _check_one_default_per_suite(out, protocol["suites"])
     # float16 over bfloat16: its 10 mantissa bits keep the served actions ~6x closer to the
     # float32 checkpoint's (mean 6e-5 against 4e-4 in model units, measured), at the same size.
     model = CogVLAModel.from_pretrained(checkpoint, dtype=torch.float16)
@@ -120,6 +121,18 @@ def _protocol(checkpoint: Path, eval_dir: Path | None) -> dict[str, Any]:
         )
     config = read_json(eval_dir / "config.json", "eval")
     return {key: config[key] for key in ("suites", "tasks", "image_size", "fast_render")}
+
+
+def _check_one_default_per_suite(out: Path, suites: list[str]) -> None:
+    """Refuse to ship into the package a second default of a suite that already has one."""
+    if out.resolve().parent != DEFAULTS_DIR.resolve():
+        return
+    for suite, folder in default_checkpoints(DEFAULTS_DIR).items():
+        if suite in suites and folder.resolve() != out.resolve():
+            raise ShipError(
+                f"suite: {suite} already has the embedded default {folder.name}; "
+                "remove that folder first, or ship for the other suites only with --suite"
+            )
 
 
 def _restricted(protocol: dict[str, Any], suites: tuple[str, ...] | None) -> dict[str, Any]:

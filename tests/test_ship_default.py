@@ -335,8 +335,14 @@ def test_a_two_suite_checkpoint_ships_as_the_default_of_one_suite(checkpoint, re
         "`MUJOCO_GL=egl cogvla eval libero --suite libero_object --trials 50` on the fixed"
         in (out / "README.md").read_text()
     )
-    both = ship(checkpoint, log, recipes)
-    assert both.name == "libero_object+libero_spatial"
+    # Each suite keeps one default: a second one for libero_object is refused, the first kept.
+    before = _files(out)
+    with pytest.raises(
+        ShipError, match="suite: libero_object already has the embedded default libero_object"
+    ):
+        ship(checkpoint, log, recipes)
+    assert _files(out) == before and not (tmp_path / "defaults" / "libero_object+libero_spatial").exists()
+    assert ship(checkpoint, log, recipes, suites=("libero_spatial",)).name == "libero_spatial"
     with pytest.raises(
         ShipError, match=r"suite: expected some of the checkpoint's suites .* got \['libero_goal'\]"
     ):
