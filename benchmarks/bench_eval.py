@@ -8,8 +8,9 @@ Usage::
 
 Each side, in its own process, builds one ``LiberoEnv`` per task (128 px, fast render,
 as the embedded defaults were trained) and runs one policy (``--policy``, default this
-tree's embedded default of ``--suite``) through its own ``run_episode`` on the same (task, init state, seed) episodes, one torch thread, the
-env reused across episodes as eval workers reuse it. The rate is episodes per hour of
+tree's embedded default of ``--suite``) through its own ``run_episode`` on the same (task,
+init state, seed) episodes, one torch thread, the env reused across episodes as eval workers
+reuse it. The rate is episodes per hour of
 episode time (env creation excluded, it is paid once per worker). ``same_outcomes`` checks
 that both sides scored every episode alike (success and step count).
 

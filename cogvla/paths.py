@@ -60,13 +60,13 @@ def default_checkpoints(root: Path | None = None) -> dict[str, Path]:
     return dict(sorted(covered.items(), key=lambda item: order.get(item[0], len(order))))
 
 
-def default_checkpoint_dir(suite: str | None = None, root: Path | None = None) -> Path | None:
+def default_checkpoint_dir(suite: str | None = None) -> Path | None:
     """The embedded default that covers ``suite``, or None when none does.
 
     Without ``suite``: the default of the first covered suite in LIBERO's order, the one
     served when nothing is named.
     """
-    covered = default_checkpoints(root)
+    covered = default_checkpoints()
     if suite is not None:
         return covered.get(suite)
     return next(iter(covered.values()), None)

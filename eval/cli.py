@@ -43,11 +43,6 @@ logger = logging.getLogger(__name__)
 # flag overrides it.
 _CHECKPOINT_DEFAULT_KEYS = {"suites", "tasks", "image_size", "fast_render"}
 
-_NO_DEFAULT = (
-    "policy: no default checkpoint exists yet in this package; "
-    "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
-)
-
 
 def parse_int_list(text: str) -> tuple[int, ...]:
     """Parse "0,3" into (0, 3) for argparse."""
@@ -183,19 +178,6 @@ def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
-def _resolve_policy(spec: str | None) -> str:
-    """``spec`` checked, or (None) the embedded default of the first covered suite."""
-    from cogvla.paths import default_checkpoint_dir
-    from eval.policies import check_policy_spec
-
-    if spec is None:
-        default = default_checkpoint_dir()
-        if default is None:
-            raise ValueError(_NO_DEFAULT)
-        spec = str(default)
-    return check_policy_spec(spec)
-
-
 def default_runs(suites: tuple[str, ...] | None) -> list[tuple[Path, tuple[str, ...]]]:
     """The embedded defaults that cover ``suites`` (None: every covered suite), each with its
     share of them, in LIBERO's suite order.
@@ -206,7 +188,10 @@ def default_runs(suites: tuple[str, ...] | None) -> list[tuple[Path, tuple[str, 
 
     covered = default_checkpoints()
     if not covered:
-        raise ValueError(_NO_DEFAULT)
+        raise ValueError(
+            "policy: no default checkpoint exists yet in this package; "
+            "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
+        )
     wanted = suites or tuple(covered)
     missing = [suite for suite in wanted if suite not in covered]
     if missing:
@@ -311,9 +296,11 @@ def _eval_config(
 
 
 def _run_libero(args: argparse.Namespace) -> int:
+    from eval.policies import check_policy_spec
+
     try:
         if args.policy is not None:
-            config = _eval_config(args, _resolve_policy(args.policy), args.suite, args.out)
+            config = _eval_config(args, check_policy_spec(args.policy), args.suite, args.out)
             return evaluate(config)
         # Each embedded default runs its own suites with its own protocol, in OUT/<its folder>.
         root = Path(args.out) if args.out else default_out_dir("defaults", ())
@@ -398,9 +385,10 @@ def _default_for_demos(data: list[str]) -> str:
 
 def _run_offline(args: argparse.Namespace) -> int:
     from eval.offline import offline_errors
+    from eval.policies import check_policy_spec
 
     try:
-        checkpoint = _resolve_policy(args.checkpoint) if args.checkpoint else _default_for_demos(args.data)
+        checkpoint = check_policy_spec(args.checkpoint) if args.checkpoint else _default_for_demos(args.data)
         if not Path(checkpoint).is_dir():
             raise ValueError(f"--checkpoint: expected a checkpoint folder, got {checkpoint!r}")
         report = offline_errors(
