@@ -93,15 +93,6 @@ def _outcomes(result: dict[str, Any]) -> list[tuple]:
     return [(e["task_id"], e["init_state_id"], e["success"], e["steps"]) for e in result["episodes"]]
 
 
-def _embedded_default(suite: str) -> Path:
-    from cogvla.paths import default_checkpoint_dir
-
-    folder = default_checkpoint_dir(suite)
-    if folder is None:
-        raise SystemExit(f"--policy: no embedded default covers {suite}; name a checkpoint")
-    return folder
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -122,7 +113,9 @@ def main() -> None:
     args = parse_or_run_side(parser, run_side)
     if args is None:
         return
-    policy = args.policy or _embedded_default(args.suite)
+    from cogvla.paths import defaults_for
+
+    policy = args.policy or next(iter(defaults_for((args.suite,))))
     side_args = [
         "--policy", str(policy.resolve()),
         "--suite", args.suite,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "default_checkpoint_dir",
     "default_checkpoints",
     "default_folder_name",
+    "defaults_for",
 ]
 
 # One folder per embedded default; each folder's eval_protocol.json names the suites it covers.
@@ -70,3 +72,25 @@ def default_checkpoint_dir(suite: str | None = None) -> Path | None:
     if suite is not None:
         return covered.get(suite)
     return next(iter(covered.values()), None)
+
+
+def defaults_for(suites: Sequence[str] | None = None) -> dict[Path, tuple[str, ...]]:
+    """The embedded defaults that cover ``suites`` (None: every covered suite), each with its
+    share of them, in the order the suites are given (else LIBERO's).
+
+    Raises ValueError naming the suites no embedded default covers.
+    """
+    covered = default_checkpoints()
+    wanted = tuple(suites) if suites else tuple(covered)
+    if not wanted:
+        raise ValueError("suite: this package has no embedded default yet; name a checkpoint")
+    missing = [suite for suite in wanted if suite not in covered]
+    if missing:
+        raise ValueError(
+            f"suite: no embedded default covers {', '.join(missing)} (they cover "
+            f"{', '.join(sorted(covered)) or 'none'}); name a checkpoint"
+        )
+    runs: dict[Path, tuple[str, ...]] = {}
+    for suite in wanted:
+        runs[covered[suite]] = runs.get(covered[suite], ()) + (suite,)
+    return runs

@@ -75,15 +75,11 @@ def check_checkpoint_arg(checkpoint: Path | None) -> None:
 
 
 def embedded_default(suite: str | None) -> Path | None:
-    """The embedded default to serve: ``suite``'s (ValueError naming ``--suite`` if none covers
-    it), else the first covered suite's, else None."""
-    from cogvla.paths import default_checkpoint_dir, default_checkpoints
+    """The embedded default to serve: ``suite``'s (ValueError if none covers it), else the
+    first covered suite's, else None."""
+    from cogvla.paths import default_checkpoint_dir, defaults_for
 
-    default = default_checkpoint_dir(suite)
-    if suite is not None and default is None:
-        covered = ", ".join(sorted(default_checkpoints())) or "none"
-        raise ValueError(f"--suite: no embedded default covers {suite!r} (covered: {covered})")
-    return default
+    return default_checkpoint_dir() if suite is None else next(iter(defaults_for((suite,))))
 
 
 def load_policy(checkpoint: Path | None, device: str = "cpu", suite: str | None = None) -> tuple[Any, str]:

@@ -178,33 +178,6 @@ def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
-def default_runs(suites: tuple[str, ...] | None) -> list[tuple[Path, tuple[str, ...]]]:
-    """The embedded defaults that cover ``suites`` (None: every covered suite), each with its
-    share of them, in LIBERO's suite order.
-
-    Raises ValueError naming a suite no embedded default covers.
-    """
-    from cogvla.paths import default_checkpoints
-
-    covered = default_checkpoints()
-    if not covered:
-        raise ValueError(
-            "policy: no default checkpoint exists yet in this package; "
-            "pass --policy oracle, --policy CHECKPOINT_DIR or --policy tcp://HOST:PORT"
-        )
-    wanted = suites or tuple(covered)
-    missing = [suite for suite in wanted if suite not in covered]
-    if missing:
-        raise ValueError(
-            f"suite: no embedded default covers {', '.join(missing)} (they cover "
-            f"{', '.join(sorted(covered))}); pass --policy CHECKPOINT_DIR, tcp://HOST:PORT or oracle"
-        )
-    runs: dict[Path, tuple[str, ...]] = {}
-    for suite in wanted:
-        runs[covered[suite]] = runs.get(covered[suite], ()) + (suite,)
-    return list(runs.items())
-
-
 def _first_given(*values: Any) -> Any:
     return next(value for value in values if value is not None)
 
@@ -303,10 +276,12 @@ def _run_libero(args: argparse.Namespace) -> int:
             config = _eval_config(args, check_policy_spec(args.policy), args.suite, args.out)
             return evaluate(config)
         # Each embedded default runs its own suites with its own protocol, in OUT/<its folder>.
+        from cogvla.paths import defaults_for
+
         root = Path(args.out) if args.out else default_out_dir("defaults", ())
         configs = [
             _eval_config(args, str(folder), suites, str(root / folder.name))
-            for folder, suites in default_runs(args.suite)
+            for folder, suites in defaults_for(args.suite).items()
         ]
     except ValueError as exc:
         logger.error("%s", exc)
@@ -375,12 +350,14 @@ def _default_for_demos(data: list[str]) -> str:
     from cogvla.eval_protocol import protocol_of_demos
 
     protocol = protocol_of_demos(find_demo_files(data))
-    runs = default_runs(tuple(protocol["suites"])) if protocol else []
+    from cogvla.paths import defaults_for
+
+    runs = list(defaults_for(protocol["suites"])) if protocol else []
     if len(runs) != 1:
         raise ValueError(
             "--checkpoint: the demos are not of suites one embedded default covers; name the checkpoint"
         )
-    return str(runs[0][0])
+    return str(runs[0])
 
 
 def _run_offline(args: argparse.Namespace) -> int:

@@ -47,6 +47,14 @@ def test_each_suite_maps_to_its_default_and_spatial_is_the_first(two_defaults):
     assert default_checkpoint_dir() == two_defaults["libero_spatial"]
 
 
+def test_a_package_without_defaults_asks_for_a_checkpoint(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(paths, "DEFAULTS_DIR", tmp_path / "none")
+    assert default_checkpoint_dir() is None and default_checkpoints() == {}
+    assert main(["eval", "libero", "--out", str(tmp_path / "out")]) == 2
+    assert "suite: this package has no embedded default yet; name a checkpoint" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
 def test_two_defaults_claiming_one_suite_is_an_error(two_defaults, tmp_path):
     _default(tmp_path / "defaults", ["libero_object", "libero_spatial"], 128)
     with pytest.raises(
@@ -125,7 +133,9 @@ def test_serve_picks_the_suites_default_and_refuses_an_uncovered_suite(two_defau
 
     assert embedded_default(None) == two_defaults["libero_spatial"]
     assert embedded_default("libero_object") == two_defaults["libero_object"]
-    with pytest.raises(ValueError, match="--suite: no embedded default covers 'libero_10'"):
+    with pytest.raises(
+        ValueError, match="suite: no embedded default covers libero_10 \\(they cover libero_object"
+    ):
         embedded_default("libero_10")
 
 
