@@ -19,7 +19,7 @@ prefers little wrist turn from the home yaw and a comfortable reach.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -37,10 +37,12 @@ __all__ = [
     "GRASP_SPECS",
     "Grasp",
     "GraspConfig",
+    "GraspOverrideError",
     "GraspSpec",
     "grasp_spec",
     "grasp_width_bound",
     "lowest_part_top",
+    "override_grasps",
     "plan_grasp",
 ]
 
@@ -95,6 +97,33 @@ GRASP_SPECS: dict[str, GraspSpec] = {
     ),
 }
 DEFAULT_GRASP = GraspSpec(kind="top", height=0.03)
+# Spec fields a caller may override: the scalar distances (metres).
+_OVERRIDABLE = tuple(f.name for f in fields(GraspSpec) if f.type in ("float", float))
+
+
+class GraspOverrideError(ValueError):
+    """An override of a grasp spec that names an unknown category or field, or a bad value."""
+
+
+def override_grasps(
+    overrides: Mapping[str, float], base: Mapping[str, GraspSpec] = GRASP_SPECS
+) -> dict[str, GraspSpec]:
+    """``base`` with scalar fields replaced, keyed ``"category.field"``.
+
+    E.g. ``{"akita_black_bowl.height": 0.025}`` pinches the bowl 2.6 cm below its rim instead
+    of 1 cm, which leaves a policy that imitates the grasp more room for height error.
+    """
+    specs = dict(base)
+    for key, value in overrides.items():
+        category, _, name = key.partition(".")
+        if category not in specs:
+            raise GraspOverrideError(f"{key}: expected a category among {sorted(specs)}, got {category!r}")
+        if name not in _OVERRIDABLE:
+            raise GraspOverrideError(f"{key}: expected a field among {list(_OVERRIDABLE)}, got {name!r}")
+        if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise GraspOverrideError(f"{key}: expected a finite distance >= 0 in metres, got {value!r}")
+        specs[category] = replace(specs[category], **{name: float(value)})
+    return specs
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 Specs:
     ``oracle``              the scripted oracle (reads ``obs["privileged"]``)
+    ``oracle:C.F=V,...``    the oracle with grasp-spec field F of object category C set to V
+                            metres (``envs.oracle_grasp.override_grasps``), e.g.
+                            ``oracle:akita_black_bowl.height=0.025``
     ``tcp://HOST:PORT``     a policy server over the project's ZeroMQ protocol
     ``CHECKPOINT_DIR``      a CogVLA checkpoint folder (has ``config.json``)
 """
@@ -12,7 +15,14 @@ from pathlib import Path
 
 from cogvla.policy_api import Policy
 
-__all__ = ["ORACLE", "PolicySpecError", "check_policy_spec", "is_oracle", "load_policy"]
+__all__ = [
+    "ORACLE",
+    "PolicySpecError",
+    "check_policy_spec",
+    "is_oracle",
+    "load_policy",
+    "oracle_grasp_overrides",
+]
 
 ORACLE = "oracle"
 # How long a remote query may take before the episode is recorded as an error; CPU
@@ -30,7 +40,30 @@ class PolicySpecError(ValueError):
 
 def is_oracle(spec: str) -> bool:
     """Whether ``spec`` names the scripted oracle (which needs privileged observations)."""
-    return spec == ORACLE
+    return spec == ORACLE or spec.startswith(ORACLE + ":")
+
+
+def oracle_grasp_overrides(spec: str) -> dict[str, float]:
+    """The ``category.field -> metres`` overrides of an oracle spec (empty for plain ``oracle``)."""
+    _, _, text = spec.partition(":")
+    overrides: dict[str, float] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        try:
+            overrides[key.strip()] = float(value) if sep else float(sep)
+        except ValueError:
+            raise PolicySpecError(f"policy: {item!r} in {spec!r}: expected CATEGORY.FIELD=METRES") from None
+    return overrides
+
+
+def _oracle(spec: str) -> Policy:
+    from envs.oracle import ScriptedOracle
+    from envs.oracle_grasp import GraspOverrideError, override_grasps
+
+    try:
+        return ScriptedOracle(grasps=override_grasps(oracle_grasp_overrides(spec)))
+    except GraspOverrideError as exc:
+        raise PolicySpecError(f"policy: {exc}") from None
 
 
 def check_policy_spec(spec: str) -> str:
@@ -43,6 +76,7 @@ def check_policy_spec(spec: str) -> str:
 
 def _normalized(spec: str) -> str:
     if is_oracle(spec):
+        _oracle(spec)
         return spec
     if spec.startswith("tcp://"):
         host, _, port = spec[len("tcp://") :].rpartition(":")
@@ -78,9 +112,7 @@ def load_policy(spec: str) -> Policy:
     """
     spec = _normalized(spec)
     if is_oracle(spec):
-        from envs.oracle import ScriptedOracle
-
-        return ScriptedOracle()
+        return _oracle(spec)
     if spec.startswith("tcp://"):
         from deploy.client import PolicyClient
 

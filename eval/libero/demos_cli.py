@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--hang-timeout", type=float, default=600.0, help="seconds without a step = hung worker"
     )
     parser.add_argument(
+        "--oracle",
+        default="oracle",
+        help="the demonstrator: 'oracle', or 'oracle:CATEGORY.FIELD=METRES,...' to change how it "
+        "grasps a category (e.g. oracle:akita_black_bowl.height=0.025 pinches bowls deeper)",
+    )
+    parser.add_argument(
         "--rollin",
         help="recovery demos: this policy (checkpoint folder or tcp://HOST:PORT) acts first, "
         "then the oracle takes over; only the oracle's steps are recorded",
@@ -92,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             max_attempts_factor=args.max_attempts_factor,
             hang_timeout_s=args.hang_timeout,
+            policy=_oracle_spec(args.oracle),
             rollin=check_policy_spec(args.rollin) if args.rollin else None,
             handover_steps=_pair(args.handover_steps),
         )
@@ -108,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
+
+
+def _oracle_spec(spec: str) -> str:
+    from eval.policies import PolicySpecError, check_policy_spec, is_oracle
+
+    if not is_oracle(spec):
+        raise PolicySpecError(
+            f"oracle: expected 'oracle' or 'oracle:CATEGORY.FIELD=METRES,...', got {spec!r}"
+        )
+    return check_policy_spec(spec)
 
 
 def _pair(values: tuple[int, ...]) -> tuple[int, int]:
