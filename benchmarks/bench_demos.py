@@ -12,8 +12,12 @@ oracle runs once, untimed, and its clean actions are replayed by both sides thro
 demo pipeline each tree has: its ``make_demo_env`` (privileged, 128 px, fast render),
 ``demo_job`` (settle, DART noise seeded per attempt, record) and ``_write_demo``. The env
 is reused across attempts as a worker reuses it. A side reports demos per second over
-episode and write time, and a digest of every stored demo (actions and both cameras, read
-back from disk), so ``same_demos`` can say which demos both sides stored identically.
+episode and write time, and digests of every stored demo's actions and of its frames (both
+cameras, read back from disk), so ``same_actions`` and ``same_frames`` say which demos both
+sides stored identically. Where the frames differ (the candidate caps visual meshes,
+``envs.mesh_lod``), ``frame_difference`` measures by how much on the last round's demos: per
+camera, the mean absolute difference in uint8 steps and the fraction of pixels off by more
+than 24 in some channel.
 
 ``--profile`` adds cProfile totals per stage (rendering, physics, controller, oracle,
 HDF5 write) of the candidate's first oracle attempt, from the untimed recording run.
@@ -26,6 +30,7 @@ import cProfile
 import hashlib
 import json
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -72,7 +77,11 @@ def _job(config: Any, state: Any, attempt: int) -> Any:
     from eval.libero.demos import DemoJob, attempt_seed
     from eval.libero.episode import EnvSpec, EpisodeSpec
 
-    spec = EnvSpec(config.suite, state.task_id, config.image_size, config.fast_render, privileged=True)
+    # A baseline tree may predate capped meshes; its configs and env specs have no such field.
+    capped = {"mesh_faces": config.mesh_faces} if hasattr(config, "mesh_faces") else {}
+    spec = EnvSpec(
+        config.suite, state.task_id, config.image_size, config.fast_render, privileged=True, **capped
+    )
     episode = EpisodeSpec(
         env=spec,
         init_state_id=None,
@@ -85,11 +94,33 @@ def _job(config: Any, state: Any, attempt: int) -> Any:
     return DemoJob(key=f"{state.name}/{attempt}", env_spec=spec, episode=episode, attempt=attempt)
 
 
-def _digest(episode: Any) -> str:
+def _digest(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
-    for array in (episode.actions, episode.agentview_rgb, episode.eye_in_hand_rgb):
+    for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _frame_difference(baseline: Path, candidate: Path) -> dict[str, Any]:
+    """How far the candidate's stored frames are from the baseline's, demo by demo in order."""
+    from cogvla.data.frame_cache import find_demo_files
+    from cogvla.data.libero_hdf5 import read_episodes
+
+    def episodes(folder: Path) -> list[Any]:
+        return [episode for path in find_demo_files([folder]) for episode in read_episodes(path)]
+
+    pairs = [
+        (a, b) for a, b in zip(episodes(baseline), episodes(candidate), strict=False) if len(a) == len(b)
+    ]
+    result: dict[str, Any] = {"demos_compared": len(pairs)}
+    for camera in ("agentview_rgb", "eye_in_hand_rgb"):
+        steps = [np.abs(getattr(a, camera).astype(np.int16) - getattr(b, camera)) for a, b in pairs]
+        if steps:
+            result[camera] = {
+                "mean_abs": round(float(np.mean([s.mean() for s in steps])), 4),
+                "fraction_over_24": round(float(np.mean([(s.max(axis=-1) > 24).mean() for s in steps])), 5),
+            }
+    return result
 
 
 def _stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
@@ -103,6 +134,9 @@ def _stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
 
 def side(args: argparse.Namespace) -> dict[str, Any]:
     """This process's side: record (``--record``) or replay the attempts, timed."""
+    if args.store is not None:
+        shutil.rmtree(args.store, ignore_errors=True)
+        return _side(args, args.store)
     with tempfile.TemporaryDirectory(prefix="bench_demos_") as scratch:
         return _side(args, Path(scratch))
 
@@ -147,7 +181,8 @@ def _side(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return {
         "demos": len(stored),
         "steps": [r["steps"] for _, r in results],
-        "digests": [_digest(episode) for episode in stored],
+        "action_digests": [_digest(episode.actions) for episode in stored],
+        "frame_digests": [_digest(episode.agentview_rgb, episode.eye_in_hand_rgb) for episode in stored],
         "seconds": round(seconds, 3),
         "demos_per_s": len(stored) / seconds,
     }
@@ -163,6 +198,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parse_or_run_side(parser, side)
     if args is None:
         return
@@ -172,18 +208,22 @@ def main() -> None:
         plan = Path(scratch) / "actions.json"
         profile = ["--profile"] if args.profile else []
         recorded = run_side(script, args.candidate.resolve(), [*common, "--record", str(plan), *profile])
+        stored = {side: Path(scratch) / side for side in ("baseline", "candidate")}
         result = compare_rounds(
             script,
             args.baseline.resolve(),
             args.candidate.resolve(),
-            [*common, "--replay", str(plan)],
+            [*common, "--replay", str(plan), "--store", str(stored["candidate"])],
             args.rounds,
             rate=lambda side_result: side_result["demos_per_s"],
+            baseline_args=["--store", str(stored["baseline"])],
         )
+        difference = _frame_difference(stored["baseline"], stored["candidate"])
     for run in result["rounds"]:
-        pairs = zip(run["baseline"]["digests"], run["candidate"]["digests"], strict=False)
-        run["same_demos"] = [a == b for a, b in pairs]
-    emit({"benchmark": "demos", "recorded": recorded, **result}, args.out)
+        for kind in ("action", "frame"):
+            pairs = zip(run["baseline"][f"{kind}_digests"], run["candidate"][f"{kind}_digests"], strict=False)
+            run[f"same_{kind}s"] = [a == b for a, b in pairs]
+    emit({"benchmark": "demos", "recorded": recorded, **result, "frame_difference": difference}, args.out)
 
 
 if __name__ == "__main__":

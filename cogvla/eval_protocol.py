@@ -1,7 +1,8 @@
 """The evaluation protocol a checkpoint was trained for, carried from its demos onward.
 
 A checkpoint folder may hold ``eval_protocol.json``: the LIBERO suites and tasks its demos
-came from, the camera size they were rendered at and whether fast rendering was used.
+came from, the camera size they were rendered at, whether fast rendering was used and the
+face cap of visual meshes (``envs.mesh_lod``; 0 or absent: meshes as modelled).
 Training writes it into every checkpoint (read from the demo files' LIBERO attributes), so
 ``cogvla eval libero --policy RUN/checkpoints/step_X`` renders as the model was trained.
 """
@@ -16,15 +17,22 @@ from typing import Any
 
 import h5py
 
-__all__ = ["EVAL_PROTOCOL_FILE", "protocol_of_demos", "read_eval_protocol", "write_eval_protocol"]
+__all__ = [
+    "EVAL_PROTOCOL_FILE",
+    "protocol_of_demos",
+    "read_eval_protocol",
+    "render_of_demos",
+    "write_eval_protocol",
+]
 
 logger = logging.getLogger(__name__)
 
 EVAL_PROTOCOL_FILE = "eval_protocol.json"
 
 
-def _file_protocol(path: Path) -> tuple[str, str, int, bool] | None:
-    """(suite, task name, camera size, fast render) from one demo file, None if it does not say."""
+def _file_protocol(path: Path) -> tuple[str, str, int, bool, int] | None:
+    """(suite, task name, camera size, fast render, mesh faces) from one demo file, None if it
+    does not say."""
     with h5py.File(path, "r") as handle:
         attrs = handle["data"].attrs if "data" in handle else {}
         bddl = attrs.get("bddl_file_name", "")
@@ -34,8 +42,19 @@ def _file_protocol(path: Path) -> tuple[str, str, int, bool] | None:
     if not bddl.stem or not bddl.parent.name or size is None:
         return None
     # Demos without the project's generation record come from LIBERO's own, fully rendered runs.
-    fast = bool(env_args.get("generation", {}).get("fast_render", False))
-    return bddl.parent.name, bddl.stem, int(size), fast
+    generation = env_args.get("generation", {})
+    fast = bool(generation.get("fast_render", False))
+    return bddl.parent.name, bddl.stem, int(size), fast, int(generation.get("mesh_faces", 0))
+
+
+def render_of_demos(path: str | Path) -> dict[str, Any] | None:
+    """How one demo file was rendered (``image_size``, ``fast_render``, ``mesh_faces``), None
+    if it does not say."""
+    protocol = _file_protocol(Path(path))
+    if protocol is None:
+        return None
+    _, _, size, fast, faces = protocol
+    return {"image_size": size, "fast_render": fast, "mesh_faces": faces}
 
 
 def protocol_of_demos(files: Iterable[str | Path]) -> dict[str, Any] | None:
@@ -52,22 +71,23 @@ def protocol_of_demos(files: Iterable[str | Path]) -> dict[str, Any] | None:
             )
             return None
         found.add(protocol)
-    if not found or len({(size, fast) for _, _, size, fast in found}) > 1:
+    if not found or len({tuple(render) for _, _, *render in found}) > 1:
         return None
-    suites = sorted({suite for suite, _, _, _ in found})
+    suites = sorted({suite for suite, *_ in found})
     task_ids = {suite: {get_task(suite, i).name: i for i in range(num_tasks(suite))} for suite in suites}
     tasks = set()
-    for suite, name, _, _ in found:
+    for suite, name, *_ in found:
         if name not in task_ids[suite]:
             return None
         tasks.add(task_ids[suite][name])
-    _, _, size, fast = next(iter(found))
+    _, _, size, fast, faces = next(iter(found))
     # A task list applies to every suite evaluated, so it is only recorded for one suite.
     return {
         "suites": suites,
         "tasks": sorted(tasks) if len(suites) == 1 else None,
         "image_size": size,
         "fast_render": fast,
+        "mesh_faces": faces,
     }
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from envs.fast_render import fast_render as fast_render_scope
 from envs.initial_state import settle_initial_conditions
+from envs.mesh_lod import check_mesh_faces
 from envs.perturb import Perturbation, PerturbedTask, perturb_task
 from envs.suites import WAIT_ACTION, TaskInfo, get_task, init_states
 from envs.view_cull import ViewCuller
@@ -122,6 +123,8 @@ class LiberoEnv(gym.Env):
         task_id: task index within the suite.
         image_size: side of both (square) camera images, in pixels.
         fast_render: render without reflections/MSAA/skybox (~2.3x faster on CPU).
+        mesh_faces: cap every visual-only mesh at this many faces (``envs.mesh_lod``;
+            about 2x faster again on CPU); 0 renders the meshes as modelled.
         privileged: add ``obs["privileged"] = envs.privileged.privileged_state(raw_env)``
             for the scripted oracle.
         render_mode: ``"rgb_array"`` or None.
@@ -141,9 +144,11 @@ class LiberoEnv(gym.Env):
         privileged: bool = False,
         render_mode: str | None = None,
         perturbation: Perturbation | None = None,
+        mesh_faces: int = 0,
     ) -> None:
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
+        check_mesh_faces(mesh_faces)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
         self.task: TaskInfo = get_task(suite, task_id)
@@ -154,6 +159,7 @@ class LiberoEnv(gym.Env):
             self.task = replace(self.task, language=variant.language, bddl_file=variant.bddl_file)
         self.image_size = image_size
         self.fast_render = fast_render
+        self.mesh_faces = mesh_faces
         self.privileged = privileged
         self.render_mode = render_mode
         self._init_states = init_states(suite, task_id)
@@ -190,6 +196,8 @@ class LiberoEnv(gym.Env):
                 # Episode budgets are enforced by the caller, not robosuite's 1000-step horizon.
                 ignore_done=True,
             )
+        if mesh_faces:
+            self._simplify_meshes(mesh_faces)
         robosuite_env = self.raw_env.env
         # robosuite would render every camera at every step; _observation renders on demand.
         for camera in _CAMERAS.values():
@@ -306,6 +314,11 @@ class LiberoEnv(gym.Env):
         """Free the simulator and its GL context (avoids EGL tracebacks at exit)."""
         raw_env = getattr(self, "raw_env", None)
         if raw_env is not None:
+            context = raw_env.sim._render_context_offscreen if raw_env.sim is not None else None
+            if context is not None:
+                # robosuite frees the render context's GL objects by id in the current GL
+                # context; in another env's, it would delete that env's meshes and textures.
+                context.gl_ctx.make_current()
             raw_env.close()
             self.raw_env = None
 
@@ -337,6 +350,15 @@ class LiberoEnv(gym.Env):
             if robot.has_gripper:
                 robot.gripper.current_action = np.zeros(robot.gripper.dof)
 
+    def _simplify_meshes(self, max_faces: int) -> None:
+        from envs.mesh_lod import simplify_visual_meshes
+
+        sim = self.raw_env.sim
+        context = sim._render_context_offscreen
+        if context is not None:
+            context.gl_ctx.make_current()
+        simplify_visual_meshes(sim.model._model, max_faces, None if context is None else context.con)
+
     def _render_camera(self, camera: str) -> np.ndarray:
         """One camera as robosuite's camera observable renders it (upside down); with fast
         rendering, geoms outside the camera's view are skipped (``envs.view_cull``)."""
@@ -350,6 +372,9 @@ class LiberoEnv(gym.Env):
             if culler is None
             else culler.culled(sim.data._data, sim.model.camera_name2id(camera))
         )
+        # robosuite renders with whichever GL context is current, which is the newest env's
+        # when a process holds several (a worker caches one per task).
+        sim._render_context_offscreen.gl_ctx.make_current()
         with scope:
             image = sim.render(camera_name=camera, width=side, height=side)
         return image[:: self._row_order]

@@ -221,6 +221,8 @@ stored in float16 ({size / 1e6:.1f} MB on disk) and run in float32 on the CPU.
 
 def _data_section(protocol: dict[str, Any], reports: dict[str, dict[str, Any]]) -> str:
     render = "fast rendering" if protocol["fast_render"] else "full rendering"
+    if protocol.get("mesh_faces"):
+        render += f" and visual meshes capped at {protocol['mesh_faces']} faces"
     total = sum(task["demos"] for report in reports.values() for task in report["tasks"])
     tasks = sum(len(report["tasks"]) for report in reports.values())
     lines = [
@@ -326,7 +328,8 @@ def _success_section(eval_dir: Path | None, protocol: dict[str, Any], fingerprin
         return (
             "## Measured success\nNot evaluated yet. `cogvla eval libero` runs this default's protocol: "
             f"suites {', '.join(protocol['suites'])}, {_tasks_text(protocol['tasks'])}, "
-            f"{protocol['image_size']} px, fast_render={protocol['fast_render']}.\n"
+            f"{protocol['image_size']} px, fast_render={protocol['fast_render']}, "
+            f"mesh_faces={protocol.get('mesh_faces', 0)}.\n"
         )
     config = read_json(eval_dir / "config.json", "eval")
     summary = read_json(eval_dir / "summary.json", "eval")
@@ -393,10 +396,13 @@ def _eval_sentence(config: dict[str, Any], summary: dict[str, Any], protocol: di
         flags.append(f"--image-size {config['image_size']}")
     if config["fast_render"] != protocol["fast_render"]:
         flags.append("--fast-render" if config["fast_render"] else "--no-fast-render")
+    if config.get("mesh_faces", 0) != protocol.get("mesh_faces", 0):
+        flags.append(f"--mesh-faces {config.get('mesh_faces', 0)}")
     text = (
         f"`MUJOCO_GL=egl cogvla eval libero {' '.join(flags)}` on the fixed init states (suites "
         f"{', '.join(config['suites'])}, {_tasks_text(config['tasks'])}, {config['image_size']} px, "
-        f"fast_render={config['fast_render']}): {summary['overall']['episodes']} episodes"
+        f"fast_render={config['fast_render']}, mesh_faces={config.get('mesh_faces', 0)}): "
+        f"{summary['overall']['episodes']} episodes"
     )
     if "run_wall_time_s" in summary:
         # The harness times one invocation; a --resume run's earlier invocations are not in it.

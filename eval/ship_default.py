@@ -120,7 +120,10 @@ def _protocol(checkpoint: Path, eval_dir: Path | None) -> dict[str, Any]:
             f"checkpoint {checkpoint}: no {EVAL_PROTOCOL_FILE}; pass --eval to take it from an eval"
         )
     config = read_json(eval_dir / "config.json", "eval")
-    return {key: config[key] for key in ("suites", "tasks", "image_size", "fast_render")}
+    return {
+        **{key: config[key] for key in ("suites", "tasks", "image_size", "fast_render")},
+        "mesh_faces": config.get("mesh_faces", 0),
+    }
 
 
 def _check_one_default_per_suite(out: Path, suites: list[str]) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cogvla.data.libero_hdf5 import Episode, append_episode, count_episodes, read_episodes
-from eval.libero.demos import DemoConfig, attempt_seed, generate_demos
+from eval.libero.demos import DemoConfig, DemoRenderError, attempt_seed, generate_demos
 from eval.libero.episode import EnvSpec
 from eval.libero.handover import HandoverPolicy
 
@@ -143,6 +143,20 @@ def test_demos_resume_to_the_requested_count_without_reusing_seeds(tmp_path):
             episode.language
             == "pick up the black bowl between the plate and the ramekin and place it on the plate"
         )
+
+
+@pytest.mark.parametrize(("field", "value"), [("mesh_faces", 0), ("fast_render", False), ("image_size", 64)])
+def test_topping_up_demos_rendered_differently_is_refused_by_field(tmp_path, field, value):
+    config = DemoConfig(out=str(tmp_path), suite=SUITE, tasks=(0,), per_task=1, num_wait_steps=0, max_steps=8)
+    assert generate_demos(config, env_factory=fake_demo_env, policy_factory=constant_policy)["new_demos"] == 1
+    other = DemoConfig(**{**config.__dict__, "per_task": 2, field: value})
+    with pytest.raises(DemoRenderError, match=rf"{field}={getattr(config, field)} \(this run: {value}\)"):
+        generate_demos(other, env_factory=fake_demo_env, policy_factory=constant_policy)
+    same = DemoConfig(**{**config.__dict__, "per_task": 2})
+    assert (
+        generate_demos(same, env_factory=fake_demo_env, policy_factory=constant_policy)["tasks"][0]["demos"]
+        == 2
+    )
 
 
 def test_demos_appended_by_an_earlier_run_count_and_stay_untouched(tmp_path):

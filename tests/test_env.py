@@ -111,6 +111,48 @@ def test_renders_that_skip_out_of_view_geoms_match_full_renders_as_the_arm_moves
 
 
 @pytest.mark.libero
+def test_an_env_renders_its_own_scene_after_another_env_was_made(env):
+    from envs.libero_env import LiberoEnv
+
+    env.reset(seed=3, options={"init_state_id": 0})
+    before = env._render_camera("agentview")
+    other = LiberoEnv(SUITE, 9, image_size=SIZE, fast_render=True)
+    try:
+        other.reset(seed=3, options={"init_state_id": 0})
+        assert np.abs(other._render_camera("agentview").astype(int) - before).mean() > 1
+        np.testing.assert_array_equal(env._render_camera("agentview"), before)
+    finally:
+        other.close()
+    np.testing.assert_array_equal(env._render_camera("agentview"), before)
+
+
+@pytest.mark.libero
+def test_capped_meshes_change_only_the_images_and_only_a_little(env):
+    from envs.libero_env import LiberoEnv
+
+    capped = LiberoEnv(SUITE, 0, image_size=SIZE, fast_render=True, mesh_faces=10_000)
+    try:
+        model, full_model = capped.raw_env.sim.model._model, env.raw_env.sim.model._model
+        assert full_model.mesh_facenum.max() > 40_000, "the bowls' scans"
+        assert model.mesh_facenum.sum() < 0.6 * full_model.mesh_facenum.sum()
+        observations = [e.reset(seed=3, options={"init_state_id": 0})[0] for e in (env, capped)]
+        for _ in range(6):
+            observations = [
+                e.step(np.array([0.6, -0.4, -0.5, 0.0, 0.0, 0.4, -1.0]))[0] for e in (env, capped)
+            ]
+        full, coarse = observations
+        np.testing.assert_array_equal(full["state"], coarse["state"])
+        np.testing.assert_array_equal(
+            env.raw_env.sim.get_state().flatten(), capped.raw_env.sim.get_state().flatten()
+        )
+        for key in ("image", "wrist_image"):
+            difference = np.abs(full[key].astype(int) - coarse[key].astype(int))
+            assert 0 < difference.mean() < 4, key
+    finally:
+        capped.close()
+
+
+@pytest.mark.libero
 def test_action_bounds_and_bad_actions(env):
     from envs.libero_env import ActionError
 

@@ -20,7 +20,9 @@ __all__ = ["frame_cache", "one_thread"]  # fixtures shared with test_train
 SIZE = 40
 
 
-def _write_generated_demos(folder: Path, fast_render: bool = True, size: int = SIZE) -> Path:
+def _write_generated_demos(
+    folder: Path, fast_render: bool = True, size: int = SIZE, mesh_faces: int = 0
+) -> Path:
     """Two libero_spatial tasks' demos with the attributes ``cogvla demos`` records."""
     from envs.suites import get_task
 
@@ -31,7 +33,7 @@ def _write_generated_demos(folder: Path, fast_render: bool = True, size: int = S
         env_args = {
             "env_name": task.name,
             "env_kwargs": {"bddl_file_name": bddl, "camera_heights": size, "camera_widths": size},
-            "generation": {"policy": "oracle", "fast_render": fast_render},
+            "generation": {"policy": "oracle", "fast_render": fast_render, "mesh_faces": mesh_faces},
         }
         for _ in range(2):
             length = 20
@@ -56,7 +58,7 @@ def _write_generated_demos(folder: Path, fast_render: bool = True, size: int = S
 
 
 def test_training_records_the_demos_protocol_and_eval_uses_it(tmp_path, frame_cache, monkeypatch, caplog):
-    demos = _write_generated_demos(tmp_path / "demos")
+    demos = _write_generated_demos(tmp_path / "demos", mesh_faces=5000)
     config = small_train_config(steps=2, warmup_steps=1, save_every=2)
     result = run(config, demos, tmp_path / "run", frame_cache)
     protocol = json.loads((Path(result.checkpoint) / EVAL_PROTOCOL_FILE).read_text())
@@ -65,6 +67,7 @@ def test_training_records_the_demos_protocol_and_eval_uses_it(tmp_path, frame_ca
         "tasks": [0, 1],
         "image_size": SIZE,
         "fast_render": True,
+        "mesh_faces": 5000,
     }
 
     evaluated = []
@@ -74,11 +77,12 @@ def test_training_records_the_demos_protocol_and_eval_uses_it(tmp_path, frame_ca
         == 0
     )
     (config,) = evaluated
-    assert (config.suites, config.tasks, config.image_size, config.fast_render) == (
+    assert (config.suites, config.tasks, config.image_size, config.fast_render, config.mesh_faces) == (
         ("libero_spatial",),
         (0, 1),
         SIZE,
         True,
+        5000,
     )
     assert "outside its demos" not in caplog.text
     # Another suite is allowed, with a warning that the checkpoint never saw it.
@@ -104,6 +108,15 @@ def test_demos_that_disagree_give_no_protocol(tmp_path):
     files = sorted((tmp_path / "a").glob("*.hdf5")) + sorted((tmp_path / "b").glob("*.hdf5"))
     assert protocol_of_demos(files[:2])["fast_render"] is True
     assert protocol_of_demos(files) is None
+
+
+def test_the_mesh_face_cap_travels_with_the_demos_and_mixed_caps_give_no_protocol(tmp_path):
+    _write_generated_demos(tmp_path / "a", mesh_faces=10_000)
+    _write_generated_demos(tmp_path / "b", mesh_faces=0)
+    capped, full = sorted((tmp_path / "a").glob("*.hdf5")), sorted((tmp_path / "b").glob("*.hdf5"))
+    assert protocol_of_demos(capped)["mesh_faces"] == 10_000
+    assert protocol_of_demos(full)["mesh_faces"] == 0
+    assert protocol_of_demos(capped + full) is None
 
 
 @pytest.mark.parametrize("bddl", ["", "libero/libero/bddl_files/not_a_suite/task.bddl"])

@@ -26,6 +26,7 @@ PROTOCOL_FIELDS = (
     "num_wait_steps",
     "image_size",
     "fast_render",
+    "mesh_faces",
     "open_loop_steps",
     "execution",
     "async_latency_steps",
@@ -55,6 +56,9 @@ class EvalConfig:
     image_size: int = 256
     # Benchmark-identical renders by default; fast renders only match fast-render training data.
     fast_render: bool = False
+    # Face cap of visual-only meshes (envs.mesh_lod); 0 = as modelled. Like fast_render, a
+    # policy is evaluated with what its demos were rendered with.
+    mesh_faces: int = 0
     # How chunks are executed (deploy.chunker.ActionChunker): open-loop, ACT temporal
     # ensembling (re-plan every step by default) or asynchronous prefetch.
     execution: Execution = "open-loop"
@@ -102,7 +106,7 @@ class EvalConfig:
         for name in ("trials", "workers", "image_size", "video_fps", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("start", "videos", "num_wait_steps"):
+        for name in ("start", "videos", "num_wait_steps", "mesh_faces"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -40,9 +40,22 @@ from eval.libero.results import EpisodeLog
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
 from eval.policies import ORACLE, load_policy
 
-__all__ = ["DemoConfig", "DemoJob", "attempt_seed", "demo_job", "generate_demos", "make_demo_env"]
+__all__ = [
+    "DEMO_MESH_FACES",
+    "DemoConfig",
+    "DemoJob",
+    "DemoRenderError",
+    "attempt_seed",
+    "demo_job",
+    "generate_demos",
+    "make_demo_env",
+]
 
 logger = logging.getLogger(__name__)
+
+# Visual meshes above this many faces are simplified in demos: agentview and wrist renders
+# about 2x faster, the policy's actions on the same episodes nearly unchanged (README).
+DEMO_MESH_FACES = 10_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class DemoConfig:
     # LIBERO's own datasets are 128 x 128.
     image_size: int = 128
     fast_render: bool = True
+    # Face cap of visual-only meshes (envs.mesh_lod): about 2x faster rendering; 0 = as modelled.
+    mesh_faces: int = DEMO_MESH_FACES
     # Policy steps per attempt; None = the suite's eval budget (envs.suites.MAX_STEPS).
     max_steps: int | None = None
     num_wait_steps: int = 10
@@ -79,7 +94,7 @@ class DemoConfig:
         for name in ("per_task", "image_size", "workers", "max_attempts_factor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("num_wait_steps", "post_success_steps", "noise"):
+        for name in ("num_wait_steps", "post_success_steps", "noise", "mesh_faces"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -112,7 +127,12 @@ def make_demo_env(spec: EnvSpec) -> Any:
     from envs.libero_env import LiberoEnv
 
     return LiberoEnv(
-        spec.suite, spec.task_id, image_size=spec.image_size, fast_render=spec.fast_render, privileged=True
+        spec.suite,
+        spec.task_id,
+        image_size=spec.image_size,
+        fast_render=spec.fast_render,
+        privileged=True,
+        mesh_faces=spec.mesh_faces,
     )
 
 
@@ -189,6 +209,31 @@ class _TaskState:
     success_seconds: list[float] = field(default_factory=list)
 
 
+class DemoRenderError(ValueError):
+    """Topping up demos that were rendered differently (a policy trained on both would see two
+    kinds of image, and its checkpoints would get no evaluation protocol)."""
+
+
+def _check_same_render(config: DemoConfig, files: list[Path]) -> None:
+    from cogvla.eval_protocol import render_of_demos
+
+    existing = next((path for path in files if path.is_file()), None)
+    found = None if existing is None else render_of_demos(existing)
+    wanted = {
+        "image_size": config.image_size,
+        "fast_render": config.fast_render,
+        "mesh_faces": config.mesh_faces,
+    }
+    if found is not None and found != wanted:
+        differ = ", ".join(
+            f"{key}={found[key]} (this run: {wanted[key]})" for key in wanted if found[key] != wanted[key]
+        )
+        raise DemoRenderError(
+            f"out: {existing.parent} holds demos rendered with {differ}; pass the same "
+            "--image-size/--fast-render/--mesh-faces to top them up, or a new --out"
+        )
+
+
 def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
     from cogvla.data.libero_hdf5 import count_episodes
     from envs.suites import get_task
@@ -207,6 +252,8 @@ def _task_state(config: DemoConfig, task_id: int) -> _TaskState:
         ) from exc
     demo_folder = folder / f"{task.name}_demo"
     have += count_episodes(demo_folder)
+    if have:
+        _check_same_render(config, [appended, *sorted(demo_folder.glob("demo_*.hdf5"))])
     last = max((int(r["attempt"]) for r in attempts.values()), default=-1)
     return _TaskState(
         suite=config.suite,
@@ -244,6 +291,7 @@ def _env_args(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -> 
         "generation": {
             "policy": config.policy,
             "fast_render": config.fast_render,
+            "mesh_faces": config.mesh_faces,
             "dart_noise": config.noise,
             "num_wait_steps": config.num_wait_steps,
             "post_success_steps": config.post_success_steps,
@@ -288,7 +336,14 @@ def generate_demos(
     task_ids = config.tasks if config.tasks is not None else tuple(range(num_tasks(config.suite)))
     states = {task_id: _task_state(config, task_id) for task_id in task_ids}
     env_specs = {
-        task_id: EnvSpec(config.suite, task_id, config.image_size, config.fast_render, privileged=True)
+        task_id: EnvSpec(
+            config.suite,
+            task_id,
+            config.image_size,
+            config.fast_render,
+            privileged=True,
+            mesh_faces=config.mesh_faces,
+        )
         for task_id in task_ids
     }
     max_steps = config.max_steps or MAX_STEPS[config.suite]

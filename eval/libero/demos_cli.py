@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``cogvla demos``."""
     from envs.suites import NUM_WAIT_STEPS, SUITES
     from eval.cli import parse_int_list
+    from eval.libero.demos import DEMO_MESH_FACES
 
     parser.add_argument("--suite", choices=SUITES, default="libero_spatial")
     parser.add_argument("--tasks", type=parse_int_list, help="task indices, e.g. 0,1,2 (default: all tasks)")
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="render without reflections/MSAA (default on; evaluate with the same setting)",
+    )
+    parser.add_argument(
+        "--mesh-faces",
+        type=int,
+        default=DEMO_MESH_FACES,
+        help=f"cap visual-only meshes at N faces (envs.mesh_lod; default {DEMO_MESH_FACES}; 0 = as "
+        "modelled); checkpoints trained on the demos are evaluated with the same cap",
     )
     parser.add_argument(
         "--max-steps", type=int, help="policy steps per attempt (default: the suite's eval budget)"
@@ -77,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate the demos and print the report."""
     from envs.suites import UnknownSuiteError
-    from eval.libero.demos import DemoConfig, generate_demos
+    from eval.libero.demos import DemoConfig, DemoRenderError, generate_demos
     from eval.libero.workers import WorkerStartupError
     from eval.policies import check_policy_spec
 
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             per_task=args.per_task,
             image_size=args.image_size,
             fast_render=args.fast_render,
+            mesh_faces=args.mesh_faces,
             max_steps=args.max_steps,
             num_wait_steps=args.wait_steps,
             post_success_steps=args.post_success_steps,
@@ -107,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         report = generate_demos(config)
-    except UnknownSuiteError as exc:
+    except (UnknownSuiteError, DemoRenderError) as exc:
         logger.error("%s", exc)
         return 2
     except WorkerStartupError as exc:

@@ -58,6 +58,8 @@ class EnvSpec:
     privileged: bool = False
     # A LIBERO-PRO variant of the task (envs.perturb), or None for the nominal task.
     perturbation: Perturbation | None = None
+    # Face cap of visual-only meshes (envs.mesh_lod); 0 = as modelled.
+    mesh_faces: int = 0
 
 
 @dataclass(frozen=True)

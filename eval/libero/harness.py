@@ -100,6 +100,7 @@ def make_libero_env(spec: EnvSpec) -> Any:
         fast_render=spec.fast_render,
         privileged=spec.privileged,
         perturbation=spec.perturbation,
+        mesh_faces=spec.mesh_faces,
     )
 
 
@@ -131,6 +132,7 @@ def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
                     fast_render=config.fast_render,
                     privileged=is_oracle(config.policy),
                     perturbation=perturbation,
+                    mesh_faces=config.mesh_faces,
                 )
                 sampled = perturbation is not None and perturbation.changes_scene
                 videos = Path(config.out) / "videos" / (perturbation.kind if perturbation else "")
@@ -188,7 +190,9 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
 def _record(job: PlannedEpisode, result: dict[str, Any]) -> dict[str, Any]:
     perturbation = job.env_spec.perturbation
     return {
-        "perturbation": None if perturbation is None else {"kind": perturbation.kind, "seed": perturbation.seed},
+        "perturbation": None
+        if perturbation is None
+        else {"kind": perturbation.kind, "seed": perturbation.seed},
         "key": job.key,
         "suite": job.env_spec.suite,
         "task_id": job.env_spec.task_id,
