@@ -25,8 +25,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MeshLodError", "SimplifiedMesh", "check_mesh_faces", "cluster_faces", "simplify_visual_meshes"]
+__all__ = [
+    "DEFAULT_MESH_FACES",
+    "MeshLodError",
+    "SimplifiedMesh",
+    "check_mesh_faces",
+    "cluster_faces",
+    "simplify_visual_meshes",
+]
 
+# The cap new demos are rendered with (and so the checkpoints trained on them): agentview and
+# wrist renders about 2x faster, a policy's outcomes on the same episodes nearly unchanged.
+DEFAULT_MESH_FACES = 10_000
 # First cell edge, as a fraction of the mesh's largest extent; grown by _CELL_GROWTH per try.
 _FIRST_CELL_FRACTION = 1.0 / 400.0
 _CELL_GROWTH = 1.25

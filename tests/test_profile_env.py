@@ -18,7 +18,8 @@ TIMED = ("reset_ms", "set_init_state_ms", "env_reset_ms", "step_render_ms", "ste
 
 def test_config_rejects_unknown_mode_and_bad_counts() -> None:
     with pytest.raises(
-        ValueError, match=r"modes: expected a non-empty subset of \['standard', 'fast_render'\]"
+        ValueError,
+        match=r"modes: expected a non-empty subset of \['standard', 'fast_render', 'capped_meshes'\]",
     ):
         EnvProfileConfig(modes=("turbo",))
     with pytest.raises(ValueError, match="steps: expected an int >= 1, got 0"):

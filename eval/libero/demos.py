@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.mesh_lod import DEFAULT_MESH_FACES
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.handover import HandoverFactory, handover_step
 from eval.libero.results import EpisodeLog
@@ -41,7 +42,6 @@ from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
 from eval.policies import ORACLE, load_policy
 
 __all__ = [
-    "DEMO_MESH_FACES",
     "DemoConfig",
     "DemoJob",
     "DemoRenderError",
@@ -52,10 +52,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Visual meshes above this many faces are simplified in demos: agentview and wrist renders
-# about 2x faster, the policy's actions on the same episodes nearly unchanged (README).
-DEMO_MESH_FACES = 10_000
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class DemoConfig:
     image_size: int = 128
     fast_render: bool = True
     # Face cap of visual-only meshes (envs.mesh_lod): about 2x faster rendering; 0 = as modelled.
-    mesh_faces: int = DEMO_MESH_FACES
+    mesh_faces: int = DEFAULT_MESH_FACES
     # Policy steps per attempt; None = the suite's eval budget (envs.suites.MAX_STEPS).
     max_steps: int | None = None
     num_wait_steps: int = 10

@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``cogvla demos``."""
+    from envs.mesh_lod import DEFAULT_MESH_FACES
     from envs.suites import NUM_WAIT_STEPS, SUITES
     from eval.cli import parse_int_list
-    from eval.libero.demos import DEMO_MESH_FACES
 
     parser.add_argument("--suite", choices=SUITES, default="libero_spatial")
     parser.add_argument("--tasks", type=parse_int_list, help="task indices, e.g. 0,1,2 (default: all tasks)")
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mesh-faces",
         type=int,
-        default=DEMO_MESH_FACES,
-        help=f"cap visual-only meshes at N faces (envs.mesh_lod; default {DEMO_MESH_FACES}; 0 = as "
+        default=DEFAULT_MESH_FACES,
+        help=f"cap visual-only meshes at N faces (envs.mesh_lod; default {DEFAULT_MESH_FACES}; 0 = as "
         "modelled); checkpoints trained on the demos are evaluated with the same cap",
     )
     parser.add_argument(

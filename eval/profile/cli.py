@@ -99,7 +99,10 @@ def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--renders", type=int, default=10, help="timed renders per camera")
     parser.add_argument("--resets", type=int, default=3, help="timed resets")
     parser.add_argument(
-        "--modes", type=_names, default=("standard", "fast_render"), help="standard,fast_render"
+        "--modes",
+        type=_names,
+        default=("standard", "fast_render"),
+        help="any of standard,fast_render,capped_meshes (default: standard,fast_render)",
     )
     parser.add_argument(
         "--policy-ms", type=float, default=None, help="policy latency per query, for the share"

@@ -1,7 +1,8 @@
 """What the LIBERO simulator costs per evaluation step (``cogvla profile env``).
 
-For each render mode (standard, and ``fast_render``: no reflections, MSAA or skybox) one
-``envs.libero_env.LiberoEnv`` is created and timed:
+For each render mode (standard; ``fast_render``: no reflections, MSAA or skybox;
+``capped_meshes``: fast rendering with visual meshes capped at the demos' default face count,
+``envs.mesh_lod``) one ``envs.libero_env.LiberoEnv`` is created and timed:
 
 - ``create_s``: env construction (MuJoCo model compile, GL context);
 - ``reset_ms``: robosuite's reset with ``hard_reset=False`` (the env's setting);
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from envs.mesh_lod import DEFAULT_MESH_FACES
 from eval.profile.latency import summarize
 from eval.profile.model_profile import load_average
 
@@ -37,7 +39,12 @@ __all__ = ["EnvProfileConfig", "format_env_table", "profile_env"]
 
 logger = logging.getLogger(__name__)
 
-MODES = {"standard": False, "fast_render": True}
+# Mode -> LiberoEnv rendering arguments.
+MODES: dict[str, dict[str, Any]] = {
+    "standard": {"fast_render": False},
+    "fast_render": {"fast_render": True},
+    "capped_meshes": {"fast_render": True, "mesh_faces": DEFAULT_MESH_FACES},
+}
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 
 
@@ -92,12 +99,12 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _profile_mode(config: EnvProfileConfig, fast: bool, bar: tqdm) -> dict[str, Any]:
+def _profile_mode(config: EnvProfileConfig, rendering: dict[str, Any], bar: tqdm) -> dict[str, Any]:
     from envs.libero_env import LiberoEnv
     from envs.suites import init_states
 
     start = time.perf_counter()
-    env = LiberoEnv(config.suite, config.task_id, image_size=config.image_size, fast_render=fast)
+    env = LiberoEnv(config.suite, config.task_id, image_size=config.image_size, **rendering)
     create_s = time.perf_counter() - start
     rss = _rss_mb()
     rng = np.random.default_rng(config.seed)
