@@ -1,13 +1,11 @@
-"""Coarser visual meshes for CPU rendering: fewer triangles, the same scene.
+"""Coarser visual meshes for CPU rendering: fewer triangles, the same physics.
 
-On a CPU, Mesa's llvmpipe spends a LIBERO frame on vertices, not pixels: hiding the five
-meshes with more than 15,000 faces (the two bowls' scans at 42,522 each, the robot's
-pedestal, the cookie box, the ramekin; half of the scene's 293k triangles) cut agentview
-from about 35 ms to 13 ms at 128 px. At that size a face of those scans is far below a
-pixel, so ``simplify_visual_meshes`` caps the faces of every mesh that only a visual geom
-uses. Collision geoms keep their meshes and MuJoCo collides with convex hulls computed when
-the model was compiled, so the physics is untouched; only the images change, and only by
-what coarser meshes show (``envs.mesh_lod`` is measured against full meshes in the README).
+On a CPU, Mesa's llvmpipe spends a LIBERO frame on vertices, not pixels, and LIBERO's
+scanned meshes are far finer than a 128 px camera can show (a bowl has 42,522 faces).
+``simplify_visual_meshes`` caps the faces of every mesh that only a visual geom uses.
+Collision geoms keep their meshes, and MuJoCo collides with convex hulls computed when the
+model was compiled, so the simulation is unchanged; the images change by what coarser
+meshes show (measured in docs/throughput.md).
 
 The method is vertex clustering that keeps the mesh's own vertices: vertices are binned
 into a grid of cubic cells, each cell keeps the vertex nearest its mean, faces are
@@ -15,7 +13,7 @@ re-pointed at the kept vertices, and faces that collapse or repeat are dropped. 
 grows by 25% until the face count fits. A kept corner takes the normal and texture
 coordinate its new vertex has elsewhere in the mesh, so textures stay where they were. The
 arrays are rewritten in place (a mesh's face count only shrinks), so the model needs no
-recompilation and the render context re-uploads the changed meshes.
+recompilation, and the render context uploads the changed meshes again.
 """
 
 from __future__ import annotations
