@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from cogvla.paths import cache_dir
+from envs.mesh_lod import DEFAULT_MESH_FACES, check_mesh_faces
 from envs.suites import SUITES, num_tasks
 
 __all__ = ["RecipeConfig", "RecipeError", "main", "recipe_root", "run_recipe"]
@@ -79,6 +80,8 @@ class RecipeConfig:
     demo_seed: int = 0
     # Camera side of demos and evaluation (the tiny model's input size).
     image_size: int = 128
+    # Face cap of visual-only meshes in demos and evaluation (envs.mesh_lod); 0 = as modelled.
+    mesh_faces: int = DEFAULT_MESH_FACES
     # Simulator worker processes for demos and evaluation.
     workers: int = 2
     # A checkpoint to continue from (every weight trained, its stats kept), e.g. an earlier
@@ -108,6 +111,7 @@ class RecipeConfig:
                 f"per_task, steps, trials and workers: expected >= 1, got {self.per_task}, {self.steps}, "
                 f"{self.trials}, {self.workers}"
             )
+        check_mesh_faces(self.mesh_faces)
 
 
 def _check_suites(suites: tuple[str, ...]) -> None:
@@ -226,6 +230,8 @@ class Recipe:
                     str(c.workers),
                     "--image-size",
                     str(c.image_size),
+                    "--mesh-faces",
+                    str(c.mesh_faces),
                 )
         return {"reports": reports}
 
@@ -296,6 +302,8 @@ class Recipe:
                 str(c.workers),
                 "--image-size",
                 str(c.image_size),
+                "--mesh-faces",
+                str(c.mesh_faces),
                 "--fast-render",
                 "--resume",
             )
@@ -452,6 +460,13 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RecipeConfi
         "--demo-seed", type=int, default=defaults.demo_seed, help="base of the demos' reset seeds"
     )
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="camera side in pixels")
+    parser.add_argument(
+        "--mesh-faces",
+        type=int,
+        default=defaults.mesh_faces,
+        help=f"cap visual-only meshes at N faces in demos and evaluation (default {defaults.mesh_faces}; "
+        "0 = as modelled)",
+    )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="simulator worker processes")
     parser.add_argument(
         "--init-from",
@@ -482,6 +497,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RecipeConfi
             noise=args.noise,
             demo_seed=args.demo_seed,
             image_size=args.image_size,
+            mesh_faces=args.mesh_faces,
             workers=args.workers,
             init_from=args.init_from,
             new_stats=args.new_stats,

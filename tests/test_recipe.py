@@ -73,9 +73,11 @@ def test_stages_pass_their_settings_and_record_status(tmp_path: Path, commands: 
         init_from="/ckpt",
         new_stats=True,
         train_threads=2,
+        mesh_faces=0,
     )
     status = run_recipe(config, ("demos", "train"), tmp_path, resume=False)
     demos, train = commands
+    assert _flag(demos, "--mesh-faces") == "0"
     assert demos[0] == "demos" and _flag(demos, "--tasks") == "0,2" and _flag(demos, "--seed") == "3"
     assert _flag(demos, "--suite") == "libero_object"
     assert _flag(demos, "--per-task") == "5" and _flag(demos, "--out") == str(tmp_path / "demos")
@@ -167,6 +169,8 @@ def test_multi_suite_evaluation_names_every_suite(
     assert evaluation[:2] == ("eval", "libero") and _flag(evaluation, "--suite") == ",".join(BOTH)
     # No --tasks: every task of each suite.
     assert "--tasks" not in evaluation
+    # A tcp:// policy brings no protocol, so the recipe renders as its demos were rendered.
+    assert _flag(evaluation, "--mesh-faces") == str(RecipeConfig().mesh_faces)
 
 
 def test_main_names_the_folder_after_the_suites(
