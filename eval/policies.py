@@ -48,10 +48,10 @@ def oracle_grasp_overrides(spec: str) -> dict[str, float]:
     _, _, text = spec.partition(":")
     overrides: dict[str, float] = {}
     for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
+        key, _, value = item.partition("=")
         try:
-            overrides[key.strip()] = float(value) if sep else float(sep)
-        except ValueError:
+            overrides[key.strip()] = float(value)
+        except ValueError:  # also an item without "=", whose value is ""
             raise PolicySpecError(f"policy: {item!r} in {spec!r}: expected CATEGORY.FIELD=METRES") from None
     return overrides
 
