@@ -159,7 +159,6 @@ class LiberoEnv(gym.Env):
             self.task = replace(self.task, language=variant.language, bddl_file=variant.bddl_file)
         self.image_size = image_size
         self.fast_render = fast_render
-        self.mesh_faces = mesh_faces
         self.privileged = privileged
         self.render_mode = render_mode
         self._init_states = init_states(suite, task_id)
