@@ -101,17 +101,18 @@ def _digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def _frame_difference(baseline: Path, candidate: Path) -> dict[str, Any]:
-    """How far the candidate's stored frames are from the baseline's, demo by demo in order."""
+def _stored_episodes(folder: Path) -> list[Any]:
+    """Every demo stored under ``folder``, in file order (either tree's layout)."""
     from cogvla.data.frame_cache import find_demo_files
     from cogvla.data.libero_hdf5 import read_episodes
 
-    def episodes(folder: Path) -> list[Any]:
-        return [episode for path in find_demo_files([folder]) for episode in read_episodes(path)]
+    return [episode for path in find_demo_files([folder]) for episode in read_episodes(path)]
 
-    pairs = [
-        (a, b) for a, b in zip(episodes(baseline), episodes(candidate), strict=False) if len(a) == len(b)
-    ]
+
+def _frame_difference(baseline: Path, candidate: Path) -> dict[str, Any]:
+    """How far the candidate's stored frames are from the baseline's, demo by demo in order."""
+    stored = zip(_stored_episodes(baseline), _stored_episodes(candidate), strict=False)
+    pairs = [(a, b) for a, b in stored if len(a) == len(b)]
     result: dict[str, Any] = {"demos_compared": len(pairs)}
     for camera in ("agentview_rgb", "eye_in_hand_rgb"):
         steps = [np.abs(getattr(a, camera).astype(np.int16) - getattr(b, camera)) for a, b in pairs]
@@ -142,8 +143,6 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _side(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from cogvla.data.frame_cache import find_demo_files
-    from cogvla.data.libero_hdf5 import read_episodes
     from eval.libero.demos import DemoConfig, _task_state, _write_demo, demo_job, make_demo_env
     from eval.policies import ORACLE, load_policy
 
@@ -177,7 +176,7 @@ def _side(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         args.record.write_text(json.dumps(actions))
         return {"recorded": len(actions), "attempts": len(results), **profiled}
     # Each tree's own layout: one appended file, or a file per demo.
-    stored = [episode for path in find_demo_files([out]) for episode in read_episodes(path)]
+    stored = _stored_episodes(out)
     return {
         "demos": len(stored),
         "steps": [r["steps"] for _, r in results],
