@@ -8,6 +8,7 @@ Usage::
     cogvla eval libero --suite libero_object --trials 50 --out runs/defaults --resume
     cogvla eval libero          # every embedded default on its suites, with the protocol it ships
     cogvla eval libero --policy oracle --tasks 0,1,2 --trials 20 --perturb language,position
+    cogvla eval grasp --suite libero_spatial --task 9 --randomized   # see eval.grasp_probe_cli
 
 ``libero`` is the only simulator so far; each simulator is a sub-target of ``eval``.
 Without ``--policy`` the embedded defaults are evaluated: each suite asked for (default: every
@@ -30,9 +31,11 @@ from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, read_eval_protocol
 __all__ = [
     "EVAL_PROTOCOL_FILE",
     "add_arguments",
+    "add_render_arguments",
     "checkpoint_eval_defaults",
     "default_out_dir",
     "evaluate",
+    "first_given",
     "parse_int_list",
     "run",
 ]
@@ -109,21 +112,7 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument(
         "--wait-steps", type=int, default=NUM_WAIT_STEPS, help="no-op settle steps (default: 10)"
     )
-    protocol.add_argument(
-        "--image-size", type=int, help="camera side in pixels (default: the checkpoint's, else 256)"
-    )
-    protocol.add_argument(
-        "--fast-render",
-        action=argparse.BooleanOptionalAction,
-        help="render without reflections/MSAA (~2.3x faster on CPU; not benchmark-identical; "
-        "default: the checkpoint's, else off)",
-    )
-    protocol.add_argument(
-        "--mesh-faces",
-        type=int,
-        help="cap visual-only meshes at N faces (envs.mesh_lod; about 2x faster rendering on CPU; "
-        "0 = as modelled; default: the checkpoint's, else 0)",
-    )
+    add_render_arguments(protocol)
     protocol.add_argument(
         "--execution",
         choices=EXECUTIONS,
@@ -164,12 +153,36 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     backend.add_argument("--video-fps", type=int, default=20)
 
 
+def add_render_arguments(parser: Any) -> None:
+    """``--image-size``, ``--fast-render`` and ``--mesh-faces``, each defaulting to the checkpoint's."""
+    parser.add_argument(
+        "--image-size", type=int, help="camera side in pixels (default: the checkpoint's, else 256)"
+    )
+    parser.add_argument(
+        "--fast-render",
+        action=argparse.BooleanOptionalAction,
+        help="render without reflections/MSAA (~2.3x faster on CPU; not benchmark-identical; "
+        "default: the checkpoint's, else off)",
+    )
+    parser.add_argument(
+        "--mesh-faces",
+        type=int,
+        help="cap visual-only meshes at N faces (envs.mesh_lod; about 2x faster rendering on CPU; "
+        "0 = as modelled; default: the checkpoint's, else 0)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the simulator sub-targets and their options."""
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     _add_libero_arguments(targets.add_parser("libero", help="LIBERO suites (robosuite / MuJoCo)"))
     _add_offline_arguments(
         targets.add_parser("offline", help="open-loop action error of a checkpoint on demos, per task")
+    )
+    from eval import grasp_probe_cli
+
+    grasp_probe_cli.add_arguments(
+        targets.add_parser("grasp", help="where a policy closes its gripper against where the object is")
     )
 
 
@@ -184,7 +197,8 @@ def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
-def _first_given(*values: Any) -> Any:
+def first_given(*values: Any) -> Any:
+    """The first of ``values`` that is not None (a flag, then a checkpoint's default, then ours)."""
     return next(value for value in values if value is not None)
 
 
@@ -256,9 +270,9 @@ def _eval_config(
         seed=args.seed,
         max_steps=args.max_steps,
         num_wait_steps=args.wait_steps,
-        image_size=_first_given(args.image_size, defaults.get("image_size"), 256),
-        fast_render=_first_given(args.fast_render, defaults.get("fast_render"), False),
-        mesh_faces=_first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
+        image_size=first_given(args.image_size, defaults.get("image_size"), 256),
+        fast_render=first_given(args.fast_render, defaults.get("fast_render"), False),
+        mesh_faces=first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
         open_loop_steps=args.open_loop_steps,
         execution=args.execution,
         async_latency_steps=args.async_latency,
@@ -348,7 +362,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_libero(args)
     if args.target == "offline":
         return _run_offline(args)
-    raise ValueError(f"target: expected 'libero' or 'offline', got {args.target!r}")
+    if args.target == "grasp":
+        from eval import grasp_probe_cli
+
+        return grasp_probe_cli.run(args)
+    raise ValueError(f"target: expected 'libero', 'offline' or 'grasp', got {args.target!r}")
 
 
 def _default_for_demos(data: list[str]) -> str:
