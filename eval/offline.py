@@ -4,7 +4,9 @@ For every task instruction in the demos it runs the model on evenly spaced train
 samples (no augmentation, the serving centre crop) and compares the predicted chunk with
 the demo's chunk in the model's normalized units, which is the training loss without
 augmentation. Cheap next to a simulator run, it tells under-fitting of one task apart
-from closed-loop failure, and scores a checkpoint on demos it never saw.
+from closed-loop failure, and scores a checkpoint on demos it never saw. It also measures
+what the model reads: how far the predicted chunks move when the camera images, or the
+proprio, of each sample are swapped with another sample's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from cogvla.normalize import gripper_to_robot
 
 __all__ = ["offline_errors"]
 
+# Inputs swapped between the samples of a batch (each takes its neighbour's), and the row field
+# that reports how far the predicted chunks move: a policy that ignores an input barely moves.
+_SWAPPED = {"pixel_values": "change_if_images_swapped", "proprio": "change_if_proprio_swapped"}
+
+
+def _predict(model: CogVLAModel, items: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(
+            items["pixel_values"], items["input_ids"], items["attention_mask"], items["proprio"]
+        ).actions
+
 
 def offline_errors(
     checkpoint: str | Path,
@@ -37,7 +50,10 @@ def offline_errors(
 
     Returns ``{"checkpoint", "tasks": [...], "overall"}``; each task row has its sample and
     episode counts, the mean L1 over the chunk, of its first step and per action dimension,
-    and how often the first step's binarized gripper command (open/close) is the wrong one.
+    and how often the first step's binarized gripper command (open/close) is the wrong one,
+    and how far the predicted chunks move (mean L1) when every sample of a batch takes the
+    images, or the proprio, of its neighbour (another frame of the same task): a policy that
+    steers by its cameras moves about as much as its error or more, a blind one barely at all.
     """
     if per_task < 1 or batch < 1:
         raise ValueError(f"per_task and batch: expected >= 1, got {per_task} and {batch}")
@@ -62,13 +78,15 @@ def offline_errors(
         members = np.flatnonzero(languages == task)
         picked = members[np.linspace(0, len(members) - 1, min(per_task, len(members))).round().astype(int)]
         errors, wrong_commands = [], 0
+        changes: dict[str, list[torch.Tensor]] = {name: [] for name in _SWAPPED.values()}
         for start in range(0, len(picked), batch):
             items = dataset[[(int(index), 0) for index in picked[start : start + batch]]]
-            with torch.no_grad():
-                predicted = model(
-                    items["pixel_values"], items["input_ids"], items["attention_mask"], items["proprio"]
-                ).actions
+            predicted = _predict(model, items)
             errors.append((predicted - items["actions"]).abs())
+            if len(predicted) > 1:
+                for key, name in _SWAPPED.items():
+                    swapped = _predict(model, {**items, key: items[key].roll(1, dims=0)})
+                    changes[name].append((swapped - predicted).abs().mean(dim=(1, 2)))
             # Compared as the robot would act on them: the binarized open/close command.
             commanded = gripper_to_robot(predicted[:, 0, gripper].numpy())
             demonstrated = gripper_to_robot(items["actions"][:, 0, gripper].numpy())
@@ -84,6 +102,10 @@ def offline_errors(
                 "l1_first_step": float(error[:, 0].mean()),
                 "l1_per_dim": [round(float(v), 5) for v in error.mean(dim=(0, 1))],
                 "gripper_command_error_rate": wrong_commands / (len(picked) * len(gripper)),
+                **{
+                    name: float(torch.cat(values).mean()) if values else None
+                    for name, values in changes.items()
+                },
             }
         )
     everything = torch.cat(pooled)

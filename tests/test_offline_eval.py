@@ -61,3 +61,36 @@ def test_cli_writes_json_and_refuses_a_non_checkpoint(scored, tmp_path, capsys) 
     assert cogvla_main([*argv, "--per-task", "4", "--cache", str(root / "frames"), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["overall"]["samples"] == 8
     assert cogvla_main(["eval", "offline", "--checkpoint", "oracle", "--data", str(demos)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("cut", "deaf", "hearing"),
+    [
+        ("vision", "change_if_images_swapped", "change_if_proprio_swapped"),
+        ("proprio", "change_if_proprio_swapped", "change_if_images_swapped"),
+    ],
+)
+def test_swapping_an_input_the_model_cannot_see_moves_nothing(scored, tmp_path, cut, deaf, hearing) -> None:
+    _, root, _, trained_checkpoint = scored
+    model = CogVLAModel.from_pretrained(trained_checkpoint)
+    # Zero the last layer that carries the input into the LLM: the model no longer sees it.
+    if cut == "vision":
+        last = [model.vision_projector.dino_proj.fc2, model.vision_projector.siglip_proj.fc2]
+    else:
+        last = [model.proprio_projector.fc2]
+    with torch.no_grad():
+        for layer in last:
+            layer.weight.zero_()
+            layer.bias.zero_()
+    model.save_pretrained(tmp_path / cut, tokenizer=model.tokenizer, norm_stats=model.norm_stats)
+    demos = root / "demos"
+    report = offline_errors(tmp_path / cut, [demos], per_task=8, batch=4, cache_root=root / "frames")
+    for row in report["tasks"]:
+        assert row[deaf] == 0.0
+        assert row[hearing] > 1e-4
+
+
+def test_a_batch_of_one_has_no_neighbour_to_swap_with(scored) -> None:
+    demos, root, _, trained_checkpoint = scored
+    report = offline_errors(trained_checkpoint, [demos], per_task=3, batch=1, cache_root=root / "frames")
+    assert all(row["change_if_images_swapped"] is None for row in report["tasks"])
