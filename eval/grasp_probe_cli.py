@@ -63,12 +63,16 @@ def run(args: argparse.Namespace) -> int:
         policy_spec = check_policy_spec(args.policy) if args.policy else _suite_default(args.suite)
         if not 0 <= args.task < num_tasks(args.suite):
             raise ValueError(f"--task: expected 0 <= task < {num_tasks(args.suite)}, got {args.task}")
-        for name in ("trials", "max_steps", "image_size"):
+        for name, low in (
+            ("trials", 1),
+            ("max_steps", 1),
+            ("image_size", 1),
+            ("start", 0),
+            ("mesh_faces", 0),
+        ):
             value = getattr(args, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected >= 1, got {value}")
-        if args.start < 0 or (args.mesh_faces is not None and args.mesh_faces < 0):
-            raise ValueError("--start and --mesh-faces: expected >= 0")
+            if value is not None and value < low:
+                raise ValueError(f"--{name.replace('_', '-')}: expected >= {low}, got {value}")
         defaults = checkpoint_eval_defaults(policy_spec) if Path(policy_spec).is_dir() else {}
         env_spec = EnvSpec(
             args.suite,

@@ -130,7 +130,8 @@ def test_two_episodes_give_no_slope() -> None:
     [
         (["--task", "99"], "--task: expected 0 <= task < 10, got 99"),
         (["--task", "0", "--trials", "0"], "--trials: expected >= 1, got 0"),
-        (["--task", "0", "--start", "-1"], "--start and --mesh-faces: expected >= 0"),
+        (["--task", "0", "--start", "-1"], "--start: expected >= 0, got -1"),
+        (["--task", "0", "--mesh-faces", "-5"], "--mesh-faces: expected >= 0, got -5"),
     ],
 )
 def test_bad_options_are_refused_by_name(argv, expected, caplog, capsys) -> None:
