@@ -12,7 +12,7 @@ the correlation and the least-squares slope (1 follows the object, 0 ignores it)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,10 +43,11 @@ class GraspRecorder:
     """
 
     planner: Callable[[Mapping[str, Any]], np.ndarray] = oracle_target
-    target: np.ndarray | None = None
-    close: np.ndarray | None = None
-    close_step: int | None = None
-    _steps: int = 0
+    # What the episode showed so far (not constructor arguments).
+    target: np.ndarray | None = field(default=None, init=False)
+    close: np.ndarray | None = field(default=None, init=False)
+    close_step: int | None = field(default=None, init=False)
+    _steps: int = field(default=0, init=False, repr=False)
 
     def __call__(self, env: Any, obs: Mapping[str, Any], action: np.ndarray | None) -> None:
         if action is None:
@@ -116,7 +117,8 @@ def probe_grasps(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``policy`` from each ``(init_state_id or None for a randomized reset, seed)`` and
-    report every episode's grasp and ``summarize_grasps`` of them all."""
+    report the env it ran in (``env_spec`` made privileged), every episode's grasp and
+    ``summarize_grasps`` of them all."""
     if env_factory is None:
         from eval.libero.harness import make_libero_env
 
@@ -137,4 +139,4 @@ def probe_grasps(
         close = getattr(env, "close", None)
         if close is not None:
             close()
-    return {"episodes": rows, "summary": summarize_grasps(rows)}
+    return {"env": asdict(env_spec), "episodes": rows, "summary": summarize_grasps(rows)}

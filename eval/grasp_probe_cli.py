@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -53,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Probe the grasps and print the JSON report; 2 on a bad option."""
     from tqdm import tqdm
 
+    from deploy.serve_cli import embedded_default
     from envs.suites import MAX_STEPS, num_tasks
     from eval.cli import checkpoint_eval_defaults, first_given
     from eval.grasp_probe import probe_grasps
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from eval.policies import check_policy_spec, load_policy
 
     try:
-        policy_spec = check_policy_spec(args.policy) if args.policy else _suite_default(args.suite)
+        policy_spec = check_policy_spec(args.policy) if args.policy else str(embedded_default(args.suite))
         if not 0 <= args.task < num_tasks(args.suite):
             raise ValueError(f"--task: expected 0 <= task < {num_tasks(args.suite)}, got {args.task}")
         for name, low in (
@@ -80,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
             image_size=first_given(args.image_size, defaults.get("image_size"), 256),
             fast_render=first_given(args.fast_render, defaults.get("fast_render"), False),
             mesh_faces=first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
-            privileged=True,
         )
         policy = load_policy(policy_spec)
     except (ValueError, FileNotFoundError) as exc:
@@ -96,15 +95,9 @@ def run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps or MAX_STEPS[args.suite],
             progress=lambda row: bar.update(1),
         )
-    report = {"policy": policy_spec, "env": asdict(env_spec) | {"randomized": args.randomized}, **report}
+    report = {"policy": policy_spec, "randomized": args.randomized, **report}
     text = json.dumps(report, indent=2, default=str)
     if args.out is not None:
         args.out.write_text(text + "\n")
     print(text)
     return 0
-
-
-def _suite_default(suite: str) -> str:
-    from cogvla.paths import defaults_for
-
-    return str(next(iter(defaults_for([suite]))))

@@ -77,6 +77,8 @@ def test_a_policy_that_follows_the_object_has_slope_one_and_no_miss() -> None:
     ] == pytest.approx(0.0)
     assert summary["y"]["slope"] == pytest.approx(1.0) and summary["y"]["mean_miss_cm"] == pytest.approx(0.0)
     assert all(row["close_step"] == 1 for row in report["episodes"])
+    # The probe reads privileged state, so the env it reports ran with it.
+    assert report["env"]["privileged"] is True and report["env"]["task_id"] == 0
 
 
 def test_a_policy_that_replays_one_spot_has_slope_zero_and_its_miss_spreads_with_the_object() -> None:
