@@ -55,6 +55,7 @@ class CogVLAOutput:
         vision_tokens: ``(B, N_vis, D)`` vision tokens as they enter the LLM.
         kept_indices: per LLM layer, the ``(B, K)`` sequence indices a routed layer processed
             (None on dense layers).
+        action_hidden: ``(B, chunk * action_dim, D)`` the LLM states the action head read.
     """
 
     actions: torch.Tensor
@@ -62,6 +63,7 @@ class CogVLAOutput:
     gate: torch.Tensor | None
     vision_tokens: torch.Tensor
     kept_indices: list[torch.Tensor | None]
+    action_hidden: torch.Tensor
 
 
 class CogVLAModel(nn.Module):
@@ -204,10 +206,15 @@ class CogVLAModel(nn.Module):
         seq = embeds.shape[1]
         # positions shifted one left: the last prompt token and action slots 0..A-2
         # (the reference's index arithmetic)
-        actions = self.action_head(hidden[:, seq - n_act - 2 : seq - 2])
+        action_hidden = hidden[:, seq - n_act - 2 : seq - 2]
         kept = [n_vis if index is None else index.shape[1] - (seq - n_vis) for index in kept_indices]
         return CogVLAOutput(
-            actions=actions, kept_per_layer=kept, gate=gate, vision_tokens=vision, kept_indices=kept_indices
+            actions=self.action_head(action_hidden),
+            kept_per_layer=kept,
+            gate=gate,
+            vision_tokens=vision,
+            kept_indices=kept_indices,
+            action_hidden=action_hidden,
         )
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -221,7 +228,11 @@ class CogVLAModel(nn.Module):
         if missing:
             raise InputShapeError(f"batch: expected keys {list(required)}, missing {missing}")
         out = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
-        target = batch["actions"]
+        return self.action_loss(out, batch["actions"])
+
+    @staticmethod
+    def action_loss(out: CogVLAOutput, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean L1 of ``out``'s chunk against ``target (B, chunk, action_dim)``, plus metrics."""
         if tuple(target.shape) != tuple(out.actions.shape):
             raise InputShapeError(
                 f"actions: expected shape {tuple(out.actions.shape)} (B, chunk, action_dim), "

@@ -8,6 +8,7 @@ and returns the model's batch::
     attention_mask (B, T) int64
     proprio        (B, 8) float32 in [-1, 1]
     actions        (B, chunk, 7) float32, model units (NormStats)
+    keypoint       (B, 3) float32, offset to the next gripper switch (only with ``keypoints``)
 
 It runs inside data-loader workers, so the batched augmentation and the uint8 -> float
 conversion happen off the training step.
@@ -87,6 +88,7 @@ class DemoDataset:
         encode_prompts: PromptEncoder,
         augment: AugmentConfig | None,
         crop_area: float = CROP_AREA,
+        keypoints: np.ndarray | None = None,
     ) -> None:
         """
         Args:
@@ -97,6 +99,8 @@ class DemoDataset:
             augment: colour-jitter ranges; None = no augmentation.
             crop_area: area of the crop box (1.0 = none): random with augmentation, else
                 centred, which is what serving does.
+            keypoints: ``(N, 3)`` per-frame auxiliary targets in model units
+                (``cogvla.data.keypoints``); None = batches without ``keypoint``.
         """
         self.cache = cache
         self.selection = selection
@@ -106,6 +110,11 @@ class DemoDataset:
         # Normalized once here: workers then only gather rows.
         self.actions = stats.normalize_actions(cache.actions)
         self.proprio = stats.normalize_proprio(cache.proprio)
+        if keypoints is not None and keypoints.shape != (cache.num_frames, 3):
+            raise ValueError(
+                f"keypoints: expected shape ({cache.num_frames}, 3), got {tuple(keypoints.shape)}"
+            )
+        self.keypoints = keypoints
 
     def __len__(self) -> int:
         return len(self.selection.frames)
@@ -126,10 +135,13 @@ class DemoDataset:
             images = center_crop(images, self.crop_area)
         prompts = [self.cache.languages[e] for e in self.selection.episodes[indices]]
         input_ids, attention_mask = self.encode_prompts(prompts)
-        return {
+        batch = {
             "pixel_values": images,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "proprio": torch.from_numpy(self.proprio[frames]),
             "actions": torch.from_numpy(self.actions[self.selection.chunks[indices]]),
         }
+        if self.keypoints is not None:
+            batch["keypoint"] = torch.from_numpy(self.keypoints[frames])
+        return batch

@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
     parser.add_argument(
+        "--keypoint-weight",
+        type=float,
+        help="weight of the auxiliary loss on the next gripper-switch point (0 = off, the default)",
+    )
+    parser.add_argument(
         "--threads", type=int, help="torch intra-op threads of the training process (overrides the preset)"
     )
     parser.add_argument("--cache", default=None, help="frame-cache folder (default: the cogvla cache)")
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "variant": args.variant,
         "init_mode": args.init_mode,
+        "keypoint_weight": args.keypoint_weight,
     }
     preset = get_train_preset(args.preset)
     if args.steps is not None and args.warmup_steps is None and preset.warmup_steps >= args.steps:

@@ -51,6 +51,10 @@ class TrainConfig:
     noop_threshold: float = NOOP_THRESHOLD
     # Training-time image augmentation; None = off (a centre crop of the same area is used instead).
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    # Weight of the auxiliary L1 loss on the offset to the next gripper switch, regressed from
+    # the action positions' hidden states (cogvla.data.keypoints); 0 = off. The head is dropped
+    # at export.
+    keypoint_weight: float = 0.0
     # Seeds the model init, the data order and the augmentation.
     seed: int = 7
     # Data-loader worker processes per rank (decode + augment off the training step).
@@ -109,6 +113,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.intra_op_threads: expected None or >= 1, got {self.intra_op_threads}"
             )
+        if not self.keypoint_weight >= 0:
+            raise ValueError(f"TrainConfig.keypoint_weight: expected >= 0, got {self.keypoint_weight}")
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers: expected >= 0, got {self.num_workers}")
 

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, get_preset
 from cogvla.data.dataset import DemoDataset, compute_norm_stats, sample_crop_area, select_training_frames
-from cogvla.data.frame_cache import find_demo_files
+from cogvla.data.frame_cache import FrameCache, find_demo_files
+from cogvla.data.keypoints import KEYPOINT_SCALE, switch_point_offsets
 from cogvla.data.loading import load_demo_frames
 from cogvla.data.sampler import StepSampler
 from cogvla.eval_protocol import protocol_of_demos, write_eval_protocol
@@ -50,6 +51,7 @@ from cogvla.train.distributed import (
     mean_across_ranks,
     shutdown,
 )
+from cogvla.train.keypoint_loss import KeypointHead
 from cogvla.train.lora import apply_lora, merged_model
 from cogvla.train.nonfinite import NonFiniteStepGuard
 from cogvla.train.optim import build_optimizer, build_scheduler
@@ -98,19 +100,29 @@ class TrainResult:
 
 
 class LossModule(nn.Module):
-    """Routes ``forward`` to ``compute_loss``, so DDP's gradient hooks see the loss computation.
+    """Routes ``forward`` to the loss computation, so DDP's gradient hooks see all of it.
 
     Shapes: the ``DemoDataset`` batch (``pixel_values (B, 2, 3, H, W)``, ``input_ids (B, T)``,
-    ``attention_mask (B, T)``, ``proprio (B, 8)``, ``actions (B, chunk, 7)``) -> scalar loss
-    ``()`` and a dict of float metrics.
+    ``attention_mask (B, T)``, ``proprio (B, 8)``, ``actions (B, chunk, 7)``, and with a
+    ``keypoint_head`` also ``keypoint (B, 3)``) -> scalar loss ``()`` and a dict of float metrics.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self, model: nn.Module, keypoint_head: KeypointHead | None = None, keypoint_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.model = model
+        self.keypoint_head = keypoint_head
+        self.keypoint_weight = keypoint_weight
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.model.compute_loss(batch)
+        if self.keypoint_head is None:
+            return self.model.compute_loss(batch)
+        out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
+        loss, metrics = CogVLAModel.action_loss(out, batch["actions"])
+        keypoint = self.keypoint_head.loss(out.action_hidden, batch["keypoint"])
+        metrics["keypoint_l1"] = keypoint.item()
+        return loss + self.keypoint_weight * keypoint, metrics
 
 
 def train(
@@ -165,6 +177,8 @@ class _Run:
     start_step: int
     resumed_from: Path | None
     skipped_steps: int = 0
+    # The auxiliary gripper-switch head (config.keypoint_weight > 0); trained, never exported.
+    keypoint_head: KeypointHead | None = None
     # Suites, tasks, camera size and rendering of the demos; None when they do not agree on one.
     eval_protocol: dict[str, Any] | None = None
 
@@ -197,6 +211,7 @@ class _Run:
                 "init_from": str(self.init_from) if self.init_from else None,
                 "world_size": self.info.world_size,
                 "skipped_steps": self.skipped_steps,
+                "keypoint_head": None if self.keypoint_head is None else self.keypoint_head.state_dict(),
             }
             path = ckpt.save_checkpoint(
                 self.run_dir, step, self.export, trainer_state, self.config.keep_checkpoints
@@ -287,6 +302,7 @@ def _set_up(
         stats = compute_norm_stats(frames, selection)
     if tokenizer is None:
         tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
+    keypoint_head = KeypointHead(model.config.llm.hidden_size) if config.keypoint_weight > 0 else None
     dataset = DemoDataset(
         frames,
         selection,
@@ -294,6 +310,7 @@ def _set_up(
         tokenizer.encode_batch,
         config.augment,
         crop_area=sample_crop_area(model.config),
+        keypoints=None if keypoint_head is None else _keypoint_targets(frames),
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
@@ -310,6 +327,11 @@ def _set_up(
     if state is not None:
         _load_training_weights(trainable, state["model"], lora=lora)
     parameters = [p for p in trainable.parameters() if p.requires_grad]
+    if keypoint_head is not None:
+        keypoint_head.to(info.device).train()
+        if state is not None:
+            keypoint_head.load_state_dict(state["keypoint_head"])
+        parameters += list(keypoint_head.parameters())
     optimizer = build_optimizer(parameters, config.lr, config.weight_decay, config.betas)
     scheduler = build_scheduler(optimizer, config.warmup_steps, config.steps, config.lr, config.min_lr)
     if state is not None:
@@ -335,6 +357,7 @@ def _set_up(
         start_step=state["step"] if state else 0,
         resumed_from=checkpoint,
         skipped_steps=state.get("skipped_steps", 0) if state else 0,
+        keypoint_head=keypoint_head,
         eval_protocol=protocol_of_demos(find_demo_files(data)),
     )
 
@@ -344,7 +367,7 @@ def _train_steps(
 ) -> tuple[float | None, float | None, Path | None]:
     """Steps ``start_step..steps-1``; returns the last logged loss and samples/s and the last checkpoint."""
     config, info = run.config, run.info
-    module = LossModule(run.trainable)
+    module = LossModule(run.trainable, run.keypoint_head, config.keypoint_weight)
     # find_unused_parameters: some weights get no gradient by construction (e.g. DINOv2's mask token).
     wrapped: nn.Module = (
         DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
@@ -463,12 +486,12 @@ def _checkpoint_to_resume(run_dir: Path, resume: bool) -> Path | None:
 def _check_same_run(
     state: dict[str, Any], config: TrainConfig, init_from: str | Path | None, info: DistInfo
 ) -> None:
-    saved, current = state["config"], dataclasses.asdict(config)
-    changed = sorted(
-        key for key in current if key not in _RESUMABLE_CHANGES and saved.get(key) != current[key]
-    )
+    # A field missing from an older checkpoint had its default value there.
+    saved = {**dataclasses.asdict(TrainConfig()), **state["config"]}
+    current = dataclasses.asdict(config)
+    changed = sorted(key for key in current if key not in _RESUMABLE_CHANGES and saved[key] != current[key])
     if changed:
-        details = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed)
+        details = ", ".join(f"{key}: {saved[key]!r} -> {current[key]!r}" for key in changed)
         raise ValueError(f"resume: the config differs from the checkpoint's ({details}); use a new --out")
     if init_from is not None and str(init_from) != str(state["init_from"]):
         raise ValueError(
@@ -516,6 +539,14 @@ def _build_model(
     if exported.config != model.config:
         raise ValueError(f"resume: {checkpoint} holds a different model config than this run builds")
     return model, exported.tokenizer, exported.norm_stats
+
+
+def _keypoint_targets(frames: FrameCache) -> np.ndarray:
+    """``(N, 3)`` offsets to each frame's next gripper switch, in model units."""
+    offsets = switch_point_offsets(
+        frames.proprio[:, :3], frames.actions[:, 6], frames.episode_starts, frames.episode_lengths
+    )
+    return offsets * np.float32(KEYPOINT_SCALE)
 
 
 def _shared_tokenizer(
