@@ -55,6 +55,21 @@ class AggregationRouter(nn.Module):
         tokens = gate[:, 0, None, None] * v_dino + gate[:, 1, None, None] * v_siglip
         return tokens, gate
 
+    @torch.no_grad()
+    def pin_stream(self, stream: str, margin: float = 10.0) -> None:
+        """Raise one stream's gate logit by ``margin`` for every instruction (weight ~1 - 2e-5 at 10).
+
+        A small model trained from scratch can grow a large sample-independent component in
+        one stream's tokens; through the gate's mix it then swamps the other stream, and the
+        LLM, whose RMSNorm rescales each token, sees images as a few per cent of a constant
+        vector. Pinning the gate hands the LLM the other stream whole. The softmax saturates,
+        so the pin also holds through training.
+        """
+        streams = ("dino", "siglip")
+        if stream not in streams:
+            raise ValueError(f"pin_stream: expected one of {streams}, got {stream!r}")
+        self.gate[-1].bias[streams.index(stream)] += margin
+
 
 class FusedPatchProjector(nn.Module):
     """OpenVLA-OFT projector: channel-concatenated DINOv2||SigLIP patches, 3-layer GELU MLP.

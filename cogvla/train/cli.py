@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of the auxiliary loss on the next gripper-switch point (0 = off, the default)",
     )
     parser.add_argument(
+        "--pin-gate",
+        choices=("dino", "siglip"),
+        help="before the first step, pin the EFA gate to this encoder stream (default: as trained)",
+    )
+    parser.add_argument(
         "--threads", type=int, help="torch intra-op threads of the training process (overrides the preset)"
     )
     parser.add_argument("--cache", default=None, help="frame-cache folder (default: the cogvla cache)")
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         "variant": args.variant,
         "init_mode": args.init_mode,
         "keypoint_weight": args.keypoint_weight,
+        "pin_gate": args.pin_gate,
     }
     preset = get_train_preset(args.preset)
     if args.steps is not None and args.warmup_steps is None and preset.warmup_steps >= args.steps:

@@ -55,6 +55,9 @@ class TrainConfig:
     # the action positions' hidden states (cogvla.data.keypoints); 0 = off. The head is dropped
     # at export.
     keypoint_weight: float = 0.0
+    # Pin the EFA gate to one encoder stream ("dino" or "siglip") before the first step of a
+    # fresh run (cogvla.efa.AggregationRouter.pin_stream); None = leave the gate as it is.
+    pin_gate: Literal["dino", "siglip"] | None = None
     # Seeds the model init, the data order and the augmentation.
     seed: int = 7
     # Data-loader worker processes per rank (decode + augment off the training step).
@@ -115,6 +118,10 @@ class TrainConfig:
             )
         if not self.keypoint_weight >= 0:
             raise ValueError(f"TrainConfig.keypoint_weight: expected >= 0, got {self.keypoint_weight}")
+        if self.pin_gate not in (None, "dino", "siglip"):
+            raise ValueError(
+                f"TrainConfig.pin_gate: expected None, 'dino' or 'siglip', got {self.pin_gate!r}"
+            )
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers: expected >= 0, got {self.num_workers}")
 

@@ -296,6 +296,11 @@ def _set_up(
 
     torch.manual_seed(config.seed)
     model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
+    if config.pin_gate is not None and state is None:
+        if not model.config.efa:
+            raise ValueError("pin_gate: the model has no EFA gate to pin (its config has efa off)")
+        # A resumed run has the pin in its weights already.
+        model.vision_projector.pin_stream(config.pin_gate)
     frames = load_demo_frames(data, model.config.image_size, cache_root, progress and info.is_main)
     selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
     if stats is None:
