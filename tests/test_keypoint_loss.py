@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,34 +12,55 @@ import torch
 from safetensors.torch import load_file
 from test_train import small_model_config, small_train_config, write_demos
 
-from cogvla.data.keypoints import switch_point_offsets
+from cogvla.data.keypoints import KEYPOINT_SCALE, next_switch_points
 from cogvla.train.checkpoint import load_trainer_state
 from cogvla.train.keypoint_loss import KeypointHead
 from cogvla.train.run_log import read_log
-from cogvla.train.trainer import train
+from cogvla.train.trainer import _keypoint_targets, train
 
 
-def test_offsets_point_at_the_next_switch_of_each_episode():
+def switching_frames():
+    """Two episodes along x: frames 0-5 open, close at 2, open at 4; frames 6-8 never switch."""
     positions = np.zeros((9, 3), dtype=np.float32)
     positions[:, 0] = np.arange(9)
-    # Episode 0 (frames 0-5): open, closes at 2, opens at 4. Episode 1 (6-8): never switches.
     gripper = np.array([-1, -1, 1, 1, -1, -1, 1, 1, 1])
-    offsets = switch_point_offsets(positions, gripper, np.array([0, 6]), np.array([6, 3]))
-    # Targets: frames 0,1 -> 2 (grasp); 2,3 -> 4 (release); 4,5 -> 5 (episode end); 6-8 -> 8.
-    np.testing.assert_array_equal(offsets[:, 0], [2, 1, 2, 1, 1, 0, 2, 1, 0])
-    np.testing.assert_array_equal(offsets[:, 1:], 0)
-    assert offsets.dtype == np.float32
+    return SimpleNamespace(
+        proprio=np.concatenate([positions, np.zeros((9, 5), dtype=np.float32)], axis=1),
+        actions=np.concatenate([np.zeros((9, 6)), gripper[:, None]], axis=1),
+        episode_starts=np.array([0, 6]),
+        episode_lengths=np.array([6, 3]),
+    )
 
 
-def test_offsets_refuse_mismatched_shapes():
+def test_points_are_where_each_episode_next_switches():
+    frames = switching_frames()
+    points = next_switch_points(
+        frames.proprio[:, :3], frames.actions[:, 6], frames.episode_starts, frames.episode_lengths
+    )
+    # Frames 0,1 -> 2 (grasp); 2,3 -> 4 (release); 4,5 -> 5 (episode end); 6-8 -> 8.
+    np.testing.assert_array_equal(points[:, 0], [2, 2, 4, 4, 5, 5, 8, 8, 8])
+    np.testing.assert_array_equal(points[:, 1:], 0)
+    assert points.dtype == np.float32
+
+
+def test_targets_are_centred_points_or_offsets_from_the_hand_in_decimetres():
+    frames = switching_frames()
+    vision = _keypoint_targets(frames, "vision")[:, 0]
+    actions = _keypoint_targets(frames, "actions")[:, 0]
+    points = np.array([2, 2, 4, 4, 5, 5, 8, 8, 8], dtype=np.float32)
+    np.testing.assert_allclose(vision, KEYPOINT_SCALE * (points - points.mean()), rtol=1e-6)
+    np.testing.assert_allclose(actions, KEYPOINT_SCALE * (points - np.arange(9)), rtol=1e-6)
+
+
+def test_points_refuse_mismatched_shapes():
     with pytest.raises(ValueError, match=r"positions: expected shape \(N, 3\)"):
-        switch_point_offsets(np.zeros((4, 2)), np.zeros(4), np.array([0]), np.array([4]))
+        next_switch_points(np.zeros((4, 2)), np.zeros(4), np.array([0]), np.array([4]))
     with pytest.raises(ValueError, match=r"gripper: expected shape \(4,\)"):
-        switch_point_offsets(np.zeros((4, 3)), np.zeros(5), np.array([0]), np.array([4]))
+        next_switch_points(np.zeros((4, 3)), np.zeros(5), np.array([0]), np.array([4]))
 
 
-def test_head_maps_action_states_to_one_offset_and_checks_the_target():
-    head = KeypointHead(16)
+def test_head_reads_a_token_set_out_to_one_point_and_checks_the_target():
+    head = KeypointHead(56, 16)
     hidden = torch.randn(2, 56, 16)
     assert head(hidden).shape == (2, 3)
     assert head.loss(hidden, head(hidden).detach()).item() == pytest.approx(0.0)
@@ -79,10 +101,9 @@ def test_training_with_the_head_learns_it_exports_without_it_and_resumes_exactly
     exported = load_file(str(full / "checkpoints" / "step_000024" / "model.safetensors"))
     assert set(exported) == set(load_file(str(plain / "checkpoints" / "step_000001" / "model.safetensors")))
     assert "keypoint_l1" not in read_log(plain / "log.jsonl")[0]
-    assert load_trainer_state(full / "checkpoints" / "step_000024")["keypoint_head"]["proj.weight"].shape == (
-        3,
-        small_model_config().llm.hidden_size,
-    )
+    model_config = small_model_config()
+    head = load_trainer_state(full / "checkpoints" / "step_000024")["keypoint_head"]
+    assert head["proj.weight"].shape == (3, model_config.num_vision_tokens * model_config.llm.hidden_size)
 
     interrupted = tmp_path / "interrupted"
     shutil.copytree(full, interrupted)
@@ -92,6 +113,16 @@ def test_training_with_the_head_learns_it_exports_without_it_and_resumes_exactly
     np.testing.assert_allclose(resumed, [r["loss"] for r in records], rtol=1e-6)
     with pytest.raises(ValueError, match=r"keypoint_weight: 1.0 -> 0.5"):
         run(dataclasses.replace(config, keypoint_weight=0.5), demos, interrupted, frames, resume=True)
+
+
+def test_the_action_source_reads_the_action_positions(demos, tmp_path):
+    config = small_train_config(steps=12, save_every=12, keypoint_weight=1.0, keypoint_source="actions")
+    run(config, demos, tmp_path / "run", tmp_path / "frames")
+    keypoint = [r["keypoint_l1"] for r in read_log(tmp_path / "run" / "log.jsonl")]
+    assert np.mean(keypoint[-3:]) < 0.7 * np.mean(keypoint[:3]), keypoint
+    head = load_trainer_state(tmp_path / "run" / "checkpoints" / "step_000012")["keypoint_head"]
+    model_config = small_model_config()
+    assert head["proj.weight"].shape[1] == model_config.num_action_tokens * model_config.llm.hidden_size
 
 
 def test_a_checkpoint_from_before_the_head_resumes_as_weight_zero(demos, tmp_path):

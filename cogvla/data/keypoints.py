@@ -1,31 +1,31 @@
 """Where the gripper next switches: a per-frame training target that only the cameras can give.
 
-For frame ``t`` the target is ``p[s] - p[t]``, the end-effector position at the next frame
-``s > t`` whose gripper command differs from frame ``t``'s (the grasp while the hand is
-open, the release while it holds), or at the episode's last frame when no switch follows.
+For frame ``t`` the target is ``p[s]``, the end-effector position at the next frame ``s > t``
+whose gripper command differs from frame ``t``'s (the grasp while the hand is open, the
+release while it holds), or at the episode's last frame when no switch follows.
 
 The arm's state says where the hand is but not where the object is, and the instruction
 names the object but not its place in this scene: a policy that reads only those can
-predict the mean offset of a task and nothing more. Regressing the offset from the
-hidden states that also feed the action head puts the object's position where the
-actions can use it (``cogvla.train.keypoint_loss``).
+predict a task's mean grasp and nothing more. Regressing the point (or its offset from the
+hand) from the model's tokens makes them carry the object's position
+(``cogvla.train.keypoint_loss``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KEYPOINT_SCALE", "switch_point_offsets"]
+__all__ = ["KEYPOINT_SCALE", "next_switch_points"]
 
-# Metres -> model units: offsets of a LIBERO tabletop span about +-0.5 m, so decimetres keep
-# the target near the unit scale of the normalized actions.
+# Metres -> model units: points and offsets on a LIBERO tabletop span about +-0.5 m around
+# their mean, so decimetres keep the target near the unit scale of the normalized actions.
 KEYPOINT_SCALE = 10.0
 
 
-def switch_point_offsets(
+def next_switch_points(
     positions: np.ndarray, gripper: np.ndarray, starts: np.ndarray, lengths: np.ndarray
 ) -> np.ndarray:
-    """``(N, 3)`` float32 offsets to each frame's next gripper switch, in metres.
+    """``(N, 3)`` float32 end-effector position at each frame's next gripper switch, in metres.
 
     Args:
         positions: ``(N, 3)`` end-effector positions of every frame, episodes back to back.
@@ -39,7 +39,7 @@ def switch_point_offsets(
         raise ValueError(f"positions: expected shape (N, 3), got {tuple(positions.shape)}")
     if closed.shape != (len(positions),):
         raise ValueError(f"gripper: expected shape ({len(positions)},), got {tuple(closed.shape)}")
-    offsets = np.zeros_like(positions)
+    points = np.zeros_like(positions)
     for start, length in zip(starts, lengths, strict=True):
         episode = slice(int(start), int(start) + int(length))
         steps = np.arange(int(length))
@@ -47,5 +47,5 @@ def switch_point_offsets(
         # The first switch strictly after each frame; the last frame when none is left.
         nxt = np.searchsorted(switches, steps, side="right")
         target = np.append(switches, int(length) - 1)[nxt]
-        offsets[episode] = positions[episode][target] - positions[episode]
-    return offsets
+        points[episode] = positions[episode][target]
+    return points

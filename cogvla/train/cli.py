@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of the auxiliary loss on the next gripper-switch point (0 = off, the default)",
     )
     parser.add_argument(
+        "--keypoint-source",
+        choices=("vision", "actions"),
+        help="what the auxiliary head reads: the vision tokens (default) or the action positions",
+    )
+    parser.add_argument(
         "--pin-gate",
         choices=("dino", "siglip"),
         help="before the first step, pin the EFA gate to this encoder stream (default: as trained)",
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "variant": args.variant,
         "init_mode": args.init_mode,
         "keypoint_weight": args.keypoint_weight,
+        "keypoint_source": args.keypoint_source,
         "pin_gate": args.pin_gate,
     }
     preset = get_train_preset(args.preset)

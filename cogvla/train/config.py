@@ -51,10 +51,12 @@ class TrainConfig:
     noop_threshold: float = NOOP_THRESHOLD
     # Training-time image augmentation; None = off (a centre crop of the same area is used instead).
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    # Weight of the auxiliary L1 loss on the offset to the next gripper switch, regressed from
-    # the action positions' hidden states (cogvla.data.keypoints); 0 = off. The head is dropped
-    # at export.
+    # Weight of the auxiliary L1 loss on the next gripper-switch point (cogvla.data.keypoints,
+    # cogvla.train.keypoint_loss); 0 = off. The head is dropped at export.
     keypoint_weight: float = 0.0
+    # What the auxiliary head reads: "vision" tokens (the point) or the "actions" positions'
+    # hidden states (its offset from the hand).
+    keypoint_source: Literal["vision", "actions"] = "vision"
     # Pin the EFA gate to one encoder stream ("dino" or "siglip") before the first step of a
     # fresh run (cogvla.efa.AggregationRouter.pin_stream); None = leave the gate as it is.
     pin_gate: Literal["dino", "siglip"] | None = None
@@ -118,6 +120,10 @@ class TrainConfig:
             )
         if not self.keypoint_weight >= 0:
             raise ValueError(f"TrainConfig.keypoint_weight: expected >= 0, got {self.keypoint_weight}")
+        if self.keypoint_source not in ("vision", "actions"):
+            raise ValueError(
+                f"TrainConfig.keypoint_source: expected 'vision' or 'actions', got {self.keypoint_source!r}"
+            )
         if self.pin_gate not in (None, "dino", "siglip"):
             raise ValueError(
                 f"TrainConfig.pin_gate: expected None, 'dino' or 'siglip', got {self.pin_gate!r}"

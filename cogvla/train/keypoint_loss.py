@@ -1,5 +1,12 @@
 """Auxiliary regression of the next gripper-switch point (``cogvla.data.keypoints``).
 
+Two sources (``TrainConfig.keypoint_source``):
+
+- ``"vision"``: the point itself, centred on the data's mean, from the vision tokens as they
+  enter the LLM. Neither the arm's state nor the LLM can help, so the encoders must locate
+  the object.
+- ``"actions"``: its offset from the hand, from the hidden states the action head reads.
+
 Trained beside the action loss and dropped at export: the served model is unchanged.
 """
 
@@ -12,22 +19,23 @@ __all__ = ["KeypointHead"]
 
 
 class KeypointHead(nn.Module):
-    """Mean over the action positions -> LayerNorm -> Linear.
+    """LayerNorm per token -> one Linear over all of them: a linear read-out of a token set.
 
-    Shapes: ``(B, chunk * action_dim, D)`` action hidden states -> ``(B, 3)`` offset.
+    Shapes: ``(B, N, D)`` tokens (the action positions' LLM states, or the vision tokens)
+    -> ``(B, 3)``.
     """
 
-    def __init__(self, llm_dim: int) -> None:
+    def __init__(self, num_tokens: int, dim: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(llm_dim)
-        self.proj = nn.Linear(llm_dim, 3)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(num_tokens * dim, 3)
 
-    def forward(self, action_hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.norm(action_hidden.mean(dim=1)))
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(tokens).flatten(1))
 
-    def loss(self, action_hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean L1 against ``target (B, 3)``."""
-        prediction = self(action_hidden)
+        prediction = self(tokens)
         if tuple(target.shape) != tuple(prediction.shape):
             raise ValueError(f"keypoint: expected shape {tuple(prediction.shape)}, got {tuple(target.shape)}")
         return (prediction - target.to(prediction.dtype)).abs().mean()

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from cogvla.config import CogVLAConfig, get_preset
 from cogvla.data.dataset import DemoDataset, compute_norm_stats, sample_crop_area, select_training_frames
 from cogvla.data.frame_cache import FrameCache, find_demo_files
-from cogvla.data.keypoints import KEYPOINT_SCALE, switch_point_offsets
+from cogvla.data.keypoints import KEYPOINT_SCALE, next_switch_points
 from cogvla.data.loading import load_demo_frames
 from cogvla.data.sampler import StepSampler
 from cogvla.eval_protocol import protocol_of_demos, write_eval_protocol
@@ -108,19 +108,25 @@ class LossModule(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, keypoint_head: KeypointHead | None = None, keypoint_weight: float = 0.0
+        self,
+        model: nn.Module,
+        keypoint_head: KeypointHead | None = None,
+        keypoint_weight: float = 0.0,
+        keypoint_source: str = "vision",
     ) -> None:
         super().__init__()
         self.model = model
         self.keypoint_head = keypoint_head
         self.keypoint_weight = keypoint_weight
+        self.keypoint_source = keypoint_source
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         if self.keypoint_head is None:
             return self.model.compute_loss(batch)
         out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
         loss, metrics = CogVLAModel.action_loss(out, batch["actions"])
-        keypoint = self.keypoint_head.loss(out.action_hidden, batch["keypoint"])
+        tokens = out.vision_tokens if self.keypoint_source == "vision" else out.action_hidden
+        keypoint = self.keypoint_head.loss(tokens, batch["keypoint"])
         metrics["keypoint_l1"] = keypoint.item()
         return loss + self.keypoint_weight * keypoint, metrics
 
@@ -307,7 +313,7 @@ def _set_up(
         stats = compute_norm_stats(frames, selection)
     if tokenizer is None:
         tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
-    keypoint_head = KeypointHead(model.config.llm.hidden_size) if config.keypoint_weight > 0 else None
+    keypoint_head = _keypoint_head(config, model.config)
     dataset = DemoDataset(
         frames,
         selection,
@@ -315,7 +321,7 @@ def _set_up(
         tokenizer.encode_batch,
         config.augment,
         crop_area=sample_crop_area(model.config),
-        keypoints=None if keypoint_head is None else _keypoint_targets(frames),
+        keypoints=None if keypoint_head is None else _keypoint_targets(frames, config.keypoint_source),
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
@@ -372,7 +378,7 @@ def _train_steps(
 ) -> tuple[float | None, float | None, Path | None]:
     """Steps ``start_step..steps-1``; returns the last logged loss and samples/s and the last checkpoint."""
     config, info = run.config, run.info
-    module = LossModule(run.trainable, run.keypoint_head, config.keypoint_weight)
+    module = LossModule(run.trainable, run.keypoint_head, config.keypoint_weight, config.keypoint_source)
     # find_unused_parameters: some weights get no gradient by construction (e.g. DINOv2's mask token).
     wrapped: nn.Module = (
         DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
@@ -546,12 +552,21 @@ def _build_model(
     return model, exported.tokenizer, exported.norm_stats
 
 
-def _keypoint_targets(frames: FrameCache) -> np.ndarray:
-    """``(N, 3)`` offsets to each frame's next gripper switch, in model units."""
-    offsets = switch_point_offsets(
-        frames.proprio[:, :3], frames.actions[:, 6], frames.episode_starts, frames.episode_lengths
-    )
-    return offsets * np.float32(KEYPOINT_SCALE)
+def _keypoint_head(config: TrainConfig, model_config: CogVLAConfig) -> KeypointHead | None:
+    if config.keypoint_weight == 0:
+        return None
+    source = config.keypoint_source
+    tokens = model_config.num_vision_tokens if source == "vision" else model_config.num_action_tokens
+    return KeypointHead(tokens, model_config.llm.hidden_size)
+
+
+def _keypoint_targets(frames: FrameCache, source: str) -> np.ndarray:
+    """``(N, 3)`` targets in model units: each frame's next gripper-switch point, centred on
+    the mean over all frames ("vision"), or its offset from the hand ("actions")."""
+    hand = frames.proprio[:, :3]
+    points = next_switch_points(hand, frames.actions[:, 6], frames.episode_starts, frames.episode_lengths)
+    origin = points.mean(axis=0) if source == "vision" else hand
+    return (points - origin) * np.float32(KEYPOINT_SCALE)
 
 
 def _shared_tokenizer(
