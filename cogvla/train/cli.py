@@ -80,6 +80,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="before the first step, pin the EFA gate to this encoder stream (default: as trained)",
     )
     parser.add_argument(
+        "--reinit",
+        nargs="+",
+        metavar="MODULE",
+        help="modules (e.g. dino vision_projector.dino_proj) freshly initialized before the first step",
+    )
+    parser.add_argument(
+        "--train-only",
+        nargs="+",
+        metavar="MODULE",
+        help="train only these modules' parameters (default: all)",
+    )
+    parser.add_argument(
         "--threads", type=int, help="torch intra-op threads of the training process (overrides the preset)"
     )
     parser.add_argument("--cache", default=None, help="frame-cache folder (default: the cogvla cache)")
@@ -113,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         "keypoint_weight": args.keypoint_weight,
         "keypoint_source": args.keypoint_source,
         "pin_gate": args.pin_gate,
+        "reinit_modules": tuple(args.reinit) if args.reinit else None,
+        "trainable_modules": tuple(args.train_only) if args.train_only else None,
     }
     preset = get_train_preset(args.preset)
     if args.steps is not None and args.warmup_steps is None and preset.warmup_steps >= args.steps:

@@ -60,6 +60,12 @@ class TrainConfig:
     # Pin the EFA gate to one encoder stream ("dino" or "siglip") before the first step of a
     # fresh run (cogvla.efa.AggregationRouter.pin_stream); None = leave the gate as it is.
     pin_gate: Literal["dino", "siglip"] | None = None
+    # Modules (dotted paths, e.g. "dino", "vision_projector.dino_proj") given a fresh
+    # initialization before the first step of a fresh run: a new encoder under trained weights.
+    reinit_modules: tuple[str, ...] = ()
+    # Only these modules' parameters train (dotted paths; empty = every parameter); the rest
+    # keep their values, e.g. to train a new encoder against a fixed policy. Full training only.
+    trainable_modules: tuple[str, ...] = ()
     # Seeds the model init, the data order and the augmentation.
     seed: int = 7
     # Data-loader worker processes per rank (decode + augment off the training step).

@@ -302,11 +302,13 @@ def _set_up(
 
     torch.manual_seed(config.seed)
     model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
-    if config.pin_gate is not None and state is None:
-        if not model.config.efa:
-            raise ValueError("pin_gate: the model has no EFA gate to pin (its config has efa off)")
-        # A resumed run has the pin in its weights already.
-        model.vision_projector.pin_stream(config.pin_gate)
+    if state is None:
+        # A resumed run has these in its weights already.
+        _reinitialize(model, config.reinit_modules, config.seed)
+        if config.pin_gate is not None:
+            if not model.config.efa:
+                raise ValueError("pin_gate: the model has no EFA gate to pin (its config has efa off)")
+            model.vision_projector.pin_stream(config.pin_gate)
     frames = load_demo_frames(data, model.config.image_size, cache_root, progress and info.is_main)
     selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
     if stats is None:
@@ -330,6 +332,10 @@ def _set_up(
         )
 
     lora = _uses_lora(config, init_from)
+    if config.trainable_modules:
+        if lora:
+            raise ValueError("trainable_modules: LoRA decides what trains; use init_mode 'full'")
+        _train_only(model, config.trainable_modules)
     trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if lora else model
     trainable.to(info.device).train()
     if info.device.type != "cuda":
@@ -550,6 +556,36 @@ def _build_model(
     if exported.config != model.config:
         raise ValueError(f"resume: {checkpoint} holds a different model config than this run builds")
     return model, exported.tokenizer, exported.norm_stats
+
+
+def _submodules(model: nn.Module, paths: Sequence[str], field: str) -> list[nn.Module]:
+    """The modules at dotted ``paths``; an unknown path raises naming the field and the path."""
+    modules = dict(model.named_modules())
+    unknown = [path for path in paths if path not in modules or not path]
+    if unknown:
+        top = sorted(name for name in modules if name and "." not in name)
+        raise ValueError(f"{field}: no module {unknown} in the model (top-level modules: {top})")
+    return [modules[path] for path in paths]
+
+
+def _reinitialize(model: CogVLAModel, paths: Sequence[str], seed: int) -> None:
+    """Give the modules at ``paths`` the weights a freshly built model of ``seed`` has there."""
+    if not paths:
+        return
+    _submodules(model, paths, "reinit_modules")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = CogVLAModel(model.config).state_dict()
+    prefixes = tuple(f"{path}." for path in paths)
+    own = model.state_dict()
+    model.load_state_dict({**own, **{k: v for k, v in fresh.items() if k.startswith(prefixes)}})
+
+
+def _train_only(model: nn.Module, paths: Sequence[str]) -> None:
+    """Freeze every parameter outside the modules at ``paths``."""
+    kept = {id(p) for module in _submodules(model, paths, "trainable_modules") for p in module.parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in kept)
 
 
 def _keypoint_head(config: TrainConfig, model_config: CogVLAConfig) -> KeypointHead | None:
