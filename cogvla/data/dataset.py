@@ -8,7 +8,7 @@ and returns the model's batch::
     attention_mask (B, T) int64
     proprio        (B, 8) float32 in [-1, 1]
     actions        (B, chunk, 7) float32, model units (NormStats)
-    keypoint       (B, 3) float32, offset to the next gripper switch (only with ``keypoints``)
+    keypoint       (B, 3) float32, the next gripper-switch target (only with ``keypoints``)
 
 It runs inside data-loader workers, so the batched augmentation and the uint8 -> float
 conversion happen off the training step.
