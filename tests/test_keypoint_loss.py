@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import small_model_config, small_train_config, write_demos
+from test_train import run, small_model_config, small_train_config, write_demos
 
 from cogvla.data.keypoints import KEYPOINT_SCALE, next_switch_points
 from cogvla.train.checkpoint import load_trainer_state
-from cogvla.train.keypoint_loss import KeypointHead
+from cogvla.train.keypoint_loss import KeypointHead, keypoint_targets
 from cogvla.train.run_log import read_log
-from cogvla.train.trainer import _keypoint_targets, train
 
 
 def switching_frames():
@@ -45,8 +44,8 @@ def test_points_are_where_each_episode_next_switches():
 
 def test_targets_are_centred_points_or_offsets_from_the_hand_in_decimetres():
     frames = switching_frames()
-    vision = _keypoint_targets(frames, "vision")[:, 0]
-    actions = _keypoint_targets(frames, "actions")[:, 0]
+    vision = keypoint_targets(frames, "vision")[:, 0]
+    actions = keypoint_targets(frames, "actions")[:, 0]
     points = np.array([2, 2, 4, 4, 5, 5, 8, 8, 8], dtype=np.float32)
     np.testing.assert_allclose(vision, KEYPOINT_SCALE * (points - points.mean()), rtol=1e-6)
     np.testing.assert_allclose(actions, KEYPOINT_SCALE * (points - np.arange(9)), rtol=1e-6)
@@ -59,30 +58,26 @@ def test_points_refuse_mismatched_shapes():
         next_switch_points(np.zeros((4, 3)), np.zeros(5), np.array([0]), np.array([4]))
 
 
-def test_head_reads_a_token_set_out_to_one_point_and_checks_the_target():
-    head = KeypointHead(56, 16)
-    hidden = torch.randn(2, 56, 16)
-    assert head(hidden).shape == (2, 3)
-    assert head.loss(hidden, head(hidden).detach()).item() == pytest.approx(0.0)
+@pytest.mark.parametrize(("source", "read"), [("vision", "vision_tokens"), ("actions", "action_hidden")])
+def test_head_reads_its_source_tokens_out_to_one_point_and_checks_the_target(source, read):
+    config = small_model_config()
+    head = KeypointHead(source, config)
+    tokens = {
+        "vision_tokens": torch.randn(2, config.num_vision_tokens, config.llm.hidden_size),
+        "action_hidden": torch.randn(2, config.num_action_tokens, config.llm.hidden_size),
+    }
+    out = SimpleNamespace(**tokens)
+    assert head(tokens[read]).shape == (2, 3)
+    assert head.loss(out, head(tokens[read]).detach()).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match=r"keypoint: expected shape \(2, 3\)"):
-        head.loss(hidden, torch.zeros(2, 2))
+        head.loss(out, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="keypoint source: expected one of"):
+        KeypointHead("wrist", config)
 
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     return write_demos(tmp_path_factory.mktemp("demos"))
-
-
-def run(config, demos, run_dir, frames, **kwargs):
-    return train(
-        config,
-        [demos],
-        run_dir,
-        model_config=small_model_config(),
-        cache_root=frames,
-        progress=False,
-        **kwargs,
-    )
 
 
 def test_training_with_the_head_learns_it_exports_without_it_and_resumes_exactly(demos, tmp_path):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from test_train import TASKS, small_model_config, small_train_config, write_demos
+from test_train import TASKS, run, small_model_config, small_train_config, weights, write_demos
 
 from cogvla.efa import AggregationRouter
 from cogvla.modeling import CogVLAModel
 from cogvla.tokenizer import PromptTokenizer
 from cogvla.train.run_log import read_log
-from cogvla.train.trainer import train
 
 
 @pytest.mark.parametrize(("stream", "index"), [("dino", 0), ("siglip", 1)])
@@ -33,23 +31,18 @@ def test_pin_stream_refuses_an_unknown_stream():
         AggregationRouter(8, 8, 8).pin_stream("clip")
 
 
-def test_a_run_pinned_to_dino_trains_with_the_dino_stream_only(tmp_path):
-    demos = write_demos(tmp_path / "demos", episodes_per_task=1, length=8)
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    return write_demos(tmp_path_factory.mktemp("demos"), episodes_per_task=1, length=8)
+
+
+def test_a_run_pinned_to_dino_trains_with_the_dino_stream_only(demos, tmp_path):
     config = small_train_config(steps=3, warmup_steps=1, save_every=3, pin_gate="dino")
-    train(
-        config,
-        [demos],
-        tmp_path / "run",
-        model_config=small_model_config(),
-        cache_root=tmp_path / "f",
-        progress=False,
-    )
+    run(config, demos, tmp_path / "run", tmp_path / "f")
     assert all(record["gate_dino"] > 0.999 for record in read_log(tmp_path / "run" / "log.jsonl"))
     dense = small_model_config().replace(efa=False)
     with pytest.raises(ValueError, match="pin_gate: the model has no EFA gate"):
-        train(
-            config, [demos], tmp_path / "other", model_config=dense, cache_root=tmp_path / "f", progress=False
-        )
+        run(config, demos, tmp_path / "other", tmp_path / "f", model_config=dense)
 
 
 @pytest.fixture
@@ -61,8 +54,7 @@ def saved_model(tmp_path):
     return tmp_path / "saved"
 
 
-def test_reinit_and_train_only_give_a_fresh_encoder_and_freeze_the_rest(saved_model, tmp_path):
-    demos = write_demos(tmp_path / "demos", episodes_per_task=1, length=8)
+def test_reinit_and_train_only_give_a_fresh_encoder_and_freeze_the_rest(demos, saved_model, tmp_path):
     config = small_train_config(
         steps=2,
         warmup_steps=1,
@@ -71,9 +63,8 @@ def test_reinit_and_train_only_give_a_fresh_encoder_and_freeze_the_rest(saved_mo
         reinit_modules=("dino",),
         trainable_modules=("siglip",),
     )
-    train(config, [demos], tmp_path / "run", init_from=saved_model, cache_root=tmp_path / "f", progress=False)
-    before = load_file(str(saved_model / "model.safetensors"))
-    after = load_file(str(tmp_path / "run" / "checkpoints" / "step_000002" / "model.safetensors"))
+    run(config, demos, tmp_path / "run", tmp_path / "f", model_config=None, init_from=saved_model)
+    before, after = weights(saved_model), weights(tmp_path / "run" / "checkpoints" / "step_000002")
     torch.manual_seed(config.seed)
     fresh = CogVLAModel(small_model_config()).state_dict()
     dino = [key for key in after if key.startswith("dino.")]
@@ -92,15 +83,7 @@ def test_reinit_and_train_only_give_a_fresh_encoder_and_freeze_the_rest(saved_mo
         ({"trainable_modules": ("llm",), "init_mode": "lora"}, "trainable_modules: LoRA decides"),
     ],
 )
-def test_unknown_modules_and_lora_are_refused_by_field(saved_model, tmp_path, changes, message):
-    demos = write_demos(tmp_path / "demos", episodes_per_task=1, length=8)
+def test_unknown_modules_and_lora_are_refused_by_field(demos, saved_model, tmp_path, changes, message):
     config = small_train_config(steps=1, warmup_steps=0, **{"init_mode": "full", **changes})
     with pytest.raises(ValueError, match=message):
-        train(
-            config,
-            [demos],
-            tmp_path / "run",
-            init_from=saved_model,
-            cache_root=tmp_path / "f",
-            progress=False,
-        )
+        run(config, demos, tmp_path / "run", tmp_path / "f", model_config=None, init_from=saved_model)

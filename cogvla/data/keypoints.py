@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KEYPOINT_SCALE", "next_switch_points"]
+__all__ = ["KEYPOINT_SCALE", "KEYPOINT_SOURCES", "next_switch_points"]
 
 # Metres -> model units: points and offsets on a LIBERO tabletop span about +-0.5 m around
 # their mean, so decimetres keep the target near the unit scale of the normalized actions.
 KEYPOINT_SCALE = 10.0
+
+# What a model reads the target from: its vision tokens (the point) or its action positions
+# (the point's offset from the hand); cogvla.train.keypoint_loss.
+KEYPOINT_SOURCES = ("vision", "actions")
 
 
 def next_switch_points(

@@ -24,6 +24,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the verb's flags."""
+    from cogvla.data.keypoints import KEYPOINT_SOURCES
     from cogvla.train.config import TRAIN_PRESETS
 
     parser.add_argument("--preset", default="tiny", choices=sorted(TRAIN_PRESETS), help="training preset")
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keypoint-source",
-        choices=("vision", "actions"),
+        choices=KEYPOINT_SOURCES,
         help="what the auxiliary head reads: the vision tokens (default) or the action positions",
     )
     parser.add_argument(

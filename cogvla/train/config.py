@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cogvla.data.augment import AugmentConfig
+from cogvla.data.keypoints import KEYPOINT_SOURCES
 from cogvla.data.windows import NOOP_THRESHOLD
 from cogvla.train.precision import CpuAutocast
 
@@ -126,9 +127,9 @@ class TrainConfig:
             )
         if not self.keypoint_weight >= 0:
             raise ValueError(f"TrainConfig.keypoint_weight: expected >= 0, got {self.keypoint_weight}")
-        if self.keypoint_source not in ("vision", "actions"):
+        if self.keypoint_source not in KEYPOINT_SOURCES:
             raise ValueError(
-                f"TrainConfig.keypoint_source: expected 'vision' or 'actions', got {self.keypoint_source!r}"
+                f"TrainConfig.keypoint_source: expected one of {KEYPOINT_SOURCES}, got {self.keypoint_source!r}"
             )
         if self.pin_gate not in (None, "dino", "siglip"):
             raise ValueError(

@@ -33,8 +33,7 @@ from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, get_preset
 from cogvla.data.dataset import DemoDataset, compute_norm_stats, sample_crop_area, select_training_frames
-from cogvla.data.frame_cache import FrameCache, find_demo_files
-from cogvla.data.keypoints import KEYPOINT_SCALE, next_switch_points
+from cogvla.data.frame_cache import find_demo_files
 from cogvla.data.loading import load_demo_frames
 from cogvla.data.sampler import StepSampler
 from cogvla.eval_protocol import protocol_of_demos, write_eval_protocol
@@ -51,8 +50,9 @@ from cogvla.train.distributed import (
     mean_across_ranks,
     shutdown,
 )
-from cogvla.train.keypoint_loss import KeypointHead
+from cogvla.train.keypoint_loss import KeypointHead, keypoint_targets
 from cogvla.train.lora import apply_lora, merged_model
+from cogvla.train.module_selection import reinitialize, train_only
 from cogvla.train.nonfinite import NonFiniteStepGuard
 from cogvla.train.optim import build_optimizer, build_scheduler
 from cogvla.train.precision import step_autocast
@@ -108,25 +108,19 @@ class LossModule(nn.Module):
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        keypoint_head: KeypointHead | None = None,
-        keypoint_weight: float = 0.0,
-        keypoint_source: str = "vision",
+        self, model: nn.Module, keypoint_head: KeypointHead | None = None, keypoint_weight: float = 0.0
     ) -> None:
         super().__init__()
         self.model = model
         self.keypoint_head = keypoint_head
         self.keypoint_weight = keypoint_weight
-        self.keypoint_source = keypoint_source
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         if self.keypoint_head is None:
             return self.model.compute_loss(batch)
         out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
         loss, metrics = CogVLAModel.action_loss(out, batch["actions"])
-        tokens = out.vision_tokens if self.keypoint_source == "vision" else out.action_hidden
-        keypoint = self.keypoint_head.loss(tokens, batch["keypoint"])
+        keypoint = self.keypoint_head.loss(out, batch["keypoint"])
         metrics["keypoint_l1"] = keypoint.item()
         return loss + self.keypoint_weight * keypoint, metrics
 
@@ -304,7 +298,7 @@ def _set_up(
     model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
     if state is None:
         # A resumed run has these in its weights already.
-        _reinitialize(model, config.reinit_modules, config.seed)
+        reinitialize(model, config.reinit_modules, config.seed)
         if config.pin_gate is not None:
             if not model.config.efa:
                 raise ValueError("pin_gate: the model has no EFA gate to pin (its config has efa off)")
@@ -315,7 +309,7 @@ def _set_up(
         stats = compute_norm_stats(frames, selection)
     if tokenizer is None:
         tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
-    keypoint_head = _keypoint_head(config, model.config)
+    keypoint_head = KeypointHead(config.keypoint_source, model.config) if config.keypoint_weight > 0 else None
     dataset = DemoDataset(
         frames,
         selection,
@@ -323,7 +317,7 @@ def _set_up(
         tokenizer.encode_batch,
         config.augment,
         crop_area=sample_crop_area(model.config),
-        keypoints=None if keypoint_head is None else _keypoint_targets(frames, config.keypoint_source),
+        keypoints=None if keypoint_head is None else keypoint_targets(frames, keypoint_head.source),
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
@@ -335,7 +329,7 @@ def _set_up(
     if config.trainable_modules:
         if lora:
             raise ValueError("trainable_modules: LoRA decides what trains; use init_mode 'full'")
-        _train_only(model, config.trainable_modules)
+        train_only(model, config.trainable_modules)
     trainable: nn.Module = apply_lora(model, config.lora_rank, config.lora_alpha) if lora else model
     trainable.to(info.device).train()
     if info.device.type != "cuda":
@@ -384,7 +378,7 @@ def _train_steps(
 ) -> tuple[float | None, float | None, Path | None]:
     """Steps ``start_step..steps-1``; returns the last logged loss and samples/s and the last checkpoint."""
     config, info = run.config, run.info
-    module = LossModule(run.trainable, run.keypoint_head, config.keypoint_weight, config.keypoint_source)
+    module = LossModule(run.trainable, run.keypoint_head, config.keypoint_weight)
     # find_unused_parameters: some weights get no gradient by construction (e.g. DINOv2's mask token).
     wrapped: nn.Module = (
         DistributedDataParallel(module, find_unused_parameters=True) if info.distributed else module
@@ -556,53 +550,6 @@ def _build_model(
     if exported.config != model.config:
         raise ValueError(f"resume: {checkpoint} holds a different model config than this run builds")
     return model, exported.tokenizer, exported.norm_stats
-
-
-def _submodules(model: nn.Module, paths: Sequence[str], field: str) -> list[nn.Module]:
-    """The modules at dotted ``paths``; an unknown path raises naming the field and the path."""
-    modules = dict(model.named_modules())
-    unknown = [path for path in paths if path not in modules or not path]
-    if unknown:
-        top = sorted(name for name in modules if name and "." not in name)
-        raise ValueError(f"{field}: no module {unknown} in the model (top-level modules: {top})")
-    return [modules[path] for path in paths]
-
-
-def _reinitialize(model: CogVLAModel, paths: Sequence[str], seed: int) -> None:
-    """Give the modules at ``paths`` the weights a freshly built model of ``seed`` has there."""
-    if not paths:
-        return
-    _submodules(model, paths, "reinit_modules")
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        fresh = CogVLAModel(model.config).state_dict()
-    prefixes = tuple(f"{path}." for path in paths)
-    own = model.state_dict()
-    model.load_state_dict({**own, **{k: v for k, v in fresh.items() if k.startswith(prefixes)}})
-
-
-def _train_only(model: nn.Module, paths: Sequence[str]) -> None:
-    """Freeze every parameter outside the modules at ``paths``."""
-    kept = {id(p) for module in _submodules(model, paths, "trainable_modules") for p in module.parameters()}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in kept)
-
-
-def _keypoint_head(config: TrainConfig, model_config: CogVLAConfig) -> KeypointHead | None:
-    if config.keypoint_weight == 0:
-        return None
-    source = config.keypoint_source
-    tokens = model_config.num_vision_tokens if source == "vision" else model_config.num_action_tokens
-    return KeypointHead(tokens, model_config.llm.hidden_size)
-
-
-def _keypoint_targets(frames: FrameCache, source: str) -> np.ndarray:
-    """``(N, 3)`` targets in model units: each frame's next gripper-switch point, centred on
-    the mean over all frames ("vision"), or its offset from the hand ("actions")."""
-    hand = frames.proprio[:, :3]
-    points = next_switch_points(hand, frames.actions[:, 6], frames.episode_starts, frames.episode_lengths)
-    origin = points.mean(axis=0) if source == "vision" else hand
-    return (points - origin) * np.float32(KEYPOINT_SCALE)
 
 
 def _shared_tokenizer(
