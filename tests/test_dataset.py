@@ -131,6 +131,25 @@ def test_gripper_is_one_when_open_and_zero_when_closed(demo_cache):
     np.testing.assert_array_equal(gripper_to_model(np.array([-1.0, 1.0])), [1.0, 0.0])
 
 
+def test_proprio_noise_jitters_only_the_hand_position_per_sample_seed(demo_cache):
+    selection = select_training_frames(demo_cache, CHUNK, noop_threshold=1e-4)
+    stats = compute_norm_stats(demo_cache, selection)
+    clean = DemoDataset(demo_cache, selection, stats, encode_prompts, augment=None)
+    sigma = 0.5
+    noisy = DemoDataset(demo_cache, selection, stats, encode_prompts, augment=None, proprio_noise=sigma)
+    # One mid-episode frame (hand at 5 of 0..11, well inside q01/q99) under 400 seeds.
+    index = int(np.flatnonzero(selection.frames == 5)[0])
+    items = [(index, seed) for seed in range(400)]
+    base, jittered = clean[items]["proprio"].numpy(), noisy[items]["proprio"].numpy()
+    np.testing.assert_array_equal(jittered[:, 3:], base[:, 3:])
+    scale = (np.asarray(stats.proprio_q99[:3]) - np.asarray(stats.proprio_q01[:3])) / 2
+    metres = (jittered[:, :3] - base[:, :3]) * scale
+    assert abs(metres.mean()) < 0.1 and abs(metres.std() - sigma) < 0.05
+    assert not np.allclose(metres[:, 0], metres[:, 1]), "each axis draws its own noise"
+    np.testing.assert_array_equal(noisy[items[:3]]["proprio"], jittered[:3])
+    np.testing.assert_array_equal(noisy[[(index, 0)]]["proprio"][0], jittered[0])
+
+
 def test_frame_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, demo_cache):
     files = find_demo_files([tmp_path / "demos"])
     again = load_frame_cache(files, tmp_path / "cache")

@@ -37,6 +37,9 @@ __all__ = [
     "select_training_frames",
 ]
 
+# Second word of the seed sequence of a sample's proprio noise.
+_PROPRIO_NOISE_STREAM = 1
+
 PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -89,6 +92,7 @@ class DemoDataset:
         augment: AugmentConfig | None,
         crop_area: float = CROP_AREA,
         keypoints: np.ndarray | None = None,
+        proprio_noise: float = 0.0,
     ) -> None:
         """
         Args:
@@ -101,6 +105,9 @@ class DemoDataset:
                 centred, which is what serving does.
             keypoints: ``(N, 3)`` per-frame auxiliary targets in model units
                 (``cogvla.data.keypoints``); None = batches without ``keypoint``.
+            proprio_noise: standard deviation, in metres, of Gaussian noise added to each
+                sample's end-effector position before normalization (0 = none); drawn from
+                the sample's seed, so a resumed run sees the same noise.
         """
         self.cache = cache
         self.selection = selection
@@ -115,6 +122,8 @@ class DemoDataset:
                 f"keypoints: expected shape ({cache.num_frames}, 3), got {tuple(keypoints.shape)}"
             )
         self.keypoints = keypoints
+        self.stats = stats
+        self.proprio_noise = proprio_noise
 
     def __len__(self) -> int:
         return len(self.selection.frames)
@@ -139,9 +148,19 @@ class DemoDataset:
             "pixel_values": images,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "proprio": torch.from_numpy(self.proprio[frames]),
+            "proprio": torch.from_numpy(self._proprio(frames, [seed for _, seed in items])),
             "actions": torch.from_numpy(self.actions[self.selection.chunks[indices]]),
         }
         if self.keypoints is not None:
             batch["keypoint"] = torch.from_numpy(self.keypoints[frames])
         return batch
+
+    def _proprio(self, frames: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+        """``(B, 8)`` normalized proprio, its hand positions jittered by ``proprio_noise`` metres."""
+        if self.proprio_noise == 0:
+            return self.proprio[frames]
+        raw = self.cache.proprio[frames].astype(np.float64)
+        # A stream of its own per sample: the image augmentation draws from the bare seed.
+        noise = [np.random.default_rng([seed, _PROPRIO_NOISE_STREAM]).normal(size=3) for seed in seeds]
+        raw[:, :3] += self.proprio_noise * np.asarray(noise)
+        return self.stats.normalize_proprio(raw)

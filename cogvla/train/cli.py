@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the auxiliary head reads: the vision tokens (default) or the action positions",
     )
     parser.add_argument(
+        "--proprio-noise",
+        type=float,
+        metavar="METRES",
+        help="std of Gaussian noise on the hand position of the training proprio (0 = off, the default)",
+    )
+    parser.add_argument(
         "--pin-gate",
         choices=("dino", "siglip"),
         help="before the first step, pin the EFA gate to this encoder stream (default: as trained)",
@@ -125,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         "init_mode": args.init_mode,
         "keypoint_weight": args.keypoint_weight,
         "keypoint_source": args.keypoint_source,
+        "proprio_noise": args.proprio_noise,
         "pin_gate": args.pin_gate,
         "reinit_modules": tuple(args.reinit) if args.reinit else None,
         "trainable_modules": tuple(args.train_only) if args.train_only else None,

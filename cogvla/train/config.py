@@ -58,6 +58,10 @@ class TrainConfig:
     # What the auxiliary head reads: "vision" tokens (the point) or the "actions" positions'
     # hidden states (its offset from the hand).
     keypoint_source: Literal["vision", "actions"] = "vision"
+    # Standard deviation (metres) of Gaussian noise on the end-effector position of each training
+    # sample's proprio; 0 = off. Along a demo the hand's path gives away where the target is, so
+    # a policy can follow its own proprio instead of looking; noise of a few cm takes that away.
+    proprio_noise: float = 0.0
     # Pin the EFA gate to one encoder stream ("dino" or "siglip") before the first step of a
     # fresh run (cogvla.efa.AggregationRouter.pin_stream); None = leave the gate as it is.
     pin_gate: Literal["dino", "siglip"] | None = None
@@ -131,6 +135,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.keypoint_source: expected one of {KEYPOINT_SOURCES}, got {self.keypoint_source!r}"
             )
+        if not self.proprio_noise >= 0:
+            raise ValueError(f"TrainConfig.proprio_noise: expected >= 0 (metres), got {self.proprio_noise}")
         if self.pin_gate not in (None, "dino", "siglip"):
             raise ValueError(
                 f"TrainConfig.pin_gate: expected None, 'dino' or 'siglip', got {self.pin_gate!r}"

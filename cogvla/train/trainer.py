@@ -318,6 +318,7 @@ def _set_up(
         config.augment,
         crop_area=sample_crop_area(model.config),
         keypoints=None if keypoint_head is None else keypoint_targets(frames, keypoint_head.source),
+        proprio_noise=config.proprio_noise,
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
