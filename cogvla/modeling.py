@@ -221,18 +221,24 @@ class CogVLAModel(nn.Module):
         """Mean L1 between predicted and target chunks, plus float metrics for logging.
 
         ``batch`` holds the ``forward`` inputs by name and ``actions (B, chunk, action_dim)``
-        in normalized model units.
+        in normalized model units, and optionally ``weight (B,)``, each sample's share of the loss.
         """
         required = ("pixel_values", "input_ids", "attention_mask", "proprio", "actions")
         missing = [key for key in required if key not in batch]
         if missing:
             raise InputShapeError(f"batch: expected keys {list(required)}, missing {missing}")
         out = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
-        return self.action_loss(out, batch["actions"])
+        return self.action_loss(out, batch["actions"], batch.get("weight"))
 
     @staticmethod
-    def action_loss(out: CogVLAOutput, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean L1 of ``out``'s chunk against ``target (B, chunk, action_dim)``, plus metrics."""
+    def action_loss(
+        out: CogVLAOutput, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """L1 of ``out``'s chunk against ``target (B, chunk, action_dim)``, plus metrics.
+
+        With ``weight (B,)`` the loss is the weighted mean over samples; the logged ``l1``
+        stays the plain mean, so runs with and without weights compare.
+        """
         if tuple(target.shape) != tuple(out.actions.shape):
             raise InputShapeError(
                 f"actions: expected shape {tuple(out.actions.shape)} (B, chunk, action_dim), "
@@ -240,8 +246,15 @@ class CogVLAModel(nn.Module):
             )
         error = (out.actions - target.to(out.actions.dtype)).abs()
         loss = error.mean()
+        if weight is not None:
+            if tuple(weight.shape) != (len(error),):
+                raise InputShapeError(
+                    f"weight: expected shape ({len(error)},) (B,), got {tuple(weight.shape)}"
+                )
+            weight = weight.to(error.dtype)
+            loss = (error.mean(dim=(1, 2)) * weight).sum() / weight.sum()
         metrics = {
-            "l1": loss.item(),
+            "l1": error.mean().item(),
             "l1_first_step": error[:, 0].mean().item(),
             "vision_tokens_per_layer": sum(out.kept_per_layer) / len(out.kept_per_layer),
         }

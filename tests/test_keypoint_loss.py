@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import run, small_model_config, small_train_config, write_demos
+from test_train import run, small_model_config, small_train_config
 
 from cogvla.data.keypoints import KEYPOINT_SCALE, next_switch_points
 from cogvla.train.checkpoint import load_trainer_state
@@ -73,11 +73,6 @@ def test_head_reads_its_source_tokens_out_to_one_point_and_checks_the_target(sou
         head.loss(out, torch.zeros(2, 2))
     with pytest.raises(ValueError, match="keypoint source: expected one of"):
         KeypointHead("wrist", config)
-
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory):
-    return write_demos(tmp_path_factory.mktemp("demos"))
 
 
 def test_training_with_the_head_learns_it_exports_without_it_and_resumes_exactly(demos, tmp_path):

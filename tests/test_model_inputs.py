@@ -96,6 +96,19 @@ def test_compute_loss_is_l1(model):
     assert all(isinstance(value, float) for value in metrics.values())
 
 
+def test_weighted_loss_is_the_weighted_mean_of_sample_l1s(model):
+    batch = fake_batch(model.config)
+    with torch.no_grad():
+        plain, plain_metrics = model.compute_loss(batch)
+        loss, metrics = model.compute_loss(dict(batch, weight=torch.tensor([3.0, 1.0])))
+        per_sample = (model(**{key: batch[key] for key in FORWARD_KEYS}).actions - batch["actions"]).abs()
+    per_sample = per_sample.mean(dim=(1, 2))
+    torch.testing.assert_close(loss, (3 * per_sample[0] + per_sample[1]) / 4)
+    assert metrics["l1"] == pytest.approx(plain_metrics["l1"]) == pytest.approx(plain.item())
+    with pytest.raises(InputShapeError, match=r"weight: expected shape \(2,\) \(B,\), got \(3,\)"):
+        model.compute_loss(dict(batch, weight=torch.ones(3)))
+
+
 def test_padding_does_not_change_a_samples_actions(model):
     batch = fake_batch(model.config, batch_size=1, prompt_tokens=8)
     padded = {

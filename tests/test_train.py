@@ -116,11 +116,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def demos(tmp_path_factory):
-    return write_demos(tmp_path_factory.mktemp("demos"))
-
-
-@pytest.fixture(scope="module")
 def frame_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("frames")
 

@@ -9,6 +9,7 @@ and returns the model's batch::
     proprio        (B, 8) float32 in [-1, 1]
     actions        (B, chunk, 7) float32, model units (NormStats)
     keypoint       (B, 3) float32, the next gripper-switch target (only with ``keypoints``)
+    weight         (B,) float32, each sample's share of the action loss (only with ``weights``)
 
 It runs inside data-loader workers, so the batched augmentation and the uint8 -> float
 conversion happen off the training step.
@@ -93,6 +94,7 @@ class DemoDataset:
         crop_area: float = CROP_AREA,
         keypoints: np.ndarray | None = None,
         proprio_noise: float = 0.0,
+        weights: np.ndarray | None = None,
     ) -> None:
         """
         Args:
@@ -108,6 +110,8 @@ class DemoDataset:
             proprio_noise: standard deviation, in metres, of Gaussian noise added to each
                 sample's end-effector position before normalization (0 = none); drawn from
                 the sample's seed, so a resumed run sees the same noise.
+            weights: ``(N,)`` per-frame loss weights (``cogvla.data.phase_weights``); None =
+                batches without ``weight`` (every sample alike).
         """
         self.cache = cache
         self.selection = selection
@@ -122,6 +126,9 @@ class DemoDataset:
                 f"keypoints: expected shape ({cache.num_frames}, 3), got {tuple(keypoints.shape)}"
             )
         self.keypoints = keypoints
+        if weights is not None and weights.shape != (cache.num_frames,):
+            raise ValueError(f"weights: expected shape ({cache.num_frames},), got {tuple(weights.shape)}")
+        self.weights = weights
         self.stats = stats
         self.proprio_noise = proprio_noise
 
@@ -153,6 +160,8 @@ class DemoDataset:
         }
         if self.keypoints is not None:
             batch["keypoint"] = torch.from_numpy(self.keypoints[frames])
+        if self.weights is not None:
+            batch["weight"] = torch.from_numpy(self.weights[frames])
         return batch
 
     def _proprio(self, frames: np.ndarray, seeds: Sequence[int]) -> np.ndarray:

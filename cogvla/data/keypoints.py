@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KEYPOINT_SCALE", "KEYPOINT_SOURCES", "next_switch_points"]
+__all__ = ["KEYPOINT_SCALE", "KEYPOINT_SOURCES", "gripper_switches", "next_switch_points"]
 
 # Metres -> model units: points and offsets on a LIBERO tabletop span about +-0.5 m around
 # their mean, so decimetres keep the target near the unit scale of the normalized actions.
@@ -24,6 +24,11 @@ KEYPOINT_SCALE = 10.0
 # What a model reads the target from: its vision tokens (the point) or its action positions
 # (the point's offset from the hand); cogvla.train.keypoint_loss.
 KEYPOINT_SOURCES = ("vision", "actions")
+
+
+def gripper_switches(closed: np.ndarray) -> np.ndarray:
+    """Frames of one episode whose gripper command differs from the frame before."""
+    return np.flatnonzero(closed[1:] != closed[:-1]) + 1
 
 
 def next_switch_points(
@@ -47,7 +52,7 @@ def next_switch_points(
     for start, length in zip(starts, lengths, strict=True):
         episode = slice(int(start), int(start) + int(length))
         steps = np.arange(int(length))
-        switches = np.flatnonzero(closed[episode][1:] != closed[episode][:-1]) + 1
+        switches = gripper_switches(closed[episode])
         # The first switch strictly after each frame; the last frame when none is left.
         nxt = np.searchsorted(switches, steps, side="right")
         target = np.append(switches, int(length) - 1)[nxt]

@@ -82,6 +82,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="std of Gaussian noise on the hand position of the training proprio (0 = off, the default)",
     )
     parser.add_argument(
+        "--phase-start-weight",
+        type=float,
+        metavar="W",
+        help="loss weight of the first steps after each episode start and gripper switch (1 = off, the default)",
+    )
+    parser.add_argument(
+        "--phase-start-steps",
+        type=int,
+        metavar="K",
+        help="how many steps of each phase start --phase-start-weight covers (default: 16)",
+    )
+    parser.add_argument(
         "--pin-gate",
         choices=("dino", "siglip"),
         help="before the first step, pin the EFA gate to this encoder stream (default: as trained)",
@@ -132,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         "keypoint_weight": args.keypoint_weight,
         "keypoint_source": args.keypoint_source,
         "proprio_noise": args.proprio_noise,
+        "phase_start_weight": args.phase_start_weight,
+        "phase_start_steps": args.phase_start_steps,
         "pin_gate": args.pin_gate,
         "reinit_modules": tuple(args.reinit) if args.reinit else None,
         "trainable_modules": tuple(args.train_only) if args.train_only else None,

@@ -62,6 +62,10 @@ class TrainConfig:
     # sample's proprio; 0 = off. Along a demo the hand's path gives away where the target is, so
     # a policy can follow its own proprio instead of looking; noise of a few cm takes that away.
     proprio_noise: float = 0.0
+    # Loss weight of the first phase_start_steps frames after each episode start and gripper
+    # switch (cogvla.data.phase_weights), where only the cameras tell where to go; 1 = off.
+    phase_start_weight: float = 1.0
+    phase_start_steps: int = 16
     # Pin the EFA gate to one encoder stream ("dino" or "siglip") before the first step of a
     # fresh run (cogvla.efa.AggregationRouter.pin_stream); None = leave the gate as it is.
     pin_gate: Literal["dino", "siglip"] | None = None
@@ -103,6 +107,7 @@ class TrainConfig:
             "log_every",
             "lora_rank",
             "max_nonfinite_steps",
+            "phase_start_steps",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -137,6 +142,8 @@ class TrainConfig:
             )
         if not self.proprio_noise >= 0:
             raise ValueError(f"TrainConfig.proprio_noise: expected >= 0 (metres), got {self.proprio_noise}")
+        if not self.phase_start_weight > 0:
+            raise ValueError(f"TrainConfig.phase_start_weight: expected > 0, got {self.phase_start_weight}")
         if self.pin_gate not in (None, "dino", "siglip"):
             raise ValueError(
                 f"TrainConfig.pin_gate: expected None, 'dino' or 'siglip', got {self.pin_gate!r}"

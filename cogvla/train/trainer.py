@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from cogvla.config import CogVLAConfig, get_preset
 from cogvla.data.dataset import DemoDataset, compute_norm_stats, sample_crop_area, select_training_frames
-from cogvla.data.frame_cache import find_demo_files
+from cogvla.data.frame_cache import FrameCache, find_demo_files
 from cogvla.data.loading import load_demo_frames
+from cogvla.data.phase_weights import phase_start_weights
 from cogvla.data.sampler import StepSampler
 from cogvla.eval_protocol import protocol_of_demos, write_eval_protocol
 from cogvla.modeling import CogVLAModel
@@ -119,7 +120,7 @@ class LossModule(nn.Module):
         if self.keypoint_head is None:
             return self.model.compute_loss(batch)
         out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
-        loss, metrics = CogVLAModel.action_loss(out, batch["actions"])
+        loss, metrics = CogVLAModel.action_loss(out, batch["actions"], batch.get("weight"))
         keypoint = self.keypoint_head.loss(out, batch["keypoint"])
         metrics["keypoint_l1"] = keypoint.item()
         return loss + self.keypoint_weight * keypoint, metrics
@@ -319,6 +320,7 @@ def _set_up(
         crop_area=sample_crop_area(model.config),
         keypoints=None if keypoint_head is None else keypoint_targets(frames, keypoint_head.source),
         proprio_noise=config.proprio_noise,
+        weights=_phase_weights(frames, config),
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
         raise ValueError(
@@ -435,7 +437,7 @@ def _train_steps(
                     "grad_norm": float(grad_norm),
                     "skipped_steps": run.skipped_steps,
                 }
-                record.update({key: value for key, value in metrics.items() if key != "l1"})
+                record.update(metrics)
                 log.write(record)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{step_lr:.2e}", sps=f"{last_rate:.1f}")
             window_loss.zero_()
@@ -457,6 +459,19 @@ def _train_steps(
                 window_start = time.perf_counter()
     bar.close()
     return last_loss, last_rate, last_checkpoint
+
+
+def _phase_weights(frames: FrameCache, config: TrainConfig) -> np.ndarray | None:
+    """Per-frame loss weights of the config's phase starts; None when they are off."""
+    if config.phase_start_weight == 1:
+        return None
+    return phase_start_weights(
+        frames.actions[:, 6],
+        frames.episode_starts,
+        frames.episode_lengths,
+        config.phase_start_steps,
+        config.phase_start_weight,
+    )
 
 
 def _uses_lora(config: TrainConfig, init_from: str | Path | None) -> bool:
