@@ -12,7 +12,6 @@ import pytest
 import torch
 from test_train import (
     TASKS,
-    demos,
     frame_cache,
     one_thread,
     run,
@@ -32,7 +31,7 @@ from cogvla.train.checkpoint import (
 from cogvla.train.nonfinite import NonFiniteTrainingError
 from cogvla.train.trainer import LossModule
 
-__all__ = ["demos", "frame_cache", "one_thread"]  # fixtures shared with test_train
+__all__ = ["frame_cache", "one_thread"]  # fixtures shared with test_train
 
 
 def _finite(tensors) -> bool:
