@@ -107,6 +107,19 @@ class NormStats:
         """Raw proprio ``(..., P)`` -> [-1, 1]."""
         return _to_unit(proprio, self.proprio_q01, self.proprio_q99).astype(np.float32)
 
+    def proprio_map_from(self, other: NormStats) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, c)``, each ``(P,)``: ``a * u + c`` turns a proprio ``u`` normalized by ``other``
+        into the same proprio normalized by these stats (exact inside both ranges, unclipped)."""
+        lo, hi = np.asarray(self.proprio_q01), np.asarray(self.proprio_q99)
+        other_lo, other_hi = np.asarray(other.proprio_q01), np.asarray(other.proprio_q99)
+        if lo.shape != other_lo.shape:
+            raise ValueError(
+                f"proprio stats: expected {len(lo)} dims in both, got {len(lo)} and {len(other_lo)}"
+            )
+        span = hi - lo + _EPS
+        scale = (other_hi - other_lo + _EPS) / span
+        return scale, scale + 2.0 * (other_lo - lo) / span - 1.0
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
 

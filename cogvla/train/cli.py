@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --init-mode full: compute normalization stats from --data instead of keeping the checkpoint's",
     )
+    parser.add_argument(
+        "--refit-proprio-stats",
+        action="store_true",
+        help="with --init-mode full: proprio quantiles from --data, the projector rescaled to match; actions keep the checkpoint's",
+    )
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
     parser.add_argument(
         "--keypoint-weight",
@@ -160,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, augment=None)
     if args.new_stats:
         config = dataclasses.replace(config, keep_stats=False)
+    if args.refit_proprio_stats:
+        config = dataclasses.replace(config, refit_proprio_stats=True)
     result = train(
         config,
         args.data,

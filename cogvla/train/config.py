@@ -94,6 +94,10 @@ class TrainConfig:
     # them from the data (new scenes whose states fall outside the checkpoint's quantiles, which
     # would otherwise be clipped to the range's edge).
     keep_stats: bool = True
+    # "full" mode with kept stats: take the proprio quantiles from the data instead and rescale
+    # the proprio projector's first layer so the model computes the same (cogvla.train.proprio_refit);
+    # the action stats stay. For a suite that uses a small part of the checkpoint's proprio range.
+    refit_proprio_stats: bool = False
     # LoRA on the backbone linears when fine-tuning from --init-from (CogVLA: r=32, alpha=16, dropout 0).
     lora_rank: int = 32
     lora_alpha: int = 16

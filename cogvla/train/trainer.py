@@ -57,6 +57,7 @@ from cogvla.train.module_selection import reinitialize, train_only
 from cogvla.train.nonfinite import NonFiniteStepGuard
 from cogvla.train.optim import build_optimizer, build_scheduler
 from cogvla.train.precision import step_autocast
+from cogvla.train.proprio_refit import refit_proprio_stats
 from cogvla.train.run_log import RunLog, plot_loss_curve
 from cogvla.train.threads import intra_op_threads
 
@@ -295,6 +296,12 @@ def _set_up(
         _check_same_run(state, config, init_from, info)
         init_from = state["init_from"]
 
+    if config.refit_proprio_stats and (
+        init_from is None or _uses_lora(config, init_from) or not config.keep_stats
+    ):
+        raise ValueError(
+            "refit_proprio_stats: needs init_from with init_mode 'full' and the checkpoint's stats kept"
+        )
     torch.manual_seed(config.seed)
     model, tokenizer, stats = _build_model(config, init_from, model_config, checkpoint)
     if state is None:
@@ -308,6 +315,8 @@ def _set_up(
     selection = select_training_frames(frames, model.config.chunk_size, config.noop_threshold)
     if stats is None:
         stats = compute_norm_stats(frames, selection)
+    elif state is None and config.refit_proprio_stats:
+        stats = refit_proprio_stats(model.proprio_projector.fc1, stats, compute_norm_stats(frames, selection))
     if tokenizer is None:
         tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
     keypoint_head = KeypointHead(config.keypoint_source, model.config) if config.keypoint_weight > 0 else None
