@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from test_train import TASKS, run, small_model_config, small_train_config, weights
+from test_train import TASKS, run, small_model_config, small_norm_stats, small_train_config, weights
 
 from cogvla.action_head import ProprioProjector
 from cogvla.modeling import CogVLAModel
-from cogvla.normalize import NormStats
 from cogvla.tokenizer import PromptTokenizer
 from cogvla.train.proprio_refit import refit_proprio_stats
 from cogvla.train.trainer import train
 
 
 def stats_with(proprio_q01, proprio_q99):
-    return NormStats(
-        action_q01=(-2.0,) * 7,
-        action_q99=(2.0,) * 7,
-        action_mask=(True,) * 6 + (False,),
-        proprio_q01=tuple(proprio_q01),
-        proprio_q99=tuple(proprio_q99),
+    """``test_train``'s small stats with this proprio range."""
+    return dataclasses.replace(
+        small_norm_stats(), proprio_q01=tuple(proprio_q01), proprio_q99=tuple(proprio_q99)
     )
 
 
