@@ -38,7 +38,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -67,9 +67,11 @@ from envs.oracle_regions import Placement, fitting_turn, region_placement
 __all__ = [
     "Decision",
     "OracleConfig",
+    "OracleConfigError",
     "OracleTaskError",
     "PrivilegedObservationError",
     "ScriptedOracle",
+    "override_config",
 ]
 
 _REQUIRED_KEYS = (
@@ -145,6 +147,27 @@ _TURN_RADIUS = 0.66
 _COME_IN_MARGIN = 0.02
 # A hand pointing less than 20 degrees off the horizontal is level (as a pull leaves it).
 _LEVEL_SIN = float(np.sin(np.radians(20.0)))
+
+
+class OracleConfigError(ValueError):
+    """An oracle config override that names no scalar field of ``OracleConfig`` or gives a bad value."""
+
+
+def override_config(overrides: Mapping[str, float], base: OracleConfig | None = None) -> OracleConfig:
+    """``base`` (default ``OracleConfig()``) with top-level scalar fields replaced.
+
+    E.g. ``{"hover_height": 0.12}`` starts every straight descent onto a grasp 12 cm above it
+    instead of 8: demos made at several hover heights close after descents of different
+    lengths, so a policy that imitates them must read the hand's height to know when to close.
+    """
+    base = base or OracleConfig()
+    names = [f.name for f in fields(OracleConfig) if isinstance(getattr(base, f.name), float)]
+    for key, value in overrides.items():
+        if key not in names:
+            raise OracleConfigError(f"{key}: expected an oracle field among {names}")
+        if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise OracleConfigError(f"{key}: expected a finite value >= 0, got {value!r}")
+    return replace(base, **{key: float(value) for key, value in overrides.items()})
 
 
 def _within(point: np.ndarray, box: np.ndarray, margin: float) -> bool:

@@ -4,7 +4,9 @@ Specs:
     ``oracle``              the scripted oracle (reads ``obs["privileged"]``)
     ``oracle:C.F=V,...``    the oracle with grasp-spec field F of object category C set to V
                             metres (``envs.oracle_grasp.override_grasps``), e.g.
-                            ``oracle:akita_black_bowl.height=0.025``
+                            ``oracle:akita_black_bowl.height=0.025``; an undotted
+                            ``F=V`` sets the oracle's own field F
+                            (``envs.oracle.override_config``), e.g. ``oracle:hover_height=0.12``
     ``tcp://HOST:PORT``     a policy server over the project's ZeroMQ protocol
     ``CHECKPOINT_DIR``      a CogVLA checkpoint folder (has ``config.json``)
 """
@@ -21,6 +23,7 @@ __all__ = [
     "check_policy_spec",
     "is_oracle",
     "load_policy",
+    "oracle_config_overrides",
     "oracle_grasp_overrides",
 ]
 
@@ -45,6 +48,15 @@ def is_oracle(spec: str) -> bool:
 
 def oracle_grasp_overrides(spec: str) -> dict[str, float]:
     """The ``category.field -> metres`` overrides of an oracle spec (empty for plain ``oracle``)."""
+    return {key: value for key, value in _oracle_overrides(spec).items() if "." in key}
+
+
+def oracle_config_overrides(spec: str) -> dict[str, float]:
+    """The ``field -> value`` overrides of the oracle's own config in an oracle spec."""
+    return {key: value for key, value in _oracle_overrides(spec).items() if "." not in key}
+
+
+def _oracle_overrides(spec: str) -> dict[str, float]:
     _, _, text = spec.partition(":")
     overrides: dict[str, float] = {}
     for item in filter(None, text.split(",")):
@@ -57,12 +69,15 @@ def oracle_grasp_overrides(spec: str) -> dict[str, float]:
 
 
 def _oracle(spec: str) -> Policy:
-    from envs.oracle import ScriptedOracle
+    from envs.oracle import OracleConfigError, ScriptedOracle, override_config
     from envs.oracle_grasp import GraspOverrideError, override_grasps
 
     try:
-        return ScriptedOracle(grasps=override_grasps(oracle_grasp_overrides(spec)))
-    except GraspOverrideError as exc:
+        return ScriptedOracle(
+            override_config(oracle_config_overrides(spec)),
+            grasps=override_grasps(oracle_grasp_overrides(spec)),
+        )
+    except (GraspOverrideError, OracleConfigError) as exc:
         raise PolicySpecError(f"policy: {exc}") from None
 
 

@@ -1,4 +1,4 @@
-"""Grasp-spec overrides of the scripted oracle: through ``override_grasps`` and oracle policy specs."""
+"""Overrides of the scripted oracle: grasp specs and its own config, directly and through policy specs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 from test_oracle import TABLE_Z, _rim_grasp_scene, _scene
 
-from envs.oracle import ScriptedOracle
+from envs.oracle import OracleConfig, OracleConfigError, ScriptedOracle, override_config
 from envs.oracle_grasp import GRASP_SPECS, GraspConfig, GraspOverrideError, override_grasps, plan_grasp
-from eval.policies import PolicySpecError, check_policy_spec, is_oracle, load_policy, oracle_grasp_overrides
+from eval.policies import (
+    PolicySpecError,
+    check_policy_spec,
+    is_oracle,
+    load_policy,
+    oracle_config_overrides,
+    oracle_grasp_overrides,
+)
 
 BOWL = "akita_black_bowl"
 
@@ -56,9 +63,40 @@ def test_an_oracle_spec_with_overrides_builds_an_oracle_that_closes_at_the_deepe
     assert ScriptedOracle().decide(deep_grasp_scene).phase != "close"
 
 
+def test_a_higher_hover_moves_the_approach_target_up_by_the_difference():
+    bowl = [0.0, 0.2, TABLE_Z]
+    far_hand = _scene(bowl, [-0.2, 0.0, 1.3])
+    grasp = plan_grasp(far_hand, "akita_black_bowl_1", GRASP_SPECS, GraspConfig())
+    low, high = (ScriptedOracle(override_config({"hover_height": h})).decide(far_hand) for h in (0.05, 0.13))
+    assert low.phase == high.phase == "approach"
+    assert low.target[2] == pytest.approx(grasp.point[2] + 0.05)
+    assert high.target[2] == pytest.approx(grasp.point[2] + 0.13)
+    np.testing.assert_allclose(high.target[:2], low.target[:2])
+
+
+def test_an_oracle_spec_mixes_config_and_grasp_overrides():
+    spec = f"oracle:hover_height=0.12,{BOWL}.height=0.02"
+    assert oracle_config_overrides(spec) == {"hover_height": 0.12}
+    assert oracle_grasp_overrides(spec) == {f"{BOWL}.height": 0.02}
+    oracle = load_policy(spec)
+    assert oracle.config == OracleConfig(hover_height=0.12) and oracle.grasps[BOWL].height == 0.02
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [("hover", 0.1, "hover_height"), ("grasp", 0.1, "hover_height"), ("hover_height", -0.1, ">= 0")],
+)
+def test_bad_config_overrides_name_the_key_and_what_was_expected(key, value, named):
+    with pytest.raises(OracleConfigError, match=key) as error:
+        override_config({key: value})
+    assert named in str(error.value)
+
+
 @pytest.mark.parametrize(
     "spec",
     [
+        "oracle:hover=0.1",
+        "oracle:hover_height=high",
         f"oracle:{BOWL}.height",
         f"oracle:{BOWL}.height=deep",
         "oracle:bowl.height=0.02",

@@ -66,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--oracle",
         default="oracle",
-        help="the demonstrator: 'oracle', or 'oracle:CATEGORY.FIELD=METRES,...' to change how it "
-        "grasps a category (e.g. oracle:akita_black_bowl.height=0.025 pinches bowls deeper)",
+        help="the demonstrator: 'oracle', or 'oracle:KEY=VALUE,...' where CATEGORY.FIELD keys change "
+        "how it grasps a category (oracle:akita_black_bowl.height=0.025 pinches bowls deeper) and "
+        "plain FIELD keys its own config (oracle:hover_height=0.12 descends from 12 cm)",
     )
     parser.add_argument(
         "--rollin",
@@ -130,9 +131,7 @@ def _oracle_spec(spec: str) -> str:
     from eval.policies import PolicySpecError, check_policy_spec, is_oracle
 
     if not is_oracle(spec):
-        raise PolicySpecError(
-            f"oracle: expected 'oracle' or 'oracle:CATEGORY.FIELD=METRES,...', got {spec!r}"
-        )
+        raise PolicySpecError(f"oracle: expected 'oracle' or 'oracle:KEY=VALUE,...', got {spec!r}")
     return check_policy_spec(spec)
 
 
