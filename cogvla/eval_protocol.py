@@ -63,6 +63,7 @@ def protocol_of_demos(files: Iterable[str | Path]) -> dict[str, Any] | None:
     from envs.suites import SUITES, get_task, num_tasks
 
     found = set()
+    renders: dict[tuple[Any, ...], Path] = {}
     for path in files:
         protocol = _file_protocol(Path(path))
         if protocol is None or protocol[0] not in SUITES:
@@ -71,7 +72,15 @@ def protocol_of_demos(files: Iterable[str | Path]) -> dict[str, Any] | None:
             )
             return None
         found.add(protocol)
-    if not found or len({tuple(render) for _, _, *render in found}) > 1:
+        renders.setdefault(tuple(protocol[2:]), Path(path))
+    if len(renders) > 1:
+        logger.warning(
+            "demos rendered differently (image_size, fast_render, mesh_faces): %s; checkpoints get no %s",
+            "; ".join(f"{render} in {path}" for render, path in renders.items()),
+            EVAL_PROTOCOL_FILE,
+        )
+        return None
+    if not found:
         return None
     suites = sorted({suite for suite, *_ in found})
     task_ids = {suite: {get_task(suite, i).name: i for i in range(num_tasks(suite))} for suite in suites}

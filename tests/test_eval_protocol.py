@@ -110,13 +110,18 @@ def test_demos_that_disagree_give_no_protocol(tmp_path):
     assert protocol_of_demos(files) is None
 
 
-def test_the_mesh_face_cap_travels_with_the_demos_and_mixed_caps_give_no_protocol(tmp_path):
+def test_the_mesh_face_cap_travels_with_the_demos_and_mixed_caps_give_no_protocol(tmp_path, caplog):
     _write_generated_demos(tmp_path / "a", mesh_faces=10_000)
     _write_generated_demos(tmp_path / "b", mesh_faces=0)
     capped, full = sorted((tmp_path / "a").glob("*.hdf5")), sorted((tmp_path / "b").glob("*.hdf5"))
     assert protocol_of_demos(capped)["mesh_faces"] == 10_000
     assert protocol_of_demos(full)["mesh_faces"] == 0
+    assert "rendered differently" not in caplog.text
     assert protocol_of_demos(capped + full) is None
+    # The warning names both renders and a file of each, so the odd set out can be found.
+    assert "rendered differently" in caplog.text
+    assert f"({SIZE}, True, 10000) in {capped[0]}" in caplog.text
+    assert f"({SIZE}, True, 0) in {full[0]}" in caplog.text
 
 
 @pytest.mark.parametrize("bddl", ["", "libero/libero/bddl_files/not_a_suite/task.bddl"])
