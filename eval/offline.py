@@ -6,7 +6,8 @@ the demo's chunk in the model's normalized units, which is the training loss wit
 augmentation. Cheap next to a simulator run, it tells under-fitting of one task apart
 from closed-loop failure, and scores a checkpoint on demos it never saw. It also measures
 what the model reads: how far the predicted chunks move when the camera images, or the
-proprio, of each sample are swapped with another sample's.
+proprio, of each sample are swapped with another sample's; and when its chunks switch the
+gripper against when the demo's do (``eval.gripper_timing``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cogvla.data.loading import load_demo_frames
 from cogvla.data.windows import NOOP_THRESHOLD
 from cogvla.modeling import CogVLAModel
 from cogvla.normalize import gripper_to_robot
+from eval.gripper_timing import switch_row_errors
 
 __all__ = ["offline_errors"]
 
@@ -54,6 +56,8 @@ def offline_errors(
     and how far the predicted chunks move (mean L1) when every sample of a batch takes the
     images, or the proprio, of its neighbour (another frame of the same task): a policy that
     steers by its cameras moves about as much as its error or more, a blind one barely at all.
+    Over the samples whose demo chunk opens or closes the gripper, it also reports how many
+    rows later (negative: earlier) the predicted chunk does.
     """
     if per_task < 1 or batch < 1:
         raise ValueError(f"per_task and batch: expected >= 1, got {per_task} and {batch}")
@@ -77,7 +81,7 @@ def offline_errors(
     for task in sorted(set(languages)):
         members = np.flatnonzero(languages == task)
         picked = members[np.linspace(0, len(members) - 1, min(per_task, len(members))).round().astype(int)]
-        errors, wrong_commands = [], 0
+        errors, wrong_commands, switch_errors = [], 0, []
         changes: dict[str, list[torch.Tensor]] = {name: [] for name in _SWAPPED.values()}
         for start in range(0, len(picked), batch):
             items = dataset[[(int(index), 0) for index in picked[start : start + batch]]]
@@ -87,10 +91,11 @@ def offline_errors(
                 for key, name in _SWAPPED.items():
                     swapped = _predict(model, {**items, key: items[key].roll(1, dims=0)})
                     changes[name].append((swapped - predicted).abs().mean(dim=(1, 2)))
-            # Compared as the robot would act on them: the binarized open/close command.
-            commanded = gripper_to_robot(predicted[:, 0, gripper].numpy())
-            demonstrated = gripper_to_robot(items["actions"][:, 0, gripper].numpy())
-            wrong_commands += int((commanded != demonstrated).sum())
+            # Compared as the robot would act on them: the binarized open/close commands.
+            commanded = gripper_to_robot(predicted[:, :, gripper].numpy())
+            demonstrated = gripper_to_robot(items["actions"][:, :, gripper].numpy())
+            wrong_commands += int((commanded[:, 0] != demonstrated[:, 0]).sum())
+            switch_errors.append(switch_row_errors(commanded, demonstrated))
         error = torch.cat(errors)
         pooled.append(error)
         rows.append(
@@ -102,6 +107,7 @@ def offline_errors(
                 "l1_first_step": float(error[:, 0].mean()),
                 "l1_per_dim": [round(float(v), 5) for v in error.mean(dim=(0, 1))],
                 "gripper_command_error_rate": wrong_commands / (len(picked) * len(gripper)),
+                **_switch_summary(np.concatenate(switch_errors)),
                 **{
                     name: float(torch.cat(values).mean()) if values else None
                     for name, values in changes.items()
@@ -117,4 +123,13 @@ def offline_errors(
             "l1": float(everything.mean()),
             "l1_first_step": float(everything[:, 0].mean()),
         },
+    }
+
+
+def _switch_summary(errors: np.ndarray) -> dict[str, Any]:
+    """Chunks whose demo switches the gripper, and the mean and mean absolute row error there."""
+    return {
+        "gripper_switches": len(errors),
+        "gripper_switch_row_error": float(errors.mean()) if len(errors) else None,
+        "gripper_switch_row_abs_error": float(np.abs(errors).mean()) if len(errors) else None,
     }

@@ -47,6 +47,8 @@ def test_reports_every_task_and_training_lowers_the_error(scored, tmp_path) -> N
     for row in after["tasks"]:
         assert row["samples"] == 20 and row["episodes"] == 3
         assert len(row["l1_per_dim"]) == 7 and 0.0 <= row["gripper_command_error_rate"] <= 1.0
+        # The demos never switch the gripper, so there is no switch to time.
+        assert row["gripper_switches"] == 0 and row["gripper_switch_row_error"] is None
     assert after["overall"]["samples"] == 40
     assert after["overall"]["l1"] < 0.7 * before["overall"]["l1"]
     # The demos keep the gripper open throughout; the untrained head commands "close".
