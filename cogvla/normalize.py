@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,12 @@ class NormStats:
         span = hi - lo + _EPS
         scale = (other_hi - other_lo + _EPS) / span
         return scale, scale + 2.0 * (other_lo - lo) / span - 1.0
+
+    def with_proprio_margin(self, margin: float) -> NormStats:
+        """These stats with each proprio range widened by ``margin`` of itself on both sides."""
+        lo, hi = np.asarray(self.proprio_q01), np.asarray(self.proprio_q99)
+        pad = margin * (hi - lo)
+        return replace(self, proprio_q01=tuple((lo - pad).tolist()), proprio_q99=tuple((hi + pad).tolist()))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))

@@ -49,6 +49,43 @@ def test_the_projector_gives_the_same_token_under_the_refitted_stats():
         refit_proprio_stats(ProprioProjector(4, 16).fc1, wide, narrow)
 
 
+def test_a_margin_widens_each_proprio_range_about_its_centre_and_leaves_actions_alone():
+    stats = stats_with(np.linspace(-1.0, 0.0, 8), np.linspace(0.5, 2.0, 8))
+    wider = stats.with_proprio_margin(0.1)
+    lo, hi = np.asarray(stats.proprio_q01), np.asarray(stats.proprio_q99)
+    np.testing.assert_allclose(np.asarray(wider.proprio_q99) - np.asarray(wider.proprio_q01), 1.2 * (hi - lo))
+    np.testing.assert_allclose(
+        (np.asarray(wider.proprio_q01) + np.asarray(wider.proprio_q99)) / 2, (lo + hi) / 2
+    )
+    assert (wider.action_q01, wider.action_q99) == (stats.action_q01, stats.action_q99)
+    assert stats.with_proprio_margin(0.0) == stats
+    # A state 5% of the range above q99 is clipped by the fitted stats, not by the widened ones.
+    above = hi + 0.05 * (hi - lo)
+    assert np.allclose(stats.normalize_proprio(above), 1.0)
+    assert (wider.normalize_proprio(above) < 0.99).all()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"refit_proprio_margin": 0.1}, "refit_proprio_margin: needs refit_proprio_stats"),
+        ({"refit_proprio_stats": True, "refit_proprio_margin": -0.1}, "refit_proprio_margin: expected >= 0"),
+    ],
+)
+def test_a_margin_needs_a_refit_and_must_not_be_negative(changes, match):
+    with pytest.raises(ValueError, match=match):
+        small_train_config(**changes)
+
+
+def test_the_cli_refuses_a_margin_without_a_refit_before_making_the_run(demos, tmp_path, capsys):
+    from cogvla.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(demos), "--out", str(out), "--refit-proprio-margin", "0.1"]) != 0
+    assert "refit_proprio_margin: needs refit_proprio_stats" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_refitted_fine_tune_starts_from_the_same_function_and_resumes(demos, tmp_path):
     frame_cache = tmp_path / "frames"
     shipped_stats = stats_with([-3.0] * 8, [3.0] * 8)
@@ -65,6 +102,7 @@ def test_a_refitted_fine_tune_starts_from_the_same_function_and_resumes(demos, t
         save_every=2,
         init_mode="full",
         refit_proprio_stats=True,
+        refit_proprio_margin=0.05,
         lr=1e-8,
         min_lr=1e-8,
     )
@@ -75,7 +113,8 @@ def test_a_refitted_fine_tune_starts_from_the_same_function_and_resumes(demos, t
     data_stats = CogVLAModel.from_pretrained(scratch.checkpoint).norm_stats
     refitted = CogVLAModel.from_pretrained(result.checkpoint)
     stats = refitted.norm_stats
-    assert (stats.proprio_q01, stats.proprio_q99) == (data_stats.proprio_q01, data_stats.proprio_q99)
+    wanted = data_stats.with_proprio_margin(0.05)
+    assert (stats.proprio_q01, stats.proprio_q99) == (wanted.proprio_q01, wanted.proprio_q99)
     assert (stats.action_q01, stats.action_q99) == (shipped_stats.action_q01, shipped_stats.action_q99)
     proprio = np.random.default_rng(1).uniform(
         np.asarray(stats.proprio_q01), np.asarray(stats.proprio_q99), size=(6, 8)

@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --init-mode full: proprio quantiles from --data, the projector rescaled to match; actions keep the checkpoint's",
     )
+    parser.add_argument(
+        "--refit-proprio-margin",
+        type=float,
+        metavar="FRACTION",
+        help="with --refit-proprio-stats: widen the fitted proprio range by this fraction on each side "
+        "(default 0), so states beyond the data's 1st/99th percentiles are not clipped",
+    )
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and random crops")
     parser.add_argument(
         "--keypoint-weight",
@@ -149,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
         "keypoint_weight": args.keypoint_weight,
         "keypoint_source": args.keypoint_source,
         "proprio_noise": args.proprio_noise,
+        # Set together: the config checks that a margin comes with a refit.
+        "refit_proprio_stats": True if args.refit_proprio_stats else None,
+        "refit_proprio_margin": args.refit_proprio_margin,
         "phase_start_weight": args.phase_start_weight,
         "phase_start_steps": args.phase_start_steps,
         "pin_gate": args.pin_gate,
@@ -165,8 +175,6 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, augment=None)
     if args.new_stats:
         config = dataclasses.replace(config, keep_stats=False)
-    if args.refit_proprio_stats:
-        config = dataclasses.replace(config, refit_proprio_stats=True)
     result = train(
         config,
         args.data,

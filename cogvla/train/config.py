@@ -98,6 +98,9 @@ class TrainConfig:
     # the proprio projector's first layer so the model computes the same (cogvla.train.proprio_refit);
     # the action stats stay. For a suite that uses a small part of the checkpoint's proprio range.
     refit_proprio_stats: bool = False
+    # With refit_proprio_stats: widen the fitted q01-q99 range by this fraction of itself on each
+    # side, so the data's extremes (a hover above its 99th percentile) are not clipped.
+    refit_proprio_margin: float = 0.0
     # LoRA on the backbone linears when fine-tuning from --init-from (CogVLA: r=32, alpha=16, dropout 0).
     lora_rank: int = 32
     lora_alpha: int = 16
@@ -146,6 +149,12 @@ class TrainConfig:
             )
         if not self.proprio_noise >= 0:
             raise ValueError(f"TrainConfig.proprio_noise: expected >= 0 (metres), got {self.proprio_noise}")
+        if not self.refit_proprio_margin >= 0:
+            raise ValueError(
+                f"TrainConfig.refit_proprio_margin: expected >= 0, got {self.refit_proprio_margin}"
+            )
+        if self.refit_proprio_margin > 0 and not self.refit_proprio_stats:
+            raise ValueError("TrainConfig.refit_proprio_margin: needs refit_proprio_stats")
         if not self.phase_start_weight > 0:
             raise ValueError(f"TrainConfig.phase_start_weight: expected > 0, got {self.phase_start_weight}")
         if self.pin_gate not in (None, "dino", "siglip"):

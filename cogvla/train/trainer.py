@@ -316,7 +316,8 @@ def _set_up(
     if stats is None:
         stats = compute_norm_stats(frames, selection)
     elif state is None and config.refit_proprio_stats:
-        stats = refit_proprio_stats(model.proprio_projector.fc1, stats, compute_norm_stats(frames, selection))
+        fitted = compute_norm_stats(frames, selection).with_proprio_margin(config.refit_proprio_margin)
+        stats = refit_proprio_stats(model.proprio_projector.fc1, stats, fitted)
     if tokenizer is None:
         tokenizer = _shared_tokenizer(run_dir, frames.languages, model.config.llm.vocab_size, info)
     keypoint_head = KeypointHead(config.keypoint_source, model.config) if config.keypoint_weight > 0 else None
