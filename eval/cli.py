@@ -44,7 +44,14 @@ logger = logging.getLogger(__name__)
 
 # A checkpoint may carry the protocol it was trained for (cogvla.eval_protocol), used when no
 # flag overrides it.
-_CHECKPOINT_DEFAULT_KEYS = {"suites", "tasks", "image_size", "fast_render", "mesh_faces"}
+_CHECKPOINT_DEFAULT_KEYS = {
+    "suites",
+    "tasks",
+    "image_size",
+    "fast_render",
+    "mesh_faces",
+    "gripper_close_delay",
+}
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
@@ -131,6 +138,12 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         help="async: env steps between a query's observation and its chunk's use (default: 2)",
+    )
+    protocol.add_argument(
+        "--gripper-close-delay",
+        type=int,
+        help="steps the gripper stays open after the policy switches it to close, the arm moving "
+        "as commanded (default: the checkpoint's eval_protocol.json, else 0)",
     )
     backend = parser.add_argument_group("execution")
     backend.add_argument("--backend", choices=("process", "ray"), default="process")
@@ -276,6 +289,7 @@ def _eval_config(
         open_loop_steps=args.open_loop_steps,
         execution=args.execution,
         async_latency_steps=args.async_latency,
+        gripper_close_delay=first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0),
         workers=args.workers,
         backend=args.backend,
         videos=args.videos,

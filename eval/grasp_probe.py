@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.chunker import ChunkerConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 
 __all__ = ["GraspRecorder", "oracle_target", "probe_grasps", "summarize_grasps"]
@@ -112,13 +113,14 @@ def probe_grasps(
     starts: Sequence[tuple[int | None, int]],
     *,
     max_steps: int,
+    chunking: ChunkerConfig | None = None,
     env_factory: Callable[[EnvSpec], Any] | None = None,
     planner: Callable[[Mapping[str, Any]], np.ndarray] = oracle_target,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``policy`` from each ``(init_state_id or None for a randomized reset, seed)`` and
     report the env it ran in (``env_spec`` made privileged), every episode's grasp and
-    ``summarize_grasps`` of them all."""
+    ``summarize_grasps`` of them all; ``chunking`` executes the chunks (None: whole chunks)."""
     if env_factory is None:
         from eval.libero.harness import make_libero_env
 
@@ -129,7 +131,9 @@ def probe_grasps(
     try:
         for init_state_id, seed in starts:
             recorder = GraspRecorder(planner=planner)
-            spec = EpisodeSpec(env=env_spec, init_state_id=init_state_id, seed=seed, max_steps=max_steps)
+            spec = EpisodeSpec(
+                env=env_spec, init_state_id=init_state_id, seed=seed, max_steps=max_steps, chunking=chunking
+            )
             result = run_episode(env, policy, spec, observers=[recorder])
             row = {"init_state_id": init_state_id, "seed": seed, "success": result.success, **recorder.row()}
             rows.append(row)

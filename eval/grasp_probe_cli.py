@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -45,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, help="policy steps per episode (default: the suite's budget)"
     )
     add_render_arguments(parser)
+    parser.add_argument(
+        "--gripper-close-delay",
+        type=int,
+        help="steps the gripper stays open after the policy switches it to close "
+        "(default: the checkpoint's eval_protocol.json, else 0)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Probe the grasps and print the JSON report; 2 on a bad option."""
     from tqdm import tqdm
 
+    from deploy.chunker import ChunkerConfig
     from deploy.serve_cli import embedded_default
     from envs.suites import MAX_STEPS, num_tasks
     from eval.cli import checkpoint_eval_defaults, first_given
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             ("image_size", 1),
             ("start", 0),
             ("mesh_faces", 0),
+            ("gripper_close_delay", 0),
         ):
             value = getattr(args, name)
             if value is not None and value < low:
@@ -81,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             fast_render=first_given(args.fast_render, defaults.get("fast_render"), False),
             mesh_faces=first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
         )
+        delay = first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0)
+        chunking = ChunkerConfig(execute_steps=sys.maxsize, gripper_close_delay=delay)
         policy = load_policy(policy_spec)
     except (ValueError, FileNotFoundError) as exc:
         logger.error("%s", exc)
@@ -93,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
             env_spec,
             starts,
             max_steps=args.max_steps or MAX_STEPS[args.suite],
+            chunking=chunking,
             progress=lambda row: bar.update(1),
         )
-    report = {"policy": policy_spec, "randomized": args.randomized, **report}
+    report = {"policy": policy_spec, "randomized": args.randomized, "gripper_close_delay": delay, **report}
     text = json.dumps(report, indent=2, default=str)
     if args.out is not None:
         args.out.write_text(text + "\n")

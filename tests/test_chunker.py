@@ -141,11 +141,54 @@ def test_reset_drops_chunks_and_resets_the_policy() -> None:
         ({"execute_steps": 0}, "execute_steps: expected >= 1, got 0"),
         ({"ensemble_coeff": -1.0}, "ensemble_coeff: expected >= 0 or None, got -1.0"),
         ({"prefetch_margin": -1}, "prefetch_margin: expected >= 0, got -1"),
+        ({"gripper_close_delay": -1}, "gripper_close_delay: expected >= 0, got -1"),
     ],
 )
 def test_config_rejects_nonsense(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ChunkerConfig(**kwargs)
+
+
+class GripperPolicy(Policy):
+    """Chunks of 4 rows whose arm dims count the executed steps and whose gripper follows ``plan``."""
+
+    def __init__(self, plan: list[float]) -> None:
+        self.plan = plan
+
+    def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        start = int(obs["state"][0])
+        chunk = np.repeat((start + np.arange(4, dtype=np.float32))[:, None], 7, axis=1)
+        chunk[:, -1] = self.plan[start : start + 4]
+        return chunk
+
+    def reset(self) -> None:
+        pass
+
+
+def _run(plan: list[float], **config: Any) -> np.ndarray:
+    chunker = ActionChunker(GripperPolicy(plan), ChunkerConfig(execute_steps=4, **config))
+    return np.stack([chunker.step(obs_at(t)) for t in range(len(plan) - 4)])
+
+
+def test_gripper_close_delay_holds_each_close_open_across_chunks_and_never_delays_opening() -> None:
+    plan = [-1, -1, -1, 1, 1, 1, 1, 1, -1, -1, 1, 1, 1, -1, -1, -1, 1, 1, 1, 1, 1, 1]
+    executed = _run([float(g) for g in plan], gripper_close_delay=2)
+    # The first close comes at step 3 and is held open through step 4, across the chunk
+    # boundary; the one at step 10 again for two steps; the opening at 8 and 13 is immediate.
+    assert executed[:, -1].tolist() == [-1, -1, -1, -1, -1, 1, 1, 1, -1, -1, -1, -1, 1, -1, -1, -1, -1, -1]
+    assert executed[:, :6].tolist() == [[t] * 6 for t in range(len(plan) - 4)]
+
+
+def test_zero_gripper_close_delay_executes_the_chunks_as_given() -> None:
+    plan = [float(g) for g in (-1, 1, -1, 1, 1, -1, -1, 1, 1, 1, -1, -1)]
+    assert _run(plan)[:, -1].tolist() == plan[:-4]
+
+
+def test_reset_forgets_a_close_in_progress() -> None:
+    chunker = ActionChunker(GripperPolicy([1.0] * 12), ChunkerConfig(execute_steps=4, gripper_close_delay=3))
+    assert [chunker.step(obs_at(t))[-1] for t in range(4)] == [-1, -1, -1, 1]
+    chunker.reset()
+    assert [chunker.step(obs_at(t))[-1] for t in range(4)] == [-1, -1, -1, 1]
 
 
 def test_policy_output_is_validated() -> None:

@@ -104,6 +104,23 @@ def test_eval_suite_picks_that_suites_default_and_flags_still_win(two_defaults, 
     assert Path(config.out) == out / "libero_object"
 
 
+def test_a_defaults_gripper_close_delay_travels_with_it_and_the_flag_wins(
+    two_defaults, tmp_path, monkeypatch
+):
+    protocol_path = two_defaults["libero_spatial"] / "eval_protocol.json"
+    protocol_path.write_text(json.dumps({**json.loads(protocol_path.read_text()), "gripper_close_delay": 3}))
+    configs = _recorded_runs(monkeypatch)
+    assert main(["eval", "libero", "--trials", "1", "--out", str(tmp_path / "a")]) == 0
+    assert [(c.suites, c.gripper_close_delay) for c in configs] == [
+        (("libero_spatial",), 3),
+        (("libero_object",), 0),
+    ]
+    configs.clear()
+    flags = ["--suite", "libero_spatial", "--gripper-close-delay", "0", "--out", str(tmp_path / "b")]
+    assert main(["eval", "libero", *flags]) == 0
+    assert [c.gripper_close_delay for c in configs] == [0]
+
+
 def test_eval_of_a_suite_no_default_covers_is_one_clear_error(two_defaults, tmp_path, monkeypatch, caplog):
     configs = _recorded_runs(monkeypatch)
     assert (

@@ -213,6 +213,35 @@ def test_async_execution_adopts_each_chunk_a_fixed_latency_after_its_observation
     assert [a[0] for a in env.executed] == list(range(20))
 
 
+class ClosingPolicy(PlanningPolicy):
+    """``PlanningPolicy`` whose gripper column commands a close from step 5 on."""
+
+    def infer(self, obs):
+        chunk = super().infer(obs)
+        chunk[:, 6] = np.where(chunk[:, 0] >= 5, 1.0, -1.0)
+        return chunk
+
+
+@pytest.mark.parametrize(
+    "execution, overrides",
+    [
+        ("open-loop", {}),
+        ("open-loop", {"open_loop_steps": 3}),
+        ("ensemble", {}),
+        ("async", {"open_loop_steps": 6}),
+    ],
+)
+def test_every_execution_holds_the_gripper_open_for_the_close_delay(execution, overrides):
+    env = _execute(execution, ClosingPolicy(), gripper_close_delay=3, **overrides)
+    assert [float(a[6]) for a in env.executed] == [-1.0] * 8 + [1.0] * 12
+    assert [a[0] for a in env.executed] == pytest.approx(list(range(20)))
+
+
+def test_a_negative_close_delay_is_refused():
+    with pytest.raises(ValueError, match="gripper_close_delay: expected >= 0, got -1"):
+        EvalConfig(out="x", policy="oracle", gripper_close_delay=-1)
+
+
 def test_async_execution_needs_the_rows_per_chunk():
     with pytest.raises(ValueError, match="open_loop_steps: execution 'async' needs"):
         EvalConfig(out="x", policy="oracle", execution="async")

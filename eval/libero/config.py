@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ PROTOCOL_FIELDS = (
     "open_loop_steps",
     "execution",
     "async_latency_steps",
+    "gripper_close_delay",
 )
 
 
@@ -68,6 +70,9 @@ class EvalConfig:
     # async: env steps between the observation a chunk is asked for and its adoption, i.e.
     # the policy latency in control ticks (the simulator waits for it, so runs are repeatable).
     async_latency_steps: int = 2
+    # Steps the gripper stays open after the policy's actions switch to close
+    # (deploy.chunker.ChunkerConfig.gripper_close_delay); 0 = as commanded.
+    gripper_close_delay: int = 0
     workers: int = 1
     backend: Backend = "process"
     # Record MP4s of the first `videos` trials of every task.
@@ -106,7 +111,7 @@ class EvalConfig:
         for name in ("trials", "workers", "image_size", "video_fps", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("start", "videos", "num_wait_steps", "mesh_faces"):
+        for name in ("start", "videos", "num_wait_steps", "mesh_faces", "gripper_close_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -129,18 +134,25 @@ class EvalConfig:
         """The policy-step budget of an episode of ``suite``."""
         return self.max_steps if self.max_steps is not None else MAX_STEPS[suite]
 
-    def chunking(self) -> ChunkerConfig | None:
-        """The chunker settings of ``execution``; None = each whole chunk, open loop."""
+    def chunking(self) -> ChunkerConfig:
+        """The chunker settings of ``execution`` and ``gripper_close_delay``."""
+        delay = self.gripper_close_delay
         if self.execution == "ensemble":
-            return ChunkerConfig(execute_steps=self.open_loop_steps or 1, ensemble_coeff=_ACT_ENSEMBLE_COEFF)
+            return ChunkerConfig(
+                execute_steps=self.open_loop_steps or 1,
+                ensemble_coeff=_ACT_ENSEMBLE_COEFF,
+                gripper_close_delay=delay,
+            )
         if self.execution == "async":
             return ChunkerConfig(
                 execute_steps=self.open_loop_steps,
                 prefetch=True,
                 prefetch_margin=self.async_latency_steps,
                 prefetch_lockstep=True,
+                gripper_close_delay=delay,
             )
-        return None if self.open_loop_steps is None else ChunkerConfig(execute_steps=self.open_loop_steps)
+        # A whole chunk: the next query comes only when the current chunk runs out.
+        return ChunkerConfig(execute_steps=self.open_loop_steps or sys.maxsize, gripper_close_delay=delay)
 
     def to_json(self) -> dict[str, Any]:
         """Every field plus the resolved per-suite step budgets."""

@@ -13,6 +13,11 @@ Three ways to consume a policy's ``(H, A)`` chunks, chosen by ``ChunkerConfig``:
   already executed while it was computed) skipped; ``step`` only blocks if the current
   chunk runs out entirely, which ``stats.stalls`` counts.
 
+Whatever the mode, ``gripper_close_delay`` holds the gripper open for that many ticks after
+the chunks start commanding a close: an open-loop chunk that closes on the row its training
+put the close on, before its slower-than-demonstrated descent has reached the object, then
+closes a few ticks lower. Opening is never delayed.
+
 Step ``t`` of an episode is the ``t``-th call to ``step``; a chunk computed from the
 observation of step ``s`` holds the actions for steps ``s .. s + H - 1``.
 """
@@ -52,6 +57,9 @@ class ChunkerConfig:
     prefetch_lockstep: bool = False
     # length every action row must have.
     action_dim: int = 7
+    # ticks the gripper (the last action dimension, > 0 = close) stays open after the
+    # executed actions switch from open to close; the arm dimensions are executed as given.
+    gripper_close_delay: int = 0
 
     def __post_init__(self) -> None:
         if self.execute_steps < 1:
@@ -60,6 +68,8 @@ class ChunkerConfig:
             raise ValueError(f"ensemble_coeff: expected >= 0 or None, got {self.ensemble_coeff}")
         if self.prefetch_margin < 0:
             raise ValueError(f"prefetch_margin: expected >= 0, got {self.prefetch_margin}")
+        if self.gripper_close_delay < 0:
+            raise ValueError(f"gripper_close_delay: expected >= 0, got {self.gripper_close_delay}")
 
 
 @dataclass
@@ -99,6 +109,7 @@ class ActionChunker:
         self._pending: concurrent.futures.Future[_Chunk] | None = None
         self._chunks: list[_Chunk] = []
         self._switch_at = 0
+        self._closing_ticks = 0
         self.stats = ChunkerStats()
 
     def reset(self) -> None:
@@ -108,6 +119,7 @@ class ActionChunker:
             self._pending = None
         self._chunks = []
         self._switch_at = 0
+        self._closing_ticks = 0
         self.stats = ChunkerStats()
         self.policy.reset()
 
@@ -123,7 +135,7 @@ class ActionChunker:
             self._step_async(t, obs)
         elif t >= self._switch_at or not self._covering(t):
             self._adopt(self._query(t, obs), t)
-        action = self._action(t)
+        action = self._delay_close(self._action(t))
         self.stats.steps += 1
         return action
 
@@ -159,6 +171,17 @@ class ActionChunker:
             self._adopt(chunk, t)
         if self._pending is None and t >= self._switch_at - self.config.prefetch_margin:
             self._pending = self._executor.submit(self._query, t, dict(obs))
+
+    def _delay_close(self, action: np.ndarray) -> np.ndarray:
+        """``action`` with the gripper held open (-1) for the first ``gripper_close_delay``
+        ticks of each run of close commands."""
+        if action[-1] <= 0:
+            self._closing_ticks = 0
+            return action
+        self._closing_ticks += 1
+        if self._closing_ticks <= self.config.gripper_close_delay:
+            action[-1] = -1.0
+        return action
 
     def _covering(self, t: int) -> list[_Chunk]:
         return [c for c in self._chunks if c.start <= t < c.end]
