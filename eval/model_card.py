@@ -16,7 +16,14 @@ from cogvla.train.checkpoint import TRAINER_STATE, load_trainer_state
 from cogvla.train.run_log import read_log
 from eval.recipe import STAGES
 
-__all__ = ["ShipError", "load_demos_report", "load_recipe", "read_json", "render_card"]
+__all__ = [
+    "ShipError",
+    "load_demos_report",
+    "load_recipe",
+    "read_json",
+    "render_card",
+    "with_measured_section",
+]
 
 _TASK_KEYS = ("task_id", "task_name", "demos", "attempts", "oracle_success_rate")
 
@@ -107,6 +114,19 @@ def render_card(
     if history:
         card += f"\n## Training history\n{history.strip()}\n"
     return card
+
+
+def with_measured_section(
+    card: str, eval_dir: Path | None, protocol: dict[str, Any], fingerprint: str
+) -> str:
+    """``card`` with its "Measured success" section written anew from ``eval_dir`` (None: not
+    evaluated under ``protocol``); the other sections stay as they are."""
+    heading = "## Measured success\n"
+    start = card.find(heading)
+    if start < 0:
+        raise ShipError(f"card: expected a {heading.strip()!r} section to replace")
+    end = card.find("\n## ", start + len(heading))
+    return card[:start] + _success_section(eval_dir, protocol, fingerprint) + (card[end:] if end >= 0 else "")
 
 
 def _stage_seconds(entry: Any) -> Any:
@@ -204,6 +224,17 @@ def _hm(seconds: float) -> str:
 
 def _tasks_text(tasks: list[int] | None) -> str:
     return "every task of each suite" if tasks is None else f"tasks {', '.join(map(str, tasks))}"
+
+
+def _protocol_text(protocol: dict[str, Any]) -> str:
+    """Suites, tasks and rendering of an eval protocol or config, and a gripper close delay if any."""
+    text = (
+        f"suites {', '.join(protocol['suites'])}, {_tasks_text(protocol['tasks'])}, "
+        f"{protocol['image_size']} px, fast_render={protocol['fast_render']}, "
+        f"mesh_faces={protocol.get('mesh_faces', 0)}"
+    )
+    delay = protocol.get("gripper_close_delay", 0)
+    return text + (f", gripper_close_delay={delay}" if delay else "")
 
 
 def _header(
@@ -327,9 +358,7 @@ def _success_section(eval_dir: Path | None, protocol: dict[str, Any], fingerprin
     if eval_dir is None:
         return (
             "## Measured success\nNot evaluated yet. `cogvla eval libero` runs this default's protocol: "
-            f"suites {', '.join(protocol['suites'])}, {_tasks_text(protocol['tasks'])}, "
-            f"{protocol['image_size']} px, fast_render={protocol['fast_render']}, "
-            f"mesh_faces={protocol.get('mesh_faces', 0)}.\n"
+            f"{_protocol_text(protocol)}.\n"
         )
     config = read_json(eval_dir / "config.json", "eval")
     summary = read_json(eval_dir / "summary.json", "eval")
@@ -398,11 +427,11 @@ def _eval_sentence(config: dict[str, Any], summary: dict[str, Any], protocol: di
         flags.append("--fast-render" if config["fast_render"] else "--no-fast-render")
     if config.get("mesh_faces", 0) != protocol.get("mesh_faces", 0):
         flags.append(f"--mesh-faces {config.get('mesh_faces', 0)}")
+    if config.get("gripper_close_delay", 0) != protocol.get("gripper_close_delay", 0):
+        flags.append(f"--gripper-close-delay {config.get('gripper_close_delay', 0)}")
     text = (
-        f"`MUJOCO_GL=egl cogvla eval libero {' '.join(flags)}` on the fixed init states (suites "
-        f"{', '.join(config['suites'])}, {_tasks_text(config['tasks'])}, {config['image_size']} px, "
-        f"fast_render={config['fast_render']}, mesh_faces={config.get('mesh_faces', 0)}): "
-        f"{summary['overall']['episodes']} episodes"
+        f"`MUJOCO_GL=egl cogvla eval libero {' '.join(flags)}` on the fixed init states "
+        f"({_protocol_text(config)}): {summary['overall']['episodes']} episodes"
     )
     if "run_wall_time_s" in summary:
         # The harness times one invocation; a --resume run's earlier invocations are not in it.

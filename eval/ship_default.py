@@ -7,6 +7,16 @@ Usage::
     MUJOCO_GL=egl cogvla eval libero --suite libero_object --out EVAL_DIR    # the shipped files
     .venv/bin/python -m eval.ship_default ... (same flags) --eval EVAL_DIR/libero_object
 
+A default already in the package is changed in place with ``--default`` instead of
+``--checkpoint`` (its training run need not be on the machine): ``--gripper-close-delay``
+rewrites its ``eval_protocol.json``, which changes its fingerprint, so its card's measured
+section reads "Not evaluated yet" until ``--default FOLDER --eval EVAL_DIR`` fills it from an
+evaluation of the changed files::
+
+    .venv/bin/python -m eval.ship_default --default cogvla/assets/defaults/libero_spatial --gripper-close-delay 3
+    MUJOCO_GL=egl cogvla eval libero --suite libero_spatial --out EVAL_DIR
+    .venv/bin/python -m eval.ship_default --default cogvla/assets/defaults/libero_spatial --eval EVAL_DIR/libero_spatial
+
 A checkpoint trained on several suites may be shipped as the default of some of them
 (``--suite``): each suite has one default, and suites may have different ones.
 
@@ -41,9 +51,16 @@ from cogvla.eval_protocol import EVAL_PROTOCOL_FILE, read_eval_protocol, write_e
 from cogvla.modeling import CogVLAModel
 from cogvla.paths import DEFAULTS_DIR, default_checkpoints, default_folder_name
 from eval.libero.fingerprint import policy_fingerprint
-from eval.model_card import ShipError, load_demos_report, load_recipe, read_json, render_card
+from eval.model_card import (
+    ShipError,
+    load_demos_report,
+    load_recipe,
+    read_json,
+    render_card,
+    with_measured_section,
+)
 
-__all__ = ["main", "ship"]
+__all__ = ["main", "ship", "update_default"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +76,7 @@ def ship(
     history: str = "",
     demo_sets: dict[Path, dict[str, Any]] | None = None,
     suites: tuple[str, ...] | None = None,
+    gripper_close_delay: int = 0,
 ) -> Path:
     """Copy ``checkpoint`` to ``out`` in fp16 with its eval protocol and a model card.
 
@@ -71,8 +89,10 @@ def ship(
         history: markdown telling where the weights the run started from came from.
         demo_sets: each extra demo set's report file and report (see :func:`load_demos_report`).
         suites: ship as the default of these suites only (None: every suite it was trained on).
+        gripper_close_delay: steps the default's evaluation holds the gripper open after the
+            policy switches it to close (``deploy.chunker.ChunkerConfig``); 0: as commanded.
     """
-    protocol = _restricted(_protocol(checkpoint, eval_dir), suites)
+    protocol = _with_close_delay(_restricted(_protocol(checkpoint, eval_dir), suites), gripper_close_delay)
     if out is None:
         out = DEFAULTS_DIR / default_folder_name(protocol["suites"])
     _check_one_default_per_suite(out, protocol["suites"])
@@ -108,6 +128,43 @@ def ship(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
+
+
+def update_default(
+    folder: Path, eval_dir: Path | None = None, gripper_close_delay: int | None = None
+) -> Path:
+    """Change a shipped default in place: set its gripper close delay (None: keep it), then
+    rewrite its card's measured section from ``eval_dir`` (None: not evaluated yet)."""
+    protocol = read_eval_protocol(folder)
+    card_path = folder / "README.md"
+    if protocol is None or not card_path.is_file():
+        raise ShipError(
+            f"default {folder}: expected a shipped default with {EVAL_PROTOCOL_FILE} and README.md"
+        )
+    updated = protocol if gripper_close_delay is None else _with_close_delay(protocol, gripper_close_delay)
+    if updated == protocol and eval_dir is None:
+        raise ShipError(f"default {folder}: nothing to change; pass --gripper-close-delay or --eval")
+    protocol = updated
+    # The fingerprint covers eval_protocol.json, so the new one is written before the card is checked.
+    before = (folder / EVAL_PROTOCOL_FILE).read_text()
+    write_eval_protocol(folder, protocol)
+    try:
+        card = with_measured_section(
+            card_path.read_text(), eval_dir, protocol, policy_fingerprint(str(folder))
+        )
+    except ShipError:
+        (folder / EVAL_PROTOCOL_FILE).write_text(before)
+        raise
+    card_path.write_text(card)
+    return folder
+
+
+def _with_close_delay(protocol: dict[str, Any], delay: int) -> dict[str, Any]:
+    """``protocol`` evaluated with ``delay`` (``gripper_close_delay``; 0 drops the key)."""
+    if delay < 0:
+        raise ShipError(f"gripper_close_delay: expected >= 0, got {delay}")
+    kept = {key: value for key, value in protocol.items() if key != "gripper_close_delay"}
+    return {**kept, "gripper_close_delay": delay} if delay else kept
 
 
 def _protocol(checkpoint: Path, eval_dir: Path | None) -> dict[str, Any]:
@@ -153,9 +210,15 @@ def _restricted(protocol: dict[str, Any], suites: tuple[str, ...] | None) -> dic
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m eval.ship_default``."""
     parser = argparse.ArgumentParser(prog="python -m eval.ship_default", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a save_pretrained folder of a run")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a save_pretrained folder of a run")
+    source.add_argument(
+        "--default",
+        type=Path,
+        help="a shipped default to change in place (--gripper-close-delay, --eval) without its run",
+    )
     parser.add_argument(
-        "--train-log", type=Path, required=True, help="the run's log.jsonl (up to this checkpoint)"
+        "--train-log", type=Path, help="the run's log.jsonl (up to this checkpoint); with --checkpoint"
     )
     parser.add_argument(
         "--recipe",
@@ -183,13 +246,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--history", type=Path, help="markdown file: where the run's starting weights came from (model card)"
     )
+    parser.add_argument(
+        "--gripper-close-delay",
+        type=int,
+        help="record in eval_protocol.json that this default is evaluated holding the gripper open "
+        "this many steps after the policy switches it to close (default: 0; with --default: unchanged)",
+    )
     args = parser.parse_args(argv)
+    if args.checkpoint is not None and args.train_log is None:
+        parser.error("--train-log: expected the run's log.jsonl with --checkpoint")
     try:
+        if args.default is not None:
+            print(
+                json.dumps(
+                    {"updated": str(update_default(args.default, args.eval, args.gripper_close_delay))}
+                )
+            )
+            return 0
         recipes = {path: load_recipe(path) for path in args.recipe}
         demo_sets = {path: load_demos_report(path) for path in args.demos_report}
         history = args.history.read_text() if args.history else ""
         out = ship(
-            args.checkpoint, args.train_log, recipes, args.eval, args.out, history, demo_sets, args.suite
+            args.checkpoint,
+            args.train_log,
+            recipes,
+            args.eval,
+            args.out,
+            history,
+            demo_sets,
+            args.suite,
+            args.gripper_close_delay or 0,
         )
     except ShipError as exc:
         logger.error("%s", exc)

@@ -319,6 +319,62 @@ def test_eval_command_names_only_departures_from_the_shipped_protocol(checkpoint
     assert json.loads((out / "eval_protocol.json").read_text()) == PROTOCOL
 
 
+def test_a_gripper_close_delay_is_shipped_in_the_protocol_and_named_on_the_card(
+    checkpoint, recipes, tmp_path
+):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out, gripper_close_delay=3)
+    assert json.loads((out / "eval_protocol.json").read_text()) == {**PROTOCOL, "gripper_close_delay": 3}
+    assert "fast_render=True, mesh_faces=0, gripper_close_delay=3." in (out / "README.md").read_text()
+    # Evaluated with the delay switched off, the card's command says so.
+    evaluated = _eval_dir(tmp_path / "eval", out, {"libero_spatial": [0]}, gripper_close_delay=0)
+    ship(checkpoint, log, recipes, evaluated, out=out, gripper_close_delay=3)
+    assert "--trials 50 --gripper-close-delay 0`" in (out / "README.md").read_text()
+    with pytest.raises(ShipError, match="gripper_close_delay: expected >= 0, got -1"):
+        ship(checkpoint, log, recipes, out=out, gripper_close_delay=-1)
+
+
+def test_a_shipped_default_changes_its_close_delay_in_place_and_is_measured_again(
+    checkpoint, recipes, tmp_path
+):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out)
+    old_eval = _eval_dir(tmp_path / "old", out, {"libero_spatial": [0]})
+    ship(checkpoint, log, recipes, old_eval, out=out)
+    card = (out / "README.md").read_text()
+    weights = (out / "model.safetensors").read_bytes()
+
+    assert main(["--default", str(out), "--gripper-close-delay", "2"]) == 0
+    assert json.loads((out / "eval_protocol.json").read_text()) == {**PROTOCOL, "gripper_close_delay": 2}
+    changed = (out / "README.md").read_text()
+    # The old figures measured other files: only the measured section changes, to "not evaluated".
+    assert changed.split("## Measured success")[0] == card.split("## Measured success")[0]
+    assert "Not evaluated yet" in changed and "40/50" not in changed
+    assert (out / "model.safetensors").read_bytes() == weights
+
+    # An evaluation of the files before the change is refused and leaves the protocol as it was.
+    with pytest.raises(ShipError, match="is not the shipped files'"):
+        ship_default.update_default(out, old_eval, gripper_close_delay=1)
+    assert json.loads((out / "eval_protocol.json").read_text())["gripper_close_delay"] == 2
+
+    new_eval = _eval_dir(tmp_path / "new", out, {"libero_spatial": [0, 1]}, gripper_close_delay=2)
+    assert main(["--default", str(out), "--eval", str(new_eval)]) == 0
+    measured = (out / "README.md").read_text().split("## Measured success\n")[1]
+    assert "| 1 | 40/50 | 0.80 | [0.50, 0.90] |" in measured
+    assert "gripper_close_delay=2): 100 episodes" in measured
+
+
+def test_update_default_needs_a_shipped_default_and_something_to_change(checkpoint, recipes, tmp_path):
+    with pytest.raises(ShipError, match="expected a shipped default with eval_protocol.json and README.md"):
+        ship_default.update_default(tmp_path)
+    out = ship(checkpoint, checkpoint.parents[1] / "log.jsonl", recipes, out=tmp_path / "default")
+    card = (out / "README.md").read_text()
+    for delay in (None, 0):
+        with pytest.raises(ShipError, match="nothing to change; pass --gripper-close-delay or --eval"):
+            ship_default.update_default(out, gripper_close_delay=delay)
+    assert (out / "README.md").read_text() == card
+
+
 def test_a_two_suite_checkpoint_ships_as_the_default_of_one_suite(checkpoint, recipes, tmp_path, monkeypatch):
     monkeypatch.setattr(ship_default, "DEFAULTS_DIR", tmp_path / "defaults")
     log = checkpoint.parents[1] / "log.jsonl"
