@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cogvla.cli import main as cogvla_main
+from deploy.chunker import ChunkerConfig
 from eval.grasp_probe import GraspRecorder, probe_grasps, summarize_grasps
 from eval.libero.episode import EnvSpec
 
@@ -56,12 +57,13 @@ class ReachPolicy:
         return np.array([[*target, 0, 0, 0, -1.0], [*target, 0, 0, 0, 1.0]], np.float32)
 
 
-def _probe(policy, episodes: int = 6) -> dict:
+def _probe(policy, episodes: int = 6, chunking: ChunkerConfig | None = None) -> dict:
     return probe_grasps(
         policy,
         EnvSpec("libero_spatial", 0),
         [(None, seed) for seed in range(episodes)],
         max_steps=3,
+        chunking=chunking,
         env_factory=SceneEnv,
         planner=lambda priv: priv["object_pos"],
     )
@@ -134,6 +136,7 @@ def test_two_episodes_give_no_slope() -> None:
         (["--task", "0", "--trials", "0"], "--trials: expected >= 1, got 0"),
         (["--task", "0", "--start", "-1"], "--start: expected >= 0, got -1"),
         (["--task", "0", "--mesh-faces", "-5"], "--mesh-faces: expected >= 0, got -5"),
+        (["--task", "0", "--gripper-close-delay", "-1"], "--gripper-close-delay: expected >= 0, got -1"),
     ],
 )
 def test_bad_options_are_refused_by_name(argv, expected, caplog, capsys) -> None:
@@ -141,6 +144,14 @@ def test_bad_options_are_refused_by_name(argv, expected, caplog, capsys) -> None
     assert code == 2
     assert expected in caplog.text
     assert capsys.readouterr().out == ""
+
+
+def test_the_probe_executes_chunks_as_told_and_records_the_executed_close() -> None:
+    reach = ReachPolicy(lambda priv: priv["object_pos"])
+    assert _probe(reach)["summary"]["closed"] == 6
+    # Every chunk closes on its last row only, so a close that waits one step never happens.
+    delayed = _probe(reach, chunking=ChunkerConfig(execute_steps=2, gripper_close_delay=1))
+    assert delayed["summary"]["closed"] == 0 and delayed["summary"]["successes"] == 0
 
 
 def test_report_is_json_ready() -> None:
