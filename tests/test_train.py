@@ -383,8 +383,11 @@ def test_cpu_bf16_autocast_keeps_the_loss_curve(demos, tmp_path, frame_cache):
         )
         curves[setting] = np.array([record["loss"] for record in read_log(tmp_path / setting / "log.jsonl")])
     assert len(curves["bf16"]) == 8 and not np.array_equal(curves["off"], curves["bf16"]), "bf16 was not used"
-    # Rounding differences compound, so steps agree closely at first and the curves on average.
-    np.testing.assert_allclose(curves["bf16"][:3], curves["off"][:3], rtol=0.02)
+    # The first step differs by rounding alone; over the next optimizer steps the differences
+    # compound, more on CPUs that convert to bf16 without native instructions (2.4% by step 3
+    # on an AMD EPYC without avx512_bf16, 2% or less with it), and the curves agree on average.
+    np.testing.assert_allclose(curves["bf16"][0], curves["off"][0], rtol=0.005)
+    np.testing.assert_allclose(curves["bf16"][1:3], curves["off"][1:3], rtol=0.035)
     assert abs(curves["bf16"].mean() / curves["off"].mean() - 1) < 0.03
     with pytest.raises(
         ValueError, match="TrainConfig.cpu_autocast: expected 'auto', 'bf16' or 'off', got 'fp8'"
