@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Probe the grasps and print the JSON report; 2 on a bad option."""
     from tqdm import tqdm
 
-    from deploy.chunker import ChunkerConfig
+    from deploy.chunker import WHOLE_CHUNK, ChunkerConfig
     from deploy.serve_cli import embedded_default
     from envs.suites import MAX_STEPS, num_tasks
     from eval.cli import checkpoint_eval_defaults, first_given
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             mesh_faces=first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
         )
         delay = first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0)
-        chunking = ChunkerConfig(execute_steps=sys.maxsize, gripper_close_delay=delay)
+        chunking = ChunkerConfig(execute_steps=WHOLE_CHUNK, gripper_close_delay=delay)
         policy = load_policy(policy_spec)
     except (ValueError, FileNotFoundError) as exc:
         logger.error("%s", exc)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from deploy.chunker import ChunkerConfig
+from deploy.chunker import WHOLE_CHUNK, ChunkerConfig
 from envs.perturb import PERTURBATIONS
 from envs.suites import MAX_STEPS, NUM_WAIT_STEPS, SUITES
 
@@ -151,8 +150,7 @@ class EvalConfig:
                 prefetch_lockstep=True,
                 gripper_close_delay=delay,
             )
-        # A whole chunk: the next query comes only when the current chunk runs out.
-        return ChunkerConfig(execute_steps=self.open_loop_steps or sys.maxsize, gripper_close_delay=delay)
+        return ChunkerConfig(execute_steps=self.open_loop_steps or WHOLE_CHUNK, gripper_close_delay=delay)
 
     def to_json(self) -> dict[str, Any]:
         """Every field plus the resolved per-suite step budgets."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cogvla.policy_api import PolicyOutputError
-from deploy.chunker import ActionChunker, ChunkerConfig
+from deploy.chunker import WHOLE_CHUNK, ActionChunker, ChunkerConfig
 from deploy.client import ClientError
 from envs.perturb import Perturbation
 from envs.suites import WAIT_ACTION
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 # Re-query only when the current chunk runs out.
-_WHOLE_CHUNK = ChunkerConfig(execute_steps=sys.maxsize)
+_WHOLE_CHUNK = ChunkerConfig(execute_steps=WHOLE_CHUNK)
 # Dims that DART noise perturbs: the 6 arm deltas, never the binary gripper.
 _NOISY_DIMS = slice(0, 6)
 

@@ -25,6 +25,7 @@ observation of step ``s`` holds the actions for steps ``s .. s + H - 1``.
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ import numpy as np
 
 from cogvla_client.policy_api import Policy, validate_action_chunk
 
-__all__ = ["ActionChunker", "ChunkerConfig", "ChunkerStats"]
+__all__ = ["WHOLE_CHUNK", "ActionChunker", "ChunkerConfig", "ChunkerStats"]
+
+# ``execute_steps`` that runs each chunk to its end before the next query.
+WHOLE_CHUNK = sys.maxsize
 
 
 @dataclass(frozen=True)
