@@ -150,6 +150,30 @@ def test_proprio_noise_jitters_only_the_hand_position_per_sample_seed(demo_cache
     np.testing.assert_array_equal(noisy[[(index, 0)]]["proprio"][0], jittered[0])
 
 
+def test_proprio_dropout_zeroes_whole_rows_at_its_rate_per_sample_seed(demo_cache):
+    selection = select_training_frames(demo_cache, CHUNK, noop_threshold=1e-4)
+    stats = compute_norm_stats(demo_cache, selection)
+    clean = DemoDataset(demo_cache, selection, stats, encode_prompts, augment=None)
+    dropped = DemoDataset(demo_cache, selection, stats, encode_prompts, augment=None, proprio_dropout=0.3)
+    index = int(np.flatnonzero(selection.frames == 5)[0])
+    items = [(index, seed) for seed in range(400)]
+    base, out = clean[items]["proprio"].numpy(), dropped[items]["proprio"].numpy()
+    assert not (base == 0).all(axis=1).any(), "a real state must not look dropped"
+    zero = (out == 0).all(axis=1)
+    assert 0.23 < zero.mean() < 0.37
+    np.testing.assert_array_equal(out[~zero], base[~zero])
+    np.testing.assert_array_equal(dropped[items[:5]]["proprio"], out[:5])
+    both = DemoDataset(
+        demo_cache, selection, stats, encode_prompts, augment=None, proprio_noise=0.5, proprio_dropout=0.3
+    )
+    noisy = both[items]["proprio"].numpy()
+    np.testing.assert_array_equal((noisy == 0).all(axis=1), zero)
+    assert not np.allclose(noisy[~zero], base[~zero]), "the kept rows still carry the noise"
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"proprio_dropout: expected a probability in \[0, 1\)"):
+            DemoDataset(demo_cache, selection, stats, encode_prompts, augment=None, proprio_dropout=bad)
+
+
 def test_frame_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, demo_cache):
     files = find_demo_files([tmp_path / "demos"])
     again = load_frame_cache(files, tmp_path / "cache")

@@ -40,6 +40,7 @@ __all__ = [
 
 # Second word of the seed sequence of a sample's proprio noise.
 _PROPRIO_NOISE_STREAM = 1
+_PROPRIO_DROPOUT_STREAM = 2
 
 PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -94,6 +95,7 @@ class DemoDataset:
         crop_area: float = CROP_AREA,
         keypoints: np.ndarray | None = None,
         proprio_noise: float = 0.0,
+        proprio_dropout: float = 0.0,
         weights: np.ndarray | None = None,
     ) -> None:
         """
@@ -110,6 +112,9 @@ class DemoDataset:
             proprio_noise: standard deviation, in metres, of Gaussian noise added to each
                 sample's end-effector position before normalization (0 = none); drawn from
                 the sample's seed, so a resumed run sees the same noise.
+            proprio_dropout: probability that a sample's whole normalized proprio is replaced
+                by zeros, so the model must tell the arm's state from its cameras; drawn
+                from the sample's seed like the noise.
             weights: ``(N,)`` per-frame loss weights (``cogvla.data.phase_weights``); None =
                 batches without ``weight`` (every sample alike).
         """
@@ -130,7 +135,10 @@ class DemoDataset:
             raise ValueError(f"weights: expected shape ({cache.num_frames},), got {tuple(weights.shape)}")
         self.weights = weights
         self.stats = stats
+        if not 0 <= proprio_dropout < 1:
+            raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {proprio_dropout}")
         self.proprio_noise = proprio_noise
+        self.proprio_dropout = proprio_dropout
 
     def __len__(self) -> int:
         return len(self.selection.frames)
@@ -165,11 +173,18 @@ class DemoDataset:
         return batch
 
     def _proprio(self, frames: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
-        """``(B, 8)`` normalized proprio, its hand positions jittered by ``proprio_noise`` metres."""
+        """``(B, 8)`` normalized proprio: hand positions jittered, whole rows dropped to zero."""
         if self.proprio_noise == 0:
-            return self.proprio[frames]
-        raw = self.cache.proprio[frames].astype(np.float64)
-        # A stream of its own per sample: the image augmentation draws from the bare seed.
-        noise = [np.random.default_rng([seed, _PROPRIO_NOISE_STREAM]).normal(size=3) for seed in seeds]
-        raw[:, :3] += self.proprio_noise * np.asarray(noise)
-        return self.stats.normalize_proprio(raw)
+            proprio = self.proprio[frames]
+        else:
+            raw = self.cache.proprio[frames].astype(np.float64)
+            # A stream of its own per sample: the image augmentation draws from the bare seed.
+            noise = [np.random.default_rng([seed, _PROPRIO_NOISE_STREAM]).normal(size=3) for seed in seeds]
+            raw[:, :3] += self.proprio_noise * np.asarray(noise)
+            proprio = self.stats.normalize_proprio(raw)
+        if self.proprio_dropout == 0:
+            return proprio
+        draws = np.asarray(
+            [np.random.default_rng([seed, _PROPRIO_DROPOUT_STREAM]).random() for seed in seeds]
+        )
+        return np.where((draws < self.proprio_dropout)[:, None], 0, proprio).astype(proprio.dtype)

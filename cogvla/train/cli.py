@@ -94,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="std of Gaussian noise on the hand position of the training proprio (0 = off, the default)",
     )
     parser.add_argument(
+        "--proprio-dropout",
+        type=float,
+        metavar="P",
+        help="probability that a training sample's proprio is replaced by zeros (0 = off, the default)",
+    )
+    parser.add_argument(
         "--phase-start-weight",
         type=float,
         metavar="W",
@@ -156,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         "keypoint_weight": args.keypoint_weight,
         "keypoint_source": args.keypoint_source,
         "proprio_noise": args.proprio_noise,
+        "proprio_dropout": args.proprio_dropout,
         # Set together: the config checks that a margin comes with a refit.
         "refit_proprio_stats": True if args.refit_proprio_stats else None,
         "refit_proprio_margin": args.refit_proprio_margin,

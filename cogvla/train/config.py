@@ -62,6 +62,11 @@ class TrainConfig:
     # sample's proprio; 0 = off. Along a demo the hand's path gives away where the target is, so
     # a policy can follow its own proprio instead of looking; noise of a few cm takes that away.
     proprio_noise: float = 0.0
+    # Probability that a training sample's whole proprio is replaced by zeros; 0 = off. Where
+    # noise blurs the shortcut, dropout removes it from those samples: the model must read the
+    # arm's state and the target from its cameras, with weights shared with the samples that
+    # keep their proprio.
+    proprio_dropout: float = 0.0
     # Loss weight of the first phase_start_steps frames after each episode start and gripper
     # switch (cogvla.data.phase_weights), where only the cameras tell where to go; 1 = off.
     phase_start_weight: float = 1.0
@@ -149,6 +154,10 @@ class TrainConfig:
             )
         if not self.proprio_noise >= 0:
             raise ValueError(f"TrainConfig.proprio_noise: expected >= 0 (metres), got {self.proprio_noise}")
+        if not 0 <= self.proprio_dropout < 1:
+            raise ValueError(
+                f"TrainConfig.proprio_dropout: expected a probability in [0, 1), got {self.proprio_dropout}"
+            )
         if not self.refit_proprio_margin >= 0:
             raise ValueError(
                 f"TrainConfig.refit_proprio_margin: expected >= 0, got {self.refit_proprio_margin}"

@@ -330,6 +330,7 @@ def _set_up(
         crop_area=sample_crop_area(model.config),
         keypoints=None if keypoint_head is None else keypoint_targets(frames, keypoint_head.source),
         proprio_noise=config.proprio_noise,
+        proprio_dropout=config.proprio_dropout,
         weights=_phase_weights(frames, config),
     )
     if state is not None and state["sampler"]["num_samples"] != len(dataset):
