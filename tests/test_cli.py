@@ -90,3 +90,30 @@ def test_user_errors_are_told_apart_from_bugs() -> None:
     assert cli.is_user_error(ServerTimeout("no reply"))
     assert not cli.is_user_error(AttributeError("x"))
     assert not cli.is_user_error(ZeroDivisionError())
+
+
+def test_train_flags_reach_the_config_and_bad_ones_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from cogvla.train import trainer
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    demo = tmp_path / "demo.hdf5"
+    demo.touch()
+    seen = []
+
+    def fake_train(config, *args, **kwargs):
+        seen.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    argv = ["train", "--data", str(demo), "--out", str(tmp_path / "run"), "--proprio-dropout"]
+    with pytest.raises(SystemExit):
+        main([*argv, "0.4", "--proprio-noise", "0.02"])
+    assert (seen[0].proprio_dropout, seen[0].proprio_noise) == (0.4, 0.02)
+    capsys.readouterr()
+    assert main([*argv, "1.5"]) == 1
+    assert _one_error_line(capsys).startswith(
+        "cogvla train: error: TrainConfig.proprio_dropout: expected a probability in [0, 1), got 1.5"
+    )
+    assert len(seen) == 1

@@ -38,7 +38,7 @@ __all__ = [
     "select_training_frames",
 ]
 
-# Second word of the seed sequence of a sample's proprio noise.
+# Second words of the seed sequences of a sample's proprio noise and proprio dropout.
 _PROPRIO_NOISE_STREAM = 1
 _PROPRIO_DROPOUT_STREAM = 2
 
