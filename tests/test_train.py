@@ -368,8 +368,11 @@ def test_train_config_rejects_bad_values():
         TrainConfig(global_batch=6, grad_accum=2).micro_batch(world_size=2)
     with pytest.raises(ValueError, match=r"proprio_noise: expected >= 0 \(metres\), got -0.01"):
         TrainConfig(proprio_noise=-0.01)
-    with pytest.raises(ValueError, match=r"proprio_dropout: expected a probability in \[0, 1\), got 1.0"):
-        TrainConfig(proprio_dropout=1.0)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(
+            ValueError, match=rf"proprio_dropout: expected a probability in \[0, 1\), got {bad}"
+        ):
+            TrainConfig(proprio_dropout=bad)
     with pytest.raises(ValueError, match="did you mean 'tiny'"):
         get_train_preset("tin")
 

@@ -135,8 +135,6 @@ class DemoDataset:
             raise ValueError(f"weights: expected shape ({cache.num_frames},), got {tuple(weights.shape)}")
         self.weights = weights
         self.stats = stats
-        if not 0 <= proprio_dropout < 1:
-            raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {proprio_dropout}")
         self.proprio_noise = proprio_noise
         self.proprio_dropout = proprio_dropout
 
