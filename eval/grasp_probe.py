@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from deploy.chunker import ChunkerConfig
-from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+from eval.libero.episode import WHOLE_CHUNKS, EnvSpec, EpisodeSpec, run_episode
 
 __all__ = ["GraspRecorder", "oracle_target", "probe_grasps", "summarize_grasps"]
 
@@ -113,14 +113,14 @@ def probe_grasps(
     starts: Sequence[tuple[int | None, int]],
     *,
     max_steps: int,
-    chunking: ChunkerConfig | None = None,
+    chunking: ChunkerConfig = WHOLE_CHUNKS,
     env_factory: Callable[[EnvSpec], Any] | None = None,
     planner: Callable[[Mapping[str, Any]], np.ndarray] = oracle_target,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``policy`` from each ``(init_state_id or None for a randomized reset, seed)`` and
     report the env it ran in (``env_spec`` made privileged), every episode's grasp and
-    ``summarize_grasps`` of them all; ``chunking`` executes the chunks (None: whole chunks)."""
+    ``summarize_grasps`` of them all; ``chunking`` executes the chunks."""
     if env_factory is None:
         from eval.libero.harness import make_libero_env
 

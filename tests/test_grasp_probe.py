@@ -10,7 +10,7 @@ import pytest
 from cogvla.cli import main as cogvla_main
 from deploy.chunker import ChunkerConfig
 from eval.grasp_probe import GraspRecorder, probe_grasps, summarize_grasps
-from eval.libero.episode import EnvSpec
+from eval.libero.episode import WHOLE_CHUNKS, EnvSpec
 
 SPOT = np.array([0.1, -0.2, 1.0])
 
@@ -57,7 +57,7 @@ class ReachPolicy:
         return np.array([[*target, 0, 0, 0, -1.0], [*target, 0, 0, 0, 1.0]], np.float32)
 
 
-def _probe(policy, episodes: int = 6, chunking: ChunkerConfig | None = None) -> dict:
+def _probe(policy, episodes: int = 6, chunking: ChunkerConfig = WHOLE_CHUNKS) -> dict:
     return probe_grasps(
         policy,
         EnvSpec("libero_spatial", 0),

@@ -29,6 +29,7 @@ from envs.suites import WAIT_ACTION
 
 __all__ = [
     "WAIT_ACTION",
+    "WHOLE_CHUNKS",
     "EnvSpec",
     "EpisodeResult",
     "EpisodeSpec",
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 # Re-query only when the current chunk runs out.
-_WHOLE_CHUNK = ChunkerConfig(execute_steps=WHOLE_CHUNK)
+WHOLE_CHUNKS = ChunkerConfig(execute_steps=WHOLE_CHUNK)
 # Dims that DART noise perturbs: the 6 arm deltas, never the binary gripper.
 _NOISY_DIMS = slice(0, 6)
 
@@ -73,8 +74,8 @@ class EpisodeSpec:
     # Policy steps after the settle steps; the episode ends earlier on success.
     max_steps: int
     num_wait_steps: int = 10
-    # How chunks become per-step actions (deploy's chunker); None = each whole chunk, open loop.
-    chunking: ChunkerConfig | None = None
+    # How chunks become per-step actions (deploy's chunker).
+    chunking: ChunkerConfig = WHOLE_CHUNKS
     # DART: std of Gaussian noise on the executed arm deltas (the clean action is what observers see).
     action_noise: float = 0.0
     # Keep acting this many steps after the first success (demos end a little after success).
@@ -164,7 +165,7 @@ def run_episode(
     lazy = _lazy_images(env)
     options = {"randomize": True} if spec.init_state_id is None else {"init_state_id": spec.init_state_id}
     obs, _ = env.reset(seed=spec.seed, options={**options, **lazy})
-    chunker = ActionChunker(policy, spec.chunking or _WHOLE_CHUNK)
+    chunker = ActionChunker(policy, spec.chunking)
     chunker.reset()
     beat()
     for _ in range(spec.num_wait_steps):
