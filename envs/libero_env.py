@@ -17,12 +17,15 @@ rendered when first read, so a step nobody looks at costs physics only.
 Resets either restore one of the benchmark's fixed init states (evaluation) or, with
 ``options={"randomize": True}``, sample fresh object placements from the BDDL regions
 (demo generation), re-placing what LIBERO's sampler puts off a fixture's region until the
-task's ``:init`` holds (``envs.initial_state``). Episode length is the caller's business:
+task's ``:init`` holds (``envs.initial_state``). A randomized reset starts the arm from one
+pose unless ``joint_noise`` perturbs its joints, as robosuite's default did when LIBERO drew
+the fixed init states. Episode length is the caller's business:
 ``truncated`` is always False and the robosuite horizon is disabled.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
@@ -50,6 +53,8 @@ __all__ = [
 
 ACTION_DIM = 7
 STATE_DIM = 8
+# The Panda's arm joints (the gripper's are separate).
+ARM_JOINTS = 7
 AGENTVIEW = "agentview"
 WRIST = "robot0_eye_in_hand"
 # Observation key -> robosuite camera.
@@ -59,6 +64,8 @@ IMAGE_KEYS = tuple(_CAMERAS)
 _PROMPT_CHARSET = frozenset(chr(c) for c in range(32, 127))
 # Control steps a repaired randomized reset settles for before LIBERO checks its :init.
 _REPAIR_SETTLE_STEPS = 5
+# The keys a reset's options may hold.
+_RESET_OPTIONS = ("init_state_id", "randomize", "joint_noise", "lazy_images")
 
 
 class ActionError(ValueError):
@@ -99,6 +106,18 @@ class LazyObservation(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(IMAGE_KEYS) + sum(key not in IMAGE_KEYS for key in self._values)
+
+
+def _joint_noise(value: Any, randomize: bool) -> float:
+    """The ``joint_noise`` reset option, checked: a finite std >= 0, only with ``randomize``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"joint_noise: expected a finite std >= 0 in radians, got {value!r}")
+    if value and not randomize:
+        raise ValueError(
+            "joint_noise: applies to randomized resets only (a fixed init state has its own arm pose); "
+            "expected it with {'randomize': True}"
+        )
+    return float(value)
 
 
 def upright(image: np.ndarray) -> np.ndarray:
@@ -223,27 +242,34 @@ class LiberoEnv(gym.Env):
             seed: seeds LIBERO's global NumPy RNG (object placement). The first reset
                 seeds with 0 if no seed was ever given.
             options: ``{"init_state_id": k}`` restores fixed init state k (default 0);
-                ``{"randomize": True}`` samples placements from the BDDL regions instead;
-                ``{"lazy_images": True}`` returns a ``LazyObservation`` (see ``step``).
+                ``{"randomize": True}`` samples placements from the BDDL regions instead,
+                and with it ``{"joint_noise": s}`` adds Gaussian noise of std ``s`` radians
+                to each arm joint of the start pose (LIBERO drew the fixed init states with
+                robosuite's default of 0.02, so their hand starts spread by about 1 cm; a
+                randomized reset's starts at one point); ``{"lazy_images": True}`` returns a
+                ``LazyObservation`` (see ``step``).
 
         The episode depends only on the seed and options, not on what this env ran before.
         """
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"init_state_id", "randomize", "lazy_images"}
+        unknown = set(options) - set(_RESET_OPTIONS)
         if unknown:
-            raise ValueError(
-                f"options: expected keys init_state_id/randomize/lazy_images, got {sorted(unknown)}"
-            )
+            raise ValueError(f"options: expected keys {'/'.join(_RESET_OPTIONS)}, got {sorted(unknown)}")
+        randomize = bool(options.get("randomize", False))
+        joint_noise = _joint_noise(options.get("joint_noise", 0.0), randomize)
         if seed is not None or not self._seeded:
             self.raw_env.seed(0 if seed is None else int(seed))
             self._seeded = True
         self._tick += 1
         self._forget_last_episode()
         raw_obs = self.raw_env.reset()
-        if options.get("randomize", False):
+        if randomize:
             self.init_state_id = None
             raw_obs = settle_initial_conditions(self.raw_env, self._settle, self.np_random, raw_obs=raw_obs)
+            if joint_noise:
+                # Drawn after the placements, so a seed's scene is the same with or without it.
+                raw_obs = self._perturb_arm(self.np_random.normal(0.0, joint_noise, ARM_JOINTS))
         elif self.perturbed is not None and self.perturbed.perturbation.changes_scene:
             raise ValueError(
                 f"options: the {self.perturbed.perturbation.kind} perturbation changes the scene, so the "
@@ -380,6 +406,17 @@ class LiberoEnv(gym.Env):
 
     def _image(self, key: str) -> np.ndarray:
         return upright(self._render_camera(_CAMERAS[key]))
+
+    def _perturb_arm(self, offsets: np.ndarray) -> dict[str, Any]:
+        """Move the arm's joints to the robot's start pose plus ``offsets``; the new raw obs."""
+        domain_env = self.raw_env.env
+        robot = domain_env.robots[0]
+        domain_env.sim.data.qpos[robot._ref_joint_pos_indexes] = np.asarray(robot.init_qpos) + offsets
+        domain_env.sim.forward()
+        # The operational-space controller holds the pose it last saw; make it the new one.
+        robot.controller.update(force=True)
+        robot.controller.reset_goal()
+        return domain_env._get_observations(force_update=True)
 
     def _settle(self) -> dict[str, Any]:
         """A few control steps at rest; the last raw observation."""

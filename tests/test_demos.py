@@ -33,7 +33,10 @@ class FakeDemoEnv:
         return {"image": image, "wrist_image": image.copy(), "state": np.zeros(8, np.float32), "prompt": "p"}
 
     def reset(self, *, seed=None, options=None):
-        assert options == {"randomize": True}, "demos never use the benchmark's init states"
+        assert options.get("randomize") is True and set(options) <= {"randomize", "joint_noise"}, (
+            "demos never use the benchmark's init states"
+        )
+        self.joint_noise = options.get("joint_noise")
         self.seed, self.t = seed, 0
         return self._obs(), {}
 
@@ -48,7 +51,8 @@ class FakeDemoEnv:
             "ee_ori": np.zeros(3),
             "ee_quat": np.array([0, 0, 0, 1.0]),
             "gripper_states": np.zeros(2),
-            "joint_states": np.zeros(7),
+            # The reset's joint_noise option, -1 when it had none.
+            "joint_states": np.full(7, -1.0 if self.joint_noise is None else self.joint_noise),
             "sim_state": np.full(5, self.seed, float),
         }
 
@@ -186,6 +190,33 @@ def test_demos_appended_by_an_earlier_run_count_and_stay_untouched(tmp_path):
     assert earlier.read_bytes() == before
 
 
+def test_start_joint_noise_reaches_every_reset_and_is_recorded_with_the_demos(tmp_path):
+    import h5py
+
+    def demos(noise, out):
+        config = DemoConfig(
+            out=str(out),
+            suite=SUITE,
+            tasks=(0,),
+            per_task=2,
+            num_wait_steps=0,
+            max_steps=8,
+            init_joint_noise=noise,
+        )
+        report = generate_demos(config, env_factory=fake_demo_env, policy_factory=constant_policy)
+        assert report["init_joint_noise"] == noise and report["new_demos"] == 2
+        return sorted((out / SUITE).rglob("demo_*.hdf5"))
+
+    noisy = demos(0.02, tmp_path / "noisy")
+    for episode in read_episodes(noisy[0].parent):
+        np.testing.assert_array_equal(episode.joint_states, 0.02)
+    with h5py.File(noisy[0]) as handle:
+        assert json.loads(handle["data"].attrs["env_args"])["generation"]["init_joint_noise"] == 0.02
+    plain = demos(0.0, tmp_path / "plain")
+    for episode in read_episodes(plain[0].parent):
+        np.testing.assert_array_equal(episode.joint_states, -1.0), "no noise, no option"
+
+
 def test_handover_cuts_the_learners_chunk_at_the_handover_step():
     policy = HandoverPolicy(LearnerPolicy(), ConstantPolicy())
     policy.hand_over_at(5)
@@ -263,6 +294,7 @@ def test_an_attempt_the_learner_solves_before_the_handover_writes_no_demo(tmp_pa
         (["--rollin", "MISSING"], "policy: expected 'oracle', 'tcp://HOST:PORT' or a checkpoint folder"),
         (["--rollin", "oracle", "--handover-steps", "5"], "handover_steps: expected LOW,HIGH, got 5"),
         (["--rollin", "oracle", "--handover-steps", "9,3"], "handover_steps: expected 0 <= low <= high"),
+        (["--init-joint-noise", "-0.1"], "init_joint_noise: expected >= 0, got -0.1"),
     ],
 )
 def test_bad_recovery_options_are_refused_by_name(options, expected, tmp_path, caplog):
@@ -295,6 +327,8 @@ def test_cogvla_demos_writes_a_readable_file(tmp_path):
             "1",
             "--max-attempts-factor",
             "3",
+            "--init-joint-noise",
+            "0.02",
         ]
     )
     assert rc == 0
@@ -303,3 +337,6 @@ def test_cogvla_demos_writes_a_readable_file(tmp_path):
     (episode,) = read_episodes(folders[0])
     assert episode.agentview_rgb.shape[1:] == (64, 64, 3) and episode.actions.shape == (len(episode), 7)
     assert episode.states is not None and episode.state.shape == (len(episode), 8)
+    # Randomized resets without joint noise start the hand at exactly (-0.208, 0.0, 1.173) m.
+    start = episode.state[0, :3]
+    assert 0.001 < np.linalg.norm(start - np.array([-0.208, 0.0, 1.173])) < 0.05, start

@@ -185,6 +185,41 @@ def test_resets_restore_init_states_and_seeded_placements(env):
 
 
 @pytest.mark.libero
+def test_start_joint_noise_moves_only_the_arm_and_the_controller_holds_it(env):
+    from envs.libero_env import ARM_JOINTS
+
+    def start(seed, **noise):
+        obs, _ = env.reset(seed=seed, options={"randomize": True, **noise})
+        return obs["state"].copy(), env.raw_fields()
+
+    plain_state, plain = start(11)
+    noisy_state, noisy = start(11, joint_noise=0.02)
+    again_state, _ = start(11, joint_noise=0.02)
+    np.testing.assert_array_equal(noisy_state, again_state)
+    robot = env.raw_env.env.robots[0]
+    np.testing.assert_allclose(plain["joint_states"], robot.init_qpos, atol=1e-6)
+    offsets = noisy["joint_states"] - plain["joint_states"]
+    assert offsets.shape == (ARM_JOINTS,) and 0.002 < np.abs(offsets).max() < 0.1
+    shift = np.linalg.norm(noisy_state[:3] - plain_state[:3])
+    assert 0.001 < shift < 0.05, f"the hand moved {shift:.4f} m"
+    # The objects are where the same seed puts them without the noise: it is drawn after them.
+    qpos = env.raw_env.env.sim.data.qpos
+    arm = set(robot._ref_joint_pos_indexes) | set(robot._ref_gripper_joint_pos_indexes)
+    objects = [i + 1 for i in range(len(qpos)) if i not in arm]  # sim_state[0] is the time
+    np.testing.assert_allclose(noisy["sim_state"][objects], plain["sim_state"][objects], atol=1e-9)
+    # Resting steps keep the perturbed pose: the controller's goal moved with the arm.
+    for _ in range(5):
+        obs, *_ = env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+    assert np.linalg.norm(obs["state"][:3] - noisy_state[:3]) < 0.002
+
+    with pytest.raises(ValueError, match="joint_noise: applies to randomized resets only"):
+        env.reset(options={"init_state_id": 0, "joint_noise": 0.02})
+    for bad in (-0.01, float("nan"), "0.02", True):
+        with pytest.raises(ValueError, match="joint_noise: expected a finite std >= 0 in radians"):
+            env.reset(options={"randomize": True, "joint_noise": bad})
+
+
+@pytest.mark.libero
 def test_lazy_observations_render_on_read_and_refuse_stale_reads(env):
     from envs.libero_env import StaleObservationError
 

@@ -195,6 +195,30 @@ def test_run_episode_observes_clean_actions_and_executes_noisy_ones():
     assert np.abs(noisy[:, :6]).max() > 0 and np.abs(noisy).max() <= 1.0
 
 
+def test_start_joint_noise_is_a_reset_option_of_randomized_episodes_only():
+    seen = []
+
+    class Recorder(FakeEnv):
+        def reset(self, *, seed=None, options=None):
+            seen.append(dict(options))
+            return super().reset(seed=seed, options=options)
+
+    spec = EpisodeSpec(
+        env=EnvSpec(SUITE, 0),
+        init_state_id=None,
+        seed=3,
+        max_steps=2,
+        num_wait_steps=0,
+        init_joint_noise=0.02,
+    )
+    run_episode(Recorder(spec.env), ZeroPolicy(), spec)
+    assert seen[0]["joint_noise"] == 0.02 and seen[0]["randomize"] is True
+    with pytest.raises(ValueError, match="init_joint_noise: applies to randomized resets only"):
+        EpisodeSpec(env=EnvSpec(SUITE, 0), init_state_id=4, seed=3, max_steps=2, init_joint_noise=0.02)
+    with pytest.raises(ValueError, match="init_joint_noise: expected >= 0, got -0.1"):
+        EpisodeSpec(env=EnvSpec(SUITE, 0), init_state_id=None, seed=3, max_steps=2, init_joint_noise=-0.1)
+
+
 def test_run_episode_keeps_acting_after_success_when_asked():
     spec = EpisodeSpec(
         env=EnvSpec(SUITE, 0), init_state_id=0, seed=7, max_steps=50, num_wait_steps=10, steps_after_success=4

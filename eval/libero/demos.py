@@ -75,6 +75,9 @@ class DemoConfig:
     post_success_steps: int = 5
     # DART noise std on the executed arm deltas.
     noise: float = 0.0
+    # Std (rad) of Gaussian noise on the arm's start joints at each reset; LIBERO drew its fixed
+    # init states with 0.02, while 0 starts every demo from one pose.
+    init_joint_noise: float = 0.0
     seed: int = 0
     workers: int = 1
     # Give up on a task after this many attempts per requested demo.
@@ -90,7 +93,7 @@ class DemoConfig:
         for name in ("per_task", "image_size", "workers", "max_attempts_factor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("num_wait_steps", "post_success_steps", "noise", "mesh_faces"):
+        for name in ("num_wait_steps", "post_success_steps", "noise", "init_joint_noise", "mesh_faces"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -289,6 +292,7 @@ def _env_args(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -> 
             "fast_render": config.fast_render,
             "mesh_faces": config.mesh_faces,
             "dart_noise": config.noise,
+            "init_joint_noise": config.init_joint_noise,
             "num_wait_steps": config.num_wait_steps,
             "post_success_steps": config.post_success_steps,
             "randomized_reset": True,
@@ -379,6 +383,7 @@ def generate_demos(
                             max_steps=max_steps,
                             num_wait_steps=config.num_wait_steps,
                             action_noise=config.noise,
+                            init_joint_noise=config.init_joint_noise,
                             steps_after_success=config.post_success_steps,
                         ),
                     )
@@ -473,6 +478,7 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
         "per_task": config.per_task,
         "rollin_policy": config.rollin,
         "handover_steps": list(config.handover_steps) if config.rollin else None,
+        "init_joint_noise": config.init_joint_noise,
         "tasks": tasks,
         "wall_time_s": round(seconds, 3),
         "new_demos": new,

@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--noise", type=float, default=0.0, help="DART: std of the noise on executed arm deltas"
     )
+    parser.add_argument(
+        "--init-joint-noise",
+        type=float,
+        default=0.0,
+        help="std (rad) of Gaussian noise on the arm's 7 start joints at each reset (default 0: every "
+        "demo starts from one pose; LIBERO drew its fixed init states with 0.02)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base of the per-(task, attempt) reset seeds")
     parser.add_argument(
         "--max-attempts-factor", type=int, default=4, help="give up after FACTOR x per-task attempts"
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             num_wait_steps=args.wait_steps,
             post_success_steps=args.post_success_steps,
             noise=args.noise,
+            init_joint_noise=args.init_joint_noise,
             seed=args.seed,
             workers=args.workers,
             max_attempts_factor=args.max_attempts_factor,

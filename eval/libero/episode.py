@@ -78,6 +78,8 @@ class EpisodeSpec:
     chunking: ChunkerConfig = WHOLE_CHUNKS
     # DART: std of Gaussian noise on the executed arm deltas (the clean action is what observers see).
     action_noise: float = 0.0
+    # Randomized resets only: std (rad) of Gaussian noise on the arm's start joints (env reset option).
+    init_joint_noise: float = 0.0
     # Keep acting this many steps after the first success (demos end a little after success).
     steps_after_success: int = 0
 
@@ -88,6 +90,13 @@ class EpisodeSpec:
             raise ValueError(f"num_wait_steps: expected >= 0, got {self.num_wait_steps}")
         if self.action_noise < 0:
             raise ValueError(f"action_noise: expected >= 0, got {self.action_noise}")
+        if self.init_joint_noise < 0:
+            raise ValueError(f"init_joint_noise: expected >= 0, got {self.init_joint_noise}")
+        if self.init_joint_noise and self.init_state_id is not None:
+            raise ValueError(
+                "init_joint_noise: applies to randomized resets only; expected init_state_id=None, "
+                f"got {self.init_state_id}"
+            )
 
 
 @dataclass
@@ -164,6 +173,8 @@ def run_episode(
     _seed_policy_rngs(spec.seed)
     lazy = _lazy_images(env)
     options = {"randomize": True} if spec.init_state_id is None else {"init_state_id": spec.init_state_id}
+    if spec.init_joint_noise:
+        options["joint_noise"] = spec.init_joint_noise
     obs, _ = env.reset(seed=spec.seed, options={**options, **lazy})
     chunker = ActionChunker(policy, spec.chunking)
     chunker.reset()
