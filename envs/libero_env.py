@@ -18,8 +18,8 @@ Resets either restore one of the benchmark's fixed init states (evaluation) or, 
 ``options={"randomize": True}``, sample fresh object placements from the BDDL regions
 (demo generation), re-placing what LIBERO's sampler puts off a fixture's region until the
 task's ``:init`` holds (``envs.initial_state``). A randomized reset starts the arm from one
-pose unless ``joint_noise`` perturbs its joints, as robosuite's default did when LIBERO drew
-the fixed init states. Episode length is the caller's business:
+pose unless ``joint_noise`` perturbs its joints, as robosuite's default noise spreads the
+fixed init states' start poses. Episode length is the caller's business:
 ``truncated`` is always False and the robosuite horizon is disabled.
 """
 
@@ -244,9 +244,9 @@ class LiberoEnv(gym.Env):
             options: ``{"init_state_id": k}`` restores fixed init state k (default 0);
                 ``{"randomize": True}`` samples placements from the BDDL regions instead,
                 and with it ``{"joint_noise": s}`` adds Gaussian noise of std ``s`` radians
-                to each arm joint of the start pose (LIBERO drew the fixed init states with
-                robosuite's default of 0.02, so their hand starts spread by about 1 cm; a
-                randomized reset's starts at one point); ``{"lazy_images": True}`` returns a
+                to each arm joint of the start pose (LIBERO's scene class defaults to
+                robosuite's 0.02, and the fixed init states' hand starts spread by about 1 cm
+                as that gives; a randomized reset's starts at one point); ``{"lazy_images": True}`` returns a
                 ``LazyObservation`` (see ``step``).
 
         The episode depends only on the seed and options, not on what this env ran before.

@@ -75,8 +75,8 @@ class DemoConfig:
     post_success_steps: int = 5
     # DART noise std on the executed arm deltas.
     noise: float = 0.0
-    # Std (rad) of Gaussian noise on the arm's start joints at each reset; LIBERO drew its fixed
-    # init states with 0.02, while 0 starts every demo from one pose.
+    # Std (rad) of Gaussian noise on the arm's start joints at each reset; the fixed init states'
+    # start poses spread as 0.02 gives, while 0 starts every demo from one pose.
     init_joint_noise: float = 0.0
     seed: int = 0
     workers: int = 1

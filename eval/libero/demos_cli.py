@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="std (rad) of Gaussian noise on the arm's 7 start joints at each reset (default 0: every "
-        "demo starts from one pose; LIBERO drew its fixed init states with 0.02)",
+        "demo starts from one pose; the fixed init states spread as 0.02 gives)",
     )
     parser.add_argument("--seed", type=int, default=0, help="base of the per-(task, attempt) reset seeds")
     parser.add_argument(
