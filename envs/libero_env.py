@@ -245,9 +245,9 @@ class LiberoEnv(gym.Env):
                 ``{"randomize": True}`` samples placements from the BDDL regions instead,
                 and with it ``{"joint_noise": s}`` adds Gaussian noise of std ``s`` radians
                 to each arm joint of the start pose (LIBERO's scene class defaults to
-                robosuite's 0.02, and the fixed init states' hand starts spread by about 1 cm
-                as that gives; a randomized reset's starts at one point); ``{"lazy_images": True}`` returns a
-                ``LazyObservation`` (see ``step``).
+                robosuite's 0.02, and the fixed init states' hand starts spread by about
+                1 cm as that gives; a randomized reset's starts at one point);
+                ``{"lazy_images": True}`` returns a ``LazyObservation`` (see ``step``).
 
         The episode depends only on the seed and options, not on what this env ran before.
         """

@@ -214,7 +214,8 @@ def test_start_joint_noise_reaches_every_reset_and_is_recorded_with_the_demos(tm
         assert json.loads(handle["data"].attrs["env_args"])["generation"]["init_joint_noise"] == 0.02
     plain = demos(0.0, tmp_path / "plain")
     for episode in read_episodes(plain[0].parent):
-        np.testing.assert_array_equal(episode.joint_states, -1.0), "no noise, no option"
+        # No noise, no option: the fake recorded -1.
+        np.testing.assert_array_equal(episode.joint_states, -1.0)
 
 
 def test_handover_cuts_the_learners_chunk_at_the_handover_step():

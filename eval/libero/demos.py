@@ -94,7 +94,7 @@ class DemoConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         for name in ("num_wait_steps", "post_success_steps", "noise", "init_joint_noise", "mesh_faces"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps: expected None or >= 1, got {self.max_steps}")

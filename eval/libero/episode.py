@@ -90,7 +90,7 @@ class EpisodeSpec:
             raise ValueError(f"num_wait_steps: expected >= 0, got {self.num_wait_steps}")
         if self.action_noise < 0:
             raise ValueError(f"action_noise: expected >= 0, got {self.action_noise}")
-        if self.init_joint_noise < 0:
+        if not self.init_joint_noise >= 0:  # NaN too
             raise ValueError(f"init_joint_noise: expected >= 0, got {self.init_joint_noise}")
         if self.init_joint_noise and self.init_state_id is not None:
             raise ValueError(
