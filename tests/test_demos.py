@@ -193,16 +193,10 @@ def test_demos_appended_by_an_earlier_run_count_and_stay_untouched(tmp_path):
 def test_start_joint_noise_reaches_every_reset_and_is_recorded_with_the_demos(tmp_path):
     import h5py
 
+    base = DemoConfig(out=str(tmp_path), suite=SUITE, tasks=(0,), per_task=2, num_wait_steps=0, max_steps=8)
+
     def demos(noise, out):
-        config = DemoConfig(
-            out=str(out),
-            suite=SUITE,
-            tasks=(0,),
-            per_task=2,
-            num_wait_steps=0,
-            max_steps=8,
-            init_joint_noise=noise,
-        )
+        config = DemoConfig(**{**base.__dict__, "out": str(out), "init_joint_noise": noise})
         report = generate_demos(config, env_factory=fake_demo_env, policy_factory=constant_policy)
         assert report["init_joint_noise"] == noise and report["new_demos"] == 2
         return sorted((out / SUITE).rglob("demo_*.hdf5"))
