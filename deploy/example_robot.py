@@ -34,20 +34,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--execute-steps", type=int, default=5, help="actions executed per chunk")
     parser.add_argument("--prefetch", action="store_true", help="request the next chunk in the background")
     parser.add_argument("--prefetch-margin", type=int, default=2, help="steps before the switch to prefetch")
+    parser.add_argument(
+        "--requery-before-close",
+        action="store_true",
+        help="query afresh instead of executing a stale chunk row that closes the open gripper",
+    )
     parser.add_argument("--timeout-ms", type=int, default=2000, help="per-request timeout")
     parser.add_argument("--prompt", default="put the bowl on the plate", help="task instruction")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    try:
+        chunking = ChunkerConfig(
+            execute_steps=args.execute_steps,
+            prefetch=args.prefetch,
+            prefetch_margin=args.prefetch_margin,
+            requery_before_close=args.requery_before_close,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     client = PolicyClient(args.endpoint, timeout_ms=args.timeout_ms, retries=1)
     metadata = client.metadata()
     side = metadata.get("image_keys", {}).get("image", [224])[0]
-    chunker = ActionChunker(
-        client,
-        ChunkerConfig(
-            execute_steps=args.execute_steps, prefetch=args.prefetch, prefetch_margin=args.prefetch_margin
-        ),
-    )
+    chunker = ActionChunker(client, chunking)
     robot = SimulatedRobot(prompt=args.prompt, image_size=int(side))
     chunker.reset()
     stats = ControlLoop(robot, chunker, LoopConfig(hz=args.hz, max_steps=args.steps)).run()

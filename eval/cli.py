@@ -51,6 +51,7 @@ _CHECKPOINT_DEFAULT_KEYS = {
     "fast_render",
     "mesh_faces",
     "gripper_close_delay",
+    "requery_before_close",
 }
 
 
@@ -144,6 +145,12 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="steps the gripper stays open after the policy switches it to close, the arm moving "
         "as commanded (default: the checkpoint's eval_protocol.json, else 0)",
+    )
+    protocol.add_argument(
+        "--requery-before-close",
+        action=argparse.BooleanOptionalAction,
+        help="open-loop: query afresh instead of executing a stale chunk row that closes the open "
+        "gripper (default: the checkpoint's eval_protocol.json, else off)",
     )
     backend = parser.add_argument_group("execution")
     backend.add_argument("--backend", choices=("process", "ray"), default="process")
@@ -290,6 +297,9 @@ def _eval_config(
         execution=args.execution,
         async_latency_steps=args.async_latency,
         gripper_close_delay=first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0),
+        requery_before_close=first_given(
+            args.requery_before_close, defaults.get("requery_before_close"), False
+        ),
         workers=args.workers,
         backend=args.backend,
         videos=args.videos,

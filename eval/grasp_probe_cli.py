@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="steps the gripper stays open after the policy switches it to close "
         "(default: the checkpoint's eval_protocol.json, else 0)",
     )
+    parser.add_argument(
+        "--requery-before-close",
+        action=argparse.BooleanOptionalAction,
+        help="query afresh instead of executing a stale chunk row that closes the open gripper "
+        "(default: the checkpoint's eval_protocol.json, else off)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
@@ -90,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
             mesh_faces=first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
         )
         delay = first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0)
-        chunking = ChunkerConfig(execute_steps=WHOLE_CHUNK, gripper_close_delay=delay)
+        requery = first_given(args.requery_before_close, defaults.get("requery_before_close"), False)
+        chunking = ChunkerConfig(
+            execute_steps=WHOLE_CHUNK, gripper_close_delay=delay, requery_before_close=requery
+        )
         policy = load_policy(policy_spec)
     except (ValueError, FileNotFoundError) as exc:
         logger.error("%s", exc)
@@ -106,7 +115,13 @@ def run(args: argparse.Namespace) -> int:
             chunking=chunking,
             progress=lambda row: bar.update(1),
         )
-    report = {"policy": policy_spec, "randomized": args.randomized, "gripper_close_delay": delay, **report}
+    report = {
+        "policy": policy_spec,
+        "randomized": args.randomized,
+        "gripper_close_delay": delay,
+        "requery_before_close": requery,
+        **report,
+    }
     text = json.dumps(report, indent=2, default=str)
     if args.out is not None:
         args.out.write_text(text + "\n")

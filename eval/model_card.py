@@ -227,14 +227,15 @@ def _tasks_text(tasks: list[int] | None) -> str:
 
 
 def _protocol_text(protocol: dict[str, Any]) -> str:
-    """Suites, tasks and rendering of an eval protocol or config, and a gripper close delay if any."""
+    """Suites, tasks and rendering of an eval protocol or config, and its chunk-execution departures."""
     text = (
         f"suites {', '.join(protocol['suites'])}, {_tasks_text(protocol['tasks'])}, "
         f"{protocol['image_size']} px, fast_render={protocol['fast_render']}, "
         f"mesh_faces={protocol.get('mesh_faces', 0)}"
     )
     delay = protocol.get("gripper_close_delay", 0)
-    return text + (f", gripper_close_delay={delay}" if delay else "")
+    text += f", gripper_close_delay={delay}" if delay else ""
+    return text + (", requery_before_close=True" if protocol.get("requery_before_close") else "")
 
 
 def _header(
@@ -429,6 +430,9 @@ def _eval_sentence(config: dict[str, Any], summary: dict[str, Any], protocol: di
         flags.append(f"--mesh-faces {config.get('mesh_faces', 0)}")
     if config.get("gripper_close_delay", 0) != protocol.get("gripper_close_delay", 0):
         flags.append(f"--gripper-close-delay {config.get('gripper_close_delay', 0)}")
+    requery = bool(config.get("requery_before_close"))
+    if requery != bool(protocol.get("requery_before_close")):
+        flags.append("--requery-before-close" if requery else "--no-requery-before-close")
     text = (
         f"`MUJOCO_GL=egl cogvla eval libero {' '.join(flags)}` on the fixed init states "
         f"({_protocol_text(config)}): {summary['overall']['episodes']} episodes"

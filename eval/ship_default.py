@@ -8,8 +8,8 @@ Usage::
     .venv/bin/python -m eval.ship_default ... (same flags) --eval EVAL_DIR/libero_object
 
 A default already in the package is changed in place with ``--default`` instead of
-``--checkpoint`` (its training run need not be on the machine): ``--gripper-close-delay``
-rewrites its ``eval_protocol.json``, which changes its fingerprint, so its card's measured
+``--checkpoint`` (its training run need not be on the machine): ``--gripper-close-delay`` and
+``--requery-before-close`` rewrite its ``eval_protocol.json``, which changes its fingerprint, so its card's measured
 section reads "Not evaluated yet" until ``--default FOLDER --eval EVAL_DIR`` fills it from an
 evaluation of the changed files::
 
@@ -77,6 +77,7 @@ def ship(
     demo_sets: dict[Path, dict[str, Any]] | None = None,
     suites: tuple[str, ...] | None = None,
     gripper_close_delay: int = 0,
+    requery_before_close: bool = False,
 ) -> Path:
     """Copy ``checkpoint`` to ``out`` in fp16 with its eval protocol and a model card.
 
@@ -91,8 +92,14 @@ def ship(
         suites: ship as the default of these suites only (None: every suite it was trained on).
         gripper_close_delay: steps the default's evaluation holds the gripper open after the
             policy switches it to close (``deploy.chunker.ChunkerConfig``); 0: as commanded.
+        requery_before_close: whether the default's evaluation queries afresh where a
+            stale chunk row would close the open gripper (``deploy.chunker.ChunkerConfig``).
     """
-    protocol = _with_close_delay(_restricted(_protocol(checkpoint, eval_dir), suites), gripper_close_delay)
+    protocol = _with_execution(
+        _restricted(_protocol(checkpoint, eval_dir), suites),
+        gripper_close_delay=gripper_close_delay,
+        requery_before_close=requery_before_close,
+    )
     if out is None:
         out = DEFAULTS_DIR / default_folder_name(protocol["suites"])
     _check_one_default_per_suite(out, protocol["suites"])
@@ -131,19 +138,28 @@ def ship(
 
 
 def update_default(
-    folder: Path, eval_dir: Path | None = None, gripper_close_delay: int | None = None
+    folder: Path,
+    eval_dir: Path | None = None,
+    gripper_close_delay: int | None = None,
+    requery_before_close: bool | None = None,
 ) -> Path:
-    """Change a shipped default in place: set its gripper close delay (None: keep it), then
-    rewrite its card's measured section from ``eval_dir`` (None: not evaluated yet)."""
+    """Change a shipped default in place: set its gripper close delay and re-query on gripper
+    switches (None: keep each), then rewrite its card's measured section from ``eval_dir``
+    (None: not evaluated yet)."""
     protocol = read_eval_protocol(folder)
     card_path = folder / "README.md"
     if protocol is None or not card_path.is_file():
         raise ShipError(
             f"default {folder}: expected a shipped default with {EVAL_PROTOCOL_FILE} and README.md"
         )
-    updated = protocol if gripper_close_delay is None else _with_close_delay(protocol, gripper_close_delay)
+    updated = _with_execution(
+        protocol, gripper_close_delay=gripper_close_delay, requery_before_close=requery_before_close
+    )
     if updated == protocol and eval_dir is None:
-        raise ShipError(f"default {folder}: nothing to change; pass --gripper-close-delay or --eval")
+        raise ShipError(
+            f"default {folder}: nothing to change; pass --gripper-close-delay, "
+            "--[no-]requery-before-close or --eval"
+        )
     protocol = updated
     # The fingerprint covers eval_protocol.json, so the new one is written before the card is checked.
     before = (folder / EVAL_PROTOCOL_FILE).read_text()
@@ -159,12 +175,24 @@ def update_default(
     return folder
 
 
-def _with_close_delay(protocol: dict[str, Any], delay: int) -> dict[str, Any]:
-    """``protocol`` evaluated with ``delay`` (``gripper_close_delay``; 0 drops the key)."""
-    if delay < 0:
+# Chunk-execution settings a default's protocol may carry, each left out at this value.
+_EXECUTION_DEFAULTS: dict[str, Any] = {"gripper_close_delay": 0, "requery_before_close": False}
+
+
+def _with_execution(protocol: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """``protocol`` with each given execution setting (None keeps the current one; the
+    setting's default drops its key, so a protocol without departures stays as trained)."""
+    delay = settings.get("gripper_close_delay")
+    if delay is not None and delay < 0:
         raise ShipError(f"gripper_close_delay: expected >= 0, got {delay}")
-    kept = {key: value for key, value in protocol.items() if key != "gripper_close_delay"}
-    return {**kept, "gripper_close_delay": delay} if delay else kept
+    updated = dict(protocol)
+    for key, value in settings.items():
+        if value is None:
+            continue
+        updated.pop(key, None)
+        if value != _EXECUTION_DEFAULTS[key]:
+            updated[key] = value
+    return updated
 
 
 def _protocol(checkpoint: Path, eval_dir: Path | None) -> dict[str, Any]:
@@ -215,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--default",
         type=Path,
-        help="a shipped default to change in place (--gripper-close-delay, --eval) without its run",
+        help="a shipped default to change in place (--gripper-close-delay, --requery-before-close, "
+        "--eval) without its run",
     )
     parser.add_argument(
         "--train-log", type=Path, help="the run's log.jsonl (up to this checkpoint); with --checkpoint"
@@ -252,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         help="record in eval_protocol.json that this default is evaluated holding the gripper open "
         "this many steps after the policy switches it to close (default: 0; with --default: unchanged)",
     )
+    parser.add_argument(
+        "--requery-before-close",
+        action=argparse.BooleanOptionalAction,
+        help="record in eval_protocol.json that this default is evaluated querying afresh where a stale "
+        "chunk row would close the open gripper (default: off; with --default: unchanged)",
+    )
     args = parser.parse_args(argv)
     if args.checkpoint is not None and args.train_log is None:
         parser.error("--train-log: expected the run's log.jsonl with --checkpoint")
@@ -259,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.default is not None:
             print(
                 json.dumps(
-                    {"updated": str(update_default(args.default, args.eval, args.gripper_close_delay))}
+                    {
+                        "updated": str(
+                            update_default(
+                                args.default,
+                                args.eval,
+                                args.gripper_close_delay,
+                                args.requery_before_close,
+                            )
+                        )
+                    }
                 )
             )
             return 0
@@ -276,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             demo_sets,
             args.suite,
             args.gripper_close_delay or 0,
+            bool(args.requery_before_close),
         )
     except ShipError as exc:
         logger.error("%s", exc)

@@ -142,6 +142,14 @@ def test_reset_drops_chunks_and_resets_the_policy() -> None:
         ({"ensemble_coeff": -1.0}, "ensemble_coeff: expected >= 0 or None, got -1.0"),
         ({"prefetch_margin": -1}, "prefetch_margin: expected >= 0, got -1"),
         ({"gripper_close_delay": -1}, "gripper_close_delay: expected >= 0, got -1"),
+        (
+            {"requery_before_close": True, "prefetch": True},
+            "requery_before_close: expected open-loop execution",
+        ),
+        (
+            {"requery_before_close": True, "ensemble_coeff": 0.01},
+            "requery_before_close: expected open-loop execution",
+        ),
     ],
 )
 def test_config_rejects_nonsense(kwargs: dict[str, Any], match: str) -> None:
@@ -189,6 +197,58 @@ def test_reset_forgets_a_close_in_progress() -> None:
     assert [chunker.step(obs_at(t))[-1] for t in range(4)] == [-1, -1, -1, 1]
     chunker.reset()
     assert [chunker.step(obs_at(t))[-1] for t in range(4)] == [-1, -1, -1, 1]
+
+
+class LateClosePolicy(Policy):
+    """Chunks of 8 that close 3 steps after the query until step ``ready``, then at once; the
+    gripper opens again from step ``release``, whenever asked. Rows' arm dims hold the query step."""
+
+    def __init__(self, ready: int = 5, release: int = 12) -> None:
+        self.ready = ready
+        self.release = release
+        self.queried_at: list[int] = []
+
+    def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        start = int(obs["state"][0])
+        self.queried_at.append(start)
+        close_at = start if start >= self.ready else start + 3
+        steps = start + np.arange(8)
+        chunk = np.full((8, 7), float(start), np.float32)
+        chunk[:, -1] = np.where((steps >= close_at) & (steps < self.release), 1.0, -1.0)
+        return chunk
+
+    def reset(self) -> None:
+        self.queried_at = []
+
+
+def _gripper_trace(policy: LateClosePolicy, steps: int, **config: Any) -> tuple[list[float], ActionChunker]:
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=8, **config))
+    return [float(chunker.step(obs_at(t))[-1]) for t in range(steps)], chunker
+
+
+def test_open_loop_closes_where_a_stale_chunk_said() -> None:
+    policy = LateClosePolicy()
+    trace, chunker = _gripper_trace(policy, 16)
+    assert trace == [-1] * 3 + [1] * 9 + [-1] * 4
+    assert policy.queried_at == [0, 8] and chunker.stats.close_requeries == 0
+
+
+def test_requery_before_close_decides_each_close_on_a_fresh_query() -> None:
+    policy = LateClosePolicy()
+    trace, chunker = _gripper_trace(policy, 16, requery_before_close=True)
+    # The chunk of step 0 would close at 3: asked again at 3, the policy defers to 6, where
+    # a fresh chunk closes on its first row and then runs whole, its opening at 12 included.
+    assert policy.queried_at == [0, 3, 6, 14]
+    assert trace == [-1] * 6 + [1] * 6 + [-1] * 4
+    assert chunker.stats.close_requeries == 2 and chunker.stats.queries == 4
+    chunker.reset()
+    assert chunker.step(obs_at(0))[-1] == -1 and policy.queried_at == [0]
+
+
+def test_requery_keeps_whole_chunks_between_switches() -> None:
+    policy = LateClosePolicy(ready=0, release=100)
+    trace, _ = _gripper_trace(policy, 20, requery_before_close=True)
+    assert policy.queried_at == [0, 8, 16] and trace == [1.0] * 20
 
 
 def test_policy_output_is_validated() -> None:
