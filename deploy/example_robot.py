@@ -35,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefetch", action="store_true", help="request the next chunk in the background")
     parser.add_argument("--prefetch-margin", type=int, default=2, help="steps before the switch to prefetch")
     parser.add_argument(
-        "--requery-before-close",
+        "--requery-before-grasp",
         action="store_true",
-        help="query afresh instead of executing a stale chunk row that closes the open gripper",
+        help="query afresh instead of executing a stale chunk row that closes the gripper for the first time",
     )
     parser.add_argument("--timeout-ms", type=int, default=2000, help="per-request timeout")
     parser.add_argument("--prompt", default="put the bowl on the plate", help="task instruction")
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             execute_steps=args.execute_steps,
             prefetch=args.prefetch,
             prefetch_margin=args.prefetch_margin,
-            requery_before_close=args.requery_before_close,
+            requery_before_grasp=args.requery_before_grasp,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -51,7 +51,7 @@ _CHECKPOINT_DEFAULT_KEYS = {
     "fast_render",
     "mesh_faces",
     "gripper_close_delay",
-    "requery_before_close",
+    "requery_before_grasp",
 }
 
 
@@ -147,10 +147,10 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         "as commanded (default: the checkpoint's eval_protocol.json, else 0)",
     )
     protocol.add_argument(
-        "--requery-before-close",
+        "--requery-before-grasp",
         action=argparse.BooleanOptionalAction,
-        help="open-loop: query afresh instead of executing a stale chunk row that closes the open "
-        "gripper (default: the checkpoint's eval_protocol.json, else off)",
+        help="open-loop: query afresh instead of executing a stale chunk row that closes the gripper "
+        "for the first time in the episode (default: the checkpoint's eval_protocol.json, else off)",
     )
     backend = parser.add_argument_group("execution")
     backend.add_argument("--backend", choices=("process", "ray"), default="process")
@@ -297,8 +297,8 @@ def _eval_config(
         execution=args.execution,
         async_latency_steps=args.async_latency,
         gripper_close_delay=first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0),
-        requery_before_close=first_given(
-            args.requery_before_close, defaults.get("requery_before_close"), False
+        requery_before_grasp=first_given(
+            args.requery_before_grasp, defaults.get("requery_before_grasp"), False
         ),
         workers=args.workers,
         backend=args.backend,

@@ -52,10 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the checkpoint's eval_protocol.json, else 0)",
     )
     parser.add_argument(
-        "--requery-before-close",
+        "--requery-before-grasp",
         action=argparse.BooleanOptionalAction,
-        help="query afresh instead of executing a stale chunk row that closes the open gripper "
-        "(default: the checkpoint's eval_protocol.json, else off)",
+        help="query afresh instead of executing a stale chunk row that closes the gripper for the first "
+        "time (default: the checkpoint's eval_protocol.json, else off)",
     )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
             mesh_faces=first_given(args.mesh_faces, defaults.get("mesh_faces"), 0),
         )
         delay = first_given(args.gripper_close_delay, defaults.get("gripper_close_delay"), 0)
-        requery = first_given(args.requery_before_close, defaults.get("requery_before_close"), False)
+        requery = first_given(args.requery_before_grasp, defaults.get("requery_before_grasp"), False)
         chunking = ChunkerConfig(
-            execute_steps=WHOLE_CHUNK, gripper_close_delay=delay, requery_before_close=requery
+            execute_steps=WHOLE_CHUNK, gripper_close_delay=delay, requery_before_grasp=requery
         )
         policy = load_policy(policy_spec)
     except (ValueError, FileNotFoundError) as exc:
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "policy": policy_spec,
         "randomized": args.randomized,
         "gripper_close_delay": delay,
-        "requery_before_close": requery,
+        "requery_before_grasp": requery,
         **report,
     }
     text = json.dumps(report, indent=2, default=str)

@@ -235,7 +235,7 @@ def _protocol_text(protocol: dict[str, Any]) -> str:
     )
     delay = protocol.get("gripper_close_delay", 0)
     text += f", gripper_close_delay={delay}" if delay else ""
-    return text + (", requery_before_close=True" if protocol.get("requery_before_close") else "")
+    return text + (", requery_before_grasp=True" if protocol.get("requery_before_grasp") else "")
 
 
 def _header(
@@ -430,9 +430,9 @@ def _eval_sentence(config: dict[str, Any], summary: dict[str, Any], protocol: di
         flags.append(f"--mesh-faces {config.get('mesh_faces', 0)}")
     if config.get("gripper_close_delay", 0) != protocol.get("gripper_close_delay", 0):
         flags.append(f"--gripper-close-delay {config.get('gripper_close_delay', 0)}")
-    requery = bool(config.get("requery_before_close"))
-    if requery != bool(protocol.get("requery_before_close")):
-        flags.append("--requery-before-close" if requery else "--no-requery-before-close")
+    requery = bool(config.get("requery_before_grasp"))
+    if requery != bool(protocol.get("requery_before_grasp")):
+        flags.append("--requery-before-grasp" if requery else "--no-requery-before-grasp")
     text = (
         f"`MUJOCO_GL=egl cogvla eval libero {' '.join(flags)}` on the fixed init states "
         f"({_protocol_text(config)}): {summary['overall']['episodes']} episodes"

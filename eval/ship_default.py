@@ -9,7 +9,7 @@ Usage::
 
 A default already in the package is changed in place with ``--default`` instead of
 ``--checkpoint`` (its training run need not be on the machine): ``--gripper-close-delay`` and
-``--requery-before-close`` rewrite its ``eval_protocol.json``, which changes its fingerprint, so its card's measured
+``--requery-before-grasp`` rewrite its ``eval_protocol.json``, which changes its fingerprint, so its card's measured
 section reads "Not evaluated yet" until ``--default FOLDER --eval EVAL_DIR`` fills it from an
 evaluation of the changed files::
 
@@ -77,7 +77,7 @@ def ship(
     demo_sets: dict[Path, dict[str, Any]] | None = None,
     suites: tuple[str, ...] | None = None,
     gripper_close_delay: int = 0,
-    requery_before_close: bool = False,
+    requery_before_grasp: bool = False,
 ) -> Path:
     """Copy ``checkpoint`` to ``out`` in fp16 with its eval protocol and a model card.
 
@@ -92,13 +92,13 @@ def ship(
         suites: ship as the default of these suites only (None: every suite it was trained on).
         gripper_close_delay: steps the default's evaluation holds the gripper open after the
             policy switches it to close (``deploy.chunker.ChunkerConfig``); 0: as commanded.
-        requery_before_close: whether the default's evaluation queries afresh where a
-            stale chunk row would close the open gripper (``deploy.chunker.ChunkerConfig``).
+        requery_before_grasp: whether the default's evaluation queries afresh where a stale
+            chunk row would close the gripper for the first time (``deploy.chunker.ChunkerConfig``).
     """
     protocol = _with_execution(
         _restricted(_protocol(checkpoint, eval_dir), suites),
         gripper_close_delay=gripper_close_delay,
-        requery_before_close=requery_before_close,
+        requery_before_grasp=requery_before_grasp,
     )
     if out is None:
         out = DEFAULTS_DIR / default_folder_name(protocol["suites"])
@@ -141,7 +141,7 @@ def update_default(
     folder: Path,
     eval_dir: Path | None = None,
     gripper_close_delay: int | None = None,
-    requery_before_close: bool | None = None,
+    requery_before_grasp: bool | None = None,
 ) -> Path:
     """Change a shipped default in place: set its gripper close delay and re-query on gripper
     switches (None: keep each), then rewrite its card's measured section from ``eval_dir``
@@ -153,12 +153,12 @@ def update_default(
             f"default {folder}: expected a shipped default with {EVAL_PROTOCOL_FILE} and README.md"
         )
     updated = _with_execution(
-        protocol, gripper_close_delay=gripper_close_delay, requery_before_close=requery_before_close
+        protocol, gripper_close_delay=gripper_close_delay, requery_before_grasp=requery_before_grasp
     )
     if updated == protocol and eval_dir is None:
         raise ShipError(
             f"default {folder}: nothing to change; pass --gripper-close-delay, "
-            "--[no-]requery-before-close or --eval"
+            "--[no-]requery-before-grasp or --eval"
         )
     protocol = updated
     # The fingerprint covers eval_protocol.json, so the new one is written before the card is checked.
@@ -176,7 +176,7 @@ def update_default(
 
 
 # Chunk-execution settings a default's protocol may carry, each left out at this value.
-_EXECUTION_DEFAULTS: dict[str, Any] = {"gripper_close_delay": 0, "requery_before_close": False}
+_EXECUTION_DEFAULTS: dict[str, Any] = {"gripper_close_delay": 0, "requery_before_grasp": False}
 
 
 def _with_execution(protocol: dict[str, Any], **settings: Any) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--default",
         type=Path,
-        help="a shipped default to change in place (--gripper-close-delay, --requery-before-close, "
+        help="a shipped default to change in place (--gripper-close-delay, --requery-before-grasp, "
         "--eval) without its run",
     )
     parser.add_argument(
@@ -282,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         "this many steps after the policy switches it to close (default: 0; with --default: unchanged)",
     )
     parser.add_argument(
-        "--requery-before-close",
+        "--requery-before-grasp",
         action=argparse.BooleanOptionalAction,
         help="record in eval_protocol.json that this default is evaluated querying afresh where a stale "
-        "chunk row would close the open gripper (default: off; with --default: unchanged)",
+        "chunk row would close the gripper for the first time (default: off; with --default: "
+        "unchanged)",
     )
     args = parser.parse_args(argv)
     if args.checkpoint is not None and args.train_log is None:
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.default,
                                 args.eval,
                                 args.gripper_close_delay,
-                                args.requery_before_close,
+                                args.requery_before_grasp,
                             )
                         )
                     }
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             demo_sets,
             args.suite,
             args.gripper_close_delay or 0,
-            bool(args.requery_before_close),
+            bool(args.requery_before_grasp),
         )
     except ShipError as exc:
         logger.error("%s", exc)

@@ -143,12 +143,12 @@ def test_reset_drops_chunks_and_resets_the_policy() -> None:
         ({"prefetch_margin": -1}, "prefetch_margin: expected >= 0, got -1"),
         ({"gripper_close_delay": -1}, "gripper_close_delay: expected >= 0, got -1"),
         (
-            {"requery_before_close": True, "prefetch": True},
-            "requery_before_close: expected open-loop execution",
+            {"requery_before_grasp": True, "prefetch": True},
+            "requery_before_grasp: expected open-loop execution",
         ),
         (
-            {"requery_before_close": True, "ensemble_coeff": 0.01},
-            "requery_before_close: expected open-loop execution",
+            {"requery_before_grasp": True, "ensemble_coeff": 0.01},
+            "requery_before_grasp: expected open-loop execution",
         ),
     ],
 )
@@ -230,24 +230,54 @@ def test_open_loop_closes_where_a_stale_chunk_said() -> None:
     policy = LateClosePolicy()
     trace, chunker = _gripper_trace(policy, 16)
     assert trace == [-1] * 3 + [1] * 9 + [-1] * 4
-    assert policy.queried_at == [0, 8] and chunker.stats.close_requeries == 0
+    assert policy.queried_at == [0, 8] and chunker.stats.grasp_requeries == 0
 
 
-def test_requery_before_close_decides_each_close_on_a_fresh_query() -> None:
+def test_requery_before_grasp_decides_the_grasp_on_a_fresh_query() -> None:
     policy = LateClosePolicy()
-    trace, chunker = _gripper_trace(policy, 16, requery_before_close=True)
+    trace, chunker = _gripper_trace(policy, 16, requery_before_grasp=True)
     # The chunk of step 0 would close at 3: asked again at 3, the policy defers to 6, where
     # a fresh chunk closes on its first row and then runs whole, its opening at 12 included.
     assert policy.queried_at == [0, 3, 6, 14]
     assert trace == [-1] * 6 + [1] * 6 + [-1] * 4
-    assert chunker.stats.close_requeries == 2 and chunker.stats.queries == 4
+    assert chunker.stats.grasp_requeries == 2 and chunker.stats.queries == 4
     chunker.reset()
     assert chunker.step(obs_at(0))[-1] == -1 and policy.queried_at == [0]
 
 
+class RegraspPolicy(Policy):
+    """Closes from step 0 and opens at step 8; every chunk asked from step 8 on plans a
+    two-row close four rows ahead, whenever it is asked (a policy unsure after a release)."""
+
+    def __init__(self) -> None:
+        self.queried_at: list[int] = []
+
+    def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        start = int(obs["state"][0])
+        self.queried_at.append(start)
+        steps = start + np.arange(8)
+        chunk = np.zeros((8, 7), np.float32)
+        chunk[:, -1] = np.where(steps < 8, 1.0, -1.0)
+        if start >= 8:
+            chunk[4:6, -1] = 1.0
+        return chunk
+
+    def reset(self) -> None:
+        self.queried_at = []
+
+
+def test_requery_before_grasp_leaves_later_closes_as_planned() -> None:
+    policy = RegraspPolicy()
+    trace, chunker = _gripper_trace(policy, 20, requery_before_grasp=True)
+    # Asking again at step 12 would get the same close four rows ahead, at 16, and so on:
+    # after the first close the chunks run as planned.
+    assert policy.queried_at == [0, 8, 16] and chunker.stats.grasp_requeries == 0
+    assert trace == [1] * 8 + [-1] * 4 + [1, 1] + [-1] * 6
+
+
 def test_requery_keeps_whole_chunks_between_switches() -> None:
     policy = LateClosePolicy(ready=0, release=100)
-    trace, _ = _gripper_trace(policy, 20, requery_before_close=True)
+    trace, _ = _gripper_trace(policy, 20, requery_before_grasp=True)
     assert policy.queried_at == [0, 8, 16] and trace == [1.0] * 20
 
 

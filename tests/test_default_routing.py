@@ -121,22 +121,22 @@ def test_a_defaults_gripper_close_delay_travels_with_it_and_the_flag_wins(
     assert [c.gripper_close_delay for c in configs] == [0]
 
 
-def test_a_defaults_requery_before_close_travels_with_it_and_the_flag_wins(
+def test_a_defaults_requery_before_grasp_travels_with_it_and_the_flag_wins(
     two_defaults, tmp_path, monkeypatch
 ):
     protocol_path = two_defaults["libero_spatial"] / "eval_protocol.json"
     protocol = json.loads(protocol_path.read_text())
-    protocol_path.write_text(json.dumps({**protocol, "requery_before_close": True}))
+    protocol_path.write_text(json.dumps({**protocol, "requery_before_grasp": True}))
     configs = _recorded_runs(monkeypatch)
     assert main(["eval", "libero", "--trials", "1", "--out", str(tmp_path / "a")]) == 0
-    assert [(c.suites, c.requery_before_close) for c in configs] == [
+    assert [(c.suites, c.requery_before_grasp) for c in configs] == [
         (("libero_spatial",), True),
         (("libero_object",), False),
     ]
     configs.clear()
-    flags = ["--suite", "libero_spatial", "--no-requery-before-close", "--out", str(tmp_path / "b")]
+    flags = ["--suite", "libero_spatial", "--no-requery-before-grasp", "--out", str(tmp_path / "b")]
     assert main(["eval", "libero", *flags]) == 0
-    assert [c.requery_before_close for c in configs] == [False]
+    assert [c.requery_before_grasp for c in configs] == [False]
 
 
 def test_eval_of_a_suite_no_default_covers_is_one_clear_error(two_defaults, tmp_path, monkeypatch, caplog):

@@ -237,9 +237,9 @@ def test_every_execution_holds_the_gripper_open_for_the_close_delay(execution, o
     assert [a[0] for a in env.executed] == pytest.approx(list(range(20)))
 
 
-def test_requery_before_close_asks_again_where_a_stale_row_would_close():
+def test_requery_before_grasp_asks_again_where_a_stale_row_would_close():
     policy = ClosingPolicy()
-    env = _execute("open-loop", policy, requery_before_close=True)
+    env = _execute("open-loop", policy, requery_before_grasp=True)
     # The chunk of step 0 closes at its row 5; that close is asked for again at step 5, whose
     # fresh chunk closes on its first row and then runs whole.
     assert policy.asked_at == [0, 5, 13]
@@ -248,9 +248,9 @@ def test_requery_before_close_asks_again_where_a_stale_row_would_close():
 
 
 @pytest.mark.parametrize("execution, overrides", [("ensemble", {}), ("async", {"open_loop_steps": 6})])
-def test_requery_before_close_is_refused_outside_open_loop(execution, overrides):
-    with pytest.raises(ValueError, match="requery_before_close: expected execution 'open-loop', got"):
-        EvalConfig(out="x", policy="oracle", execution=execution, requery_before_close=True, **overrides)
+def test_requery_before_grasp_is_refused_outside_open_loop(execution, overrides):
+    with pytest.raises(ValueError, match="requery_before_grasp: expected execution 'open-loop', got"):
+        EvalConfig(out="x", policy="oracle", execution=execution, requery_before_grasp=True, **overrides)
 
 
 def test_a_negative_close_delay_is_refused():

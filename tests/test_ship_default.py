@@ -364,30 +364,30 @@ def test_a_shipped_default_changes_its_close_delay_in_place_and_is_measured_agai
     assert "gripper_close_delay=2): 100 episodes" in measured
 
 
-def test_requery_before_close_travels_in_the_protocol_and_is_switched_in_place(checkpoint, recipes, tmp_path):
+def test_requery_before_grasp_travels_in_the_protocol_and_is_switched_in_place(checkpoint, recipes, tmp_path):
     log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
-    ship(checkpoint, log, recipes, out=out, requery_before_close=True)
+    ship(checkpoint, log, recipes, out=out, requery_before_grasp=True)
     assert json.loads((out / "eval_protocol.json").read_text()) == {
         **PROTOCOL,
-        "requery_before_close": True,
+        "requery_before_grasp": True,
     }
-    assert "mesh_faces=0, requery_before_close=True." in (out / "README.md").read_text()
+    assert "mesh_faces=0, requery_before_grasp=True." in (out / "README.md").read_text()
     # Evaluated without it, the card's command names the departure.
-    evaluated = _eval_dir(tmp_path / "eval", out, {"libero_spatial": [0]}, requery_before_close=False)
-    ship(checkpoint, log, recipes, evaluated, out=out, requery_before_close=True)
-    assert "--trials 50 --no-requery-before-close`" in (out / "README.md").read_text()
+    evaluated = _eval_dir(tmp_path / "eval", out, {"libero_spatial": [0]}, requery_before_grasp=False)
+    ship(checkpoint, log, recipes, evaluated, out=out, requery_before_grasp=True)
+    assert "--trials 50 --no-requery-before-grasp`" in (out / "README.md").read_text()
 
-    assert main(["--default", str(out), "--no-requery-before-close"]) == 0
+    assert main(["--default", str(out), "--no-requery-before-grasp"]) == 0
     assert json.loads((out / "eval_protocol.json").read_text()) == PROTOCOL
     assert "Not evaluated yet" in (out / "README.md").read_text()
-    assert main(["--default", str(out), "--requery-before-close", "--gripper-close-delay", "1"]) == 0
+    assert main(["--default", str(out), "--requery-before-grasp", "--gripper-close-delay", "1"]) == 0
     assert json.loads((out / "eval_protocol.json").read_text()) == {
         **PROTOCOL,
         "gripper_close_delay": 1,
-        "requery_before_close": True,
+        "requery_before_grasp": True,
     }
     with pytest.raises(ShipError, match="nothing to change"):
-        ship_default.update_default(out, requery_before_close=True)
+        ship_default.update_default(out, requery_before_grasp=True)
 
 
 def test_update_default_needs_a_shipped_default_and_something_to_change(checkpoint, recipes, tmp_path):

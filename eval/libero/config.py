@@ -31,7 +31,7 @@ PROTOCOL_FIELDS = (
     "execution",
     "async_latency_steps",
     "gripper_close_delay",
-    "requery_before_close",
+    "requery_before_grasp",
 )
 
 
@@ -73,9 +73,9 @@ class EvalConfig:
     # Steps the gripper stays open after the policy's actions switch to close
     # (deploy.chunker.ChunkerConfig.gripper_close_delay); 0 = as commanded.
     gripper_close_delay: int = 0
-    # Open-loop: re-query where a chunk's stale row would close the open gripper
-    # (deploy.chunker.ChunkerConfig.requery_before_close).
-    requery_before_close: bool = False
+    # Open-loop: re-query where a chunk's stale row would close the gripper for the first time
+    # (deploy.chunker.ChunkerConfig.requery_before_grasp).
+    requery_before_grasp: bool = False
     workers: int = 1
     backend: Backend = "process"
     # Record MP4s of the first `videos` trials of every task.
@@ -123,8 +123,8 @@ class EvalConfig:
             raise ValueError(f"open_loop_steps: expected None or >= 1, got {self.open_loop_steps}")
         if self.execution not in EXECUTIONS:
             raise ValueError(f"execution: expected one of {', '.join(EXECUTIONS)}, got {self.execution!r}")
-        if self.requery_before_close and self.execution != "open-loop":
-            raise ValueError(f"requery_before_close: expected execution 'open-loop', got {self.execution!r}")
+        if self.requery_before_grasp and self.execution != "open-loop":
+            raise ValueError(f"requery_before_grasp: expected execution 'open-loop', got {self.execution!r}")
         if self.execution == "async" and self.open_loop_steps is None:
             raise ValueError(
                 "open_loop_steps: execution 'async' needs the rows executed per chunk "
@@ -140,7 +140,7 @@ class EvalConfig:
         return self.max_steps if self.max_steps is not None else MAX_STEPS[suite]
 
     def chunking(self) -> ChunkerConfig:
-        """The chunker settings of ``execution``, ``gripper_close_delay`` and ``requery_before_close``."""
+        """The chunker settings of ``execution``, ``gripper_close_delay`` and ``requery_before_grasp``."""
         delay = self.gripper_close_delay
         if self.execution == "ensemble":
             return ChunkerConfig(
@@ -159,7 +159,7 @@ class EvalConfig:
         return ChunkerConfig(
             execute_steps=self.open_loop_steps or WHOLE_CHUNK,
             gripper_close_delay=delay,
-            requery_before_close=self.requery_before_close,
+            requery_before_grasp=self.requery_before_grasp,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -18,10 +18,13 @@ the chunks start commanding a close: an open-loop chunk that closes on the row i
 put the close on, before its slower-than-demonstrated descent has reached the object, then
 closes a few ticks lower. Opening is never delayed.
 
-In open loop, ``requery_before_close`` drops the rest of a chunk whose next row would close
-the open gripper, queries afresh and executes the new chunk from its first row: the grasp is
-then decided on the current observation, not on one up to ``execute_steps - 1`` ticks old,
-while the arm still moves in whole chunks in between. Releases run as planned.
+In open loop, ``requery_before_grasp`` drops the rest of a chunk whose next row would close
+the gripper for the first time in the episode, queries afresh and executes the new chunk from
+its first row: the grasp is then decided on the current observation, not on one up to
+``execute_steps - 1`` ticks old, while the arm still moves in whole chunks in between. Later
+closes run as planned: once a chunk has opened the gripper over the target, a policy may
+keep predicting a close a few rows ahead, and asking again at each of those rows would repeat
+the chunk's first rows without end and never reach the rest of its plan.
 
 Step ``t`` of an episode is the ``t``-th call to ``step``; a chunk computed from the
 observation of step ``s`` holds the actions for steps ``s .. s + H - 1``.
@@ -69,8 +72,9 @@ class ChunkerConfig:
     # ticks the gripper (the last action dimension, > 0 = close) stays open after the
     # executed actions switch from open to close; the arm dimensions are executed as given.
     gripper_close_delay: int = 0
-    # open loop only: re-query instead of executing a stale row that closes the open gripper.
-    requery_before_close: bool = False
+    # open loop only: re-query instead of executing a stale row that closes the gripper for the
+    # first time in the episode.
+    requery_before_grasp: bool = False
 
     def __post_init__(self) -> None:
         if self.execute_steps < 1:
@@ -81,9 +85,9 @@ class ChunkerConfig:
             raise ValueError(f"prefetch_margin: expected >= 0, got {self.prefetch_margin}")
         if self.gripper_close_delay < 0:
             raise ValueError(f"gripper_close_delay: expected >= 0, got {self.gripper_close_delay}")
-        if self.requery_before_close and (self.prefetch or self.ensemble_coeff is not None):
+        if self.requery_before_grasp and (self.prefetch or self.ensemble_coeff is not None):
             raise ValueError(
-                "requery_before_close: expected open-loop execution (no prefetch, no ensemble_coeff)"
+                "requery_before_grasp: expected open-loop execution (no prefetch, no ensemble_coeff)"
             )
 
 
@@ -93,8 +97,8 @@ class ChunkerStats:
 
     steps: int = 0
     queries: int = 0
-    # queries made because a stale row would have closed the gripper.
-    close_requeries: int = 0
+    # queries made because a stale row would have closed the gripper for the first time.
+    grasp_requeries: int = 0
     # steps at which ``step`` had to wait for a chunk (the first step excluded).
     stalls: int = 0
     stall_ms: float = 0.0
@@ -127,7 +131,7 @@ class ActionChunker:
         self._chunks: list[_Chunk] = []
         self._switch_at = 0
         self._closing_ticks = 0
-        self._gripper_closed: bool | None = None
+        self._grasped = False
         self.stats = ChunkerStats()
 
     def reset(self) -> None:
@@ -138,7 +142,7 @@ class ActionChunker:
         self._chunks = []
         self._switch_at = 0
         self._closing_ticks = 0
-        self._gripper_closed = None
+        self._grasped = False
         self.stats = ChunkerStats()
         self.policy.reset()
 
@@ -154,11 +158,11 @@ class ActionChunker:
             self._step_async(t, obs)
         elif t >= self._switch_at or not self._covering(t):
             self._adopt(self._query(t, obs), t)
-        elif self._stale_close(t):
-            self.stats.close_requeries += 1
+        elif self._stale_grasp(t):
+            self.stats.grasp_requeries += 1
             self._adopt(self._query(t, obs), t)
         action = self._action(t)
-        self._gripper_closed = bool(action[-1] > 0)
+        self._grasped = self._grasped or bool(action[-1] > 0)
         action = self._delay_close(action)
         self.stats.steps += 1
         return action
@@ -207,9 +211,9 @@ class ActionChunker:
             action[-1] = -1.0
         return action
 
-    def _stale_close(self, t: int) -> bool:
-        """Whether step ``t``'s row, from a chunk queried before ``t``, closes the open gripper."""
-        if not self.config.requery_before_close or self._gripper_closed is not False:
+    def _stale_grasp(self, t: int) -> bool:
+        """Whether step ``t``'s row, from a chunk queried before ``t``, closes the gripper first."""
+        if not self.config.requery_before_grasp or self._grasped:
             return False
         newest = self._covering(t)[-1]
         return newest.start < t and bool(newest.actions[t - newest.start, -1] > 0)
