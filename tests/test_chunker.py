@@ -237,12 +237,22 @@ def test_requery_before_grasp_decides_the_grasp_on_a_fresh_query() -> None:
     policy = LateClosePolicy()
     trace, chunker = _gripper_trace(policy, 16, requery_before_grasp=True)
     # The chunk of step 0 would close at 3: asked again at 3, the policy defers to 6, where
-    # a fresh chunk closes on its first row and then runs whole, its opening at 12 included.
-    assert policy.queried_at == [0, 3, 6, 14]
+    # a fresh chunk closes on its first row. Each fresh chunk runs only to step 8, where the
+    # next query was due anyway, so the queries after the grasp keep their steps.
+    assert policy.queried_at == [0, 3, 6, 8]
     assert trace == [-1] * 6 + [1] * 6 + [-1] * 4
     assert chunker.stats.grasp_requeries == 2 and chunker.stats.queries == 4
     chunker.reset()
     assert chunker.step(obs_at(0))[-1] == -1 and policy.queried_at == [0]
+
+
+def test_requery_before_grasp_keeps_the_query_schedule_of_partial_chunks() -> None:
+    policy = LateClosePolicy()
+    chunker = ActionChunker(policy, ChunkerConfig(execute_steps=4, requery_before_grasp=True))
+    trace = [float(chunker.step(obs_at(t))[-1]) for t in range(16)]
+    # Queries stay due every 4 steps (0, 4, 8, 12); the grasp adds the ones at 3 and 7.
+    assert policy.queried_at == [0, 3, 4, 7, 8, 12]
+    assert trace == [-1] * 7 + [1] * 5 + [-1] * 4
 
 
 class RegraspPolicy(Policy):

@@ -241,8 +241,8 @@ def test_requery_before_grasp_asks_again_where_a_stale_row_would_close():
     policy = ClosingPolicy()
     env = _execute("open-loop", policy, requery_before_grasp=True)
     # The chunk of step 0 closes at its row 5; that close is asked for again at step 5, whose
-    # fresh chunk closes on its first row and then runs whole.
-    assert policy.asked_at == [0, 5, 13]
+    # fresh chunk closes on its first row and runs until step 8, when the next query was due.
+    assert policy.asked_at == [0, 5, 8, 16]
     assert [float(a[6]) for a in env.executed] == [-1.0] * 5 + [1.0] * 15
     assert [a[0] for a in env.executed] == list(range(20))
 

@@ -21,7 +21,9 @@ closes a few ticks lower. Opening is never delayed.
 In open loop, ``requery_before_grasp`` drops the rest of a chunk whose next row would close
 the gripper for the first time in the episode, queries afresh and executes the new chunk from
 its first row: the grasp is then decided on the current observation, not on one up to
-``execute_steps - 1`` ticks old, while the arm still moves in whole chunks in between. Later
+``execute_steps - 1`` ticks old. The fresh chunk runs only until the next scheduled query, so
+the queries of the rest of the episode keep their steps (a one-step shift of every later
+query measurably changed how a blind replay placed its object). Later
 closes run as planned: once a chunk has opened the gripper over the target, a policy may
 keep predicting a close a few rows ahead, and asking again at each of those rows would repeat
 the chunk's first rows without end and never reach the rest of its plan.
@@ -160,7 +162,7 @@ class ActionChunker:
             self._adopt(self._query(t, obs), t)
         elif self._stale_grasp(t):
             self.stats.grasp_requeries += 1
-            self._adopt(self._query(t, obs), t)
+            self._adopt_until_next_query(self._query(t, obs), t)
         action = self._action(t)
         self._grasped = self._grasped or bool(action[-1] > 0)
         action = self._delay_close(action)
@@ -179,6 +181,12 @@ class ActionChunker:
         self._chunks.append(chunk)
         self._chunks = [c for c in self._chunks if c.end > t]
         self._switch_at = t + self.config.execute_steps
+
+    def _adopt_until_next_query(self, chunk: _Chunk, t: int) -> None:
+        """Adopt ``chunk`` in place of the current one up to the step the next query was due."""
+        due = min(self._switch_at, self._covering(t)[-1].end)
+        self.stats.queries += 1
+        self._chunks = [_Chunk(chunk.start, chunk.actions[: due - t])]
 
     def _step_async(self, t: int, obs: Mapping[str, Any]) -> None:
         assert self._executor is not None
