@@ -233,15 +233,15 @@ def test_open_loop_closes_where_a_stale_chunk_said() -> None:
     assert policy.queried_at == [0, 8] and chunker.stats.grasp_requeries == 0
 
 
-def test_requery_before_grasp_decides_the_grasp_on_a_fresh_query() -> None:
+def test_requery_before_grasp_asks_once_on_a_fresh_observation() -> None:
     policy = LateClosePolicy()
     trace, chunker = _gripper_trace(policy, 16, requery_before_grasp=True)
-    # The chunk of step 0 would close at 3: asked again at 3, the policy defers to 6, where
-    # a fresh chunk closes on its first row. Each fresh chunk runs only to step 8, where the
+    # The chunk of step 0 would close at 3: asked again at 3, the policy defers the close to
+    # 6, where it runs without a further query. The fresh chunk runs only to step 8, where the
     # next query was due anyway, so the queries after the grasp keep their steps.
-    assert policy.queried_at == [0, 3, 6, 8]
+    assert policy.queried_at == [0, 3, 8]
     assert trace == [-1] * 6 + [1] * 6 + [-1] * 4
-    assert chunker.stats.grasp_requeries == 2 and chunker.stats.queries == 4
+    assert chunker.stats.grasp_requeries == 1 and chunker.stats.queries == 3
     chunker.reset()
     assert chunker.step(obs_at(0))[-1] == -1 and policy.queried_at == [0]
 
@@ -250,8 +250,9 @@ def test_requery_before_grasp_keeps_the_query_schedule_of_partial_chunks() -> No
     policy = LateClosePolicy()
     chunker = ActionChunker(policy, ChunkerConfig(execute_steps=4, requery_before_grasp=True))
     trace = [float(chunker.step(obs_at(t))[-1]) for t in range(16)]
-    # Queries stay due every 4 steps (0, 4, 8, 12); the grasp adds the ones at 3 and 7.
-    assert policy.queried_at == [0, 3, 4, 7, 8, 12]
+    # Queries stay due every 4 steps (0, 4, 8, 12); the grasp adds one, at 3. The chunk of
+    # step 4 closes at 7, and since the grasp was asked for once already, it closes there.
+    assert policy.queried_at == [0, 3, 4, 8, 12]
     assert trace == [-1] * 7 + [1] * 5 + [-1] * 4
 
 

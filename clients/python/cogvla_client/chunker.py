@@ -18,15 +18,15 @@ the chunks start commanding a close: an open-loop chunk that closes on the row i
 put the close on, before its slower-than-demonstrated descent has reached the object, then
 closes a few ticks lower. Opening is never delayed.
 
-In open loop, ``requery_before_grasp`` drops the rest of a chunk whose next row would close
-the gripper for the first time in the episode, queries afresh and executes the new chunk from
-its first row: the grasp is then decided on the current observation, not on one up to
-``execute_steps - 1`` ticks old. The fresh chunk runs only until the next scheduled query, so
-the queries of the rest of the episode keep their steps (a one-step shift of every later
-query measurably changed how a blind replay placed its object). Later
-closes run as planned: once a chunk has opened the gripper over the target, a policy may
-keep predicting a close a few rows ahead, and asking again at each of those rows would repeat
-the chunk's first rows without end and never reach the rest of its plan.
+In open loop, ``requery_before_grasp`` asks once more before the episode's first close: when
+the row about to run, from a chunk asked some ticks earlier, would close the gripper, the rest
+of that chunk is dropped and a fresh chunk, asked on the current observation, is executed
+from its first row, closing wherever it says. It is asked once, not at every close it
+postpones: a policy may keep predicting its close a few rows ahead of any state, and asking
+again at each of those rows would never let the gripper close. The fresh chunk runs only
+until the next query was due, so later queries keep their steps (a one-step shift of every
+later query measurably changed how a blind replay placed its object), and later closes run as
+planned.
 
 Step ``t`` of an episode is the ``t``-th call to ``step``; a chunk computed from the
 observation of step ``s`` holds the actions for steps ``s .. s + H - 1``.
@@ -74,8 +74,8 @@ class ChunkerConfig:
     # ticks the gripper (the last action dimension, > 0 = close) stays open after the
     # executed actions switch from open to close; the arm dimensions are executed as given.
     gripper_close_delay: int = 0
-    # open loop only: re-query instead of executing a stale row that closes the gripper for the
-    # first time in the episode.
+    # open loop only: re-query once instead of executing a stale row that closes the gripper
+    # for the first time in the episode.
     requery_before_grasp: bool = False
 
     def __post_init__(self) -> None:
@@ -99,7 +99,7 @@ class ChunkerStats:
 
     steps: int = 0
     queries: int = 0
-    # queries made because a stale row would have closed the gripper for the first time.
+    # queries made because a stale row would have closed the gripper for the first time (0 or 1).
     grasp_requeries: int = 0
     # steps at which ``step`` had to wait for a chunk (the first step excluded).
     stalls: int = 0
@@ -220,8 +220,9 @@ class ActionChunker:
         return action
 
     def _stale_grasp(self, t: int) -> bool:
-        """Whether step ``t``'s row, from a chunk queried before ``t``, closes the gripper first."""
-        if not self.config.requery_before_grasp or self._grasped:
+        """Whether step ``t``'s row, from a chunk queried before ``t``, closes the gripper first,
+        with no re-query made yet."""
+        if not self.config.requery_before_grasp or self._grasped or self.stats.grasp_requeries:
             return False
         newest = self._covering(t)[-1]
         return newest.start < t and bool(newest.actions[t - newest.start, -1] > 0)
