@@ -143,8 +143,8 @@ def update_default(
     gripper_close_delay: int | None = None,
     requery_before_grasp: bool | None = None,
 ) -> Path:
-    """Change a shipped default in place: set its gripper close delay and re-query on gripper
-    switches (None: keep each), then rewrite its card's measured section from ``eval_dir``
+    """Change a shipped default in place: set its gripper close delay and its re-query before
+    the grasp (None: keep each), then rewrite its card's measured section from ``eval_dir``
     (None: not evaluated yet)."""
     protocol = read_eval_protocol(folder)
     card_path = folder / "README.md"
@@ -293,20 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train-log: expected the run's log.jsonl with --checkpoint")
     try:
         if args.default is not None:
-            print(
-                json.dumps(
-                    {
-                        "updated": str(
-                            update_default(
-                                args.default,
-                                args.eval,
-                                args.gripper_close_delay,
-                                args.requery_before_grasp,
-                            )
-                        )
-                    }
-                )
+            updated = update_default(
+                args.default, args.eval, args.gripper_close_delay, args.requery_before_grasp
             )
+            print(json.dumps({"updated": str(updated)}))
             return 0
         recipes = {path: load_recipe(path) for path in args.recipe}
         demo_sets = {path: load_demos_report(path) for path in args.demos_report}

@@ -221,7 +221,7 @@ class LateClosePolicy(Policy):
         self.queried_at = []
 
 
-def _gripper_trace(policy: LateClosePolicy, steps: int, **config: Any) -> tuple[list[float], ActionChunker]:
+def _gripper_trace(policy: Policy, steps: int, **config: Any) -> tuple[list[float], ActionChunker]:
     chunker = ActionChunker(policy, ChunkerConfig(execute_steps=8, **config))
     return [float(chunker.step(obs_at(t))[-1]) for t in range(steps)], chunker
 
@@ -286,7 +286,7 @@ def test_requery_before_grasp_leaves_later_closes_as_planned() -> None:
     assert trace == [1] * 8 + [-1] * 4 + [1, 1] + [-1] * 6
 
 
-def test_requery_keeps_whole_chunks_between_switches() -> None:
+def test_requery_before_grasp_leaves_a_close_on_a_fresh_chunks_first_row_alone() -> None:
     policy = LateClosePolicy(ready=0, release=100)
     trace, _ = _gripper_trace(policy, 20, requery_before_grasp=True)
     assert policy.queried_at == [0, 8, 16] and trace == [1.0] * 20
