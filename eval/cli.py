@@ -69,7 +69,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
     from envs.suites import NUM_WAIT_STEPS, SUITES
-    from eval.libero.config import EXECUTIONS
+    from eval.libero.config import EXECUTIONS, RESETS
 
     parser.add_argument(
         "--policy",
@@ -91,7 +91,12 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="evaluate even when the checkpoint's normalization stats belong to another suite",
     )
-    parser.add_argument("--start", type=int, default=0, help="trial k uses init state START + k (default: 0)")
+    parser.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="trial k uses init state (or validation scene) START + k (default: 0)",
+    )
     parser.add_argument(
         "--workers", type=int, default=2, help="simulator worker processes / Ray actors (default: 2)"
     )
@@ -113,7 +118,28 @@ def _add_libero_arguments(parser: argparse.ArgumentParser) -> None:
         "language,object,position,environment,task (default: none)",
     )
     protocol = parser.add_argument_group("protocol (recorded in config.json)")
-    protocol.add_argument("--seed", type=int, default=7, help="episode seed = SEED + init state (default: 7)")
+    protocol.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="episode seed = SEED + init state; with --resets randomized, the base of the "
+        "validation scenes' seeds (default: 7)",
+    )
+    protocol.add_argument(
+        "--resets",
+        choices=RESETS,
+        default="fixed",
+        help="fixed: the benchmark's init states; randomized: held-out scenes sampled from the "
+        "task's regions with seeds no demo attempt uses, for choosing checkpoints without the "
+        "benchmark's states (default: fixed)",
+    )
+    protocol.add_argument(
+        "--init-joint-noise",
+        type=float,
+        metavar="RADIANS",
+        help="with --resets randomized: std of the start pose's joint noise (default: 0.02, "
+        "LIBERO's scene default, which the fixed init states follow)",
+    )
     protocol.add_argument(
         "--max-steps", type=int, help="policy steps per episode (default: 220/280/300/520/400 by suite)"
     )
@@ -287,6 +313,8 @@ def _eval_config(
         tasks=args.tasks if args.tasks is not None else _optional_tuple(defaults.get("tasks")),
         trials=args.trials,
         start=args.start,
+        resets=args.resets,
+        init_joint_noise=_init_joint_noise(args),
         seed=args.seed,
         max_steps=args.max_steps,
         num_wait_steps=args.wait_steps,
@@ -311,6 +339,19 @@ def _eval_config(
         resume=args.resume,
         perturb=parse_perturbations(args.perturb),
     )
+
+
+def _init_joint_noise(args: argparse.Namespace) -> float:
+    from eval.libero.config import EvalConfig
+
+    if args.init_joint_noise is None:
+        return EvalConfig.init_joint_noise
+    if args.resets != "randomized":
+        raise ValueError(
+            "init_joint_noise: the fixed init states carry their own start poses; expected "
+            f"--resets randomized with --init-joint-noise, got --resets {args.resets}"
+        )
+    return args.init_joint_noise
 
 
 def _run_libero(args: argparse.Namespace) -> int:

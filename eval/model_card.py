@@ -368,6 +368,11 @@ def _success_section(eval_dir: Path | None, protocol: dict[str, Any], fingerprin
             f"eval {eval_dir}: summary.json is partial ({summary.get('missing', '?')} episodes missing); "
             "finish it with `cogvla eval libero --resume --out` first"
         )
+    if config.get("resets", "fixed") != "fixed":
+        raise ShipError(
+            f"eval {eval_dir}: resets: a card's figures come from the benchmark's fixed init states; "
+            f"expected 'fixed', got {config['resets']!r}"
+        )
     evaluated = summary.get("policy_fingerprint", "")
     if evaluated.startswith("sha256:") and evaluated != fingerprint:
         raise ShipError(

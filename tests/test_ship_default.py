@@ -444,6 +444,18 @@ def test_eval_of_other_weights_is_refused_and_the_default_kept(checkpoint, recip
     assert _files(out) == before and not (tmp_path / "default.partial").exists()
 
 
+def test_an_eval_on_randomized_resets_is_refused_for_the_card(checkpoint, recipes, tmp_path):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out)
+    before = _files(out)
+    validation = _eval_dir(tmp_path / "eval", out, {"libero_spatial": [0]}, resets="randomized")
+    with pytest.raises(
+        ShipError, match="resets: a card's figures come from the benchmark's fixed init states"
+    ):
+        ship(checkpoint, log, recipes, validation, out=out)
+    assert _files(out) == before
+
+
 def test_too_large_checkpoint_is_refused_and_the_default_kept(checkpoint, recipes, tmp_path, monkeypatch):
     log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
     ship(checkpoint, log, recipes, out=out)

@@ -9,9 +9,20 @@ from deploy.chunker import WHOLE_CHUNK, ChunkerConfig
 from envs.perturb import PERTURBATIONS
 from envs.suites import MAX_STEPS, NUM_WAIT_STEPS, SUITES
 
-__all__ = ["EXECUTIONS", "PROTOCOL_DEFAULTS", "PROTOCOL_FIELDS", "Backend", "EvalConfig", "Execution"]
+__all__ = [
+    "EXECUTIONS",
+    "PROTOCOL_DEFAULTS",
+    "PROTOCOL_FIELDS",
+    "RESETS",
+    "Backend",
+    "EvalConfig",
+    "Execution",
+    "Resets",
+]
 
 Backend = Literal["process", "ray"]
+Resets = Literal["fixed", "randomized"]
+RESETS: tuple[Resets, ...] = ("fixed", "randomized")
 Execution = Literal["open-loop", "ensemble", "async"]
 EXECUTIONS: tuple[Execution, ...] = ("open-loop", "ensemble", "async")
 # ACT's temporal-ensembling coefficient.
@@ -32,6 +43,8 @@ PROTOCOL_FIELDS = (
     "async_latency_steps",
     "gripper_close_delay",
     "requery_before_grasp",
+    "resets",
+    "init_joint_noise",
 )
 
 
@@ -49,6 +62,13 @@ class EvalConfig:
     # Trial k of a task starts from fixed init state start + k.
     trials: int = 50
     start: int = 0
+    # "fixed": the benchmark's init states. "randomized": held-out scenes sampled from the
+    # task's BDDL regions with seeds no demo attempt uses (eval.libero.seeds.validation_seed),
+    # for choosing between checkpoints without touching the benchmark's states.
+    resets: Resets = "fixed"
+    # Randomized resets: std (radians) of the start pose's joint noise. 0.02 is LIBERO's
+    # scene default, which the fixed init states' start poses follow; demos start at one pose.
+    init_joint_noise: float = 0.02
     # Episode seed = seed + init state index (LIBERO's RNG and the policy's torch RNG).
     seed: int = 7
     # Policy steps per episode; None = the suite's budget (envs.suites.MAX_STEPS).
@@ -121,6 +141,15 @@ class EvalConfig:
             raise ValueError(f"max_steps: expected None or >= 1, got {self.max_steps}")
         if self.open_loop_steps is not None and self.open_loop_steps < 1:
             raise ValueError(f"open_loop_steps: expected None or >= 1, got {self.open_loop_steps}")
+        if self.resets not in RESETS:
+            raise ValueError(f"resets: expected one of {', '.join(RESETS)}, got {self.resets!r}")
+        if not 0 <= self.init_joint_noise < float("inf"):  # NaN too
+            raise ValueError(f"init_joint_noise: expected a finite value >= 0, got {self.init_joint_noise}")
+        if self.resets == "randomized" and self.perturb:
+            raise ValueError(
+                "perturb: LIBERO-PRO variants are drawn around the fixed init states; expected no "
+                f"perturbations with resets 'randomized', got {', '.join(self.perturb)}"
+            )
         if self.execution not in EXECUTIONS:
             raise ValueError(f"execution: expected one of {', '.join(EXECUTIONS)}, got {self.execution!r}")
         if self.requery_before_grasp and self.execution != "open-loop":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from envs.mesh_lod import DEFAULT_MESH_FACES
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.handover import HandoverFactory, handover_step
 from eval.libero.results import EpisodeLog
+from eval.libero.seeds import attempt_seed
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
 from eval.policies import ORACLE, load_policy
 
@@ -113,12 +113,6 @@ class DemoJob:
     attempt: int
     # Steps the roll-in policy acts before the oracle; None = no roll-in policy.
     handover_step: int | None = None
-
-
-def attempt_seed(base_seed: int, suite: str, task_name: str, attempt: int) -> int:
-    """The reset seed of an attempt: fixed per (task, attempt), distinct across both."""
-    task_hash = zlib.crc32(f"{suite}/{task_name}".encode())
-    return int(np.random.SeedSequence([base_seed, task_hash, attempt]).generate_state(1)[0])
 
 
 def make_demo_env(spec: EnvSpec) -> Any:

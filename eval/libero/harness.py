@@ -33,8 +33,9 @@ from cogvla.normalize import use_suite_stats
 from eval.libero.config import PROTOCOL_DEFAULTS, EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.fingerprint import policy_fingerprint
-from eval.libero.results import EpisodeLog, episode_key, is_finished, summarize
+from eval.libero.results import EpisodeLog, episode_key, is_finished, reset_key, summarize
 from eval.libero.robustness import NOMINAL, plot_robustness, robustness_summary
+from eval.libero.seeds import validation_seed
 from eval.libero.signals import Stopped, stop_on_signals
 from eval.libero.videos import VideoRecorder, remove_partial_videos, video_stem
 from eval.libero.workers import WorkerPool, WorkerSetup, default_torch_threads
@@ -107,9 +108,11 @@ def make_libero_env(spec: EnvSpec) -> Any:
 def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
     """Every episode of the run, task by task; trial k uses init state ``start + k``.
 
-    With ``config.perturb``, each task's nominal trials are followed by the same trials of
-    each LIBERO-PRO variant (keys end in ``/KIND``); a variant that changes the scene samples
-    its placements with the trial's seed instead of restoring a fixed init state.
+    With ``resets="randomized"``, trial k instead samples validation scene ``start + k``
+    (``eval.libero.seeds.validation_seed``) with the start pose's joint noise. With
+    ``config.perturb``, each task's nominal trials are followed by the same trials of each
+    LIBERO-PRO variant (keys end in ``/KIND``); a variant that changes the scene samples its
+    placements with the trial's seed instead of restoring a fixed init state.
     """
     from envs.perturb import Perturbation
     from envs.suites import get_task, num_tasks
@@ -119,7 +122,7 @@ def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
         task_ids = config.tasks if config.tasks is not None else tuple(range(num_tasks(suite)))
         for task_id in task_ids:
             task = get_task(suite, task_id)
-            if config.start + config.trials > task.num_init_states:
+            if config.resets == "fixed" and config.start + config.trials > task.num_init_states:
                 raise PlanError(
                     f"trials: start + trials must be <= {task.num_init_states} init states of "
                     f"{suite} task {task_id}, got {config.start} + {config.trials}"
@@ -134,23 +137,14 @@ def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
                     perturbation=perturbation,
                     mesh_faces=config.mesh_faces,
                 )
-                sampled = perturbation is not None and perturbation.changes_scene
                 videos = Path(config.out) / "videos" / (perturbation.kind if perturbation else "")
                 for trial in range(config.trials):
-                    init_state_id = config.start + trial
-                    key = episode_key(suite, task_id, init_state_id)
+                    key, episode = _plan_trial(config, task.name, env_spec, config.start + trial)
                     plan.append(
                         PlannedEpisode(
                             key=key if perturbation is None else f"{key}/{perturbation.kind}",
                             env_spec=env_spec,
-                            episode=EpisodeSpec(
-                                env=env_spec,
-                                init_state_id=None if sampled else init_state_id,
-                                seed=config.seed + init_state_id,
-                                max_steps=config.steps_for(suite),
-                                num_wait_steps=config.num_wait_steps,
-                                chunking=config.chunking(),
-                            ),
+                            episode=episode,
                             task_name=task.name,
                             trial=trial,
                             video_dir=str(videos) if trial < config.videos else None,
@@ -158,6 +152,26 @@ def plan_episodes(config: EvalConfig) -> list[PlannedEpisode]:
                         )
                     )
     return plan
+
+
+def _plan_trial(config: EvalConfig, task_name: str, env_spec: EnvSpec, index: int) -> tuple[str, EpisodeSpec]:
+    """The key and episode of fixed init state ``index``, or of validation scene ``index``."""
+    suite, task_id = env_spec.suite, env_spec.task_id
+    common = {
+        "env": env_spec,
+        "max_steps": config.steps_for(suite),
+        "num_wait_steps": config.num_wait_steps,
+        "chunking": config.chunking(),
+    }
+    if config.resets == "randomized":
+        seed = validation_seed(config.seed, suite, task_name, index)
+        episode = EpisodeSpec(
+            init_state_id=None, seed=seed, init_joint_noise=config.init_joint_noise, **common
+        )
+        return reset_key(suite, task_id, index), episode
+    sampled = env_spec.perturbation is not None and env_spec.perturbation.changes_scene
+    episode = EpisodeSpec(init_state_id=None if sampled else index, seed=config.seed + index, **common)
+    return episode_key(suite, task_id, index), episode
 
 
 def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable[[], None]) -> dict[str, Any]:

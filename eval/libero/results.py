@@ -24,7 +24,7 @@ from typing import Any
 
 from eval.stats import wilson_interval
 
-__all__ = ["EpisodeLog", "episode_key", "is_finished", "rate_block", "summarize"]
+__all__ = ["EpisodeLog", "episode_key", "is_finished", "rate_block", "reset_key", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 def episode_key(suite: str, task_id: int, init_state_id: int | None) -> str:
     """The identity of an evaluation episode: suite, task and init state."""
     return f"{suite}/{task_id}/{init_state_id}"
+
+
+def reset_key(suite: str, task_id: int, index: int) -> str:
+    """The identity of a validation episode on randomized reset ``index`` of a task."""
+    return f"{suite}/{task_id}/reset{index}"
 
 
 def is_finished(record: Mapping[str, Any]) -> bool:
