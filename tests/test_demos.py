@@ -7,11 +7,14 @@ Budget, measured on 2 busy cores: ~4 s for the fake-env tests; the real oracle r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from cogvla.data.libero_hdf5 import Episode, append_episode, count_episodes, read_episodes
+from deploy.chunker import WHOLE_CHUNK, ChunkerConfig
 from eval.libero.demos import DemoConfig, DemoRenderError, attempt_seed, generate_demos
 from eval.libero.episode import EnvSpec
 from eval.libero.handover import HandoverPolicy
@@ -221,6 +224,77 @@ def test_handover_cuts_the_learners_chunk_at_the_handover_step():
     assert [float(c[0, 0]) for c in chunks] == [-0.5, -0.5, 0.5, 0.5]
     policy.reset()
     assert float(policy.infer({})[0, 0]) == -0.5, "every episode starts with the learner"
+
+
+class LateGraspLearner:
+    """Chunks of 4 rows numbered by query; each closes the gripper on its last two rows."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    def reset(self) -> None:
+        self.queries = 0
+
+    def infer(self, obs):
+        self.queries += 1
+        chunk = np.full((4, 7), -0.1 * self.queries, np.float32)
+        chunk[:, -1] = [-1, -1, 1, 1]
+        return chunk
+
+
+@pytest.mark.parametrize(
+    ("requery", "arm", "gripper", "queries"),
+    [
+        (False, [-0.1, -0.1, -0.1, -0.1, -0.2], [-1, -1, 1, 1, -1], 2),
+        # The stale close at step 2 is asked again; the fresh chunk runs until step 4.
+        (True, [-0.1, -0.1, -0.2, -0.2, -0.3], [-1, -1, -1, -1, -1], 3),
+    ],
+)
+def test_the_learner_acts_through_its_own_chunk_execution_until_the_handover(requery, arm, gripper, queries):
+    learner = LateGraspLearner()
+    chunking = ChunkerConfig(execute_steps=WHOLE_CHUNK, requery_before_grasp=requery)
+    policy = HandoverPolicy(learner, ConstantPolicy(), chunking)
+    policy.hand_over_at(5)
+    policy.reset()
+    chunks = [policy.infer({}) for _ in range(7)]
+    assert [len(c) for c in chunks] == [1] * 7, "the learner acts one step per query"
+    np.testing.assert_allclose([float(c[0, 0]) for c in chunks[:5]], arm, rtol=1e-6)
+    assert [float(c[0, -1]) for c in chunks[:5]] == gripper
+    np.testing.assert_allclose(np.concatenate(chunks[5:]), 0.5), "the expert acts from the handover on"
+    assert learner.queries == queries
+    policy.reset()
+    assert learner.queries == 0 and float(policy.infer({})[0, 0]) == pytest.approx(-0.1)
+
+
+def test_recovery_demos_record_their_rollin_execution(tmp_path):
+    requery = ChunkerConfig(execute_steps=WHOLE_CHUNK, requery_before_grasp=True)
+    report = _recovery_demos(tmp_path / "a", per_task=1, handover_steps=(2, 3), rollin_chunking=requery)
+    assert report["rollin_execution"] == {"requery_before_grasp": True, "gripper_close_delay": 0}
+    with h5py.File(next(Path(report["tasks"][0]["file"]).glob("demo_*.hdf5"))) as handle:
+        generation = json.loads(handle["data"].attrs["env_args"])["generation"]
+    assert generation["rollin_execution"] == report["rollin_execution"]
+    plain = _recovery_demos(tmp_path / "b", per_task=1, handover_steps=(2, 3))
+    assert plain["rollin_execution"] == {"requery_before_grasp": False, "gripper_close_delay": 0}
+    with pytest.raises(ValueError, match="rollin_chunking: applies to a roll-in policy"):
+        DemoConfig(out=str(tmp_path), rollin_chunking=requery)
+    with pytest.raises(ValueError, match="rollin_chunking: the simulator waits for each roll-in query"):
+        DemoConfig(
+            out=str(tmp_path), rollin="learner", rollin_chunking=ChunkerConfig(execute_steps=4, prefetch=True)
+        )
+
+
+def test_the_cli_takes_the_rollin_execution_from_the_checkpoints_protocol(tmp_path):
+    from eval.libero.demos_cli import _rollin_chunking
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    assert _rollin_chunking(str(checkpoint), "protocol") is None, "no protocol file: whole chunks"
+    (checkpoint / "eval_protocol.json").write_text(json.dumps({"requery_before_grasp": True}))
+    chunking = _rollin_chunking(str(checkpoint), "protocol")
+    assert chunking.requery_before_grasp and chunking.execute_steps == WHOLE_CHUNK
+    assert chunking.gripper_close_delay == 0
+    assert _rollin_chunking(str(checkpoint), "whole-chunks") is None
+    assert _rollin_chunking(None, "protocol") is None
 
 
 def _recovery_demos(tmp_path, **fields) -> dict:

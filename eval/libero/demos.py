@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.chunker import ChunkerConfig
 from envs.mesh_lod import DEFAULT_MESH_FACES
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
 from eval.libero.handover import HandoverFactory, handover_step
@@ -88,6 +89,9 @@ class DemoConfig:
     rollin: str | None = None
     # Inclusive range of the step at which the oracle takes over from ``rollin``.
     handover_steps: tuple[int, int] = (8, 160)
+    # How the roll-in policy's chunks are executed (the execution its evaluation uses, e.g.
+    # the re-query before the grasp); None = each chunk whole, cut at the handover.
+    rollin_chunking: ChunkerConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("per_task", "image_size", "workers", "max_attempts_factor"):
@@ -101,6 +105,13 @@ class DemoConfig:
         low, high = self.handover_steps
         if not 0 <= low <= high:
             raise ValueError(f"handover_steps: expected 0 <= low <= high, got {self.handover_steps}")
+        if self.rollin_chunking is not None:
+            if self.rollin is None:
+                raise ValueError("rollin_chunking: applies to a roll-in policy; expected rollin to be set")
+            if self.rollin_chunking.prefetch:
+                raise ValueError(
+                    "rollin_chunking: the simulator waits for each roll-in query; expected prefetch=False"
+                )
 
 
 @dataclass(frozen=True)
@@ -291,8 +302,20 @@ def _env_args(config: DemoConfig, state: _TaskState, result: dict[str, Any]) -> 
             "post_success_steps": config.post_success_steps,
             "randomized_reset": True,
             "rollin_policy": config.rollin,
+            "rollin_execution": _rollin_execution(config),
             "handover_step": result.get("handover_step", 0),
         },
+    }
+
+
+def _rollin_execution(config: DemoConfig) -> dict[str, Any] | None:
+    """The roll-in's chunk execution as recorded: None without a roll-in policy."""
+    if config.rollin is None:
+        return None
+    chunking = config.rollin_chunking
+    return {
+        "requery_before_grasp": bool(chunking and chunking.requery_before_grasp),
+        "gripper_close_delay": chunking.gripper_close_delay if chunking else 0,
     }
 
 
@@ -415,7 +438,9 @@ def generate_demos(
 
     setup = WorkerSetup(
         policy_spec=config.policy,
-        policy_factory=HandoverFactory(config.rollin, policy_factory) if config.rollin else policy_factory,
+        policy_factory=HandoverFactory(config.rollin, policy_factory, config.rollin_chunking)
+        if config.rollin
+        else policy_factory,
         env_factory=env_factory,
         job=demo_job,
         torch_threads=default_torch_threads(config.workers),
@@ -471,6 +496,7 @@ def _report(config: DemoConfig, states: dict[int, _TaskState], seconds: float) -
         "suite": config.suite,
         "per_task": config.per_task,
         "rollin_policy": config.rollin,
+        "rollin_execution": _rollin_execution(config),
         "handover_steps": list(config.handover_steps) if config.rollin else None,
         "init_joint_noise": config.init_joint_noise,
         "tasks": tasks,

@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deploy.chunker import ChunkerConfig
 
 __all__ = ["add_arguments", "run"]
 
@@ -88,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(8, 160),
         help="LOW,HIGH: the oracle takes over at a step drawn from this range (with --rollin)",
     )
+    parser.add_argument(
+        "--rollin-execution",
+        choices=("protocol", "whole-chunks"),
+        default="protocol",
+        help="with --rollin: execute its chunks as its eval_protocol.json says (the re-query "
+        "before the grasp, a gripper close delay), so the roll-in reaches the states its "
+        "evaluation reaches; or each chunk whole, as sets made before this option were "
+        "(default: protocol)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             policy=_oracle_spec(args.oracle),
             rollin=check_policy_spec(args.rollin) if args.rollin else None,
             handover_steps=_pair(args.handover_steps),
+            rollin_chunking=_rollin_chunking(args.rollin, args.rollin_execution),
         )
     except ValueError as exc:
         logger.error("%s", exc)
@@ -141,6 +155,21 @@ def _oracle_spec(spec: str) -> str:
     if not is_oracle(spec):
         raise PolicySpecError(f"oracle: expected 'oracle' or 'oracle:KEY=VALUE,...', got {spec!r}")
     return check_policy_spec(spec)
+
+
+def _rollin_chunking(rollin: str | None, execution: str) -> ChunkerConfig | None:
+    """The roll-in policy's chunk execution: its eval_protocol.json's, or None (whole chunks)."""
+    from cogvla.eval_protocol import read_eval_protocol
+    from deploy.chunker import WHOLE_CHUNK, ChunkerConfig
+
+    if rollin is None or execution == "whole-chunks" or rollin.startswith("tcp://"):
+        return None
+    protocol = read_eval_protocol(rollin) or {}
+    delay = int(protocol.get("gripper_close_delay", 0))
+    requery = bool(protocol.get("requery_before_grasp", False))
+    if not delay and not requery:
+        return None
+    return ChunkerConfig(execute_steps=WHOLE_CHUNK, gripper_close_delay=delay, requery_before_grasp=requery)
 
 
 def _pair(values: tuple[int, ...]) -> tuple[int, int]:

@@ -10,6 +10,9 @@ valid action chunk).
 
 ``HandoverPolicy`` is an ordinary ``Policy``: the learner's chunks are cut at the handover
 step so the switch lands exactly there, and from then on the expert answers every query.
+Given the learner's own chunk execution (``learner_chunking``: the re-query before the grasp,
+a gripper close delay, as its evaluation runs it), the learner acts one step at a time
+through that chunker instead, so the roll-in reaches the states its evaluation reaches.
 """
 
 from __future__ import annotations
@@ -21,16 +24,25 @@ from typing import Any
 import numpy as np
 
 from cogvla.policy_api import Policy
+from deploy.chunker import ActionChunker, ChunkerConfig
 
 __all__ = ["HandoverFactory", "HandoverPolicy", "handover_step"]
 
 
 class HandoverPolicy(Policy):
-    """``learner`` acts for the first ``hand_over_at(n)`` steps of each episode, ``expert`` after."""
+    """``learner`` acts for the first ``hand_over_at(n)`` steps of each episode, ``expert`` after.
 
-    def __init__(self, learner: Policy, expert: Policy) -> None:
+    With ``learner_chunking``, the learner's steps come one per ``infer`` from an
+    ``ActionChunker`` that executes its chunks that way; without it, its chunks are returned
+    whole (cut at the handover) for the caller to execute.
+    """
+
+    def __init__(
+        self, learner: Policy, expert: Policy, learner_chunking: ChunkerConfig | None = None
+    ) -> None:
         self.learner = learner
         self.expert = expert
+        self._learner_steps = None if learner_chunking is None else ActionChunker(learner, learner_chunking)
         self._handover = 0
         self._issued = 0
 
@@ -43,13 +55,21 @@ class HandoverPolicy(Policy):
     def reset(self) -> None:
         """Start an episode: the learner is in control again until the handover step."""
         self._issued = 0
-        self.learner.reset()
+        if self._learner_steps is not None:
+            self._learner_steps.reset()
+        else:
+            self.learner.reset()
         self.expert.reset()
 
     def infer(self, obs: Mapping[str, Any]) -> np.ndarray:
-        """The learner's chunk cut at the handover step, or the expert's chunk after it."""
+        """The learner's chunk cut at the handover step (or its next step), the expert's after it."""
         left = self._handover - self._issued
-        chunk = self.learner.infer(obs)[:left] if left > 0 else self.expert.infer(obs)
+        if left <= 0:
+            chunk = self.expert.infer(obs)
+        elif self._learner_steps is not None:
+            chunk = self._learner_steps.step(obs)[None]
+        else:
+            chunk = self.learner.infer(obs)[:left]
         self._issued += len(chunk)
         return chunk
 
@@ -61,9 +81,10 @@ class HandoverFactory:
 
     learner_spec: str
     load: Callable[[str], Policy]
+    learner_chunking: ChunkerConfig | None = None
 
     def __call__(self, expert_spec: str) -> HandoverPolicy:
-        return HandoverPolicy(self.load(self.learner_spec), self.load(expert_spec))
+        return HandoverPolicy(self.load(self.learner_spec), self.load(expert_spec), self.learner_chunking)
 
 
 def handover_step(seed: int, low: int, high: int) -> int:
