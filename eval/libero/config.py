@@ -59,7 +59,7 @@ class EvalConfig:
     suites: tuple[str, ...] = ("libero_spatial",)
     # Task indices within each suite; None = every task.
     tasks: tuple[int, ...] | None = None
-    # Trial k of a task starts from fixed init state start + k.
+    # Trial k of a task starts from fixed init state (or validation scene) start + k.
     trials: int = 50
     start: int = 0
     # "fixed": the benchmark's init states. "randomized": held-out scenes sampled from the
@@ -69,7 +69,8 @@ class EvalConfig:
     # Randomized resets: std (radians) of the start pose's joint noise. 0.02 is LIBERO's
     # scene default, which the fixed init states' start poses follow; demos start at one pose.
     init_joint_noise: float = 0.02
-    # Episode seed = seed + init state index (LIBERO's RNG and the policy's torch RNG).
+    # Episode seed = seed + init state index (LIBERO's RNG and the policy's torch RNG); with
+    # randomized resets, the base of the validation scenes' seeds.
     seed: int = 7
     # Policy steps per episode; None = the suite's budget (envs.suites.MAX_STEPS).
     max_steps: int | None = None
