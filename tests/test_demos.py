@@ -295,6 +295,7 @@ def test_the_cli_takes_the_rollin_execution_from_the_checkpoints_protocol(tmp_pa
     assert chunking.gripper_close_delay == 0
     assert _rollin_chunking(str(checkpoint), "whole-chunks") is None
     assert _rollin_chunking(None, "protocol") is None
+    assert _rollin_chunking("tcp://127.0.0.1:5555", "protocol") is None, "a server carries no protocol file"
 
 
 def _recovery_demos(tmp_path, **fields) -> dict:

@@ -159,12 +159,12 @@ def _oracle_spec(spec: str) -> str:
 
 def _rollin_chunking(rollin: str | None, execution: str) -> ChunkerConfig | None:
     """The roll-in policy's chunk execution: its eval_protocol.json's, or None (whole chunks)."""
-    from cogvla.eval_protocol import read_eval_protocol
     from deploy.chunker import WHOLE_CHUNK, ChunkerConfig
+    from eval.cli import checkpoint_eval_defaults
 
-    if rollin is None or execution == "whole-chunks" or rollin.startswith("tcp://"):
+    if rollin is None or execution == "whole-chunks":
         return None
-    protocol = read_eval_protocol(rollin) or {}
+    protocol = checkpoint_eval_defaults(rollin)
     delay = int(protocol.get("gripper_close_delay", 0))
     requery = bool(protocol.get("requery_before_grasp", False))
     if not delay and not requery:
