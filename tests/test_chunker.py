@@ -125,6 +125,47 @@ def test_async_counts_stalls_when_the_chunk_runs_out() -> None:
     assert chunker.stats.stalls > 0 and chunker.stats.stall_ms > 0
 
 
+def test_prefetch_lockstep_adopts_each_chunk_exactly_at_the_switch() -> None:
+    policy = StepPolicy(horizon=8, query_offset=True)
+    chunker = ActionChunker(
+        policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=2, prefetch_lockstep=True)
+    )
+    actions = [float(chunker.step(obs_at(t))[0]) for t in range(12)]
+    chunker.close()
+    # Each next chunk is asked 2 steps before the switch and lands at the switch, never sooner,
+    # so its rows keep their alignment with the steps (query k adds 1000 * k).
+    assert policy.queried_at == [0, 2, 6, 10]
+    assert actions == [0, 1, 2, 3, 1004, 1005, 1006, 1007, 2008, 2009, 2010, 2011]
+    assert chunker.stats.queries == 3 and chunker.stats.stalls == 0
+
+
+def test_prefetch_margin_zero_asks_at_the_switch() -> None:
+    policy = StepPolicy(horizon=8, query_offset=True)
+    chunker = ActionChunker(
+        policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=0, prefetch_lockstep=True)
+    )
+    actions = [float(chunker.step(obs_at(t))[0]) for t in range(8)]
+    chunker.close()
+    assert policy.queried_at == [0, 4] and actions == [0, 1, 2, 3, 1004, 1005, 1006, 1007]
+
+
+def test_close_stops_the_prefetch_thread_and_is_harmless_without_one() -> None:
+    ActionChunker(StepPolicy()).close()
+    chunker = ActionChunker(StepPolicy(), ChunkerConfig(prefetch=True))
+    chunker.step(obs_at(0))
+    chunker.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        for t in range(1, 5):
+            chunker.step(obs_at(t))
+
+
+def test_last_query_latency_is_measured() -> None:
+    chunker = ActionChunker(StepPolicy(delay_s=0.03), ChunkerConfig(execute_steps=4))
+    assert chunker.stats.last_query_ms == 0.0
+    chunker.step(obs_at(0))
+    assert chunker.stats.last_query_ms >= 30.0
+
+
 def test_reset_drops_chunks_and_resets_the_policy() -> None:
     policy = StepPolicy(horizon=8, delay_s=0.02)
     chunker = ActionChunker(policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=4))
@@ -187,6 +228,12 @@ def test_gripper_close_delay_holds_each_close_open_across_chunks_and_never_delay
     assert executed[:, :6].tolist() == [[t] * 6 for t in range(len(plan) - 4)]
 
 
+def test_a_zero_gripper_command_counts_as_open_and_ends_a_close() -> None:
+    plan = [1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    executed = _run(plan, gripper_close_delay=2)
+    assert executed[:, -1].tolist() == [-1, 0, -1, -1, 1]
+
+
 def test_zero_gripper_close_delay_executes_the_chunks_as_given() -> None:
     plan = [float(g) for g in (-1, 1, -1, 1, 1, -1, -1, 1, 1, 1, -1, -1)]
     assert _run(plan)[:, -1].tolist() == plan[:-4]
@@ -243,7 +290,9 @@ def test_requery_before_grasp_asks_once_on_a_fresh_observation() -> None:
     assert trace == [-1] * 6 + [1] * 6 + [-1] * 4
     assert chunker.stats.grasp_requeries == 1 and chunker.stats.queries == 3
     chunker.reset()
-    assert chunker.step(obs_at(0))[-1] == -1 and policy.queried_at == [0]
+    # A new episode has had no grasp yet: it asks again before its own first close.
+    assert [float(chunker.step(obs_at(t))[-1]) for t in range(16)] == trace
+    assert policy.queried_at == [0, 3, 8] and chunker.stats.grasp_requeries == 1
 
 
 def test_requery_before_grasp_keeps_the_query_schedule_of_partial_chunks() -> None:

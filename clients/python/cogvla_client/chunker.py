@@ -190,6 +190,9 @@ class ActionChunker:
 
     def _step_async(self, t: int, obs: Mapping[str, Any]) -> None:
         assert self._executor is not None
+        # Asked before the adoption too, so that with a margin of 0 a lockstep chunk lands at the
+        # switch, made from the switch's own observation.
+        self._request_if_due(t, obs)
         pending = self._pending
         due = t >= self._switch_at or not self._covering(t)
         if pending is not None and due and (pending.done() or self.config.prefetch_lockstep):
@@ -205,6 +208,11 @@ class ActionChunker:
                 self.stats.stalls += 1
                 self.stats.stall_ms += (time.perf_counter() - waited) * 1000.0
             self._adopt(chunk, t)
+        self._request_if_due(t, obs)
+
+    def _request_if_due(self, t: int, obs: Mapping[str, Any]) -> None:
+        """Ask for the next chunk once step ``t`` is within ``prefetch_margin`` of the switch."""
+        assert self._executor is not None
         if self._pending is None and t >= self._switch_at - self.config.prefetch_margin:
             self._pending = self._executor.submit(self._query, t, dict(obs))
 
