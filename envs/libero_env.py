@@ -335,6 +335,18 @@ class LiberoEnv(gym.Env):
         """Whether the BDDL goal currently holds."""
         return bool(self.raw_env.check_success())
 
+    def object_positions(self) -> dict[str, np.ndarray]:
+        """Where each movable object is now, ``(3,)`` world metres (``envs.privileged.object_positions``)."""
+        from envs.privileged import object_positions
+
+        return object_positions(self.raw_env)
+
+    def privileged_state(self) -> dict[str, Any]:
+        """The simulator's ground truth now (``envs.privileged.privileged_state``)."""
+        from envs.privileged import privileged_state
+
+        return privileged_state(self.raw_env)
+
     def close(self) -> None:
         """Free the simulator and its GL context (avoids EGL tracebacks at exit)."""
         raw_env = getattr(self, "raw_env", None)

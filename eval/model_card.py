@@ -387,14 +387,17 @@ def _success_section(eval_dir: Path | None, protocol: dict[str, Any], fingerprin
     for suite in dict.fromkeys(task["suite"] for task in summary["per_task"]):
         tasks = [task for task in summary["per_task"] if task["suite"] == suite]
         lowest = min(tasks, key=lambda task: task["success_rate"])
+        # Runs older than the failure modes have no such column.
+        modes = all("failure_modes" in task for task in tasks)
         lines += [
             "",
             f"### {suite}",
-            "| task | successes/episodes | rate | 95% Wilson |",
-            "|---|---|---|---|",
+            "| task | successes/episodes | rate | 95% Wilson |" + (" failures by mode |" if modes else ""),
+            "|---|---|---|---|" + ("---|" if modes else ""),
             *(
                 f"| {task['task_id']} | {task['successes']}/{task['episodes']} | {task['success_rate']:.2f} "
                 f"| [{task['ci95'][0]:.2f}, {task['ci95'][1]:.2f}] |"
+                + (f" {_modes_text(task['failure_modes'])} |" if modes else "")
                 for task in tasks
             ),
             "",
@@ -414,6 +417,12 @@ def _success_section(eval_dir: Path | None, protocol: dict[str, Any], fingerprin
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _modes_text(counts: dict[str, int]) -> str:
+    """``missed_grasp 9, dropped 2``, most frequent first (``eval.libero.failure_modes``)."""
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    return ", ".join(f"{mode} {count}" for mode, count in ranked) or "-"
 
 
 def _mean_rate(tasks: list[dict[str, Any]]) -> float:

@@ -307,3 +307,34 @@ def test_an_episode_renders_only_the_observations_its_policy_reads(env, monkeypa
     assert result.num_queries == 2 and result.steps == 16
     # Two cameras per policy query; none for the reset, the 3 settle steps or the other 14 steps.
     assert len(rendered) == 4
+
+
+@pytest.mark.libero
+def test_object_positions_match_the_ground_truth_and_name_a_real_episodes_failure(env):
+    from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+    from eval.libero.failure_modes import FailureRecorder
+
+    class Grips:
+        """Closes the gripper from the first step without moving the arm."""
+
+        def __init__(self, gripper: float) -> None:
+            self.gripper = gripper
+
+        def reset(self) -> None:
+            """Nothing to forget."""
+
+        def infer(self, obs):
+            return np.tile(np.array([0, 0, 0, 0, 0, 0, self.gripper], dtype=np.float32), (8, 1))
+
+    env.reset(seed=7, options={"init_state_id": 0})
+    positions, truth = env.object_positions(), env.privileged_state()["objects"]
+    assert set(positions) == {name for name, obj in truth.items() if not obj["fixture"]}
+    for name, pos in positions.items():
+        np.testing.assert_array_equal(pos, truth[name]["pos"])
+    spec = EpisodeSpec(EnvSpec(SUITE, 0, SIZE, True), init_state_id=0, seed=1, max_steps=8, num_wait_steps=2)
+    modes = []
+    for gripper in (-1.0, 1.0):
+        recorder = FailureRecorder()
+        assert not run_episode(env, Grips(gripper), spec, observers=[recorder]).success
+        modes.append(recorder.mode())
+    assert modes == ["never_closed", "missed_grasp"]

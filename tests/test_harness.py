@@ -277,6 +277,7 @@ def test_malformed_policy_output_is_the_policys_failure_and_the_run_goes_on(tmp_
         "errors": 0,
         "success_rate": 0.4,
         "ci95": None,
+        "failure_modes": {},
     }
 
 
@@ -299,6 +300,7 @@ def test_failed_worker_is_replaced_and_its_episode_retried_then_recorded(tmp_pat
         "errors": 1,
         "success_rate": 2 / 3,
         "ci95": None,
+        "failure_modes": {},
     }
     assert summary["partial"] and summary["missing"] == 1
 

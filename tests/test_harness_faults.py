@@ -60,6 +60,7 @@ def test_resume_runs_episodes_that_ended_in_an_infrastructure_error_again(tmp_pa
         "errors": 0,
         "success_rate": 0.5,
         "ci95": None,
+        "failure_modes": {},
     }
     assert not resumed["partial"] and resumed["missing"] == 0
     assert [r["outcome"] for r in _lines(str(tmp_path / "run")) if r["init_state_id"] == 1] == [

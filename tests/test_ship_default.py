@@ -306,6 +306,23 @@ def test_ship_evaluate_ship_gives_identical_files_and_a_per_suite_card(checkpoin
     assert "Overall: 210/250 = 0.84 (95% Wilson [0.60, 0.80]); mean of the per-task rates 0.84." in card
 
 
+def test_a_run_with_failure_modes_gives_the_card_a_column_of_them(checkpoint, recipes, tmp_path):
+    log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
+    ship(checkpoint, log, recipes, out=out)
+    evaluated = _eval_dir(tmp_path / "eval", out, {"libero_spatial": [0, 1, 2]})
+    summary = json.loads((evaluated / "summary.json").read_text())
+    modes = [{}, {"dropped": 2, "missed_grasp": 8}, {"never_closed": 20}]
+    for task, counts in zip(summary["per_task"], modes, strict=True):
+        task["failure_modes"] = counts
+    (evaluated / "summary.json").write_text(json.dumps(summary))
+    card = (ship(checkpoint, log, recipes, evaluated, out=out) / "README.md").read_text()
+    table = card.split("## Measured success\n")[1]
+    assert "| task | successes/episodes | rate | 95% Wilson | failures by mode |" in table
+    assert "| 0 | 50/50 | 1.00 | [0.50, 0.90] | - |" in table
+    assert "| 1 | 40/50 | 0.80 | [0.50, 0.90] | missed_grasp 8, dropped 2 |" in table
+    assert "| 2 | 30/50 | 0.60 | [0.50, 0.90] | never_closed 20 |" in table
+
+
 def test_eval_command_names_only_departures_from_the_shipped_protocol(checkpoint, recipes, tmp_path):
     log, out = checkpoint.parents[1] / "log.jsonl", tmp_path / "default"
     ship(checkpoint, log, recipes, out=out)

@@ -12,8 +12,8 @@ Outputs in ``config.out``: ``config.json`` (every protocol value and the policy'
 fingerprint), ``episodes.jsonl`` (one line per episode, written as it ends: a success, a
 policy failure, or an infrastructure error that ``resume`` runs again; see
 ``eval.libero.results``), ``summary.json`` (per-task, per-suite and overall success over
-finished episodes with 95% Wilson intervals, the mean of per-task rates, errors apart, and
-``partial`` while episodes are missing; with ``perturb``, a ``robustness`` table of each
+finished episodes with 95% Wilson intervals, the mean of per-task rates, errors apart, the
+failures by mode (``eval.libero.failure_modes``), and ``partial`` while episodes are missing; with ``perturb``, a ``robustness`` table of each
 task's nominal rate against each LIBERO-PRO variant's, drawn to ``robustness.png``) and
 ``videos/``. SIGTERM/SIGINT stop the workers
 and still write ``summary.json`` (``EvalStopped``).
@@ -32,6 +32,7 @@ from typing import Any
 from cogvla.normalize import use_suite_stats
 from eval.libero.config import PROTOCOL_DEFAULTS, EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
+from eval.libero.failure_modes import FailureRecorder
 from eval.libero.fingerprint import policy_fingerprint
 from eval.libero.results import EpisodeLog, episode_key, is_finished, reset_key, summarize
 from eval.libero.robustness import NOMINAL, plot_robustness, robustness_summary
@@ -182,17 +183,21 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
             job.env_spec.suite, job.env_spec.task_id, job.task_name, job.trial, job.episode.init_state_id
         )
         recorder = VideoRecorder(job.video_dir, stem, fps=job.video_fps)
+    # Envs that expose the simulator's ground truth (LiberoEnv) say why a failed episode failed.
+    failures = FailureRecorder() if FailureRecorder.explains(env) else None
+    observers = [observer for observer in (recorder, failures) if observer is not None]
     use_suite_stats(policy, job.env_spec.suite)
     try:
-        result = run_episode(
-            env, policy, job.episode, observers=[recorder] if recorder else (), heartbeat=heartbeat
-        )
+        result = run_episode(env, policy, job.episode, observers=observers, heartbeat=heartbeat)
     except BaseException:
         if recorder is not None:
             recorder.abort()
         raise
     record = result.to_dict()
     record["outcome"] = "success" if result.success else "failure"
+    record["failure_mode"] = None
+    if failures is not None and not result.success and not result.policy_failure:
+        record["failure_mode"] = failures.mode()
     record["error"] = None
     record["video"] = recorder.finish(record["outcome"]) if recorder is not None else None
     perturbed = getattr(env, "perturbed", None)
@@ -229,6 +234,7 @@ def _error_result(message: str) -> dict[str, Any]:
         "num_queries": 0,
         "latency_ms": {"mean": None, "p50": None, "max": None},
         "error": message,
+        "failure_mode": None,
         "video": None,
     }
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from eval.libero.failure_modes import count_failure_modes
 from eval.stats import wilson_interval
 
 __all__ = ["EpisodeLog", "episode_key", "is_finished", "rate_block", "reset_key", "summarize"]
@@ -108,7 +109,9 @@ class EpisodeLog:
 
 
 def rate_block(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Success rate over the finished episodes, with its 95% Wilson interval; errors counted apart."""
+    """Success rate over the finished episodes, with its 95% Wilson interval, errors counted
+    apart, and the failures by mode (``eval.libero.failure_modes``; episodes run without one
+    are left out of those counts)."""
     records = list(records)
     finished = [r for r in records if is_finished(r)]
     successes = sum(1 for r in finished if r["outcome"] == "success")
@@ -120,6 +123,7 @@ def rate_block(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "errors": len(records) - len(finished),
         "success_rate": successes / len(finished) if finished else 0.0,
         "ci95": [round(low, 4), round(high, 4)],
+        "failure_modes": count_failure_modes(finished),
     }
 
 

@@ -1,0 +1,114 @@
+"""Why a failed episode failed, read from the simulator's ground truth.
+
+``FailureRecorder`` is an episode observer. It follows every movable object through the
+episode: how far it rose above where it started and how far it slid sideways. At the end
+it reads the goal: the first sub-goal that does not hold (``envs.oracle_plan.next_subgoal``,
+the scripted oracle's own planner) names what the policy still had to do. A failed episode
+gets the first of these modes that fits:
+
+``articulation``  the sub-goal left moves a drawer, a door or a knob
+``still_holding`` it was lifted and is between both fingers at the end: carried, not placed
+``dropped``       it was lifted and is no longer held: let go early or lost on the way
+``wrong_object``  it never rose, but another object did: the policy took something else
+``pushed``        it never rose, but slid by ``SLIDE_M`` or more: knocked or dragged
+``missed_grasp``  it stayed put, and the gripper closed at least once
+``never_closed``  it stayed put, and the gripper never closed
+``goal_met``      every goal atom holds at the end, though the episode did not count a success
+
+A "lift" is a rise of ``LIFT_M`` over the object's start, so a bowl taken off a cabinet and
+set down on a lower plate was lifted first, and counts as lifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, next_subgoal
+
+__all__ = ["FAILURE_MODES", "LIFT_M", "SLIDE_M", "FailureRecorder", "count_failure_modes"]
+
+FAILURE_MODES = (
+    "articulation",
+    "still_holding",
+    "dropped",
+    "wrong_object",
+    "pushed",
+    "missed_grasp",
+    "never_closed",
+    "goal_met",
+)
+# Rise (m) over an object's start that counts as lifted: more than a tilt or a bump.
+LIFT_M = 0.03
+# Sideways travel (m) that counts as pushed; resets move objects by 1-2 cm, episodes by more.
+SLIDE_M = 0.03
+
+
+@dataclass
+class FailureRecorder:
+    """Episode observer (``eval.libero.episode.Observer``) that names a failure's mode.
+
+    It reads the env's ``object_positions()`` (each movable object's position ``(3,)``) at
+    every tick and its ``privileged_state()`` (``envs.privileged``) once at the end, as
+    ``envs.libero_env.LiberoEnv`` has them; ``explains(env)`` says whether an env does.
+    """
+
+    closed: bool = field(default=False, init=False)
+    _start: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _rise: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _slide: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _final: Mapping[str, Any] | None = field(default=None, init=False, repr=False)
+
+    def __call__(self, env: Any, obs: Mapping[str, Any], action: np.ndarray | None) -> None:
+        for name, pos in env.object_positions().items():
+            start = self._start.setdefault(name, np.asarray(pos, dtype=np.float64))
+            self._rise[name] = max(self._rise.get(name, 0.0), float(pos[2] - start[2]))
+            self._slide[name] = max(self._slide.get(name, 0.0), float(np.linalg.norm(pos[:2] - start[:2])))
+        if action is None:
+            self._final = env.privileged_state()
+        elif float(action[-1]) > 0:
+            self.closed = True
+
+    @staticmethod
+    def explains(env: Any) -> bool:
+        """Whether ``env`` exposes what the recorder reads."""
+        return all(callable(getattr(env, name, None)) for name in ("object_positions", "privileged_state"))
+
+    def mode(self) -> str | None:
+        """The failure's mode (see the module docstring), or None for a goal the oracle's
+        planner does not know; call after the episode ended."""
+        if self._final is None:
+            raise RuntimeError("mode: the episode has not ended (no final observation seen)")
+        try:
+            subgoal = next_subgoal(self._final)
+        except OracleTaskError:
+            return None
+        if subgoal is None:
+            return "goal_met"
+        if subgoal.kind in JOINT_RELATIONS:
+            return "articulation"
+        name = subgoal.obj
+        lifted = self._rise.get(name, 0.0) >= LIFT_M
+        if lifted and self._held(name):
+            return "still_holding"
+        if lifted:
+            return "dropped"
+        if any(rise >= LIFT_M for other, rise in self._rise.items() if other != name):
+            return "wrong_object"
+        if self._slide.get(name, 0.0) >= SLIDE_M:
+            return "pushed"
+        return "missed_grasp" if self.closed else "never_closed"
+
+    def _held(self, name: str) -> bool:
+        assert self._final is not None
+        return int(self._final["objects"].get(name, {}).get("finger_contacts", 0)) == 2
+
+
+def count_failure_modes(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many failed episodes ended in each mode, in ``FAILURE_MODES`` order (modes with
+    none left out; records without a mode, such as successes, ignored)."""
+    modes = [r.get("failure_mode") for r in records if r.get("outcome") == "failure"]
+    return {mode: modes.count(mode) for mode in FAILURE_MODES if mode in modes}

@@ -1,0 +1,161 @@
+"""Failure modes: each mode from scripted object tracks, their counts, and the harness's records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from test_harness import FakeEnv, _config, _lines, fake_env, fake_policy
+
+from eval.libero.episode import EnvSpec
+from eval.libero.failure_modes import FAILURE_MODES, FailureRecorder, count_failure_modes
+from eval.libero.harness import run_eval
+
+BOWL, PLATE, RAMEKIN = "bowl", "plate", "ramekin"
+STEPS = 10
+
+Track = Callable[[int], dict[str, tuple[float, float, float]]]
+
+
+def still(t: int) -> dict[str, tuple[float, float, float]]:
+    return {BOWL: (0.0, 0.0, 0.9), PLATE: (0.2, 0.0, 0.9), RAMEKIN: (-0.2, 0.0, 0.9)}
+
+
+def bowl_at(path: Callable[[int], tuple[float, float, float]]) -> Track:
+    return lambda t: {**still(t), BOWL: path(t)}
+
+
+class GroundTruthEnv:
+    """Object positions from ``track(tick)`` and a final privileged state with ``goal``."""
+
+    def __init__(self, track: Track, goal: list[list[str]], holds: list[bool], contacts: int = 0) -> None:
+        self.track, self.goal, self.holds, self.contacts = track, goal, holds, contacts
+        self.tick = 0
+
+    def object_positions(self) -> dict[str, np.ndarray]:
+        return {name: np.array(pos) for name, pos in self.track(self.tick).items()}
+
+    def privileged_state(self) -> dict:
+        objects = {name: {"finger_contacts": self.contacts if name == BOWL else 0} for name in self.track(0)}
+        objects["cabinet"] = {"joints": ["cabinet_drawer"], "articulation": {"open": [0.1, 0.2]}}
+        return {"goal": self.goal, "goal_status": self.holds, "objects": objects, "sites": {}}
+
+
+def mode_of(track: Track, gripper: Callable[[int], float] = lambda t: -1.0, **env_args) -> str | None:
+    env = GroundTruthEnv(
+        track, env_args.pop("goal", [["on", BOWL, PLATE]]), env_args.pop("holds", [False]), **env_args
+    )
+    recorder = FailureRecorder()
+    for t in range(STEPS):
+        env.tick = t
+        recorder(env, {}, np.array([0, 0, 0, 0, 0, 0, gripper(t)], np.float32))
+    env.tick = STEPS
+    recorder(env, {}, None)
+    return recorder.mode()
+
+
+def rise_from(step: int, height: float) -> Callable[[int], tuple[float, float, float]]:
+    return lambda t: (0.0, 0.0, 0.9 + (height if t >= step else 0.0))
+
+
+def close_from(step: int) -> Callable[[int], float]:
+    return lambda t: 1.0 if t >= step else -1.0
+
+
+def test_a_bowl_that_never_moved_is_a_missed_grasp_or_a_gripper_that_never_closed() -> None:
+    assert mode_of(still) == "never_closed"
+    assert mode_of(still, close_from(5)) == "missed_grasp"
+    # A gripper command of exactly 0 is not a close.
+    assert mode_of(still, lambda t: 0.0) == "never_closed"
+
+
+def test_lifted_bowls_are_held_or_dropped_by_the_fingers_at_the_end() -> None:
+    up_and_down = bowl_at(lambda t: (0.1 * (t >= 6), 0.0, 0.95 if 3 <= t < 6 else 0.9))
+    assert mode_of(up_and_down, close_from(2), contacts=2) == "still_holding"
+    assert mode_of(up_and_down, close_from(2), contacts=1) == "dropped"
+    assert mode_of(bowl_at(rise_from(3, 0.05)), close_from(2), contacts=2) == "still_holding"
+
+
+def test_a_rise_or_slide_below_the_thresholds_is_no_lift_and_no_push() -> None:
+    assert mode_of(bowl_at(rise_from(3, 0.029)), close_from(2), contacts=2) == "missed_grasp"
+    assert mode_of(bowl_at(lambda t: (0.029 * (t >= 4), 0.0, 0.9)), close_from(2)) == "missed_grasp"
+    assert mode_of(bowl_at(lambda t: (0.02 * (t >= 4), 0.025 * (t >= 4), 0.9)), close_from(2)) == "pushed"
+
+
+def test_another_object_lifted_is_the_wrong_object_and_a_slide_is_a_push() -> None:
+    ramekin_up = lambda t: {**still(t), RAMEKIN: (-0.2, 0.0, 0.9 + 0.05 * (t >= 4))}
+    assert mode_of(ramekin_up, close_from(3)) == "wrong_object"
+    assert mode_of(bowl_at(lambda t: (0.04 * (t >= 4), 0.0, 0.9)), close_from(3)) == "pushed"
+
+
+def test_the_first_unmet_subgoal_decides_and_a_met_goal_is_said_so() -> None:
+    assert (
+        mode_of(still, goal=[["open", "cabinet"], ["on", BOWL, PLATE]], holds=[False, False])
+        == "articulation"
+    )
+    # The drawer is open: what is left is the bowl, which never moved.
+    assert (
+        mode_of(still, goal=[["open", "cabinet"], ["on", BOWL, PLATE]], holds=[True, False]) == "never_closed"
+    )
+    assert mode_of(still, holds=[True]) == "goal_met"
+
+
+def test_a_goal_the_planner_does_not_know_has_no_mode() -> None:
+    assert mode_of(still, goal=[["stacked", BOWL, PLATE]]) is None
+
+
+def test_the_mode_is_asked_for_only_after_the_episode() -> None:
+    recorder = FailureRecorder()
+    recorder(GroundTruthEnv(still, [["on", BOWL, PLATE]], [False]), {}, np.zeros(7, np.float32))
+    with pytest.raises(RuntimeError, match="has not ended"):
+        recorder.mode()
+
+
+def test_counts_follow_the_modes_order_and_skip_successes_and_unexplained_failures() -> None:
+    records = [
+        {"outcome": "failure", "failure_mode": "never_closed"},
+        {"outcome": "failure", "failure_mode": "dropped"},
+        {"outcome": "failure", "failure_mode": "never_closed"},
+        {"outcome": "failure", "failure_mode": None},
+        {"outcome": "success", "failure_mode": None},
+        {"outcome": "error", "failure_mode": None},
+    ]
+    counts = count_failure_modes(records)
+    assert counts == {"dropped": 1, "never_closed": 2}
+    assert list(counts) == [mode for mode in FAILURE_MODES if mode in counts]
+    assert count_failure_modes([]) == {}
+
+
+class ExplainedFakeEnv(FakeEnv):
+    """The harness's fake env with ground truth: on odd init states (which fail) the bowl is
+    lifted from the 5th step and stays between the fingers when the state id is 1 mod 4."""
+
+    def object_positions(self) -> dict[str, np.ndarray]:
+        lifted = self.init_state_id % 2 == 1 and self.t >= 5
+        return {BOWL: np.array([0.0, 0.0, 0.95 if lifted else 0.9]), PLATE: np.array([0.2, 0.0, 0.9])}
+
+    def privileged_state(self) -> dict:
+        held = 2 if self.init_state_id % 4 == 1 else 0
+        objects = {BOWL: {"finger_contacts": held}, PLATE: {"finger_contacts": 0}}
+        return {"goal": [["on", BOWL, PLATE]], "goal_status": [False], "objects": objects, "sites": {}}
+
+
+def explained_env(spec: EnvSpec) -> FakeEnv:
+    return ExplainedFakeEnv(spec)
+
+
+def test_the_harness_records_each_failures_mode_and_counts_them_per_task(tmp_path) -> None:
+    config = _config(tmp_path, tasks=(0,), trials=4)
+    summary = run_eval(config, env_factory=explained_env, policy_factory=fake_policy)
+    records = {r["init_state_id"]: r for r in _lines(config.out)}
+    assert [records[i]["failure_mode"] for i in range(4)] == [None, "still_holding", None, "dropped"]
+    assert summary["per_task"][0]["failure_modes"] == {"still_holding": 1, "dropped": 1}
+    assert summary["overall"]["failure_modes"] == {"still_holding": 1, "dropped": 1}
+
+
+def test_envs_without_ground_truth_record_no_mode(tmp_path) -> None:
+    config = _config(tmp_path, tasks=(0,), trials=2)
+    summary = run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
+    assert [r["failure_mode"] for r in _lines(config.out)] == [None, None]
+    assert summary["per_task"][0]["failure_modes"] == {}
