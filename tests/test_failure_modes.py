@@ -9,7 +9,7 @@ import pytest
 from test_harness import FakeEnv, _config, _lines, fake_env, fake_policy
 
 from eval.libero.episode import EnvSpec
-from eval.libero.failure_modes import FAILURE_MODES, FailureRecorder, count_failure_modes
+from eval.libero.failure_modes import FAILURE_MODES, LIFT_M, SLIDE_M, FailureRecorder, count_failure_modes
 from eval.libero.harness import run_eval
 
 BOWL, PLATE, RAMEKIN = "bowl", "plate", "ramekin"
@@ -81,6 +81,14 @@ def test_a_rise_or_slide_below_the_thresholds_is_no_lift_and_no_push() -> None:
     assert mode_of(bowl_at(rise_from(3, 0.029)), close_from(2), contacts=2) == "missed_grasp"
     assert mode_of(bowl_at(lambda t: (0.029 * (t >= 4), 0.0, 0.9)), close_from(2)) == "missed_grasp"
     assert mode_of(bowl_at(lambda t: (0.02 * (t >= 4), 0.025 * (t >= 4), 0.9)), close_from(2)) == "pushed"
+
+
+def test_a_rise_or_slide_of_exactly_the_threshold_counts() -> None:
+    exact = {BOWL: (0.0, 0.0, 0.0), PLATE: (0.5, 0.5, 0.0)}
+    rises = lambda t: {**exact, BOWL: (0.0, 0.0, LIFT_M * (t >= 4))}
+    slides = lambda t: {**exact, BOWL: (SLIDE_M * (t >= 4), 0.0, 0.0)}
+    assert mode_of(rises, close_from(2), contacts=2) == "still_holding"
+    assert mode_of(slides, close_from(2)) == "pushed"
 
 
 def test_another_object_lifted_is_the_wrong_object_and_a_slide_is_a_push() -> None:
