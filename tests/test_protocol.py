@@ -12,6 +12,8 @@ import pytest
 from deploy.handler import RequestHandler
 from deploy.protocol import (
     ARRAY_MARKER,
+    ATTACH_MIN_BYTES,
+    MAX_ATTACHMENTS,
     PROTOCOL_VERSION,
     SUPPORTED_DTYPES,
     DecodeError,
@@ -91,6 +93,23 @@ def test_decode_refuses_bad_attachments(message: dict, attachments: list, field:
     assert info.value.field == field and info.value.code is ErrorCode.DECODE_ERROR
 
 
+def test_the_largest_allowed_rank_and_attachment_count_round_trip() -> None:
+    deep = np.zeros([1] * 32, np.float32)
+    assert decode(encode(deep)).shape == deep.shape
+    arrays = [np.full(4, k, np.float32) for k in range(MAX_ATTACHMENTS)]
+    frames = encode_frames(arrays, min_bytes=0)
+    assert len(frames) == 1 + MAX_ATTACHMENTS
+    assert [float(a[0]) for a in decode(frames[0], frames[1:])] == list(range(MAX_ATTACHMENTS))
+    with pytest.raises(TypeError, match=f"at most {MAX_ATTACHMENTS} large arrays, got {MAX_ATTACHMENTS + 1}"):
+        encode_frames([*arrays, arrays[0]], min_bytes=0)
+
+
+def test_arrays_from_the_attachment_threshold_up_are_attached() -> None:
+    at = np.zeros(ATTACH_MIN_BYTES, np.uint8)
+    assert len(encode_frames({"a": at})) == 2
+    assert len(encode_frames({"a": at[:-1]})) == 1
+
+
 def test_round_trip_nan_inf_bit_exact() -> None:
     array = np.array([np.nan, np.inf, -np.inf, -0.0, 1e-45], np.float32)
     out = decode(encode(array))
@@ -152,6 +171,8 @@ def _raw_array(**fields: object) -> bytes:
         (_raw_array(dtype="<c8", shape=[1], data=b"\0" * 8), "dtype", "not allowed"),
         (_raw_array(dtype="<f4", shape=[-1], data=b""), "shape", "non-negative"),
         (_raw_array(dtype="<f4", shape="3", data=b""), "shape", "non-negative"),
+        (_raw_array(dtype="<f4", shape=3, data=b"\0" * 12), "shape", "non-negative"),
+        (_raw_array(dtype="<f4", shape=[1] * 33, data=b"\0" * 4), "shape", "non-negative"),
         (_raw_array(dtype="<f4", shape=[3], data=b"\0" * 8), "data", "does not match"),
         (_raw_array(dtype="<f4", shape=[2], data="text"), "data", "must be msgpack bin"),
     ],
