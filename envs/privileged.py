@@ -41,8 +41,9 @@
                     }}
     "goal_status":  list[bool]               LIBERO's own verdict on each goal atom, in order
 
-``object_positions(raw_env)`` is the cheap per-tick subset: where each movable object is. Nothing here keeps state between calls, so the dict can be rebuilt from any simulator
-state and sent across process boundaries.
+``object_positions(raw_env)`` is the cheap per-tick subset: where each movable object is.
+Nothing here keeps state between calls, so the dict can be rebuilt from any simulator state
+and sent across process boundaries.
 """
 
 from __future__ import annotations

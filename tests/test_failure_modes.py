@@ -167,3 +167,21 @@ def test_envs_without_ground_truth_record_no_mode(tmp_path) -> None:
     summary = run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
     assert [r["failure_mode"] for r in _lines(config.out)] == [None, None]
     assert summary["per_task"][0]["failure_modes"] == {}
+
+
+class BrokenTruthEnv(ExplainedFakeEnv):
+    def privileged_state(self) -> dict:
+        raise RuntimeError("simulator state unreadable")
+
+
+def broken_truth_env(spec: EnvSpec) -> FakeEnv:
+    return BrokenTruthEnv(spec)
+
+
+def test_a_diagnosis_that_fails_leaves_the_episodes_result(tmp_path) -> None:
+    config = _config(tmp_path, tasks=(0,), trials=2, workers=1)
+    summary = run_eval(config, env_factory=broken_truth_env, policy_factory=fake_policy)
+    records = {r["init_state_id"]: r for r in _lines(config.out)}
+    assert [records[i]["outcome"] for i in (0, 1)] == ["success", "failure"]
+    assert records[1]["failure_mode"] is None and records[1]["error"] is None
+    assert summary["overall"]["episodes"] == 2 and summary["overall"]["failure_modes"] == {}

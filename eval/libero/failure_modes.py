@@ -52,7 +52,7 @@ class FailureRecorder:
     """Episode observer (``eval.libero.episode.Observer``) that names a failure's mode.
 
     It reads the env's ``object_positions()`` (each movable object's position ``(3,)``) at
-    every tick and its ``privileged_state()`` (``envs.privileged``) once at the end, as
+    every tick, and ``mode()`` its ``privileged_state()`` (``envs.privileged``) once, as
     ``envs.libero_env.LiberoEnv`` has them; ``explains(env)`` says whether an env does.
     """
 
@@ -60,7 +60,7 @@ class FailureRecorder:
     _start: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _rise: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _slide: dict[str, float] = field(default_factory=dict, init=False, repr=False)
-    _final: Mapping[str, Any] | None = field(default=None, init=False, repr=False)
+    _ended: Any = field(default=None, init=False, repr=False)
 
     def __call__(self, env: Any, obs: Mapping[str, Any], action: np.ndarray | None) -> None:
         for name, pos in env.object_positions().items():
@@ -68,7 +68,7 @@ class FailureRecorder:
             self._rise[name] = max(self._rise.get(name, 0.0), float(pos[2] - start[2]))
             self._slide[name] = max(self._slide.get(name, 0.0), float(np.linalg.norm(pos[:2] - start[:2])))
         if action is None:
-            self._final = env.privileged_state()
+            self._ended = env
         elif float(action[-1]) > 0:
             self.closed = True
 
@@ -80,10 +80,11 @@ class FailureRecorder:
     def mode(self) -> str | None:
         """The failure's mode (see the module docstring), or None for a goal the oracle's
         planner does not know; call after the episode ended."""
-        if self._final is None:
+        if self._ended is None:
             raise RuntimeError("mode: the episode has not ended (no final observation seen)")
+        final = self._ended.privileged_state()
         try:
-            subgoal = next_subgoal(self._final)
+            subgoal = next_subgoal(final)
         except OracleTaskError:
             return None
         if subgoal is None:
@@ -92,7 +93,7 @@ class FailureRecorder:
             return "articulation"
         name = subgoal.obj
         lifted = self._rise.get(name, 0.0) >= LIFT_M
-        if lifted and self._held(name):
+        if lifted and int(final["objects"].get(name, {}).get("finger_contacts", 0)) == 2:
             return "still_holding"
         if lifted:
             return "dropped"
@@ -101,10 +102,6 @@ class FailureRecorder:
         if self._slide.get(name, 0.0) >= SLIDE_M:
             return "pushed"
         return "missed_grasp" if self.closed else "never_closed"
-
-    def _held(self, name: str) -> bool:
-        assert self._final is not None
-        return int(self._final["objects"].get(name, {}).get("finger_contacts", 0)) == 2
 
 
 def count_failure_modes(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -13,10 +13,10 @@ fingerprint), ``episodes.jsonl`` (one line per episode, written as it ends: a su
 policy failure, or an infrastructure error that ``resume`` runs again; see
 ``eval.libero.results``), ``summary.json`` (per-task, per-suite and overall success over
 finished episodes with 95% Wilson intervals, the mean of per-task rates, errors apart, the
-failures by mode (``eval.libero.failure_modes``), and ``partial`` while episodes are missing; with ``perturb``, a ``robustness`` table of each
-task's nominal rate against each LIBERO-PRO variant's, drawn to ``robustness.png``) and
-``videos/``. SIGTERM/SIGINT stop the workers
-and still write ``summary.json`` (``EvalStopped``).
+failures by mode (``eval.libero.failure_modes``), and ``partial`` while episodes are
+missing; with ``perturb``, a ``robustness`` table of each task's nominal rate against each
+LIBERO-PRO variant's, drawn to ``robustness.png``) and ``videos/``. SIGTERM/SIGINT stop the
+workers and still write ``summary.json`` (``EvalStopped``).
 """
 
 from __future__ import annotations
@@ -197,7 +197,10 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
     record["outcome"] = "success" if result.success else "failure"
     record["failure_mode"] = None
     if failures is not None and not result.success and not result.policy_failure:
-        record["failure_mode"] = failures.mode()
+        try:
+            record["failure_mode"] = failures.mode()
+        except Exception:  # a diagnosis that fails must not cost the episode its result
+            logger.warning("%s: could not tell the failure's mode", job.key, exc_info=True)
     record["error"] = None
     record["video"] = recorder.finish(record["outcome"]) if recorder is not None else None
     perturbed = getattr(env, "perturbed", None)
