@@ -125,28 +125,28 @@ def test_async_counts_stalls_when_the_chunk_runs_out() -> None:
     assert chunker.stats.stalls > 0 and chunker.stats.stall_ms > 0
 
 
-def test_prefetch_lockstep_adopts_each_chunk_exactly_at_the_switch() -> None:
+@pytest.mark.parametrize(
+    ("margin", "queried_at", "actions"),
+    [
+        (2, [0, 2, 6, 10], [0, 1, 2, 3, 1004, 1005, 1006, 1007, 2008, 2009, 2010, 2011]),
+        (0, [0, 4, 8], [0, 1, 2, 3, 1004, 1005, 1006, 1007, 2008, 2009, 2010, 2011]),
+    ],
+    ids=["margin-2", "margin-0"],
+)
+def test_prefetch_lockstep_adopts_each_chunk_exactly_at_the_switch(
+    margin: int, queried_at: list[int], actions: list[int]
+) -> None:
     policy = StepPolicy(horizon=8, query_offset=True)
     chunker = ActionChunker(
-        policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=2, prefetch_lockstep=True)
+        policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=margin, prefetch_lockstep=True)
     )
-    actions = [float(chunker.step(obs_at(t))[0]) for t in range(12)]
+    executed = [float(chunker.step(obs_at(t))[0]) for t in range(12)]
     chunker.close()
-    # Each next chunk is asked 2 steps before the switch and lands at the switch, never sooner,
-    # so its rows keep their alignment with the steps (query k adds 1000 * k).
-    assert policy.queried_at == [0, 2, 6, 10]
-    assert actions == [0, 1, 2, 3, 1004, 1005, 1006, 1007, 2008, 2009, 2010, 2011]
+    # Each next chunk is asked `margin` steps before the switch (at the switch for 0) and lands
+    # at the switch, never sooner, so its rows keep their alignment with the steps (query k
+    # adds 1000 * k).
+    assert policy.queried_at == queried_at and executed == actions
     assert chunker.stats.queries == 3 and chunker.stats.stalls == 0
-
-
-def test_prefetch_margin_zero_asks_at_the_switch() -> None:
-    policy = StepPolicy(horizon=8, query_offset=True)
-    chunker = ActionChunker(
-        policy, ChunkerConfig(execute_steps=4, prefetch=True, prefetch_margin=0, prefetch_lockstep=True)
-    )
-    actions = [float(chunker.step(obs_at(t))[0]) for t in range(8)]
-    chunker.close()
-    assert policy.queried_at == [0, 4] and actions == [0, 1, 2, 3, 1004, 1005, 1006, 1007]
 
 
 def test_close_stops_the_prefetch_thread_and_is_harmless_without_one() -> None:
