@@ -442,9 +442,7 @@ class LiberoEnv(gym.Env):
         obs: dict[str, Any] = {} if lazy_images else {key: self._image(key) for key in IMAGE_KEYS}
         obs.update({"state": state.astype(np.float32), "prompt": self.prompt})
         if self.privileged:
-            from envs.privileged import privileged_state
-
-            obs["privileged"] = privileged_state(self.raw_env)
+            obs["privileged"] = self.privileged_state()
         if not lazy_images:
             return obs
         tick = self._tick
