@@ -336,5 +336,5 @@ def test_object_positions_match_the_ground_truth_and_name_a_real_episodes_failur
     for gripper in (-1.0, 1.0):
         recorder = FailureRecorder()
         assert not run_episode(env, Grips(gripper), spec, observers=[recorder]).success
-        modes.append(recorder.mode())
+        modes.append(recorder.diagnose().mode)
     assert modes == ["never_closed", "missed_grasp"]

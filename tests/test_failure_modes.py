@@ -9,7 +9,14 @@ import pytest
 from test_harness import FakeEnv, _config, _lines, fake_env, fake_policy
 
 from eval.libero.episode import EnvSpec
-from eval.libero.failure_modes import FAILURE_MODES, LIFT_M, SLIDE_M, FailureRecorder, count_failure_modes
+from eval.libero.failure_modes import (
+    FAILURE_MODES,
+    LIFT_M,
+    SLIDE_M,
+    FailureDiagnosis,
+    FailureRecorder,
+    count_failure_modes,
+)
 from eval.libero.harness import run_eval
 
 BOWL, PLATE, RAMEKIN = "bowl", "plate", "ramekin"
@@ -42,7 +49,9 @@ class GroundTruthEnv:
         return {"goal": self.goal, "goal_status": self.holds, "objects": objects, "sites": {}}
 
 
-def mode_of(track: Track, gripper: Callable[[int], float] = lambda t: -1.0, **env_args) -> str | None:
+def diagnose(
+    track: Track, gripper: Callable[[int], float] = lambda t: -1.0, **env_args
+) -> FailureDiagnosis | None:
     env = GroundTruthEnv(
         track, env_args.pop("goal", [["on", BOWL, PLATE]]), env_args.pop("holds", [False]), **env_args
     )
@@ -52,7 +61,12 @@ def mode_of(track: Track, gripper: Callable[[int], float] = lambda t: -1.0, **en
         recorder(env, {}, np.array([0, 0, 0, 0, 0, 0, gripper(t)], np.float32))
     env.tick = STEPS
     recorder(env, {}, None)
-    return recorder.mode()
+    return recorder.diagnose()
+
+
+def mode_of(track: Track, gripper: Callable[[int], float] = lambda t: -1.0, **env_args) -> str | None:
+    diagnosis = diagnose(track, gripper, **env_args)
+    return None if diagnosis is None else diagnosis.mode
 
 
 def rise_from(step: int, height: float) -> Callable[[int], tuple[float, float, float]]:
@@ -93,15 +107,32 @@ def test_a_rise_or_slide_of_exactly_the_threshold_counts() -> None:
 
 def test_another_object_lifted_is_the_wrong_object_and_a_slide_is_a_push() -> None:
     ramekin_up = lambda t: {**still(t), RAMEKIN: (-0.2, 0.0, 0.9 + 0.05 * (t >= 4))}
-    assert mode_of(ramekin_up, close_from(3)) == "wrong_object"
+    assert diagnose(ramekin_up, close_from(3)) == FailureDiagnosis("wrong_object", BOWL, (RAMEKIN,))
     assert mode_of(bowl_at(lambda t: (0.04 * (t >= 4), 0.0, 0.9)), close_from(3)) == "pushed"
 
 
+def test_objects_taken_instead_are_named_highest_rise_first() -> None:
+    both_up = lambda t: {
+        BOWL: (0.0, 0.0, 0.9),
+        PLATE: (0.2, 0.0, 0.9 + 0.04 * (t >= 4)),
+        RAMEKIN: (-0.2, 0.0, 0.9 + 0.08 * (t >= 6)),
+    }
+    assert diagnose(both_up, close_from(3)).taken == (RAMEKIN, PLATE)
+    # The target's own lift wins over another object's.
+    bowl_and_ramekin = lambda t: {**both_up(t), BOWL: (0.0, 0.0, 0.9 + 0.05 * (t >= 4))}
+    assert diagnose(bowl_and_ramekin, close_from(3)) == FailureDiagnosis("dropped", BOWL)
+
+
+def test_the_diagnosis_names_the_object_of_the_unmet_subgoal() -> None:
+    assert diagnose(still, close_from(5)) == FailureDiagnosis("missed_grasp", BOWL)
+    assert diagnose(still, goal=[["on", PLATE, BOWL]]) == FailureDiagnosis("never_closed", PLATE)
+    assert diagnose(still, holds=[True]) == FailureDiagnosis("goal_met")
+
+
 def test_the_first_unmet_subgoal_decides_and_a_met_goal_is_said_so() -> None:
-    assert (
-        mode_of(still, goal=[["open", "cabinet"], ["on", BOWL, PLATE]], holds=[False, False])
-        == "articulation"
-    )
+    assert diagnose(
+        still, goal=[["open", "cabinet"], ["on", BOWL, PLATE]], holds=[False, False]
+    ) == FailureDiagnosis("articulation", "cabinet")
     # The drawer is open: what is left is the bowl, which never moved.
     assert (
         mode_of(still, goal=[["open", "cabinet"], ["on", BOWL, PLATE]], holds=[True, False]) == "never_closed"
@@ -113,11 +144,11 @@ def test_a_goal_the_planner_does_not_know_has_no_mode() -> None:
     assert mode_of(still, goal=[["stacked", BOWL, PLATE]]) is None
 
 
-def test_the_mode_is_asked_for_only_after_the_episode() -> None:
+def test_the_diagnosis_is_asked_for_only_after_the_episode() -> None:
     recorder = FailureRecorder()
     recorder(GroundTruthEnv(still, [["on", BOWL, PLATE]], [False]), {}, np.zeros(7, np.float32))
     with pytest.raises(RuntimeError, match="has not ended"):
-        recorder.mode()
+        recorder.diagnose()
 
 
 def test_counts_follow_the_modes_order_and_skip_successes_and_unexplained_failures() -> None:
@@ -158,6 +189,8 @@ def test_the_harness_records_each_failures_mode_and_counts_them_per_task(tmp_pat
     summary = run_eval(config, env_factory=explained_env, policy_factory=fake_policy)
     records = {r["init_state_id"]: r for r in _lines(config.out)}
     assert [records[i]["failure_mode"] for i in range(4)] == [None, "still_holding", None, "dropped"]
+    assert [records[i]["failure_object"] for i in range(4)] == [None, BOWL, None, BOWL]
+    assert [records[i]["failure_taken"] for i in range(4)] == [None, [], None, []]
     assert summary["per_task"][0]["failure_modes"] == {"still_holding": 1, "dropped": 1}
     assert summary["overall"]["failure_modes"] == {"still_holding": 1, "dropped": 1}
 
@@ -165,7 +198,8 @@ def test_the_harness_records_each_failures_mode_and_counts_them_per_task(tmp_pat
 def test_envs_without_ground_truth_record_no_mode(tmp_path) -> None:
     config = _config(tmp_path, tasks=(0,), trials=2)
     summary = run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
-    assert [r["failure_mode"] for r in _lines(config.out)] == [None, None]
+    fields = [(r["failure_mode"], r["failure_object"], r["failure_taken"]) for r in _lines(config.out)]
+    assert fields == [(None, None, None)] * 2
     assert summary["per_task"][0]["failure_modes"] == {}
 
 
@@ -183,5 +217,6 @@ def test_a_diagnosis_that_fails_leaves_the_episodes_result(tmp_path) -> None:
     summary = run_eval(config, env_factory=broken_truth_env, policy_factory=fake_policy)
     records = {r["init_state_id"]: r for r in _lines(config.out)}
     assert [records[i]["outcome"] for i in (0, 1)] == ["success", "failure"]
-    assert records[1]["failure_mode"] is None and records[1]["error"] is None
+    assert records[1]["failure_mode"] is None and records[1]["failure_object"] is None
+    assert records[1]["error"] is None
     assert summary["overall"]["episodes"] == 2 and summary["overall"]["failure_modes"] == {}

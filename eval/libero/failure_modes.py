@@ -16,7 +16,8 @@ gets the first of these modes that fits:
 ``goal_met``      every goal atom holds at the end, though the episode did not count a success
 
 A "lift" is a rise of ``LIFT_M`` over the object's start, so a bowl taken off a cabinet and
-set down on a lower plate was lifted first, and counts as lifted.
+set down on a lower plate was lifted first, and counts as lifted. A diagnosis also names the
+object of the unmet sub-goal and, for ``wrong_object``, the objects lifted instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ import numpy as np
 
 from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, next_subgoal
 
-__all__ = ["FAILURE_MODES", "LIFT_M", "SLIDE_M", "FailureRecorder", "count_failure_modes"]
+__all__ = [
+    "FAILURE_MODES",
+    "LIFT_M",
+    "SLIDE_M",
+    "FailureDiagnosis",
+    "FailureRecorder",
+    "count_failure_modes",
+]
 
 FAILURE_MODES = (
     "articulation",
@@ -47,12 +55,22 @@ LIFT_M = 0.03
 SLIDE_M = 0.03
 
 
+@dataclass(frozen=True)
+class FailureDiagnosis:
+    """A failed episode's mode, the object its first unmet sub-goal concerns (None when the
+    goal is met), and the objects lifted instead of it, highest rise first (``wrong_object``)."""
+
+    mode: str
+    target: str | None = None
+    taken: tuple[str, ...] = ()
+
+
 @dataclass
 class FailureRecorder:
     """Episode observer (``eval.libero.episode.Observer``) that names a failure's mode.
 
     It reads the env's ``object_positions()`` (each movable object's position ``(3,)``) at
-    every tick, and ``mode()`` its ``privileged_state()`` (``envs.privileged``) once, as
+    every tick, and ``diagnose()`` its ``privileged_state()`` (``envs.privileged``) once, as
     ``envs.libero_env.LiberoEnv`` has them; ``explains(env)`` says whether an env does.
     """
 
@@ -77,31 +95,33 @@ class FailureRecorder:
         """Whether ``env`` exposes what the recorder reads."""
         return all(callable(getattr(env, name, None)) for name in ("object_positions", "privileged_state"))
 
-    def mode(self) -> str | None:
-        """The failure's mode (see the module docstring), or None for a goal the oracle's
+    def diagnose(self) -> FailureDiagnosis | None:
+        """Why the episode failed (see the module docstring), or None for a goal the oracle's
         planner does not know; call after the episode ended."""
         if self._ended is None:
-            raise RuntimeError("mode: the episode has not ended (no final observation seen)")
+            raise RuntimeError("diagnose: the episode has not ended (no final observation seen)")
         final = self._ended.privileged_state()
         try:
             subgoal = next_subgoal(final)
         except OracleTaskError:
             return None
         if subgoal is None:
-            return "goal_met"
-        if subgoal.kind in JOINT_RELATIONS:
-            return "articulation"
+            return FailureDiagnosis("goal_met")
         name = subgoal.obj
-        lifted = self._rise.get(name, 0.0) >= LIFT_M
-        if lifted and int(final["objects"].get(name, {}).get("finger_contacts", 0)) == 2:
-            return "still_holding"
-        if lifted:
-            return "dropped"
-        if any(rise >= LIFT_M for other, rise in self._rise.items() if other != name):
-            return "wrong_object"
+        if subgoal.kind in JOINT_RELATIONS:
+            return FailureDiagnosis("articulation", name)
+        if self._rise.get(name, 0.0) >= LIFT_M:
+            held = int(final["objects"].get(name, {}).get("finger_contacts", 0)) == 2
+            return FailureDiagnosis("still_holding" if held else "dropped", name)
+        others = sorted(
+            ((rise, other) for other, rise in self._rise.items() if other != name and rise >= LIFT_M),
+            reverse=True,
+        )
+        if others:
+            return FailureDiagnosis("wrong_object", name, tuple(other for _, other in others))
         if self._slide.get(name, 0.0) >= SLIDE_M:
-            return "pushed"
-        return "missed_grasp" if self.closed else "never_closed"
+            return FailureDiagnosis("pushed", name)
+        return FailureDiagnosis("missed_grasp" if self.closed else "never_closed", name)
 
 
 def count_failure_modes(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# What a record says when no failure was diagnosed (a success, an error, an env without ground truth).
+_NO_DIAGNOSIS = {"failure_mode": None, "failure_object": None, "failure_taken": None}
 
 
 class OutputExistsError(FileExistsError):
@@ -195,12 +197,17 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
         raise
     record = result.to_dict()
     record["outcome"] = "success" if result.success else "failure"
-    record["failure_mode"] = None
+    record.update(_NO_DIAGNOSIS)
     if failures is not None and not result.success and not result.policy_failure:
         try:
-            record["failure_mode"] = failures.mode()
+            diagnosis = failures.diagnose()
         except Exception:  # a diagnosis that fails must not cost the episode its result
             logger.warning("%s: could not tell the failure's mode", job.key, exc_info=True)
+        else:
+            if diagnosis is not None:
+                record["failure_mode"] = diagnosis.mode
+                record["failure_object"] = diagnosis.target
+                record["failure_taken"] = list(diagnosis.taken)
     record["error"] = None
     record["video"] = recorder.finish(record["outcome"]) if recorder is not None else None
     perturbed = getattr(env, "perturbed", None)
@@ -237,7 +244,7 @@ def _error_result(message: str) -> dict[str, Any]:
         "num_queries": 0,
         "latency_ms": {"mean": None, "p50": None, "max": None},
         "error": message,
-        "failure_mode": None,
+        **_NO_DIAGNOSIS,
         "video": None,
     }
 
