@@ -203,8 +203,9 @@ def test_decode_refuses_invalid_msgpack(payload: bytes) -> None:
 
 def test_decode_survives_deep_nesting() -> None:
     payload = b"\x91" * 100_000 + b"\x00"
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="not a valid msgpack message: nested too deep") as err:
         decode(payload)
+    assert err.value.field == "payload"
 
 
 def test_request_and_replies_carry_the_protocol_version() -> None:

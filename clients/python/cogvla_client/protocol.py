@@ -372,7 +372,7 @@ def decode(buffer: Buffer, attachments: Sequence[Buffer] = ()) -> Any:
     except DecodeError as err:
         raise _locate(err, buffer, attachments) from None
     except Exception as exc:  # msgpack signals truncation, bad UTF-8, deep nesting... with several types
-        raise DecodeError(f"payload is not a valid msgpack message: {exc}", field="payload") from exc
+        raise DecodeError(f"payload is not a valid msgpack message: {_reason(exc)}", field="payload") from exc
     if len(used) != len(attachments):
         err = DecodeError(
             "every frame after the message must be an array's attachment",
@@ -385,6 +385,13 @@ def decode(buffer: Buffer, attachments: Sequence[Buffer] = ()) -> Any:
     return message
 
 
+def _reason(exc: Exception) -> str:
+    """Why msgpack refused a message; its nesting limit raises with no text of its own."""
+    if isinstance(exc, msgpack.StackError):
+        return "nested too deep"
+    return str(exc) or type(exc).__name__
+
+
 def decode_stream(stream: BinaryIO) -> Iterator[Any]:
     """Messages written back to back into a file (the ``--record`` format), one at a time."""
     hook = _array_hook((), set())
@@ -394,7 +401,9 @@ def decode_stream(stream: BinaryIO) -> Iterator[Any]:
     except DecodeError:
         raise
     except Exception as exc:
-        raise DecodeError(f"stream holds an invalid msgpack message: {exc}", field="payload") from exc
+        raise DecodeError(
+            f"stream holds an invalid msgpack message: {_reason(exc)}", field="payload"
+        ) from exc
 
 
 def request(
