@@ -146,8 +146,10 @@ class ObservationSpec:
             raise bad_request(name, "wrong state dtype", expected, _describe(value))
         if value.shape != (self.state_dim,):
             raise bad_request(name, "wrong state shape", expected, _describe(value))
-        # Checked after the cast: float64 values beyond float32's range become inf there.
-        state = value.astype(_FLOAT32, copy=False)
+        # Checked after the cast: float64 values beyond float32's range become inf there, which
+        # the check below reports; numpy's overflow warning would only add noise to the log.
+        with np.errstate(over="ignore"):
+            state = value.astype(_FLOAT32, copy=False)
         if not all_finite(state):
             bad = int((~np.isfinite(state)).sum())
             raise bad_request(name, "state must be finite", "finite values", f"{bad} NaN/inf entries")
