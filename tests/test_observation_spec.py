@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import numpy as np
 import pytest
@@ -32,6 +33,10 @@ def test_a_good_observation_comes_back_with_a_float32_state() -> None:
     assert set(clean) == {"image", "wrist_image", "state", "prompt"}
     assert clean["state"].dtype == np.float32
     np.testing.assert_array_equal(clean["state"], np.arange(8))
+
+
+def test_any_mapping_is_an_observation() -> None:
+    assert SPEC.validate(types.MappingProxyType(obs()))["prompt"] == "pick"
 
 
 @pytest.mark.parametrize("observation", [None, [1, 2], "obs", np.zeros(3)])
