@@ -121,6 +121,15 @@ def test_objects_taken_instead_are_named_highest_rise_first() -> None:
     # The target's own lift wins over another object's.
     bowl_and_ramekin = lambda t: {**both_up(t), BOWL: (0.0, 0.0, 0.9 + 0.05 * (t >= 4))}
     assert diagnose(bowl_and_ramekin, close_from(3)) == FailureDiagnosis("dropped", BOWL)
+    # Another object's rise counts from the same threshold as the target's.
+    ramekin_at_threshold = lambda t: {**still(t), RAMEKIN: (-0.2, 0.0, 0.9 + LIFT_M * (t >= 4))}
+    assert diagnose(ramekin_at_threshold, close_from(3)).mode == "wrong_object"
+
+
+def test_a_target_the_env_never_reported_was_neither_lifted_nor_pushed() -> None:
+    assert diagnose(still, close_from(5), goal=[["on", "mug", PLATE]]) == FailureDiagnosis(
+        "missed_grasp", "mug"
+    )
 
 
 def test_the_diagnosis_names_the_object_of_the_unmet_subgoal() -> None:

@@ -481,14 +481,15 @@ def test_record_then_replay_reproduces_the_actions(tmp_path: Path) -> None:
             for i in range(3):
                 client.infer(make_obs(float(i)))
         assert raw_call(server.endpoint, b"\xc1") is not None
+        assert raw_call(server.endpoint, b"\xc1" * 5000) is not None
     recorder.close()
     entries = list(iter_records(recorder.path))
-    assert [e["request"].get("endpoint") for e in entries] == ["reset", "infer", "infer", "infer", None]
-    assert (
-        entries[-1]["reply"]["error"]["code"] == "decode_error" and entries[-1]["request"]["raw"] == b"\xc1"
-    )
+    assert [e["request"].get("endpoint") for e in entries] == ["reset", "infer", "infer", "infer", None, None]
+    assert entries[-2]["reply"]["error"]["code"] == "decode_error"
+    # Undecodable requests are kept as their first 4 KiB.
+    assert [e["request"]["raw"] for e in entries[-2:]] == [b"\xc1", b"\xc1" * 4096]
     summary = replay(recorder.path, policy)
-    assert summary == {"records": 5, "replayed": 3, "mismatches": 0, "max_abs_diff": 0.0}
+    assert summary == {"records": 6, "replayed": 3, "mismatches": 0, "max_abs_diff": 0.0}
 
 
 def test_stopping_core_answers_queued_jobs_shutting_down() -> None:
@@ -631,6 +632,56 @@ def test_documented_limits_are_enforced(echo_server: Any, payload: bytes, code: 
     reply = raw_call(server.endpoint, payload)
     assert reply is not None and reply["error"]["code"] == code and reply["error"]["field"] == field
     assert raw_call(server.endpoint, infer_payload(make_obs(prompt="x" * 2048)))["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({"deadline_ms": 3_600_000}, None),
+        ({"deadline_ms": 3_600_000.5}, "deadline_ms"),
+        ({"deadline_ms": True}, "deadline_ms"),
+        ({"session": "s" * 256}, None),
+        ({"session": "s" * 257}, "session"),
+        ({"id": "i" * 256}, None),
+        ({"id": "i" * 257}, "id"),
+    ],
+    ids=[
+        "deadline-max",
+        "deadline-over",
+        "deadline-bool",
+        "session-max",
+        "session-over",
+        "id-max",
+        "id-over",
+    ],
+)
+def test_envelope_limits_hold_at_their_edges(
+    echo_server: Any, extra: dict[str, Any], refused: str | None
+) -> None:
+    server, _ = echo_server
+    reply = raw_call(server.endpoint, infer_payload(make_obs(), **extra))
+    if refused is None:
+        assert reply["status"] == "ok" and reply["id"] == extra.get("id", 1)
+    else:
+        assert reply["error"]["code"] == "bad_request" and reply["error"]["field"] == refused
+
+
+def test_an_unknown_endpoint_is_echoed_up_to_64_characters(echo_server: Any) -> None:
+    server, _ = echo_server
+    for name, echoed in (("e" * 64, "e" * 64), ("e" * 65, None)):
+        reply = raw_call(server.endpoint, encode({"v": 1, "endpoint": name, "id": 3}))
+        assert (
+            reply["error"]["code"] == "unknown_endpoint" and reply["endpoint"] == echoed and reply["id"] == 3
+        )
+
+
+def test_the_reply_stamps_when_the_server_read_and_answered(echo_server: Any) -> None:
+    server, _ = echo_server
+    before = time.time()
+    reply = raw_call(server.endpoint, infer_payload(make_obs()))
+    after = time.time()
+    timing = reply["result"]["timing"]
+    assert before <= timing["server_recv_time"] <= timing["server_send_time"] <= after
 
 
 def test_openpi_msgpack_numpy_requests_and_replies_over_zeromq(echo_server: Any) -> None:
