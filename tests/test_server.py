@@ -91,8 +91,11 @@ def serving(
         core.stop()
 
 
-def raw_call(endpoint: str, payload: bytes | list[bytes], timeout_ms: int = 2000) -> dict[str, Any] | None:
-    """Send raw bytes (or frames) on a fresh REQ socket; the decoded reply, or None on timeout."""
+def raw_call(
+    endpoint: str, payload: bytes | list[bytes], timeout_ms: int = 2000, decoder: Any = decode
+) -> dict[str, Any] | None:
+    """Send raw bytes (or frames) on a fresh REQ socket; the reply read by ``decoder``, or None on
+    timeout."""
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -100,7 +103,7 @@ def raw_call(endpoint: str, payload: bytes | list[bytes], timeout_ms: int = 2000
         sock.send_multipart(payload if isinstance(payload, list) else [payload])
         if not sock.poll(timeout_ms):
             return None
-        return decode(sock.recv())
+        return decoder(sock.recv())
     finally:
         sock.close()
 
@@ -673,6 +676,21 @@ def test_an_unknown_endpoint_is_echoed_up_to_64_characters(echo_server: Any) -> 
         assert (
             reply["error"]["code"] == "unknown_endpoint" and reply["endpoint"] == echoed and reply["id"] == 3
         )
+
+
+def test_replies_write_this_protocols_arrays_unless_asked_otherwise(echo_server: Any) -> None:
+    server, _ = echo_server
+    plain = raw_call(server.endpoint, infer_payload(make_obs()), decoder=lambda raw: msgpack.unpackb(raw))
+    actions = plain["result"]["actions"]
+    assert actions["__ndarray__"] is True and actions["dtype"] == "<f4" and actions["shape"] == [CHUNK, 7]
+
+
+def test_ping_reports_the_uptime_since_the_server_started() -> None:
+    began = time.monotonic()
+    with serving(EchoPolicy()) as (server, _):
+        time.sleep(0.2)
+        uptime = raw_call(server.endpoint, encode({"v": 1, "endpoint": "ping"}))["result"]["uptime_s"]
+        assert 0.2 <= uptime <= time.monotonic() - began
 
 
 def test_the_reply_stamps_when_the_server_read_and_answered(echo_server: Any) -> None:
