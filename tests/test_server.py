@@ -669,6 +669,12 @@ def test_envelope_limits_hold_at_their_edges(
         assert reply["error"]["code"] == "bad_request" and reply["error"]["field"] == refused
 
 
+def test_a_deadline_under_a_millisecond_is_valid_and_may_expire(echo_server: Any) -> None:
+    server, _ = echo_server
+    reply = raw_call(server.endpoint, infer_payload(make_obs(), deadline_ms=0.5))
+    assert reply["status"] == "ok" or reply["error"]["code"] == "deadline_exceeded"
+
+
 def test_an_unknown_endpoint_is_echoed_up_to_64_characters(echo_server: Any) -> None:
     server, _ = echo_server
     for name, echoed in (("e" * 64, "e" * 64), ("e" * 65, None)):
