@@ -642,7 +642,10 @@ def test_documented_limits_are_enforced(echo_server: Any, payload: bytes, code: 
     [
         ({"deadline_ms": 3_600_000}, None),
         ({"deadline_ms": 3_600_000.5}, "deadline_ms"),
+        ({"deadline_ms": 0}, "deadline_ms"),
         ({"deadline_ms": True}, "deadline_ms"),
+        ({"session": "s"}, None),
+        ({"session": ""}, "session"),
         ({"session": "s" * 256}, None),
         ({"session": "s" * 257}, "session"),
         ({"id": "i" * 256}, None),
@@ -651,7 +654,10 @@ def test_documented_limits_are_enforced(echo_server: Any, payload: bytes, code: 
     ids=[
         "deadline-max",
         "deadline-over",
+        "deadline-zero",
         "deadline-bool",
+        "session-one",
+        "session-empty",
         "session-max",
         "session-over",
         "id-max",
