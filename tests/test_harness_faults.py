@@ -124,13 +124,34 @@ def test_repeated_indices_are_refused(tmp_path, field, value):
         _config(tmp_path, **{field: value})
 
 
-@pytest.mark.parametrize("corrupt", [b"{}", b"null", b"\xff\xfe\x00 not utf-8"])
+def _edited(first: bytes, **changes: object) -> bytes:
+    """``first`` with each named field set, or removed where the value is None."""
+    record = json.loads(first)
+    for name, value in changes.items():
+        if value is None:
+            record.pop(name)
+        else:
+            record[name] = value
+    return json.dumps(record).encode()
+
+
+CORRUPT_LINES = {
+    "empty-object": lambda first: b"{}",
+    "null": lambda first: b"null",
+    "not-utf8": lambda first: b"\xff\xfe\x00 not utf-8",
+    "no-key": lambda first: _edited(first, key=None),
+    "int-key": lambda first: _edited(first, key=5),
+    "unknown-outcome": lambda first: _edited(first, outcome="maybe"),
+}
+
+
+@pytest.mark.parametrize("corrupt", sorted(CORRUPT_LINES))
 def test_corrupt_log_lines_are_skipped_with_a_warning_and_run_again(tmp_path, caplog, corrupt):
     config = _config(tmp_path, tasks=(0,), trials=2, workers=1)
     run_eval(config, env_factory=fake_env, policy_factory=fake_policy)
     log_path = Path(config.out, "episodes.jsonl")
     first, second = log_path.read_bytes().splitlines()
-    log_path.write_bytes(corrupt + b"\n" + second + b"\n")
+    log_path.write_bytes(CORRUPT_LINES[corrupt](first) + b"\n" + second + b"\n")
     with caplog.at_level(logging.WARNING, logger="eval.libero.results"):
         summary = run_eval(
             _config(tmp_path, tasks=(0,), trials=2, workers=1, resume=True),
