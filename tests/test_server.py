@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,10 @@ def serving(
 
 
 def raw_call(
-    endpoint: str, payload: bytes | list[bytes], timeout_ms: int = 2000, decoder: Any = decode
+    endpoint: str,
+    payload: bytes | list[bytes],
+    timeout_ms: int = 2000,
+    decoder: Callable[[bytes], Any] = decode,
 ) -> dict[str, Any] | None:
     """Send raw bytes (or frames) on a fresh REQ socket; the reply read by ``decoder``, or None on
     timeout."""
@@ -692,7 +695,7 @@ def test_an_unknown_endpoint_is_echoed_up_to_64_characters(echo_server: Any) -> 
 
 def test_replies_write_this_protocols_arrays_unless_asked_otherwise(echo_server: Any) -> None:
     server, _ = echo_server
-    plain = raw_call(server.endpoint, infer_payload(make_obs()), decoder=lambda raw: msgpack.unpackb(raw))
+    plain = raw_call(server.endpoint, infer_payload(make_obs()), decoder=msgpack.unpackb)
     actions = plain["result"]["actions"]
     assert actions["__ndarray__"] is True and actions["dtype"] == "<f4" and actions["shape"] == [CHUNK, 7]
 
