@@ -113,12 +113,11 @@ class FailureRecorder:
         if self._rise.get(name, 0.0) >= LIFT_M:
             held = int(final["objects"].get(name, {}).get("finger_contacts", 0)) == 2
             return FailureDiagnosis("still_holding" if held else "dropped", name)
-        others = sorted(
-            ((rise, other) for other, rise in self._rise.items() if other != name and rise >= LIFT_M),
-            reverse=True,
-        )
-        if others:
-            return FailureDiagnosis("wrong_object", name, tuple(other for _, other in others))
+        taken = [other for other, rise in self._rise.items() if other != name and rise >= LIFT_M]
+        if taken:
+            return FailureDiagnosis(
+                "wrong_object", name, tuple(sorted(taken, key=self._rise.get, reverse=True))
+            )
         if self._slide.get(name, 0.0) >= SLIDE_M:
             return FailureDiagnosis("pushed", name)
         return FailureDiagnosis("missed_grasp" if self.closed else "never_closed", name)
