@@ -37,6 +37,7 @@ __all__ = [
     "FailureDiagnosis",
     "FailureRecorder",
     "count_failure_modes",
+    "diagnosis_fields",
 ]
 
 FAILURE_MODES = (
@@ -121,6 +122,18 @@ class FailureRecorder:
         if self._slide.get(name, 0.0) >= SLIDE_M:
             return FailureDiagnosis("pushed", name)
         return FailureDiagnosis("missed_grasp" if self.closed else "never_closed", name)
+
+
+def diagnosis_fields(diagnosis: FailureDiagnosis | None) -> dict[str, Any]:
+    """An episode record's ``failure_mode``, ``failure_object`` and ``failure_taken``; all None
+    without a diagnosis (a success, an error, an env without ground truth, an unknown goal)."""
+    if diagnosis is None:
+        return {"failure_mode": None, "failure_object": None, "failure_taken": None}
+    return {
+        "failure_mode": diagnosis.mode,
+        "failure_object": diagnosis.target,
+        "failure_taken": list(diagnosis.taken),
+    }
 
 
 def count_failure_modes(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -32,7 +32,7 @@ from typing import Any
 from cogvla.normalize import use_suite_stats
 from eval.libero.config import PROTOCOL_DEFAULTS, EvalConfig
 from eval.libero.episode import EnvSpec, EpisodeSpec, run_episode
-from eval.libero.failure_modes import FailureRecorder
+from eval.libero.failure_modes import FailureRecorder, diagnosis_fields
 from eval.libero.fingerprint import policy_fingerprint
 from eval.libero.results import EpisodeLog, episode_key, is_finished, reset_key, summarize
 from eval.libero.robustness import NOMINAL, plot_robustness, robustness_summary
@@ -55,8 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-# What a record says when no failure was diagnosed (a success, an error, an env without ground truth).
-_NO_DIAGNOSIS = {"failure_mode": None, "failure_object": None, "failure_taken": None}
 
 
 class OutputExistsError(FileExistsError):
@@ -197,17 +195,13 @@ def evaluate_job(env: Any, policy: Any, job: PlannedEpisode, heartbeat: Callable
         raise
     record = result.to_dict()
     record["outcome"] = "success" if result.success else "failure"
-    record.update(_NO_DIAGNOSIS)
+    diagnosis = None
     if failures is not None and not result.success and not result.policy_failure:
         try:
             diagnosis = failures.diagnose()
         except Exception:  # a diagnosis that fails must not cost the episode its result
             logger.warning("%s: could not tell the failure's mode", job.key, exc_info=True)
-        else:
-            if diagnosis is not None:
-                record["failure_mode"] = diagnosis.mode
-                record["failure_object"] = diagnosis.target
-                record["failure_taken"] = list(diagnosis.taken)
+    record.update(diagnosis_fields(diagnosis))
     record["error"] = None
     record["video"] = recorder.finish(record["outcome"]) if recorder is not None else None
     perturbed = getattr(env, "perturbed", None)
@@ -244,7 +238,7 @@ def _error_result(message: str) -> dict[str, Any]:
         "num_queries": 0,
         "latency_ms": {"mean": None, "p50": None, "max": None},
         "error": message,
-        **_NO_DIAGNOSIS,
+        **diagnosis_fields(None),
         "video": None,
     }
 
