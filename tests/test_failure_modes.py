@@ -20,7 +20,10 @@ from eval.libero.failure_modes import (
 from eval.libero.harness import run_eval
 
 BOWL, PLATE, RAMEKIN = "bowl", "plate", "ramekin"
+BASKET_REGION = "basket_contain_region"
 STEPS = 10
+# Half-width of the plate's box around its centre, in x and y.
+PLATE_HALF = 0.07
 
 Track = Callable[[int], dict[str, tuple[float, float, float]]]
 
@@ -44,9 +47,28 @@ class GroundTruthEnv:
         return {name: np.array(pos) for name, pos in self.track(self.tick).items()}
 
     def privileged_state(self) -> dict:
-        objects = {name: {"finger_contacts": self.contacts if name == BOWL else 0} for name in self.track(0)}
+        objects = {
+            name: {"finger_contacts": self.contacts if name == BOWL else 0, "pos": np.array(pos)}
+            for name, pos in self.track(self.tick).items()
+        }
+        centre = objects[PLATE]["pos"]
+        objects[PLATE]["aabb"] = np.array([centre - PLATE_HALF, centre + PLATE_HALF])
         objects["cabinet"] = {"joints": ["cabinet_drawer"], "articulation": {"open": [0.1, 0.2]}}
-        return {"goal": self.goal, "goal_status": self.holds, "objects": objects, "sites": {}}
+        # A region 0.10 m long in its own x, which the quarter turn lays along the world's y.
+        quarter_turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        basket = {
+            "parent": "",
+            "pos": np.array([0.0, 0.5, 0.9]),
+            "rot": quarter_turn,
+            "size": np.array([0.05, 0.02, 0.05]),
+            "joints": [],
+        }
+        return {
+            "goal": self.goal,
+            "goal_status": self.holds,
+            "objects": objects,
+            "sites": {BASKET_REGION: basket},
+        }
 
 
 def diagnose(
@@ -89,6 +111,33 @@ def test_lifted_bowls_are_held_or_dropped_by_the_fingers_at_the_end() -> None:
     assert mode_of(up_and_down, close_from(2), contacts=2) == "still_holding"
     assert mode_of(up_and_down, close_from(2), contacts=1) == "dropped"
     assert mode_of(bowl_at(rise_from(3, 0.05)), close_from(2), contacts=2) == "still_holding"
+
+
+def set_down_at(x: float, y: float) -> Track:
+    """The bowl lifted at ticks 3-5 and set down at ``(x, y)`` from tick 6."""
+    return bowl_at(lambda t: (x, y, 0.9) if t >= 6 else (0.0, 0.0, 0.95 if t >= 3 else 0.9))
+
+
+def test_a_bowl_let_go_over_its_target_is_misplaced_not_dropped() -> None:
+    plate_x = still(0)[PLATE][0]
+    assert mode_of(set_down_at(plate_x, 0.0), close_from(2)) == "misplaced"
+    # The target's box counts up to its edges, and no further.
+    assert mode_of(set_down_at(plate_x - PLATE_HALF, PLATE_HALF), close_from(2)) == "misplaced"
+    assert mode_of(set_down_at(plate_x - PLATE_HALF - 1e-4, 0.0), close_from(2)) == "dropped"
+    assert mode_of(set_down_at(plate_x, PLATE_HALF + 1e-4), close_from(2)) == "dropped"
+    # Still between both fingers over the plate is carried, not placed.
+    assert mode_of(set_down_at(plate_x, 0.0), close_from(2), contacts=2) == "still_holding"
+
+
+def test_a_region_target_is_judged_in_its_own_frame() -> None:
+    into_basket = dict(goal=[["in", BOWL, BASKET_REGION]])
+    # The region runs 5 cm either way along the world's y and 2 cm along its x.
+    assert mode_of(set_down_at(0.0, 0.54), close_from(2), **into_basket) == "misplaced"
+    assert mode_of(set_down_at(0.015, 0.5), close_from(2), **into_basket) == "misplaced"
+    assert mode_of(set_down_at(0.03, 0.5), close_from(2), **into_basket) == "dropped"
+    assert mode_of(set_down_at(0.0, 0.56), close_from(2), **into_basket) == "dropped"
+    # A target that is neither an object with a box nor a region: nothing to be over.
+    assert mode_of(set_down_at(0.0, 0.5), close_from(2), goal=[["on", BOWL, "shelf"]]) == "dropped"
 
 
 def test_a_rise_or_slide_below_the_thresholds_is_no_lift_and_no_push() -> None:

@@ -8,7 +8,10 @@ gets the first of these modes that fits:
 
 ``articulation``  the sub-goal left moves a drawer, a door or a knob
 ``still_holding`` it was lifted and is between both fingers at the end: carried, not placed
-``dropped``       it was lifted and is no longer held: let go early or lost on the way
+``misplaced``     it was lifted and let go, and its centre ended over its target's footprint
+                  (an object's box or a region's extent): set down off-centre, tilted or
+                  bounced, not lost on the way
+``dropped``       it was lifted and is no longer held elsewhere: let go early or lost on the way
 ``wrong_object``  it never rose, but another object did: the policy took something else
 ``pushed``        it never rose, but slid by ``SLIDE_M`` or more: knocked or dragged
 ``missed_grasp``  it stayed put, and the gripper closed at least once
@@ -43,6 +46,7 @@ __all__ = [
 FAILURE_MODES = (
     "articulation",
     "still_holding",
+    "misplaced",
     "dropped",
     "wrong_object",
     "pushed",
@@ -112,8 +116,9 @@ class FailureRecorder:
         if subgoal.kind in JOINT_RELATIONS:
             return FailureDiagnosis("articulation", name)
         if self._rise.get(name, 0.0) >= LIFT_M:
-            held = int(final["objects"].get(name, {}).get("finger_contacts", 0)) == 2
-            return FailureDiagnosis("still_holding" if held else "dropped", name)
+            if int(final["objects"].get(name, {}).get("finger_contacts", 0)) == 2:
+                return FailureDiagnosis("still_holding", name)
+            return FailureDiagnosis("misplaced" if _over(final, name, subgoal.target) else "dropped", name)
         taken = [other for other, rise in self._rise.items() if other != name and rise >= LIFT_M]
         if taken:
             return FailureDiagnosis(
@@ -122,6 +127,23 @@ class FailureRecorder:
         if self._slide.get(name, 0.0) >= SLIDE_M:
             return FailureDiagnosis("pushed", name)
         return FailureDiagnosis("missed_grasp" if self.closed else "never_closed", name)
+
+
+def _over(priv: Mapping[str, Any], name: str, target: str) -> bool:
+    """Whether object ``name``'s centre lies, horizontally, within ``target``: an object's
+    world box or a region site's extent in its own frame (False for an unknown target)."""
+    pos = priv["objects"].get(name, {}).get("pos")
+    if pos is None:
+        return False
+    pos = np.asarray(pos, dtype=np.float64)
+    if "aabb" in priv["objects"].get(target, {}):
+        lo, hi = np.asarray(priv["objects"][target]["aabb"], dtype=np.float64)[:, :2]
+        return bool(np.all(lo <= pos[:2]) and np.all(pos[:2] <= hi))
+    site = priv.get("sites", {}).get(target)
+    if site is None:
+        return False
+    local = np.asarray(site["rot"], dtype=np.float64).T @ (pos - np.asarray(site["pos"], dtype=np.float64))
+    return bool(np.all(np.abs(local[:2]) <= np.asarray(site["size"], dtype=np.float64)[:2]))
 
 
 def diagnosis_fields(diagnosis: FailureDiagnosis | None) -> dict[str, Any]:
