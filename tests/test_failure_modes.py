@@ -130,7 +130,7 @@ def test_a_bowl_let_go_over_its_target_is_misplaced_not_dropped() -> None:
 
 
 def test_a_region_target_is_judged_in_its_own_frame() -> None:
-    into_basket = dict(goal=[["in", BOWL, BASKET_REGION]])
+    into_basket = {"goal": [["in", BOWL, BASKET_REGION]]}
     # The region runs 5 cm either way along the world's y and 2 cm along its x.
     assert mode_of(set_down_at(0.0, 0.54), close_from(2), **into_basket) == "misplaced"
     assert mode_of(set_down_at(0.015, 0.5), close_from(2), **into_basket) == "misplaced"

@@ -9,6 +9,7 @@ that spawned workers and Ray actors can unpickle them). Budget, measured on 2 bu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -329,6 +330,20 @@ def test_episode_log_drops_a_partial_last_line(tmp_path):
     assert list(log.load()) == ["a"]
     log.append({"key": "c", "outcome": "failure"})
     assert list(log.load()) == ["a", "c"]
+
+
+def test_episode_log_names_the_bytes_it_drops_and_passes_blank_lines_in_silence(tmp_path, caplog):
+    log = EpisodeLog(tmp_path / "episodes.jsonl")
+    log.append({"key": "a", "outcome": "success"})
+    with open(log.path, "a") as handle:
+        handle.write('\n  \n{"key": "b", "outc')
+    size = log.path.stat().st_size
+    with caplog.at_level(logging.WARNING, logger="eval.libero.results"):
+        assert list(log.load()) == ["a"]
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "dropping a partial last line (18 bytes) left by a killed run"
+    ]
+    assert log.path.stat().st_size == size - 18
 
 
 def test_episode_log_reads_lines_written_before_records_had_an_outcome(tmp_path):

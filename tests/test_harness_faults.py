@@ -118,6 +118,17 @@ def test_a_partial_run_says_so_and_gives_the_mean_of_per_task_rates():
     assert not complete["partial"] and complete["mean_task_success_rate"] == 1.0
 
 
+def test_summary_figures_are_rounded_where_they_are_reported():
+    records = dict(_record(0, i, "success" if i == 0 else "failure") for i in range(3))
+    for i, record in enumerate(records.values()):
+        record["wall_time_s"] = 0.12345 * (i + 1)
+    summary = summarize(list(records), records)
+    # Wilson bounds of 1/3 (0.06149..., 0.79234...) to 4 places; wall time to the millisecond.
+    assert summary["overall"]["ci95"] == [0.0615, 0.7923]
+    assert summary["episode_wall_time_s"] == 0.741
+    assert summary["mean_task_success_rate"] == 0.3333
+
+
 @pytest.mark.parametrize("field, value", [("tasks", (0, 0)), ("suites", (SUITE, SUITE))])
 def test_repeated_indices_are_refused(tmp_path, field, value):
     with pytest.raises(ValueError, match=f"{field}: expected each value once"):
