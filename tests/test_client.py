@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from deploy.client import (
     BadRequest,
     DeadlineExceeded,
     MalformedReply,
+    NotReady,
     Overloaded,
     PolicyClient,
     ProtocolMismatch,
@@ -92,6 +94,16 @@ def scripted_server(script: Script) -> Iterator[str]:
         sock.close()
 
 
+@contextlib.contextmanager
+def client_of(script: Script, **options: Any) -> Iterator[PolicyClient]:
+    """A ``PolicyClient`` of a scripted server, with a 1 s timeout unless ``options`` say otherwise."""
+    with (
+        scripted_server(script) as endpoint,
+        PolicyClient(endpoint, **{"timeout_ms": 1000, **options}) as client,
+    ):
+        yield client
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -156,6 +168,7 @@ def test_reply_with_another_protocol_version_raises_protocol_mismatch() -> None:
         ("overloaded", Overloaded),
         ("deadline_exceeded", DeadlineExceeded),
         ("version_mismatch", ProtocolMismatch),
+        ("loading", NotReady),
         ("internal_error", ServerError),
     ],
 )
@@ -211,6 +224,88 @@ def test_client_is_a_policy_with_a_stable_session() -> None:
         PolicyClient("tcp://127.0.0.1:1", timeout_ms=0)
     with pytest.raises(ValueError, match="retries: expected >= 0, got -1"):
         PolicyClient("tcp://127.0.0.1:1", retries=-1)
+
+
+@pytest.mark.parametrize(
+    ("given", "address"),
+    [
+        ("127.0.0.1:5555", "tcp://127.0.0.1:5555"),
+        ("tcp://robot-pc:1", "tcp://robot-pc:1"),
+        ("tcp://[::1]:65535", "tcp://[::1]:65535"),
+        ("ipc:///tmp/cogvla.sock", "ipc:///tmp/cogvla.sock"),
+    ],
+)
+def test_endpoints_become_zeromq_addresses(given: str, address: str) -> None:
+    assert PolicyClient(given).endpoint == address
+
+
+@pytest.mark.parametrize(
+    "given", ["127.0.0.1", ":5555", "tcp://host:0", "tcp://host:65536", "tcp://host:-1", "h:80a"]
+)
+def test_an_endpoint_without_host_or_valid_port_is_refused(given: str) -> None:
+    with pytest.raises(ValueError, match=rf"endpoint: expected tcp://HOST:PORT .*got '{re.escape(given)}'"):
+        PolicyClient(given)
+
+
+def test_requests_carry_increasing_ids_the_session_and_the_deadline() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def answer(request: dict[str, Any], index: int) -> bytes:
+        seen.append(request)
+        result = {"actions": np.zeros((2, 7), np.float32), "timing": {"total_ms": 4}}
+        return ok(request, result if request["endpoint"] == "infer" else {})
+
+    with client_of(answer, session="arm-1", deadline_ms=250.0) as client:
+        client.reset()
+        client.infer({"state": np.zeros(8, np.float32)})
+        timing = client.last_timing
+    assert [(r["endpoint"], r["id"], r["session"]) for r in seen] == [
+        ("reset", 1, "arm-1"),
+        ("infer", 2, "arm-1"),
+    ]
+    assert "deadline_ms" not in seen[0] and seen[1]["deadline_ms"] == 250.0
+    assert timing is not None and timing["total_ms"] == 4.0 and timing["attempts"] == 1.0
+    assert timing["client_total_ms"] >= timing["round_trip_ms"] > 0
+
+
+def test_metadata_is_fetched_once_and_handed_out_as_a_copy() -> None:
+    asked: list[int] = []
+
+    def answer(request: dict[str, Any], index: int) -> bytes:
+        asked.append(index)
+        return ok(request, {"chunk": 8})
+
+    with client_of(answer) as client:
+        first = client.metadata()
+        first["chunk"] = 0
+        assert client.metadata() == {"chunk": 8}
+    assert asked == [0]
+
+
+def test_wait_ready_pings_until_the_model_is_loaded() -> None:
+    states = ["loading", "loading", "ready"]
+    with client_of(lambda request, index: ok(request, {"state": states[index]})) as client:
+        assert client.wait_ready(timeout_s=10, poll_s=0.01) == {"state": "ready"}
+    # A server that says nothing of its state is ready.
+    with client_of(lambda request, index: ok(request, {"uptime_s": 1.0})) as client:
+        assert client.wait_ready(timeout_s=0)["uptime_s"] == 1.0
+
+
+def test_wait_ready_gives_up_on_a_server_still_loading() -> None:
+    pings: list[int] = []
+
+    def loading(request: dict[str, Any], index: int) -> bytes:
+        pings.append(index)
+        return ok(request, {"state": "loading"})
+
+    with (
+        client_of(loading) as client,
+        pytest.raises(NotReady, match="still loading its model after 0.2 s") as info,
+    ):
+        client.wait_ready(timeout_s=0.2, poll_s=0.05)
+    assert info.value.code == "loading"
+    # One ping per poll interval, not a busy loop.
+    assert 1 <= len(pings) <= 10
 
 
 def test_robot_side_modules_do_not_import_torch() -> None:
