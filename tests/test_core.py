@@ -1,0 +1,195 @@
+"""The serving core without a transport: one bad chunk fails its own job only, a short batch
+fails them all, config limits at their edges, sessions, eviction, warm-up and the stage split."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from test_server import CHUNK, EchoPolicy, make_obs
+
+import deploy.core
+from deploy.core import BatchingConfig, InferenceCore, InferenceJob, InferenceOutcome
+
+
+class GatedPolicy(EchoPolicy):
+    """Holds its first batch until ``release`` is set, so later jobs queue into one batch;
+    a state of 5 gets a chunk of the wrong width, and ``short`` drops the last chunk."""
+
+    def __init__(self, short: bool = False) -> None:
+        super().__init__()
+        self.short = short
+        self.release = threading.Event()
+
+    def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        if not self.batches:
+            self.running.set()
+            self.release.wait(5)
+        chunks = super().infer_batch(observations)
+        chunks = [
+            c[:, :5] if obs["state"][0] == 5 else c for c, obs in zip(chunks, observations, strict=True)
+        ]
+        return chunks[:-1] if self.short and len(chunks) > 1 else chunks
+
+
+def run_jobs(core: InferenceCore, policy: GatedPolicy, states: Sequence[float]) -> list[InferenceOutcome]:
+    """One job for state ``states[0]`` (held in the policy), then the rest queued behind it;
+    the outcomes in submission order."""
+    outcomes: dict[int, InferenceOutcome] = {}
+    done = threading.Event()
+
+    def submit(index: int, state: float) -> None:
+        def on_done(_job: InferenceJob, outcome: InferenceOutcome) -> None:
+            outcomes[index] = outcome
+            if len(outcomes) == len(states):
+                done.set()
+
+        obs = core.spec.validate(make_obs(state))
+        core.submit(
+            core.job(
+                obs, session=f"s{index}", received=time.perf_counter(), deadline_ms=None, on_done=on_done
+            )
+        )
+
+    submit(0, states[0])
+    assert policy.running.wait(5)
+    for index, state in enumerate(states[1:], start=1):
+        submit(index, state)
+    policy.release.set()
+    assert done.wait(5)
+    return [outcomes[i] for i in range(len(states))]
+
+
+def codes(outcomes: Sequence[InferenceOutcome]) -> list[str]:
+    return ["ok" if o.error is None else o.error.code.value for o in outcomes]
+
+
+def test_a_bad_chunk_fails_its_own_job_and_not_its_batch() -> None:
+    policy = GatedPolicy()
+    core = InferenceCore(policy, BatchingConfig(max_batch=4, max_wait_ms=0)).start()
+    try:
+        outcomes = run_jobs(core, policy, [1, 2, 5, 3])
+        stats = core.stats()
+    finally:
+        core.stop()
+    assert policy.batches == [1, 3]
+    assert codes(outcomes) == ["ok", "ok", "internal_error", "ok"]
+    assert "policy returned an invalid action chunk" in outcomes[2].error.message
+    assert [o.actions[0, 0] for i, o in enumerate(outcomes) if i != 2] == [1, 2, 3]
+    assert outcomes[1].timing["batch_size"] == 3.0
+    assert (stats["served"], stats["failed"], stats["batches"]) == (3, 1, 2)
+    assert stats["batch_sizes"] == {"1": 1, "3": 1}
+
+
+def test_a_policy_answering_too_few_chunks_fails_the_whole_batch() -> None:
+    policy = GatedPolicy(short=True)
+    core = InferenceCore(policy, BatchingConfig(max_batch=4, max_wait_ms=0)).start()
+    try:
+        outcomes = run_jobs(core, policy, [1, 2, 3])
+        stats = core.stats()
+    finally:
+        core.stop()
+    assert codes(outcomes) == ["ok", "internal_error", "internal_error"]
+    assert "expected 2 action chunks, got 1" in outcomes[1].error.message
+    # A failed pass is not a batch, and its jobs count as failed.
+    assert (stats["served"], stats["failed"], stats["batches"]) == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "refused", "accepted"),
+    [
+        ("max_batch", 0, 1),
+        ("max_wait_ms", -0.001, 0.0),
+        ("max_queue", 0, 1),
+        ("default_deadline_ms", 0.0, 0.001),
+        ("activity_window_s", 0.0, 0.001),
+        ("inline_max_ms", -0.001, 0.0),
+    ],
+)
+def test_batching_limits_hold_at_their_edges(field: str, refused: float, accepted: float) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}: expected .*, got {refused}$"):
+        BatchingConfig(**{field: refused})
+    assert getattr(BatchingConfig(**{field: accepted}), field) == accepted
+
+
+def test_sessions_count_answered_steps_until_reset() -> None:
+    core = InferenceCore(EchoPolicy()).start()
+    try:
+        for _ in range(3):
+            assert core.infer(make_obs(1), session="arm").error is None
+        state = core.session_state("arm")
+        state.steps = 99
+        assert core.session_state("arm").steps == 3 and core.session_state("arm").requests == 3
+        assert core.reset_session("arm") == {"session": "arm", "episode": 1}
+        assert core.reset_session("arm") == {"session": "arm", "episode": 2}
+        assert core.session_state("arm").steps == 0
+        assert core.session_state("other").episode == 0
+    finally:
+        core.stop()
+
+
+def test_idle_sessions_are_forgotten_only_once_the_table_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy.core, "_MAX_SESSIONS", 3)
+    policy = GatedPolicy()
+    core = InferenceCore(policy).start()
+    obs = core.spec.validate(make_obs())
+    now = time.perf_counter()
+    try:
+        # The first job is held in the policy and the others queue, so none is answered (and
+        # no session re-created) while the table is read.
+        for name, received in (("old", now - 2 * deploy.core._SESSION_IDLE_S), ("recent", now), ("new", now)):
+            core.submit(
+                core.job(obs, session=name, received=received, deadline_ms=1e9, on_done=lambda *_: None)
+            )
+            assert policy.running.wait(5)
+        assert core.stats()["sessions"] == 3
+        core.reset_session("newest")
+        assert core.stats()["sessions"] == 3
+        assert core.session_state("recent").requests == 1
+        assert core.session_state("old").requests == 0
+    finally:
+        policy.release.set()
+        core.stop()
+
+
+class NoChunkSizePolicy(EchoPolicy):
+    def metadata(self) -> dict[str, Any]:
+        return {key: value for key, value in super().metadata().items() if key != "chunk_size"}
+
+
+def test_warmup_announces_the_chunk_size_a_policy_does_not() -> None:
+    core = InferenceCore(NoChunkSizePolicy())
+    assert "chunk_size" not in core.metadata()
+    outputs = core.warmup(passes=2)
+    assert len(outputs) == 1 and outputs[0].shape == (CHUNK, 7)
+    assert core.metadata()["chunk_size"] == CHUNK
+    assert InferenceCore(NoChunkSizePolicy()).warmup(passes=0) == []
+
+
+def test_metadata_adds_the_spec_and_the_batching_limits() -> None:
+    meta = InferenceCore(
+        EchoPolicy(), BatchingConfig(max_batch=3, max_queue=9, default_deadline_ms=50.0)
+    ).metadata()
+    assert (meta["max_batch"], meta["max_queue"], meta["default_deadline_ms"]) == (3, 9, 50.0)
+    assert meta["name"] == "echo" and meta["state_dim"] == 8
+
+
+class OverTimedPolicy(EchoPolicy):
+    """Claims more pre- and postprocessing than the whole call took."""
+
+    def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        self.last_timing = {"preprocess_ms": 1e6, "postprocess_ms": 2e6}
+        return super().infer_batch(observations)
+
+
+def test_model_time_is_what_the_stages_leave_and_never_negative() -> None:
+    core = InferenceCore(OverTimedPolicy()).start()
+    try:
+        timing = core.infer(make_obs(), session="arm").timing
+    finally:
+        core.stop()
+    assert (timing["preprocess_ms"], timing["model_ms"], timing["postprocess_ms"]) == (1e6, 0.0, 2e6)
