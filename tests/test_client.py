@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 import socket
 import subprocess
@@ -224,6 +225,13 @@ def test_client_is_a_policy_with_a_stable_session() -> None:
         PolicyClient("tcp://127.0.0.1:1", timeout_ms=0)
     with pytest.raises(ValueError, match="retries: expected >= 0, got -1"):
         PolicyClient("tcp://127.0.0.1:1", retries=-1)
+    assert PolicyClient("tcp://127.0.0.1:1", retries=0).retries == 0
+
+
+def test_defaults_are_a_two_second_timeout_two_retries_and_one_ping_a_second() -> None:
+    client = PolicyClient("tcp://127.0.0.1:1")
+    assert (client.timeout_ms, client.retries, client.deadline_ms) == (2000, 2, None)
+    assert inspect.signature(PolicyClient.wait_ready).parameters["poll_s"].default == 1.0
 
 
 @pytest.mark.parametrize(
