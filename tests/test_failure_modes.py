@@ -21,6 +21,7 @@ from eval.libero.harness import run_eval
 
 BOWL, PLATE, RAMEKIN = "bowl", "plate", "ramekin"
 BASKET_REGION = "basket_contain_region"
+TRAY_REGION = "tray_region"
 STEPS = 10
 # Half-width of the plate's box around its centre, in x and y.
 PLATE_HALF = 0.07
@@ -63,11 +64,14 @@ class GroundTruthEnv:
             "size": np.array([0.05, 0.02, 0.05]),
             "joints": [],
         }
+        # A region whose own y is its height: a quarter turn about the world's x, 1 m up.
+        tray = {**basket, "pos": np.array([0.0, 0.5, 1.9]), "size": np.array([0.05, 0.5, 0.02])}
+        tray["rot"] = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
         return {
             "goal": self.goal,
             "goal_status": self.holds,
             "objects": objects,
-            "sites": {BASKET_REGION: basket},
+            "sites": {BASKET_REGION: basket, TRAY_REGION: tray},
         }
 
 
@@ -136,6 +140,10 @@ def test_a_region_target_is_judged_in_its_own_frame() -> None:
     assert mode_of(set_down_at(0.015, 0.5), close_from(2), **into_basket) == "misplaced"
     assert mode_of(set_down_at(0.03, 0.5), close_from(2), **into_basket) == "dropped"
     assert mode_of(set_down_at(0.0, 0.56), close_from(2), **into_basket) == "dropped"
+    # Only the horizontal place counts, along whichever of the region's axes lie level.
+    onto_tray = {"goal": [["in", BOWL, TRAY_REGION]]}
+    assert mode_of(set_down_at(0.045, 0.515), close_from(2), **onto_tray) == "misplaced"
+    assert mode_of(set_down_at(0.0, 0.53), close_from(2), **onto_tray) == "dropped"
     # A target that is neither an object with a box nor a region: nothing to be over.
     assert mode_of(set_down_at(0.0, 0.5), close_from(2), goal=[["on", BOWL, "shelf"]]) == "dropped"
 

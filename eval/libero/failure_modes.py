@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.oracle_geometry import point_in_box
 from envs.oracle_plan import JOINT_RELATIONS, OracleTaskError, next_subgoal
 
 __all__ = [
@@ -130,20 +131,30 @@ class FailureRecorder:
 
 
 def _over(priv: Mapping[str, Any], name: str, target: str) -> bool:
-    """Whether object ``name``'s centre lies, horizontally, within ``target``: an object's
-    world box or a region site's extent in its own frame (False for an unknown target)."""
+    """Whether object ``name``'s centre lies, horizontally, within ``target``'s box: an object's
+    world box or a region site's oriented one (False for a target that has neither)."""
     pos = priv["objects"].get(name, {}).get("pos")
-    if pos is None:
+    box = _box_of(priv, target)
+    if pos is None or box is None:
         return False
-    pos = np.asarray(pos, dtype=np.float64)
+    centre, rot, half = box
+    # At the box's own height, so only the horizontal place decides.
+    return point_in_box(np.array([pos[0], pos[1], centre[2]]), centre, rot, half)
+
+
+def _box_of(priv: Mapping[str, Any], target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(centre, rotation, half extents)`` of an object's world box or of a region site."""
     if "aabb" in priv["objects"].get(target, {}):
-        lo, hi = np.asarray(priv["objects"][target]["aabb"], dtype=np.float64)[:, :2]
-        return bool(np.all(lo <= pos[:2]) and np.all(pos[:2] <= hi))
+        lo, hi = np.asarray(priv["objects"][target]["aabb"], dtype=np.float64)
+        return (lo + hi) / 2.0, np.eye(3), (hi - lo) / 2.0
     site = priv.get("sites", {}).get(target)
     if site is None:
-        return False
-    local = np.asarray(site["rot"], dtype=np.float64).T @ (pos - np.asarray(site["pos"], dtype=np.float64))
-    return bool(np.all(np.abs(local[:2]) <= np.asarray(site["size"], dtype=np.float64)[:2]))
+        return None
+    return (
+        np.asarray(site["pos"], dtype=np.float64),
+        np.asarray(site["rot"], dtype=np.float64),
+        np.asarray(site["size"], dtype=np.float64),
+    )
 
 
 def diagnosis_fields(diagnosis: FailureDiagnosis | None) -> dict[str, Any]:
