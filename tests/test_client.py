@@ -194,9 +194,10 @@ def test_bad_request_is_a_value_error() -> None:
         (lambda r: b"\xc1\xc1", "undecodable reply"),
         (lambda r: encode([1]), "is a list, expected a map"),
         (lambda r: encode({"v": 1, "id": r["id"], "status": "maybe"}), "neither status 'ok'"),
+        (lambda r: encode({"v": 1, "id": r["id"], "status": "ok", "result": [1]}), "neither status 'ok'"),
         (lambda r: encode({"v": 1, "id": 999, "status": "ok", "result": {}}), "does not match request id"),
     ],
-    ids=["garbage", "list", "status", "id"],
+    ids=["garbage", "list", "status", "result", "id"],
 )
 def test_malformed_replies_raise_malformed_reply(
     reply: Callable[[dict[str, Any]], bytes], match: str
@@ -226,6 +227,7 @@ def test_client_is_a_policy_with_a_stable_session() -> None:
     with pytest.raises(ValueError, match="retries: expected >= 0, got -1"):
         PolicyClient("tcp://127.0.0.1:1", retries=-1)
     assert PolicyClient("tcp://127.0.0.1:1", retries=0).retries == 0
+    assert PolicyClient("tcp://127.0.0.1:1", timeout_ms=1).timeout_ms == 1
 
 
 def test_defaults_are_a_two_second_timeout_two_retries_and_one_ping_a_second() -> None:
