@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cogvla.catten import attend, build_attention_mask
+from cogvla.catten import attend, build_attention_mask, flash_available
 from cogvla.config import get_preset
 from cogvla.fake_data import fake_batch
 from cogvla.llm import SequenceLayout
@@ -149,3 +149,12 @@ def test_flash_attn_path_matches_sdpa_on_cuda():
         torch.testing.assert_close(
             flash[:, :, valid[1]].float(), sdpa[:, :, valid[1]].float(), atol=2e-2, rtol=0
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_tensors_on_the_cpu_never_take_the_flash_path(dtype: torch.dtype) -> None:
+    # bf16 on the CPU is a supported autocast dtype: it must fall back to SDPA, not flash-attn.
+    query = torch.zeros(1, 2, 4, 8, dtype=dtype)
+    assert not flash_available(query)
+    out = attend(query, query, query, torch.ones(1, 4, dtype=torch.bool), 2, catten=True)
+    assert out.shape == query.shape and out.dtype == dtype
