@@ -106,7 +106,11 @@ def test_mask_matches_the_documented_pattern():
         ]
     )
     assert torch.equal(mask, expected)
-    assert bool(build_attention_mask(valid, num_action=2, catten=False)[0, 0, :, 2].logical_not().all())
+    all_to_all = build_attention_mask(valid, num_action=2, catten=False)
+    # One mask row set per sample, broadcast over the heads, like the CAtten one.
+    shape = (1, 1, 6, 6)
+    assert all_to_all.shape == build_attention_mask(valid, num_action=2, catten=True).shape == shape
+    assert bool(all_to_all[0, 0, :, 2].logical_not().all())
 
 
 @pytest.mark.parametrize("catten", [True, False])
