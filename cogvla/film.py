@@ -19,7 +19,8 @@ class FiLM(nn.Module):
     ``scale``/``shift`` are one Linear each (``hidden=None``, the ViT blocks) or a
     Linear-GELU-Linear MLP (the LFP routers), matching the reference weight names.
 
-    Shapes: ``x (B, N, D)``, ``cond (B, C)`` -> ``(B, N, D)``.
+    Shapes: ``x (B*n, N, D)``, ``cond (B, C)`` -> ``(B*n, N, D)``, where the ``n`` rows of a
+    sample (its camera images; 1 by default) share its parameters.
     """
 
     def __init__(self, cond_dim: int, feature_dim: int, hidden: int | None = None) -> None:
@@ -31,8 +32,8 @@ class FiLM(nn.Module):
         """``(gamma, beta)``, each ``(B, 1, D)``, ready to broadcast over tokens."""
         return self.scale(cond).unsqueeze(1), self.shift(cond).unsqueeze(1)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.params(cond)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, rows_per_sample: int = 1) -> torch.Tensor:
+        gamma, beta = (p.repeat_interleave(rows_per_sample, 0) for p in self.params(cond))
         return x * (1 + gamma) + beta
 
 

@@ -37,8 +37,7 @@ class TokenRouter(FiLM):
     def forward(  # type: ignore[override]
         self, normed: torch.Tensor, cond: torch.Tensor, vision: slice
     ) -> torch.Tensor:
-        gamma, beta = self.params(cond)
-        modulated = normed[:, vision] * (1 + gamma) + beta
+        modulated = super().forward(normed[:, vision], cond)
         scored = torch.cat([normed[:, : vision.start], modulated, normed[:, vision.stop :]], dim=1)
         return torch.softmax(self.router(scored), dim=-1)[..., 1]
 

@@ -133,8 +133,7 @@ class ViTStream(nn.Module):
             x = x + self._attention_branch(block, x)
             if self.film is not None:
                 # FiLM parameters are per sample; every camera image of a sample shares them
-                gamma, beta = self.film[index].params(cond)
-                x = x * (1 + gamma.repeat_interleave(n_images, 0)) + beta.repeat_interleave(n_images, 0)
+                x = self.film[index](x, cond, rows_per_sample=n_images)
             x = x + self._mlp_branch(block, x)
         if self.aggregation_tokens is not None:
             tokens = x[:, -self.aggregation_tokens.shape[1] :]
