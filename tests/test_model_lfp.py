@@ -4,6 +4,7 @@ import torch
 
 from cogvla.config import LFPConfig, get_preset
 from cogvla.fake_data import fake_batch
+from cogvla.lfp import masked_mean
 from cogvla.llm import SequenceLayout, positions_from_valid
 from cogvla.modeling import CogVLAModel
 
@@ -105,3 +106,13 @@ def test_router_gets_gradients():
             assert param.grad is not None and param.grad.abs().sum() > 0, (
                 f"router parameter {name} got no gradient"
             )
+
+
+def test_masked_mean_averages_the_kept_positions_and_gives_zero_for_none():
+    x = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    mask = torch.tensor([[False, True, False], [False, False, False]])
+    out = masked_mean(x, mask)
+    # One position kept: the mean is that row itself; none kept: zeros, not NaN.
+    torch.testing.assert_close(out, torch.stack([x[0, 1], torch.zeros(4)]))
+    both = masked_mean(x, torch.tensor([[True, False, True], [True, True, True]]))
+    torch.testing.assert_close(both, torch.stack([(x[0, 0] + x[0, 2]) / 2, x[1].mean(0)]))
