@@ -3,6 +3,7 @@ fails them all, config limits at their edges, sessions, eviction, warm-up and th
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,8 @@ from test_server import CHUNK, EchoPolicy, make_obs
 
 import deploy.core
 from deploy.core import BatchingConfig, InferenceCore, InferenceJob, InferenceOutcome
+from deploy.serve_cli import add_arguments
+from deploy.server import ZmqServerConfig
 
 
 class GatedPolicy(EchoPolicy):
@@ -193,3 +196,26 @@ def test_model_time_is_what_the_stages_leave_and_never_negative() -> None:
     finally:
         core.stop()
     assert (timing["preprocess_ms"], timing["model_ms"], timing["postprocess_ms"]) == (1e6, 0.0, 2e6)
+
+
+def test_cogvla_serve_starts_with_the_cores_defaults_which_the_protocol_documents() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    core = BatchingConfig()
+    assert (args.max_batch, args.max_wait_ms, args.max_queue, args.deadline_ms) == (
+        core.max_batch,
+        core.max_wait_ms,
+        core.max_queue,
+        core.default_deadline_ms,
+    )
+    assert int(args.max_message_mb * 1024 * 1024) == ZmqServerConfig().max_message_bytes
+    # docs/protocol.md: a queue of 64, a default deadline of 10 000 ms, messages up to 8 MiB.
+    assert (core.max_batch, core.max_wait_ms, core.max_queue, core.default_deadline_ms) == (
+        8,
+        5.0,
+        64,
+        10_000.0,
+    )
+    assert (core.activity_window_s, core.inline_max_ms) == (2.0, 2.0)
+    assert ZmqServerConfig().max_message_bytes == 8 << 20
