@@ -502,7 +502,7 @@ def _stage_split(policy: Policy, elapsed_ms: float) -> dict[str, float]:
     """
     reported = getattr(policy, "last_timing", None)
     split = {"preprocess_ms": 0.0, "model_ms": elapsed_ms, "postprocess_ms": 0.0}
-    if reported is not None and isinstance(reported, Mapping):
+    if isinstance(reported, Mapping):
         pre = float(reported.get("preprocess_ms", 0.0))
         post = float(reported.get("postprocess_ms", 0.0))
         split = {"preprocess_ms": pre, "model_ms": max(elapsed_ms - pre - post, 0.0), "postprocess_ms": post}

@@ -15,6 +15,7 @@ from test_server import CHUNK, EchoPolicy, make_obs
 
 import deploy.core
 from deploy.core import BatchingConfig, InferenceCore, InferenceJob, InferenceOutcome
+from deploy.protocol import ErrorCode, RequestError
 from deploy.serve_cli import add_arguments
 from deploy.server import ZmqServerConfig
 
@@ -219,3 +220,54 @@ def test_cogvla_serve_starts_with_the_cores_defaults_which_the_protocol_document
     )
     assert (core.activity_window_s, core.inline_max_ms) == (2.0, 2.0)
     assert ZmqServerConfig().max_message_bytes == 8 << 20
+
+
+def batcher_threads() -> int:
+    return sum(thread.name == "cogvla-batcher" for thread in threading.enumerate())
+
+
+def test_start_is_idempotent_and_stop_joins_the_worker() -> None:
+    before = batcher_threads()
+    InferenceCore(EchoPolicy()).stop()  # never started: nothing to join
+    core = InferenceCore(EchoPolicy())
+    assert core.start() is core and core.start() is core
+    assert batcher_threads() == before + 1
+    core.stop()
+    assert batcher_threads() == before
+
+
+def test_the_queue_refuses_exactly_at_its_limit() -> None:
+    policy = GatedPolicy()
+    core = InferenceCore(policy, BatchingConfig(max_queue=2)).start()
+    obs = core.spec.validate(make_obs())
+
+    def submit(session: str) -> None:
+        core.submit(
+            core.job(
+                obs, session=session, received=time.perf_counter(), deadline_ms=None, on_done=lambda *_: None
+            )
+        )
+
+    try:
+        submit("running")
+        assert policy.running.wait(5)
+        submit("first")
+        submit("second")
+        with pytest.raises(RequestError) as refused:
+            submit("third")
+        assert refused.value.code is ErrorCode.OVERLOADED
+        assert (refused.value.expected, refused.value.actual) == ("< 2 queued", "2")
+        assert core.stats()["overloaded"] == 1
+    finally:
+        policy.release.set()
+        core.stop()
+
+
+def test_a_policy_that_times_nothing_is_all_model_time() -> None:
+    core = InferenceCore(EchoPolicy()).start()
+    try:
+        timing = core.infer(make_obs(), session="arm").timing
+    finally:
+        core.stop()
+    assert (timing["preprocess_ms"], timing["postprocess_ms"]) == (0.0, 0.0)
+    assert 0 < timing["model_ms"] <= timing["total_ms"]
