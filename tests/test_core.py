@@ -190,12 +190,17 @@ class OverTimedPolicy(EchoPolicy):
         return super().infer_batch(observations)
 
 
-def test_model_time_is_what_the_stages_leave_and_never_negative() -> None:
-    core = InferenceCore(OverTimedPolicy()).start()
+def reply_timing(policy: EchoPolicy) -> dict[str, float]:
+    """The timing of one request answered by a core around ``policy``."""
+    core = InferenceCore(policy).start()
     try:
-        timing = core.infer(make_obs(), session="arm").timing
+        return core.infer(make_obs(), session="arm").timing
     finally:
         core.stop()
+
+
+def test_model_time_is_what_the_stages_leave_and_never_negative() -> None:
+    timing = reply_timing(OverTimedPolicy())
     assert (timing["preprocess_ms"], timing["model_ms"], timing["postprocess_ms"]) == (1e6, 0.0, 2e6)
 
 
@@ -264,10 +269,6 @@ def test_the_queue_refuses_exactly_at_its_limit() -> None:
 
 
 def test_a_policy_that_times_nothing_is_all_model_time() -> None:
-    core = InferenceCore(EchoPolicy()).start()
-    try:
-        timing = core.infer(make_obs(), session="arm").timing
-    finally:
-        core.stop()
+    timing = reply_timing(EchoPolicy())
     assert (timing["preprocess_ms"], timing["postprocess_ms"]) == (0.0, 0.0)
     assert 0 < timing["model_ms"] <= timing["total_ms"]
