@@ -272,3 +272,30 @@ def test_a_policy_that_times_nothing_is_all_model_time() -> None:
     timing = reply_timing(EchoPolicy())
     assert (timing["preprocess_ms"], timing["postprocess_ms"]) == (0.0, 0.0)
     assert 0 < timing["model_ms"] <= timing["total_ms"]
+
+
+class PreprocessOnlyPolicy(EchoPolicy):
+    """Times its preprocessing alone, as a policy without a postprocessing stage would."""
+
+    def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        self.last_timing = {"preprocess_ms": 3.0}
+        return super().infer_batch(observations)
+
+
+def test_a_stage_the_policy_does_not_time_counts_zero() -> None:
+    timing = reply_timing(PreprocessOnlyPolicy(delay_s=0.02))
+    assert (timing["preprocess_ms"], timing["postprocess_ms"]) == (3.0, 0.0)
+    # The 20 ms the policy slept, in milliseconds, less the 3 it said it spent preprocessing.
+    assert 17.0 <= timing["model_ms"] <= timing["total_ms"]
+
+
+def test_reply_timings_are_milliseconds_of_the_call() -> None:
+    core = InferenceCore(EchoPolicy(delay_s=0.02)).start()
+    try:
+        started = time.perf_counter()
+        timing = core.infer(make_obs(), session="arm").timing
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+    finally:
+        core.stop()
+    assert 20.0 <= timing["model_ms"] <= timing["total_ms"] <= elapsed_ms
+    assert 0.0 < timing["decode_ms"] < timing["total_ms"] and 0.0 <= timing["queue_ms"] < timing["total_ms"]
