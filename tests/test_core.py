@@ -4,6 +4,7 @@ fails them all, config limits at their edges, sessions, eviction, warm-up and th
 from __future__ import annotations
 
 import argparse
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -299,3 +300,39 @@ def test_reply_timings_are_milliseconds_of_the_call() -> None:
         core.stop()
     assert 20.0 <= timing["model_ms"] <= timing["total_ms"] <= elapsed_ms
     assert 0.0 < timing["decode_ms"] < timing["total_ms"] and 0.0 <= timing["queue_ms"] < timing["total_ms"]
+
+
+def test_a_deadline_is_milliseconds_after_arrival() -> None:
+    policy = GatedPolicy()
+    core = InferenceCore(policy, BatchingConfig(max_batch=4, max_wait_ms=0)).start()
+    obs = core.spec.validate(make_obs())
+    outcomes: dict[str, InferenceOutcome] = {}
+    done = threading.Event()
+
+    def on_done(job: InferenceJob, outcome: InferenceOutcome) -> None:
+        outcomes[job.session] = outcome
+        if len(outcomes) == 3:
+            done.set()
+
+    def submit(session: str, deadline_ms: float) -> None:
+        core.submit(
+            core.job(
+                obs, session=session, received=time.perf_counter(), deadline_ms=deadline_ms, on_done=on_done
+            )
+        )
+
+    try:
+        submit("held", 60_000.0)
+        assert policy.running.wait(5)
+        submit("short", 50.0)
+        submit("long", 60_000.0)
+        time.sleep(0.2)
+        policy.release.set()
+        assert done.wait(5)
+    finally:
+        core.stop()
+    assert codes([outcomes[s] for s in ("held", "short", "long")]) == ["ok", "deadline_exceeded", "ok"]
+    error = outcomes["short"].error
+    late = float(re.search(r"past its deadline by ([\d.]+) ms", error.message).group(1))
+    waited = float(re.fullmatch(r"([\d.]+) ms after arrival", error.actual).group(1))
+    assert late >= 150.0 and waited >= 200.0 and waited - late == pytest.approx(50.0, abs=0.2)
