@@ -275,18 +275,27 @@ def test_a_policy_that_times_nothing_is_all_model_time() -> None:
     assert 0 < timing["model_ms"] <= timing["total_ms"]
 
 
-class PreprocessOnlyPolicy(EchoPolicy):
-    """Times its preprocessing alone, as a policy without a postprocessing stage would."""
+class OneStagePolicy(EchoPolicy):
+    """Times one stage alone (3 ms), as a policy without the other stage would."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(delay_s=0.02)
+        self.stage = stage
 
     def infer_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
-        self.last_timing = {"preprocess_ms": 3.0}
+        self.last_timing = {self.stage: 3.0}
         return super().infer_batch(observations)
 
 
-def test_a_stage_the_policy_does_not_time_counts_zero() -> None:
-    timing = reply_timing(PreprocessOnlyPolicy(delay_s=0.02))
-    assert (timing["preprocess_ms"], timing["postprocess_ms"]) == (3.0, 0.0)
-    # The 20 ms the policy slept, in milliseconds, less the 3 it said it spent preprocessing.
+@pytest.mark.parametrize("stage", ["preprocess_ms", "postprocess_ms"])
+def test_a_stage_the_policy_does_not_time_counts_zero(stage: str) -> None:
+    timing = reply_timing(OneStagePolicy(stage))
+    assert {key: timing[key] for key in ("preprocess_ms", "postprocess_ms")} == {
+        "preprocess_ms": 0.0,
+        "postprocess_ms": 0.0,
+        stage: 3.0,
+    }
+    # The 20 ms the policy slept, in milliseconds, less the 3 it said it spent elsewhere.
     assert 17.0 <= timing["model_ms"] <= timing["total_ms"]
 
 
@@ -336,3 +345,26 @@ def test_a_deadline_is_milliseconds_after_arrival() -> None:
     late = float(re.search(r"past its deadline by ([\d.]+) ms", error.message).group(1))
     waited = float(re.fullmatch(r"([\d.]+) ms after arrival", error.actual).group(1))
     assert late >= 150.0 and waited >= 200.0 and waited - late == pytest.approx(50.0, abs=0.2)
+    # Both waited in the queue for the held job, computed or not.
+    for session in ("short", "long"):
+        timing = outcomes[session].timing
+        assert 150.0 <= timing["queue_ms"] <= timing["total_ms"]
+
+
+def test_decode_time_runs_from_the_read_to_the_job() -> None:
+    core = InferenceCore(EchoPolicy()).start()
+    outcomes: list[InferenceOutcome] = []
+    done = threading.Event()
+
+    def on_done(_job: InferenceJob, outcome: InferenceOutcome) -> None:
+        outcomes.append(outcome)
+        done.set()
+
+    try:
+        obs = core.spec.validate(make_obs())
+        read = time.perf_counter() - 0.05
+        core.submit(core.job(obs, session="arm", received=read, deadline_ms=None, on_done=on_done))
+        assert done.wait(5)
+    finally:
+        core.stop()
+    assert 50.0 <= outcomes[0].timing["decode_ms"] <= outcomes[0].timing["total_ms"]
