@@ -4,10 +4,11 @@ fails them all, config limits at their edges, sessions, eviction, warm-up and th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,32 +42,66 @@ class GatedPolicy(EchoPolicy):
         return chunks[:-1] if self.short and len(chunks) > 1 else chunks
 
 
-def run_jobs(core: InferenceCore, policy: GatedPolicy, states: Sequence[float]) -> list[InferenceOutcome]:
-    """One job for state ``states[0]`` (held in the policy), then the rest queued behind it;
-    the outcomes in submission order."""
-    outcomes: dict[int, InferenceOutcome] = {}
-    done = threading.Event()
+@contextlib.contextmanager
+def running(policy: EchoPolicy, **batching: Any) -> Iterator[InferenceCore]:
+    """A started core around ``policy``; a gated policy is released before the core stops."""
+    core = InferenceCore(policy, BatchingConfig(**batching)).start()
+    try:
+        yield core
+    finally:
+        if isinstance(policy, GatedPolicy):
+            policy.release.set()
+        core.stop()
 
-    def submit(index: int, state: float) -> None:
-        def on_done(_job: InferenceJob, outcome: InferenceOutcome) -> None:
-            outcomes[index] = outcome
-            if len(outcomes) == len(states):
-                done.set()
 
-        obs = core.spec.validate(make_obs(state))
-        core.submit(
-            core.job(
-                obs, session=f"s{index}", received=time.perf_counter(), deadline_ms=None, on_done=on_done
-            )
+class Jobs:
+    """Submits jobs straight to a core and keeps each session's outcome."""
+
+    def __init__(self, core: InferenceCore) -> None:
+        self.core = core
+        self.outcomes: dict[str, InferenceOutcome] = {}
+        self._answered = threading.Condition()
+
+    def submit(
+        self,
+        session: str,
+        state: float = 0.0,
+        *,
+        deadline_ms: float | None = None,
+        received: float | None = None,
+    ) -> None:
+        """Queue ``make_obs(state)`` for ``session``, read at ``received`` (default: now)."""
+        obs = self.core.spec.validate(make_obs(state))
+        read = time.perf_counter() if received is None else received
+        self.core.submit(
+            self.core.job(obs, session=session, received=read, deadline_ms=deadline_ms, on_done=self._done)
         )
 
-    submit(0, states[0])
+    def _done(self, job: InferenceJob, outcome: InferenceOutcome) -> None:
+        with self._answered:
+            self.outcomes[job.session] = outcome
+            self._answered.notify_all()
+
+    def wait(self, *sessions: str) -> list[InferenceOutcome]:
+        """The outcomes of ``sessions``, in that order, once all are answered."""
+        with self._answered:
+            assert self._answered.wait_for(lambda: set(sessions) <= set(self.outcomes), 5)
+            return [self.outcomes[session] for session in sessions]
+
+
+def held_then_queued(
+    core: InferenceCore, policy: GatedPolicy, states: Sequence[float]
+) -> list[InferenceOutcome]:
+    """One job for ``states[0]`` held in the policy, the rest queued behind it, then released;
+    the outcomes in submission order."""
+    jobs = Jobs(core)
+    sessions = [f"s{index}" for index in range(len(states))]
+    jobs.submit(sessions[0], states[0])
     assert policy.running.wait(5)
-    for index, state in enumerate(states[1:], start=1):
-        submit(index, state)
+    for session, state in zip(sessions[1:], states[1:], strict=True):
+        jobs.submit(session, state)
     policy.release.set()
-    assert done.wait(5)
-    return [outcomes[i] for i in range(len(states))]
+    return jobs.wait(*sessions)
 
 
 def codes(outcomes: Sequence[InferenceOutcome]) -> list[str]:
@@ -75,12 +110,9 @@ def codes(outcomes: Sequence[InferenceOutcome]) -> list[str]:
 
 def test_a_bad_chunk_fails_its_own_job_and_not_its_batch() -> None:
     policy = GatedPolicy()
-    core = InferenceCore(policy, BatchingConfig(max_batch=4, max_wait_ms=0)).start()
-    try:
-        outcomes = run_jobs(core, policy, [1, 2, 5, 3])
+    with running(policy, max_batch=4, max_wait_ms=0) as core:
+        outcomes = held_then_queued(core, policy, [1, 2, 5, 3])
         stats = core.stats()
-    finally:
-        core.stop()
     assert policy.batches == [1, 3]
     assert codes(outcomes) == ["ok", "ok", "internal_error", "ok"]
     assert "policy returned an invalid action chunk" in outcomes[2].error.message
@@ -92,12 +124,9 @@ def test_a_bad_chunk_fails_its_own_job_and_not_its_batch() -> None:
 
 def test_a_policy_answering_too_few_chunks_fails_the_whole_batch() -> None:
     policy = GatedPolicy(short=True)
-    core = InferenceCore(policy, BatchingConfig(max_batch=4, max_wait_ms=0)).start()
-    try:
-        outcomes = run_jobs(core, policy, [1, 2, 3])
+    with running(policy, max_batch=4, max_wait_ms=0) as core:
+        outcomes = held_then_queued(core, policy, [1, 2, 3])
         stats = core.stats()
-    finally:
-        core.stop()
     assert codes(outcomes) == ["ok", "internal_error", "internal_error"]
     assert "expected 2 action chunks, got 1" in outcomes[1].error.message
     # A failed pass is not a batch, and its jobs count as failed.
@@ -122,8 +151,7 @@ def test_batching_limits_hold_at_their_edges(field: str, refused: float, accepte
 
 
 def test_sessions_count_answered_steps_until_reset() -> None:
-    core = InferenceCore(EchoPolicy()).start()
-    try:
+    with running(EchoPolicy()) as core:
         for _ in range(3):
             assert core.infer(make_obs(1), session="arm").error is None
         state = core.session_state("arm")
@@ -133,32 +161,24 @@ def test_sessions_count_answered_steps_until_reset() -> None:
         assert core.reset_session("arm") == {"session": "arm", "episode": 2}
         assert core.session_state("arm").steps == 0
         assert core.session_state("other").episode == 0
-    finally:
-        core.stop()
 
 
 def test_idle_sessions_are_forgotten_only_once_the_table_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deploy.core, "_MAX_SESSIONS", 3)
     policy = GatedPolicy()
-    core = InferenceCore(policy).start()
-    obs = core.spec.validate(make_obs())
     now = time.perf_counter()
-    try:
+    with running(policy) as core:
+        jobs = Jobs(core)
         # The first job is held in the policy and the others queue, so none is answered (and
         # no session re-created) while the table is read.
         for name, received in (("old", now - 2 * deploy.core._SESSION_IDLE_S), ("recent", now), ("new", now)):
-            core.submit(
-                core.job(obs, session=name, received=received, deadline_ms=1e9, on_done=lambda *_: None)
-            )
+            jobs.submit(name, deadline_ms=1e9, received=received)
             assert policy.running.wait(5)
         assert core.stats()["sessions"] == 3
         core.reset_session("newest")
         assert core.stats()["sessions"] == 3
         assert core.session_state("recent").requests == 1
         assert core.session_state("old").requests == 0
-    finally:
-        policy.release.set()
-        core.stop()
 
 
 class NoChunkSizePolicy(EchoPolicy):
@@ -193,11 +213,8 @@ class OverTimedPolicy(EchoPolicy):
 
 def reply_timing(policy: EchoPolicy) -> dict[str, float]:
     """The timing of one request answered by a core around ``policy``."""
-    core = InferenceCore(policy).start()
-    try:
+    with running(policy) as core:
         return core.infer(make_obs(), session="arm").timing
-    finally:
-        core.stop()
 
 
 def test_model_time_is_what_the_stages_leave_and_never_negative() -> None:
@@ -244,29 +261,17 @@ def test_start_is_idempotent_and_stop_joins_the_worker() -> None:
 
 def test_the_queue_refuses_exactly_at_its_limit() -> None:
     policy = GatedPolicy()
-    core = InferenceCore(policy, BatchingConfig(max_queue=2)).start()
-    obs = core.spec.validate(make_obs())
-
-    def submit(session: str) -> None:
-        core.submit(
-            core.job(
-                obs, session=session, received=time.perf_counter(), deadline_ms=None, on_done=lambda *_: None
-            )
-        )
-
-    try:
-        submit("running")
+    with running(policy, max_queue=2) as core:
+        jobs = Jobs(core)
+        jobs.submit("running")
         assert policy.running.wait(5)
-        submit("first")
-        submit("second")
+        jobs.submit("first")
+        jobs.submit("second")
         with pytest.raises(RequestError) as refused:
-            submit("third")
+            jobs.submit("third")
         assert refused.value.code is ErrorCode.OVERLOADED
         assert (refused.value.expected, refused.value.actual) == ("< 2 queued", "2")
         assert core.stats()["overloaded"] == 1
-    finally:
-        policy.release.set()
-        core.stop()
 
 
 def test_a_policy_that_times_nothing_is_all_model_time() -> None:
@@ -300,46 +305,25 @@ def test_a_stage_the_policy_does_not_time_counts_zero(stage: str) -> None:
 
 
 def test_reply_timings_are_milliseconds_of_the_call() -> None:
-    core = InferenceCore(EchoPolicy(delay_s=0.02)).start()
-    try:
+    with running(EchoPolicy(delay_s=0.02)) as core:
         started = time.perf_counter()
         timing = core.infer(make_obs(), session="arm").timing
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-    finally:
-        core.stop()
     assert 20.0 <= timing["model_ms"] <= timing["total_ms"] <= elapsed_ms
     assert 0.0 < timing["decode_ms"] < timing["total_ms"] and 0.0 <= timing["queue_ms"] < timing["total_ms"]
 
 
 def test_a_deadline_is_milliseconds_after_arrival() -> None:
     policy = GatedPolicy()
-    core = InferenceCore(policy, BatchingConfig(max_batch=4, max_wait_ms=0)).start()
-    obs = core.spec.validate(make_obs())
-    outcomes: dict[str, InferenceOutcome] = {}
-    done = threading.Event()
-
-    def on_done(job: InferenceJob, outcome: InferenceOutcome) -> None:
-        outcomes[job.session] = outcome
-        if len(outcomes) == 3:
-            done.set()
-
-    def submit(session: str, deadline_ms: float) -> None:
-        core.submit(
-            core.job(
-                obs, session=session, received=time.perf_counter(), deadline_ms=deadline_ms, on_done=on_done
-            )
-        )
-
-    try:
-        submit("held", 60_000.0)
+    with running(policy, max_batch=4, max_wait_ms=0) as core:
+        jobs = Jobs(core)
+        jobs.submit("held", deadline_ms=60_000.0)
         assert policy.running.wait(5)
-        submit("short", 50.0)
-        submit("long", 60_000.0)
+        jobs.submit("short", deadline_ms=50.0)
+        jobs.submit("long", deadline_ms=60_000.0)
         time.sleep(0.2)
         policy.release.set()
-        assert done.wait(5)
-    finally:
-        core.stop()
+        outcomes = dict(zip(("held", "short", "long"), jobs.wait("held", "short", "long"), strict=True))
     assert codes([outcomes[s] for s in ("held", "short", "long")]) == ["ok", "deadline_exceeded", "ok"]
     error = outcomes["short"].error
     late = float(re.search(r"past its deadline by ([\d.]+) ms", error.message).group(1))
@@ -352,19 +336,8 @@ def test_a_deadline_is_milliseconds_after_arrival() -> None:
 
 
 def test_decode_time_runs_from_the_read_to_the_job() -> None:
-    core = InferenceCore(EchoPolicy()).start()
-    outcomes: list[InferenceOutcome] = []
-    done = threading.Event()
-
-    def on_done(_job: InferenceJob, outcome: InferenceOutcome) -> None:
-        outcomes.append(outcome)
-        done.set()
-
-    try:
-        obs = core.spec.validate(make_obs())
-        read = time.perf_counter() - 0.05
-        core.submit(core.job(obs, session="arm", received=read, deadline_ms=None, on_done=on_done))
-        assert done.wait(5)
-    finally:
-        core.stop()
-    assert 50.0 <= outcomes[0].timing["decode_ms"] <= outcomes[0].timing["total_ms"]
+    with running(EchoPolicy()) as core:
+        jobs = Jobs(core)
+        jobs.submit("arm", received=time.perf_counter() - 0.05)
+        (outcome,) = jobs.wait("arm")
+    assert 50.0 <= outcome.timing["decode_ms"] <= outcome.timing["total_ms"]
